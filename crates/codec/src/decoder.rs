@@ -1,6 +1,6 @@
 //! The incremental decoder: whole packets out of a growing read buffer.
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 
 use crate::error::DecodeError;
 use crate::packet::{Packet, peek_version};
@@ -135,8 +135,9 @@ impl Decoder {
             buf.reserve((size - buf.len()).min(RESERVE_AHEAD));
             return Ok(None);
         }
-        let frame = buf.split_to(size).freeze();
-        let body = frame.slice(header.header_len..);
+        let mut frame = buf.split_to(size);
+        frame.advance(header.header_len);
+        let body = frame.freeze();
         let version = match self.version {
             Some(version) => version,
             None => {
