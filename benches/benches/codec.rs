@@ -23,7 +23,10 @@ fn s(text: &str) -> MqttString {
 }
 
 fn publish(payload: usize) -> Packet {
-    let mut publish = Publish::new(s("site/17/device/4711/telemetry"), Bytes::from(vec![0x5A; payload]));
+    let mut publish = Publish::new(
+        s("site/17/device/4711/telemetry"),
+        Bytes::from(vec![0x5A; payload]),
+    );
     publish.qos_pid = QosPid::AtLeastOnce(PacketId::new(42).expect("non-zero"));
     Packet::Publish(publish)
 }
@@ -44,7 +47,12 @@ fn connect_v5() -> Packet {
 
 fn subscribe_10() -> Packet {
     let filters = (0..10)
-        .map(|i| (s(&format!("site/{i}/device/+/telemetry")), SubscriptionOptions::with_qos(QoS::AtLeastOnce)))
+        .map(|i| {
+            (
+                s(&format!("site/{i}/device/+/telemetry")),
+                SubscriptionOptions::with_qos(QoS::AtLeastOnce),
+            )
+        })
         .collect();
     Packet::Subscribe(Subscribe {
         packet_id: PacketId::new(7).expect("non-zero"),
@@ -76,11 +84,18 @@ fn decoder_for(packet: &Packet, version: ProtocolVersion) -> Decoder {
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("decode");
-    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     for (name, packet, version, batch) in cases() {
         let mut one = BytesMut::new();
         packet.encode(version, &mut one).expect("encodes");
-        let stream: Vec<u8> = one.iter().copied().cycle().take(one.len() * batch).collect();
+        let stream: Vec<u8> = one
+            .iter()
+            .copied()
+            .cycle()
+            .take(one.len() * batch)
+            .collect();
         group.throughput(Throughput::Bytes(stream.len() as u64));
         group.bench_function(format!("{name}/x{batch}"), |b| {
             b.iter_batched(
@@ -104,7 +119,9 @@ fn decode(c: &mut Criterion) {
 
 fn encode(c: &mut Criterion) {
     let mut group = c.benchmark_group("encode");
-    group.measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    group
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1));
     for (name, packet, version, _) in cases() {
         let len = packet.encoded_len(version).expect("has a size");
         group.throughput(Throughput::Bytes(len as u64));
@@ -112,7 +129,9 @@ fn encode(c: &mut Criterion) {
         group.bench_function(name, |b| {
             b.iter(|| {
                 buf.clear();
-                black_box(&packet).encode(version, &mut buf).expect("encodes");
+                black_box(&packet)
+                    .encode(version, &mut buf)
+                    .expect("encodes");
                 black_box(&buf);
             });
         });
