@@ -1,0 +1,355 @@
+//! Packets from the client: each checked against the protocol rules that belong to a
+//! session, then answered, or turned into events for the broker.
+
+use std::sync::Arc;
+
+use shoal_codec::{
+    AckProperties, DisconnectReasonCode, MqttString, Packet, PacketId, PayloadFormat, PubAck,
+    PubAckReasonCode, PubComp, PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe,
+    UnsubAck, UnsubAckReasonCode, Unsubscribe,
+};
+use shoal_topic::{FilterKind, validate_topic_name};
+
+use crate::event::{CloseReason, ClosedBy, Event, SubscribeRequest};
+use crate::message::Message;
+use crate::record::SubscriptionRecord;
+use crate::session::Session;
+use crate::time::Timestamp;
+
+/// A protocol violation found by the session: it closes the connection with `reason`.
+type Violation = DisconnectReasonCode;
+
+impl Session {
+    /// Handles a packet from the attached client. Protocol violations close the connection
+    /// (an `Event::Close`, with DISCONNECT queued for MQTT 5 clients).
+    pub fn handle_packet(&mut self, now: Timestamp, packet: Packet) {
+        if self.closing.is_some() {
+            return;
+        }
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        link.last_received = now;
+        let result = match packet {
+            Packet::Publish(publish) => self.handle_publish(now, publish),
+            Packet::PubAck(ack) => {
+                self.handle_puback(&ack);
+                Ok(())
+            }
+            Packet::PubRec(rec) => {
+                self.handle_pubrec(&rec);
+                Ok(())
+            }
+            Packet::PubRel(rel) => {
+                self.handle_pubrel(rel.packet_id);
+                Ok(())
+            }
+            Packet::PubComp(comp) => {
+                self.handle_pubcomp(&comp);
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => self.handle_subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => {
+                self.handle_unsubscribe(unsubscribe);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.control.push_back(Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => self.handle_disconnect(&disconnect),
+            Packet::Auth(auth) => {
+                if self
+                    .link
+                    .as_ref()
+                    .is_some_and(|l| l.authentication_method.is_some())
+                {
+                    self.events.push_back(Event::Auth(auth));
+                    Ok(())
+                } else {
+                    // AUTH without an Authentication Method in CONNECT (§4.12).
+                    Err(DisconnectReasonCode::ProtocolError)
+                }
+            }
+            // A second CONNECT [MQTT-3.1.0-2], or packets only a server sends.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp => Err(DisconnectReasonCode::ProtocolError),
+        };
+        if let Err(reason) = result {
+            self.close(reason, true);
+        }
+    }
+
+    fn handle_publish(&mut self, now: Timestamp, mut publish: Publish) -> Result<(), Violation> {
+        let config = Arc::clone(&self.config);
+        let link = self.link.as_mut().expect("handle_packet checked the link");
+        let qos = publish.qos();
+        if qos > config.maximum_qos {
+            return Err(DisconnectReasonCode::QosNotSupported);
+        }
+        if publish.retain && !config.retain_available {
+            return Err(DisconnectReasonCode::RetainNotSupported);
+        }
+        if let Some(alias) = publish.properties.topic_alias.take() {
+            if alias.get() > config.topic_alias_maximum {
+                return Err(DisconnectReasonCode::TopicAliasInvalid);
+            }
+            if publish.topic.is_empty() {
+                publish.topic = link
+                    .inbound_aliases
+                    .get(&alias.get())
+                    .cloned()
+                    .ok_or(DisconnectReasonCode::ProtocolError)?;
+            } else {
+                link.inbound_aliases
+                    .insert(alias.get(), publish.topic.clone());
+            }
+        }
+        validate_topic_name(&publish.topic).map_err(|_| DisconnectReasonCode::TopicNameInvalid)?;
+        let packet_id = publish.qos_pid.packet_id();
+        if let Some(id) = packet_id {
+            if link.unacked.contains_key(&id) {
+                // A resend of a message we are still dispatching: it is acknowledged once.
+                return Ok(());
+            }
+            if qos == QoS::ExactlyOnce && self.record.incoming_qos2.contains(&id) {
+                // Received before and acknowledged with PUBREC: not delivered again
+                // [MQTT-4.3.3-10]; the PUBREC may have been lost.
+                self.control.push_back(Packet::PubRec(PubAck::new(id)));
+                return Ok(());
+            }
+            if link.unacked.len() >= usize::from(config.receive_maximum.get()) {
+                return Err(DisconnectReasonCode::ReceiveMaximumExceeded);
+            }
+        }
+        let payload_ok = publish.properties.payload_format_indicator != Some(PayloadFormat::Utf8)
+            || std::str::from_utf8(&publish.payload).is_ok();
+        if !payload_ok {
+            if let Some(id) = packet_id {
+                let mut ack = PubAck::new(id);
+                ack.reason_code = PubAckReasonCode::PayloadFormatInvalid;
+                self.control.push_back(match qos {
+                    QoS::ExactlyOnce => Packet::PubRec(ack),
+                    _ => Packet::PubAck(ack),
+                });
+            }
+            return Ok(());
+        }
+        if let Some(id) = packet_id {
+            link.unacked.insert(id, qos);
+            if qos == QoS::ExactlyOnce {
+                self.record.incoming_qos2.push(id);
+                self.record_changed();
+            }
+        }
+        let mut properties = publish.properties;
+        let expires_at = properties
+            .message_expiry_interval
+            .take()
+            .map(|s| now.plus_secs(s));
+        properties.subscription_identifiers.clear();
+        let message = Message {
+            topic: publish.topic,
+            payload: publish.payload,
+            qos,
+            retain: publish.retain,
+            properties,
+            expires_at,
+            received_at: now,
+        };
+        self.events.push_back(Event::Publish {
+            message: Arc::new(message),
+            packet_id,
+        });
+        Ok(())
+    }
+
+    /// PUBREL: the client releases a QoS 2 message; complete with PUBCOMP.
+    fn handle_pubrel(&mut self, id: PacketId) {
+        let mut comp = PubComp::new(id);
+        if let Some(pos) = self
+            .record
+            .incoming_qos2
+            .iter()
+            .position(|&known| known == id)
+        {
+            self.record.incoming_qos2.swap_remove(pos);
+            self.record_changed();
+        } else {
+            comp.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
+        }
+        self.control.push_back(Packet::PubComp(comp));
+    }
+
+    fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Violation> {
+        let config = Arc::clone(&self.config);
+        let identifier = subscribe.properties.subscription_identifier;
+        if identifier.is_some() && !config.subscription_identifiers_available {
+            return Err(DisconnectReasonCode::SubscriptionIdentifiersNotSupported);
+        }
+        let requests = subscribe
+            .filters
+            .into_iter()
+            .map(|(filter, mut options)| {
+                let kind =
+                    FilterKind::parse(&filter).map_err(|_| SubAckReasonCode::TopicFilterInvalid)?;
+                if matches!(kind, FilterKind::Shared { .. })
+                    && !config.shared_subscription_available
+                {
+                    return Err(SubAckReasonCode::SharedSubscriptionsNotSupported);
+                }
+                let wildcard = kind.topic_filter().contains(['+', '#']);
+                if wildcard && !config.wildcard_subscription_available {
+                    return Err(SubAckReasonCode::WildcardSubscriptionsNotSupported);
+                }
+                options.qos = options.qos.min(config.maximum_qos);
+                Ok(SubscribeRequest {
+                    filter,
+                    options,
+                    identifier,
+                })
+            })
+            .collect::<Vec<_>>();
+        if requests.iter().all(Result::is_err) {
+            let codes = requests.into_iter().filter_map(Result::err).collect();
+            self.send_suback(subscribe.packet_id, codes);
+            return Ok(());
+        }
+        let asked = requests.iter().map(|r| r.as_ref().ok().cloned()).collect();
+        self.pending_subscribes
+            .insert(subscribe.packet_id, requests);
+        self.events.push_back(Event::Subscribe {
+            packet_id: subscribe.packet_id,
+            requests: asked,
+        });
+        Ok(())
+    }
+
+    /// The broker's answer to an `Event::Subscribe`: one result per request, in order
+    /// (entries for requests the session already refused are ignored). Granted
+    /// subscriptions are recorded, replacing one with the same filter [MQTT-3.8.4-3], and
+    /// SUBACK is queued.
+    pub fn handle_subscribe_done(
+        &mut self,
+        packet_id: PacketId,
+        results: Vec<Result<QoS, SubAckReasonCode>>,
+    ) {
+        let Some(requests) = self.pending_subscribes.remove(&packet_id) else {
+            return;
+        };
+        let mut codes = Vec::with_capacity(requests.len());
+        let mut results = results.into_iter();
+        for request in requests {
+            let result = results
+                .next()
+                .unwrap_or(Err(SubAckReasonCode::UnspecifiedError));
+            let request = match request {
+                Ok(request) => request,
+                Err(code) => {
+                    codes.push(code);
+                    continue;
+                }
+            };
+            match result {
+                Ok(granted) => {
+                    let record = SubscriptionRecord {
+                        filter: request.filter,
+                        options: shoal_codec::SubscriptionOptions {
+                            qos: granted,
+                            ..request.options
+                        },
+                        identifier: request.identifier,
+                    };
+                    let subs = &mut self.record.subscriptions;
+                    match subs.iter_mut().find(|s| s.filter == record.filter) {
+                        Some(existing) => *existing = record,
+                        None => subs.push(record),
+                    }
+                    codes.push(SubAckReasonCode::granted(granted));
+                }
+                Err(code) => codes.push(code),
+            }
+        }
+        self.record_changed();
+        self.send_suback(packet_id, codes);
+    }
+
+    fn send_suback(&mut self, packet_id: PacketId, reason_codes: Vec<SubAckReasonCode>) {
+        self.control.push_back(Packet::SubAck(SubAck {
+            packet_id,
+            properties: AckProperties::default(),
+            reason_codes,
+        }));
+    }
+
+    fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
+        let mut removed = Vec::new();
+        let reason_codes = unsubscribe
+            .filters
+            .into_iter()
+            .map(|filter| {
+                if FilterKind::parse(&filter).is_err() {
+                    return UnsubAckReasonCode::TopicFilterInvalid;
+                }
+                let subs = &mut self.record.subscriptions;
+                match subs.iter().position(|s| s.filter == filter) {
+                    Some(pos) => {
+                        subs.remove(pos);
+                        removed.push(filter);
+                        UnsubAckReasonCode::Success
+                    }
+                    None => UnsubAckReasonCode::NoSubscriptionExisted,
+                }
+            })
+            .collect();
+        if !removed.is_empty() {
+            self.record_changed();
+            self.events
+                .push_back(Event::Unsubscribed { filters: removed });
+        }
+        self.control.push_back(Packet::UnsubAck(UnsubAck {
+            packet_id: unsubscribe.packet_id,
+            properties: AckProperties::default(),
+            reason_codes,
+        }));
+    }
+
+    fn handle_disconnect(&mut self, disconnect: &shoal_codec::Disconnect) -> Result<(), Violation> {
+        let link = self.link.as_ref().expect("handle_packet checked the link");
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            // A session that began with expiry 0 cannot be made to last at the end
+            // [MQTT-3.14.2-2].
+            if link.connected_with_zero_expiry && expiry != 0 {
+                return Err(DisconnectReasonCode::ProtocolError);
+            }
+            self.record.expiry_interval = expiry.min(self.config.max_session_expiry);
+            self.record_changed();
+        }
+        let publish_will =
+            disconnect.reason_code == DisconnectReasonCode::DisconnectWithWillMessage;
+        let close = CloseReason {
+            reason: disconnect.reason_code,
+            publish_will,
+            by: ClosedBy::Client,
+        };
+        self.closing = Some(close);
+        self.events.push_back(Event::Close(close));
+        Ok(())
+    }
+
+    /// The subscriptions of the session.
+    pub fn subscriptions(&self) -> &[SubscriptionRecord] {
+        &self.record.subscriptions
+    }
+
+    /// Whether a subscription with this filter exists.
+    pub fn has_subscription(&self, filter: &MqttString) -> bool {
+        self.record
+            .subscriptions
+            .iter()
+            .any(|s| &s.filter == filter)
+    }
+}
