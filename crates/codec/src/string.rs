@@ -25,8 +25,18 @@ pub enum StringError {
 
 /// A UTF-8 encoded string as MQTT defines it (§1.5.4): well-formed UTF-8, no U+0000, at most
 /// 65,535 bytes. Decoded strings share the read buffer (cloning is a reference count).
-#[derive(Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+///
+/// It hashes, compares and orders exactly as its `str` does, so maps keyed by `MqttString`
+/// can be searched with a `&str` (`Borrow<str>`).
+#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MqttString(Bytes);
+
+impl std::hash::Hash for MqttString {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes: `Borrow<str>` requires it.
+        self.as_str().hash(state);
+    }
+}
 
 impl MqttString {
     /// The empty string.
@@ -169,6 +179,13 @@ mod tests {
             MqttString::try_from("x".repeat(MAX_STRING_LEN)).map(|s| s.len()),
             Ok(65535)
         );
+    }
+
+    #[test]
+    fn hashes_as_its_str_so_maps_can_be_searched_by_str() {
+        let mut map = std::collections::HashMap::new();
+        map.insert(MqttString::from_static("client-1"), 1);
+        assert_eq!(map.get("client-1"), Some(&1));
     }
 
     #[test]
