@@ -19,9 +19,12 @@
 //!   Matching fills a [`Recipients`] buffer that the caller reuses, without allocating once
 //!   warm: each plain subscriber once with its aggregated QoS and Subscription Identifiers,
 //!   each shared group with its members.
+//! - [`RetainedIndex`] holds one value per topic name, the retained messages, in a trie of
+//!   topic levels generic over the value, and answers a SUBSCRIBE's filter with every value
+//!   whose topic it matches, visiting only the branches the filter allows.
 //!
-//! Main types: [`SubscriptionIndex`], [`Recipients`], [`Subscription`], [`FilterKind`],
-//! [`SharedGroup`], [`TopicError`].
+//! Main types: [`SubscriptionIndex`], [`Recipients`], [`RetainedIndex`], [`Subscription`],
+//! [`FilterKind`], [`SharedGroup`], [`TopicError`].
 
 mod error;
 mod index;
@@ -30,6 +33,7 @@ mod level;
 mod matches;
 mod node;
 mod recipients;
+mod retained;
 mod shared;
 mod subscribers;
 mod subscription;
@@ -39,6 +43,7 @@ pub use error::{InsertError, TopicError};
 pub use index::{Insertion, MAX_FILTER_LEVELS, Removed, SubscriptionIndex};
 pub use matches::matches;
 pub use recipients::{Recipient, Recipients, SharedRecipients};
+pub use retained::RetainedIndex;
 pub use shared::{FilterKind, SHARE_PREFIX, SharedGroup};
 pub use subscription::Subscription;
 pub use validate::{MAX_TOPIC_LEN, validate_topic_filter, validate_topic_name};
