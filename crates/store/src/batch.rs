@@ -1,0 +1,217 @@
+//! `WriteBatch`: many writes built without touching sled, applied by one call.
+//!
+//! The records are encoded when they are added, so `Store::apply` does no encoding and
+//! cannot fail on a bad record half way. A batch is not a transaction: each write is
+//! applied in order, as the single-record methods would, and if sled fails part way the
+//! writes before stay. Durability comes from the flush that follows, as always. (sled's
+//! own `Batch` would make one tree's writes atomic, but it takes a process-wide write lock
+//! that stalls every other writer meanwhile; sequential writes are in memory and cost the
+//! same per write.)
+//!
+//! A batch is also the shape of a replicated command: encoded records in order, applied the
+//! same way on every replica.
+
+use bytes::Bytes;
+use shoal_codec::MqttString;
+use shoal_session::{Message, OutboundMessage, OutboundState, SessionRecord, Timestamp};
+
+use crate::error::StoreError;
+use crate::record::{encode_outbound, encode_retained, encode_session};
+use crate::store::Store;
+
+/// Writes to apply together with [`Store::apply`].
+#[derive(Debug, Clone, Default)]
+pub struct WriteBatch {
+    ops: Vec<Op>,
+}
+
+/// One encoded write.
+#[derive(Debug, Clone)]
+enum Op {
+    PutSession {
+        client_id: MqttString,
+        value: Bytes,
+        expires_at: Option<Timestamp>,
+    },
+    RemoveSession {
+        client_id: MqttString,
+    },
+    Enqueue {
+        client_id: MqttString,
+        seq: u64,
+        value: Bytes,
+        expires_at: Option<Timestamp>,
+    },
+    SetOutboundState {
+        client_id: MqttString,
+        seq: u64,
+        state: OutboundState,
+    },
+    RemoveOutbound {
+        client_id: MqttString,
+        seq: u64,
+    },
+    PutRetained {
+        topic: MqttString,
+        value: Bytes,
+        expires_at: Option<Timestamp>,
+    },
+    RemoveRetained {
+        topic: MqttString,
+    },
+}
+
+impl WriteBatch {
+    /// An empty batch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of writes.
+    pub fn len(&self) -> usize {
+        self.ops.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    /// Removes every write, keeping the allocation.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+    }
+
+    /// [`Store::put_session`], encoded now.
+    pub fn put_session(&mut self, session: &SessionRecord) -> Result<&mut Self, StoreError> {
+        let value = encode_session(session).map_err(|source| StoreError::Encode {
+            what: "session",
+            source,
+        })?;
+        self.ops.push(Op::PutSession {
+            client_id: session.client_id.clone(),
+            value: value.freeze(),
+            expires_at: session.expires_at(),
+        });
+        Ok(self)
+    }
+
+    /// [`Store::remove_session`].
+    pub fn remove_session(&mut self, client_id: &MqttString) -> &mut Self {
+        self.ops.push(Op::RemoveSession {
+            client_id: client_id.clone(),
+        });
+        self
+    }
+
+    /// [`Store::enqueue`], encoded now.
+    pub fn enqueue(
+        &mut self,
+        client_id: &MqttString,
+        seq: u64,
+        message: &OutboundMessage,
+    ) -> Result<&mut Self, StoreError> {
+        let value = encode_outbound(message).map_err(|source| StoreError::Encode {
+            what: "outbound message",
+            source,
+        })?;
+        self.ops.push(Op::Enqueue {
+            client_id: client_id.clone(),
+            seq,
+            value: value.freeze(),
+            expires_at: message.message.expires_at,
+        });
+        Ok(self)
+    }
+
+    /// [`Store::set_outbound_state`].
+    pub fn set_outbound_state(
+        &mut self,
+        client_id: &MqttString,
+        seq: u64,
+        state: OutboundState,
+    ) -> &mut Self {
+        self.ops.push(Op::SetOutboundState {
+            client_id: client_id.clone(),
+            seq,
+            state,
+        });
+        self
+    }
+
+    /// [`Store::remove_outbound`].
+    pub fn remove_outbound(&mut self, client_id: &MqttString, seq: u64) -> &mut Self {
+        self.ops.push(Op::RemoveOutbound {
+            client_id: client_id.clone(),
+            seq,
+        });
+        self
+    }
+
+    /// [`Store::put_retained`], encoded now.
+    pub fn put_retained(&mut self, message: &Message) -> Result<&mut Self, StoreError> {
+        let value = encode_retained(message).map_err(|source| StoreError::Encode {
+            what: "retained message",
+            source,
+        })?;
+        self.ops.push(Op::PutRetained {
+            topic: message.topic.clone(),
+            value: value.freeze(),
+            expires_at: message.expires_at,
+        });
+        Ok(self)
+    }
+
+    /// [`Store::remove_retained`].
+    pub fn remove_retained(&mut self, topic: &MqttString) -> &mut Self {
+        self.ops.push(Op::RemoveRetained {
+            topic: topic.clone(),
+        });
+        self
+    }
+}
+
+impl Store {
+    /// Applies the writes of `batch` in order. Not atomic: if sled fails, the writes
+    /// before the failing one stay applied. Follow with [`flush`](Self::flush) to make
+    /// them durable.
+    pub fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        for op in &batch.ops {
+            match op {
+                Op::PutSession {
+                    client_id,
+                    value,
+                    expires_at,
+                } => self.write_session(client_id, value, *expires_at)?,
+                Op::RemoveSession { client_id } => {
+                    self.remove_session(client_id)?;
+                }
+                Op::Enqueue {
+                    client_id,
+                    seq,
+                    value,
+                    expires_at,
+                } => self.write_outbound(client_id, *seq, value, *expires_at)?,
+                Op::SetOutboundState {
+                    client_id,
+                    seq,
+                    state,
+                } => {
+                    self.set_outbound_state(client_id, *seq, *state)?;
+                }
+                Op::RemoveOutbound { client_id, seq } => {
+                    self.remove_outbound(client_id, *seq)?;
+                }
+                Op::PutRetained {
+                    topic,
+                    value,
+                    expires_at,
+                } => self.write_retained(topic, value, *expires_at)?,
+                Op::RemoveRetained { topic } => {
+                    self.remove_retained(topic)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

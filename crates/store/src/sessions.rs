@@ -1,0 +1,74 @@
+//! Sessions: write, remove (with the session's queue), load.
+
+use shoal_codec::MqttString;
+use shoal_session::{SessionRecord, Timestamp};
+
+use crate::error::{CorruptRecord, RecordKey, StoreError};
+use crate::keys::Kind;
+use crate::loaded::Loaded;
+use crate::record::{decode_session_at, encode_session, peek_session_expiry};
+use crate::store::{SESSIONS, Store};
+
+impl Store {
+    /// Writes a session, replacing the one with the same client id.
+    pub fn put_session(&self, session: &SessionRecord) -> Result<(), StoreError> {
+        let value = encode_session(session).map_err(|source| StoreError::Encode {
+            what: "session",
+            source,
+        })?;
+        self.write_session(&session.client_id, &value, session.expires_at())
+    }
+
+    pub(crate) fn write_session(
+        &self,
+        client_id: &MqttString,
+        value: &[u8],
+        expires_at: Option<Timestamp>,
+    ) -> Result<(), StoreError> {
+        let key = client_id.as_bytes().as_ref();
+        let _guard = self.lock(key);
+        self.index_add(Kind::Session, key, expires_at)?;
+        let old = self.inner.sessions.insert(key, value)?;
+        let old_expiry = old.and_then(|old| peek_session_expiry(&old).ok().flatten());
+        self.index_drop(Kind::Session, key, old_expiry, expires_at)
+    }
+
+    /// Removes a session and every message queued for it. Returns how many queued
+    /// messages went with it.
+    pub fn remove_session(&self, client_id: &MqttString) -> Result<usize, StoreError> {
+        let _guard = self.lock(client_id.as_bytes());
+        self.remove_session_locked(client_id)
+    }
+
+    /// `remove_session`, the client's lock held.
+    pub(crate) fn remove_session_locked(
+        &self,
+        client_id: &MqttString,
+    ) -> Result<usize, StoreError> {
+        // The queue goes first: a crash half way leaves a session with part of its queue,
+        // never queue entries that no session owns.
+        let removed = self.clear_queue_locked(client_id)?;
+        let key = client_id.as_bytes().as_ref();
+        let old = self.inner.sessions.remove(key)?;
+        let old_expiry = old.and_then(|old| peek_session_expiry(&old).ok().flatten());
+        self.index_drop(Kind::Session, key, old_expiry, None)?;
+        Ok(removed)
+    }
+
+    /// Every session, by client id. For the start of the node.
+    pub fn load_sessions(&self) -> Result<Loaded<SessionRecord>, StoreError> {
+        let mut loaded = Loaded::default();
+        for item in self.inner.sessions.iter() {
+            let (key, value) = item?;
+            match decode_session_at(&key, &value) {
+                Ok(session) => loaded.records.push(session),
+                Err(source) => loaded.corrupt.push(CorruptRecord {
+                    tree: SESSIONS,
+                    key: RecordKey(key.to_vec()),
+                    source,
+                }),
+            }
+        }
+        Ok(loaded)
+    }
+}
