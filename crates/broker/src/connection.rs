@@ -1,0 +1,602 @@
+//! The connection driver: one task per client connection. It reads and decodes packets,
+//! feeds them to the session, acts on the session's events (dispatch, subscriptions,
+//! durability), and writes what the session has to send, all in one `select!` loop.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use shoal_codec::{
+    ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder, DisconnectReasonCode, MqttString,
+    Packet, PacketId, ProtocolVersion, PubAckReasonCode, QoS, SubAckReasonCode,
+};
+use shoal_session::{AttachOptions, CloseReason, ClosedBy, Event, SubscribeRequest};
+use shoal_topic::{FilterKind, Insertion, Recipients, validate_topic_name};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::broker::{Broker, write};
+use crate::metrics as m;
+use crate::slot::{Attachment, SessionSlot};
+use crate::stats::Stats;
+
+/// How long a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a taken-over connection has to let go of its session.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How much encoded output a connection buffers before it stops taking packets from its
+/// session (the session's own queue, bounded, holds the rest).
+const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// How long the last packets (DISCONNECT) may take to leave.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Serves one client connection until it ends.
+pub(crate) async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let span = tracing::debug_span!("conn", %peer, client_id = tracing::field::Empty);
+    async move {
+        let (reader, writer) = tokio::io::split(stream);
+        let mut conn = Conn {
+            broker,
+            reader,
+            writer,
+            rbuf: BytesMut::with_capacity(4096),
+            wbuf: BytesMut::with_capacity(4096),
+            decoder: Decoder::new(0),
+        };
+        conn.decoder = Decoder::new(conn.broker.config.session.maximum_packet_size);
+        conn.run().await;
+    }
+    .instrument(span)
+    .await;
+}
+
+struct Conn<R, W> {
+    broker: Arc<Broker>,
+    reader: R,
+    writer: W,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    decoder: Decoder,
+}
+
+/// Why the CONNECT phase ended without a session.
+enum Refused {
+    /// Answer with this CONNACK, in this version, then close.
+    ConnAck(ProtocolVersion, ConnectReasonCode),
+    /// Just close.
+    Close,
+}
+
+impl<R, W> Conn<R, W>
+where
+    R: AsyncRead + Unpin + Send,
+    W: AsyncWrite + Unpin + Send,
+{
+    async fn run(&mut self) {
+        let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.read_connect()).await {
+            Ok(Ok(connect)) => connect,
+            Ok(Err(refused)) => return self.refuse(refused).await,
+            Err(_) => {
+                tracing::debug!("no CONNECT in time");
+                metrics::counter!(m::CONNECTS, "result" => "timeout").increment(1);
+                return;
+            }
+        };
+        let version = connect.protocol;
+        let (client_id, assigned) = match check_connect(&self.broker, &connect) {
+            Ok(ok) => ok,
+            Err(code) => return self.refuse(Refused::ConnAck(version, code)).await,
+        };
+        tracing::Span::current().record("client_id", client_id.as_str());
+        let Some((slot, kick, detached, present)) =
+            self.take_session(&connect, client_id.clone()).await
+        else {
+            return;
+        };
+        let now = self.broker.now();
+        {
+            let mut session = slot.lock();
+            let options = AttachOptions {
+                session_present: present,
+                assigned_client_id: assigned.then(|| client_id.clone()),
+                authentication: None,
+            };
+            session.attach(now, &connect, options);
+            self.broker.persist(&slot.client_id, &mut session);
+        }
+        metrics::counter!(m::CONNECTS, "result" => "success").increment(1);
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        Stats::add(&self.broker.stats.connected, 1);
+        tracing::debug!(
+            ?version,
+            present,
+            keep_alive = connect.keep_alive,
+            "connected"
+        );
+        let reason = self.serve_session(&slot, version, kick).await;
+        self.finish(&slot, reason).await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        self.broker
+            .stats
+            .connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = detached.send(());
+    }
+
+    /// Reads until a whole CONNECT is decoded.
+    async fn read_connect(&mut self) -> Result<Connect, Refused> {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
+                Ok(Some(_)) => return Err(Refused::Close),
+                Ok(None) => {}
+                Err(e) => {
+                    count_protocol_error(&e);
+                    tracing::debug!(error = %e, "bad CONNECT");
+                    return Err(match (&e, self.decoder.version()) {
+                        // An unknown level is answered in 3.1.1's form (return code 1), which
+                        // every client understands [MQTT-3.1.2-2].
+                        (
+                            DecodeError::UnsupportedProtocolVersion(_)
+                            | DecodeError::InvalidProtocolName(_),
+                            _,
+                        ) => Refused::ConnAck(
+                            ProtocolVersion::V3_1_1,
+                            ConnectReasonCode::UnsupportedProtocolVersion,
+                        ),
+                        (_, Some(ProtocolVersion::V5)) => {
+                            Refused::ConnAck(ProtocolVersion::V5, e.connect_reason_code())
+                        }
+                        _ => Refused::Close,
+                    });
+                }
+            }
+            match self.reader.read_buf(&mut self.rbuf).await {
+                Ok(0) | Err(_) => return Err(Refused::Close),
+                Ok(n) => Stats::add(&self.broker.stats.bytes_received, n as u64),
+            }
+        }
+    }
+
+    async fn refuse(&mut self, refused: Refused) {
+        let Refused::ConnAck(version, code) = refused else {
+            metrics::counter!(m::CONNECTS, "result" => "closed").increment(1);
+            return;
+        };
+        metrics::counter!(m::CONNECTS, "result" => format!("{code:?}")).increment(1);
+        tracing::debug!(%code, "CONNECT refused");
+        let _ =
+            Packet::ConnAck(Box::new(ConnAck::new(code, false))).encode(version, &mut self.wbuf);
+        let _ = tokio::time::timeout(
+            CLOSE_FLUSH_TIMEOUT,
+            self.writer.write_all_buf(&mut self.wbuf),
+        )
+        .await;
+        let _ = self.writer.shutdown().await;
+    }
+
+    /// Finds or creates the session, taking it over from another connection if one holds
+    /// it. Returns the slot, the kick receiver, the detach signal and Session Present.
+    async fn take_session(
+        &mut self,
+        connect: &Connect,
+        client_id: MqttString,
+    ) -> Option<(
+        Arc<SessionSlot>,
+        oneshot::Receiver<DisconnectReasonCode>,
+        oneshot::Sender<()>,
+        bool,
+    )> {
+        let existing = self.broker.session(&client_id);
+        if let Some(old) = &existing {
+            release(old).await;
+        }
+        let resume = !connect.clean_start && existing.is_some();
+        let slot = match existing {
+            Some(slot) if resume => slot,
+            _ => self.broker.new_session(client_id),
+        };
+        // A new connection cancels a Will still waiting for its delay (§3.1.3.2.2).
+        slot.cancel_will();
+        let (kick_tx, kick_rx) = oneshot::channel();
+        let (detached_tx, detached_rx) = oneshot::channel();
+        let previous = crate::broker::lock(&slot.attachment).replace(Attachment {
+            kick: kick_tx,
+            detached: detached_rx,
+        });
+        if let Some(previous) = previous {
+            // Another connection got in between: it goes.
+            kick_and_wait(previous).await;
+        }
+        Some((slot, kick_rx, detached_tx, resume))
+    }
+
+    /// The main loop: returns why the connection ends.
+    async fn serve_session(
+        &mut self,
+        slot: &Arc<SessionSlot>,
+        version: ProtocolVersion,
+        mut kick: oneshot::Receiver<DisconnectReasonCode>,
+    ) -> CloseReason {
+        let broker = Arc::clone(&self.broker);
+        let mut recipients = Recipients::new();
+        let mut shutdown = broker.shutdown.subscribe();
+        loop {
+            if let Err(reason) = self.fill_output(slot, version).await {
+                return reason;
+            }
+            let deadline = slot
+                .lock()
+                .poll_timeout()
+                .map(|at| broker.clock.instant(at));
+            let mut network_gone = false;
+            tokio::select! {
+                biased;
+                reason = &mut kick => {
+                    let reason = reason.unwrap_or(DisconnectReasonCode::SessionTakenOver);
+                    slot.lock().close(reason, reason == DisconnectReasonCode::SessionTakenOver);
+                }
+                _ = shutdown.changed() => {
+                    slot.lock().close(DisconnectReasonCode::ServerShuttingDown, false);
+                }
+                read = self.reader.read_buf(&mut self.rbuf) => match read {
+                    Ok(0) | Err(_) => network_gone = true,
+                    Ok(n) => {
+                        Stats::add(&broker.stats.bytes_received, n as u64);
+                        metrics::counter!(m::BYTES_RECEIVED).increment(n as u64);
+                        self.handle_input(slot);
+                    }
+                },
+                written = self.writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
+                    Ok(0) | Err(_) => network_gone = true,
+                    Ok(n) => {
+                        Stats::add(&broker.stats.bytes_sent, n as u64);
+                        metrics::counter!(m::BYTES_SENT).increment(n as u64);
+                    }
+                },
+                () = slot.wake.notified() => {}
+                () = sleep_until(deadline), if deadline.is_some() => {
+                    slot.lock().handle_timeout(broker.now());
+                }
+            }
+            if network_gone {
+                return CloseReason {
+                    reason: DisconnectReasonCode::UnspecifiedError,
+                    publish_will: true,
+                    by: ClosedBy::Network,
+                };
+            }
+            if let Some(reason) = self.handle_events(slot, version, &mut recipients).await {
+                return reason;
+            }
+        }
+    }
+
+    /// Decodes every whole packet read and hands them to the session.
+    fn handle_input(&mut self, slot: &Arc<SessionSlot>) {
+        let now = self.broker.now();
+        let mut session = slot.lock();
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(packet)) => {
+                    if let Packet::Publish(p) = &packet {
+                        Stats::add(&self.broker.stats.messages_received, 1);
+                        metrics::counter!(m::MESSAGES_RECEIVED, "qos" => m::qos_label(p.qos()))
+                            .increment(1);
+                    }
+                    session.handle_packet(now, packet);
+                    if session.closing().is_some() {
+                        return;
+                    }
+                }
+                Ok(None) => return,
+                Err(e) => {
+                    count_protocol_error(&e);
+                    tracing::debug!(error = %e, "malformed packet");
+                    session.close(e.reason_code(), true);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Acts on what the session asked for; returns the close reason once it ends.
+    async fn handle_events(
+        &mut self,
+        slot: &Arc<SessionSlot>,
+        version: ProtocolVersion,
+        recipients: &mut Recipients<u64>,
+    ) -> Option<CloseReason> {
+        let broker = Arc::clone(&self.broker);
+        let events: Vec<Event> = {
+            let mut session = slot.lock();
+            std::iter::from_fn(|| session.poll_event()).collect()
+        };
+        if events.is_empty() {
+            return None;
+        }
+        let mut needs_flush = false;
+        let mut acks: Vec<(PacketId, PubAckReasonCode)> = Vec::new();
+        let mut subacks = Vec::new();
+        let mut close = None;
+        for event in events {
+            match event {
+                Event::Publish { message, packet_id } => {
+                    let dispatched = broker.dispatch(&message, Some(slot.id), recipients);
+                    needs_flush |= dispatched.needs_flush;
+                    if let Some(id) = packet_id {
+                        let reason = if dispatched.recipients == 0 && version.is_v5() {
+                            PubAckReasonCode::NoMatchingSubscribers
+                        } else {
+                            PubAckReasonCode::Success
+                        };
+                        acks.push((id, reason));
+                    }
+                }
+                Event::Subscribe {
+                    packet_id,
+                    requests,
+                } => {
+                    subacks.push((packet_id, self.subscribe(slot, &requests)));
+                }
+                Event::Unsubscribed { filters } => {
+                    let mut index = write(&broker.index);
+                    for filter in &filters {
+                        index.remove(slot.id, filter);
+                    }
+                }
+                Event::Auth(_) => {
+                    // No enhanced authentication method is configured, so no CONNECT with
+                    // one was accepted: re-authentication cannot start.
+                    slot.lock()
+                        .close(DisconnectReasonCode::BadAuthenticationMethod, true);
+                }
+                Event::Close(reason) => close = Some(reason),
+            }
+        }
+        {
+            let mut session = slot.lock();
+            needs_flush |= broker.persist(&slot.client_id, &mut session);
+        }
+        if needs_flush {
+            self.flush_store().await;
+        }
+        let now = broker.now();
+        let mut session = slot.lock();
+        for (id, reason) in acks {
+            session.handle_publish_done(id, reason);
+        }
+        for (packet_id, (results, retained)) in subacks {
+            session.handle_subscribe_done(packet_id, results);
+            for (message, qos, id) in retained {
+                let _ = session.deliver(now, message, qos, true, id.into_iter().collect());
+            }
+        }
+        broker.persist(&slot.client_id, &mut session);
+        broker.count_drops(slot, &mut session);
+        close
+    }
+
+    /// Registers the requested subscriptions; returns the SUBACK results and the retained
+    /// messages to send, per Retain Handling.
+    #[allow(clippy::type_complexity)]
+    fn subscribe(
+        &self,
+        slot: &Arc<SessionSlot>,
+        requests: &[Option<SubscribeRequest>],
+    ) -> (
+        Vec<Result<QoS, SubAckReasonCode>>,
+        Vec<(
+            Arc<shoal_session::Message>,
+            QoS,
+            Option<std::num::NonZeroU32>,
+        )>,
+    ) {
+        let broker = &self.broker;
+        let now = broker.now();
+        let mut results = Vec::with_capacity(requests.len());
+        let mut retained = Vec::new();
+        for request in requests {
+            let Some(request) = request else {
+                results.push(Err(SubAckReasonCode::UnspecifiedError));
+                continue;
+            };
+            let inserted = write(&broker.index).insert(
+                slot.id,
+                &request.filter,
+                request.options,
+                request.identifier,
+            );
+            match inserted {
+                Ok(insertion) => {
+                    results.push(Ok(request.options.qos));
+                    let is_new = matches!(insertion, Insertion::New { .. });
+                    let wanted = match request.options.retain_handling {
+                        shoal_codec::RetainHandling::SendOnSubscribe => true,
+                        shoal_codec::RetainHandling::SendIfNew => is_new,
+                        shoal_codec::RetainHandling::DoNotSend => false,
+                    };
+                    // Retained messages are not sent for shared subscriptions (§4.8.2).
+                    if wanted
+                        && let Ok(FilterKind::Plain(filter)) = FilterKind::parse(&request.filter)
+                    {
+                        for message in broker.retained_for(filter, now) {
+                            retained.push((message, request.options.qos, request.identifier));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(filter = %request.filter, error = %e, "subscription refused");
+                    results.push(Err(SubAckReasonCode::TopicFilterInvalid));
+                }
+            }
+        }
+        (results, retained)
+    }
+
+    /// Encodes what the session has to send, up to the high-water mark.
+    async fn fill_output(
+        &mut self,
+        slot: &Arc<SessionSlot>,
+        version: ProtocolVersion,
+    ) -> Result<(), CloseReason> {
+        let broker = Arc::clone(&self.broker);
+        let mut qos2_sent = false;
+        let wrote = {
+            let now = broker.now();
+            let mut session = slot.lock();
+            while self.wbuf.len() < WRITE_HIGH_WATER {
+                let Some(packet) = session.poll_transmit(now) else {
+                    break;
+                };
+                if let Packet::Publish(p) = &packet {
+                    qos2_sent |= p.qos() == QoS::ExactlyOnce;
+                    Stats::add(&broker.stats.messages_sent, 1);
+                    metrics::counter!(m::MESSAGES_SENT, "qos" => m::qos_label(p.qos()))
+                        .increment(1);
+                }
+                if let Err(e) = packet.encode(version, &mut self.wbuf) {
+                    tracing::warn!(error = %e, "a packet could not be encoded; dropped");
+                }
+            }
+            broker.count_drops(slot, &mut session);
+            broker.persist(&slot.client_id, &mut session)
+        };
+        // A QoS 2 message must be known as sent, with its identifier, before it leaves:
+        // after a crash it is resent with that identifier and the client drops the copy.
+        if wrote && qos2_sent {
+            self.flush_store().await;
+        }
+        Ok(())
+    }
+
+    async fn flush_store(&self) {
+        match self.broker.store.flush().await {
+            Ok(receipt) => {
+                metrics::histogram!(m::STORE_FLUSH_SECONDS).record(receipt.duration.as_secs_f64());
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "store flush failed: acknowledgements are not durable")
+            }
+        }
+    }
+
+    /// Sends what is left (DISCONNECT), detaches the session, schedules the Will.
+    async fn finish(&mut self, slot: &Arc<SessionSlot>, reason: CloseReason) {
+        let version = slot.lock().version().unwrap_or(ProtocolVersion::V3_1_1);
+        {
+            let mut session = slot.lock();
+            while let Some(packet) = session.poll_transmit(self.broker.now()) {
+                let _ = packet.encode(version, &mut self.wbuf);
+            }
+        }
+        if reason.by != ClosedBy::Network {
+            let _ = tokio::time::timeout(
+                CLOSE_FLUSH_TIMEOUT,
+                self.writer.write_all_buf(&mut self.wbuf),
+            )
+            .await;
+            let _ = self.writer.shutdown().await;
+        }
+        let (will, persistent) = {
+            let mut session = slot.lock();
+            let will = session.detach(self.broker.now(), reason);
+            self.broker.persist(&slot.client_id, &mut session);
+            (will, session.is_persistent())
+        };
+        metrics::counter!(m::DISCONNECTS, "reason" => format!("{:?}", reason.reason), "by" => format!("{:?}", reason.by)).increment(1);
+        tracing::debug!(reason = %reason.reason, by = ?reason.by, "disconnected");
+        if let Some(will) = will {
+            self.broker.schedule_will(slot, will);
+        }
+        // Still ours (not taken over)? Then a session that does not outlive its connection
+        // ends here.
+        let ours = crate::broker::lock(&slot.attachment).take();
+        if ours.is_some() && !persistent {
+            self.broker.discard(slot);
+        }
+    }
+}
+
+/// Takes a session's connection away: kicks it and waits for it to let go.
+async fn release(slot: &SessionSlot) {
+    let attachment = crate::broker::lock(&slot.attachment).take();
+    if let Some(attachment) = attachment {
+        kick_and_wait(attachment).await;
+    }
+}
+
+async fn kick_and_wait(attachment: Attachment) {
+    let _ = attachment.kick.send(DisconnectReasonCode::SessionTakenOver);
+    if tokio::time::timeout(TAKEOVER_TIMEOUT, attachment.detached)
+        .await
+        .is_err()
+    {
+        tracing::warn!("a taken-over connection did not let go of its session in time");
+    }
+}
+
+async fn sleep_until(deadline: Option<std::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn count_protocol_error(e: &DecodeError) {
+    metrics::counter!(m::PROTOCOL_ERRORS, "rule" => e.rule()).increment(1);
+}
+
+/// Checks a CONNECT beyond the codec: client identifier rules, features the Will needs,
+/// authentication methods. Returns the client identifier to use and whether the server
+/// assigned it.
+fn check_connect(
+    broker: &Broker,
+    connect: &Connect,
+) -> Result<(MqttString, bool), ConnectReasonCode> {
+    let config = &broker.config.session;
+    if connect.properties.authentication_method.is_some() {
+        // No enhanced authentication method is configured (§4.12).
+        return Err(ConnectReasonCode::BadAuthenticationMethod);
+    }
+    if let Some(will) = &connect.will {
+        if will.qos > config.maximum_qos {
+            return Err(ConnectReasonCode::QosNotSupported);
+        }
+        if will.retain && !config.retain_available {
+            return Err(ConnectReasonCode::RetainNotSupported);
+        }
+        if validate_topic_name(&will.topic).is_err() {
+            return Err(ConnectReasonCode::TopicNameInvalid);
+        }
+    }
+    if connect.client_id.is_empty() {
+        return match connect.protocol {
+            // 3.1 needs an identifier of 1 to 23 characters; 3.1.1 allows an empty one with
+            // a clean session only [MQTT-3.1.3-8].
+            ProtocolVersion::V3_1 => Err(ConnectReasonCode::ClientIdentifierNotValid),
+            ProtocolVersion::V3_1_1 if !connect.clean_start => {
+                Err(ConnectReasonCode::ClientIdentifierNotValid)
+            }
+            _ => Ok((assign_client_id(broker), true)),
+        };
+    }
+    if connect.protocol == ProtocolVersion::V3_1 && connect.client_id.len() > 23 {
+        return Err(ConnectReasonCode::ClientIdentifierNotValid);
+    }
+    Ok((connect.client_id.clone(), false))
+}
+
+/// A client identifier that no client chose: unique on this node.
+fn assign_client_id(broker: &Broker) -> MqttString {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let id = format!("shoal-{:x}-{n:x}", broker.clock.now().as_millis());
+    MqttString::try_from(id).expect("hex digits and a dash are a valid MQTT string")
+}

@@ -1,0 +1,46 @@
+//! The metrics a node exports (Prometheus, on the admin listener's `/metrics`): every name
+//! is here, following Prometheus conventions (`_total` counters, `_bytes`, `_seconds`).
+
+/// Gauge: client connections open now.
+pub const CONNECTIONS: &str = "shoal_connections";
+/// Counter: CONNECT outcomes, by `result` (the CONNACK reason, `success` for accepted).
+pub const CONNECTS: &str = "shoal_connects_total";
+/// Counter: connections ended, by `reason` (the MQTT 5 reason name) and `by`
+/// (client, server, network).
+pub const DISCONNECTS: &str = "shoal_disconnects_total";
+/// Counter: protocol violations and malformed packets, by `rule` (the statement broken).
+pub const PROTOCOL_ERRORS: &str = "shoal_protocol_errors_total";
+/// Counter: PUBLISH received from clients, by `qos`.
+pub const MESSAGES_RECEIVED: &str = "shoal_messages_received_total";
+/// Counter: PUBLISH sent to clients, by `qos`.
+pub const MESSAGES_SENT: &str = "shoal_messages_sent_total";
+/// Counter: bytes read from clients.
+pub const BYTES_RECEIVED: &str = "shoal_received_bytes_total";
+/// Counter: bytes written to clients.
+pub const BYTES_SENT: &str = "shoal_sent_bytes_total";
+/// Counter: messages dropped, by `cause` (queue_full, expired, too_large, qos0_offline,
+/// no_subscribers).
+pub const MESSAGES_DROPPED: &str = "shoal_messages_dropped_total";
+/// Gauge: messages waiting in session queues (sampled).
+pub const QUEUED_MESSAGES: &str = "shoal_queued_messages";
+/// Gauge: sessions held, connected or not.
+pub const SESSIONS: &str = "shoal_sessions";
+/// Gauge: subscriptions held.
+pub const SUBSCRIPTIONS: &str = "shoal_subscriptions";
+/// Gauge: retained messages held.
+pub const RETAINED_MESSAGES: &str = "shoal_retained_messages";
+/// Histogram: how long a durable flush of the store took.
+pub const STORE_FLUSH_SECONDS: &str = "shoal_store_flush_seconds";
+/// Counter: Wills published.
+pub const WILLS_PUBLISHED: &str = "shoal_wills_published_total";
+/// Counter: sessions removed because their expiry interval passed.
+pub const SESSIONS_EXPIRED: &str = "shoal_sessions_expired_total";
+
+/// A QoS as a label value.
+pub(crate) fn qos_label(qos: shoal_codec::QoS) -> &'static str {
+    match qos {
+        shoal_codec::QoS::AtMostOnce => "0",
+        shoal_codec::QoS::AtLeastOnce => "1",
+        shoal_codec::QoS::ExactlyOnce => "2",
+    }
+}

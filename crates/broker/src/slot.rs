@@ -1,0 +1,64 @@
+//! `SessionSlot`: one session as the node holds it, shared between the connection task that
+//! serves it and the tasks that deliver messages to it.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use shoal_codec::{DisconnectReasonCode, MqttString};
+use shoal_session::Session;
+use tokio::sync::{Notify, oneshot};
+
+/// How a connection task is asked to let go of its session.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    /// Tells the connection to end, with this reason.
+    pub(crate) kick: oneshot::Sender<DisconnectReasonCode>,
+    /// Completes when the connection has detached from the session.
+    pub(crate) detached: oneshot::Receiver<()>,
+}
+
+/// A session and who is serving it.
+#[derive(Debug)]
+pub(crate) struct SessionSlot {
+    /// The node-local id of the session: its subscriber id in the subscription index.
+    pub(crate) id: u64,
+    /// The client identifier.
+    pub(crate) client_id: MqttString,
+    session: Mutex<Session>,
+    /// Wakes the connection task when the session has something to send.
+    pub(crate) wake: Notify,
+    /// The connection attached now, if any.
+    pub(crate) attachment: Mutex<Option<Attachment>>,
+    /// Bumped whenever a Will is scheduled or cancelled for this session.
+    pub(crate) will_generation: AtomicU64,
+    /// Whether a full queue was logged for this session (it is logged once).
+    pub(crate) queue_full_logged: AtomicBool,
+}
+
+impl SessionSlot {
+    pub(crate) fn new(id: u64, session: Session) -> Self {
+        Self {
+            id,
+            client_id: session.client_id().clone(),
+            session: Mutex::new(session),
+            wake: Notify::new(),
+            attachment: Mutex::new(None),
+            will_generation: AtomicU64::new(0),
+            queue_full_logged: AtomicBool::new(false),
+        }
+    }
+
+    /// The session, locked. Never held across an `.await` or while locking another session.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Session> {
+        // A panic while holding the lock leaves a session in an unknown state; the
+        // process-wide panic policy (abort) means this is never observed poisoned.
+        self.session
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Cancels a pending Will (the client came back, or the Will was published).
+    pub(crate) fn cancel_will(&self) -> u64 {
+        self.will_generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}

@@ -1,0 +1,207 @@
+//! Test support: an in-process node on loopback with its data in a temp folder, and a raw
+//! MQTT client over real sockets that shows the exact packets the broker sends.
+#![allow(dead_code, unreachable_pub)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use shoal_broker::{Config, Node, RawConfig};
+use shoal_codec::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// How long a test waits for something that should happen at once.
+pub const WAIT: Duration = Duration::from_secs(5);
+
+/// A node and its data folder.
+pub struct TestNode {
+    pub node: Node,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestNode {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut RawConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = start_in(dir.path(), tweak).await;
+        Self { node, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.node.mqtt_addr()
+    }
+
+    /// Stops the node and starts a new one on the same data folder.
+    pub async fn restart(self) -> Self {
+        let Self { node, dir } = self;
+        node.shutdown().await;
+        let node = start_in(dir.path(), |_| {}).await;
+        Self { node, dir }
+    }
+}
+
+pub async fn start_in(dir: &std::path::Path, tweak: impl FnOnce(&mut RawConfig)) -> Node {
+    let mut raw = RawConfig {
+        listen: Some("127.0.0.1:0".parse().expect("addr")),
+        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        data_dir: Some(dir.to_owned()),
+        sys_interval: Some(0),
+        ..Default::default()
+    };
+    tweak(&mut raw);
+    let config = Config::from_raw(raw).expect("valid config");
+    Node::start(config, None).await.expect("node starts")
+}
+
+pub fn s(text: &str) -> MqttString {
+    MqttString::try_from(text).expect("valid")
+}
+
+pub fn pid(n: u16) -> PacketId {
+    PacketId::new(n).expect("non-zero")
+}
+
+/// A client that speaks packets over a real TCP connection.
+pub struct Raw {
+    pub stream: TcpStream,
+    pub version: ProtocolVersion,
+    decoder: Decoder,
+    buf: BytesMut,
+}
+
+impl Raw {
+    pub async fn open(addr: SocketAddr, version: ProtocolVersion) -> Self {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Self {
+            stream,
+            version,
+            decoder: Decoder::with_version(version, u32::MAX),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Opens a connection and completes CONNECT; returns the CONNACK.
+    pub async fn connect(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        tweak: impl FnOnce(&mut Connect),
+    ) -> (Self, ConnAck) {
+        let mut raw = Self::open(addr, version).await;
+        let mut connect = Connect::new(version, s(client_id));
+        tweak(&mut connect);
+        raw.send(Packet::Connect(Box::new(connect))).await;
+        let ack = match raw.recv().await {
+            Some(Packet::ConnAck(ack)) => *ack,
+            other => panic!("expected CONNACK, got {other:?}"),
+        };
+        (raw, ack)
+    }
+
+    pub async fn send(&mut self, packet: Packet) {
+        let mut buf = BytesMut::new();
+        packet.encode(self.version, &mut buf).expect("encodes");
+        self.stream.write_all(&buf).await.expect("write");
+    }
+
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+    }
+
+    /// The next packet, or `None` when the connection closes (or nothing comes in `WAIT`).
+    pub async fn recv(&mut self) -> Option<Packet> {
+        self.recv_within(WAIT).await
+    }
+
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(packet) = self
+                .decoder
+                .decode(&mut self.buf)
+                .expect("the broker sends valid packets")
+            {
+                return Some(packet);
+            }
+            let read = tokio::time::timeout_at(deadline, self.stream.read_buf(&mut self.buf)).await;
+            match read {
+                Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return None,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Whether the broker closed the connection (within `WAIT`), ignoring what came before.
+    pub async fn closed(&mut self) -> bool {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let mut chunk = [0u8; 1024];
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Nothing arrives within `wait`.
+    pub async fn silent_for(&mut self, wait: Duration) -> bool {
+        self.recv_within(wait).await.is_none()
+    }
+
+    pub async fn subscribe(&mut self, id: u16, filters: &[(&str, QoS)]) -> SubAck {
+        self.subscribe_with(
+            id,
+            filters
+                .iter()
+                .map(|(f, q)| (*f, SubscriptionOptions::with_qos(*q)))
+                .collect(),
+            None,
+        )
+        .await
+    }
+
+    pub async fn subscribe_with(
+        &mut self,
+        id: u16,
+        filters: Vec<(&str, SubscriptionOptions)>,
+        identifier: Option<u32>,
+    ) -> SubAck {
+        let subscribe = Subscribe {
+            packet_id: pid(id),
+            properties: SubscribeProperties {
+                subscription_identifier: identifier.and_then(std::num::NonZeroU32::new),
+                ..Default::default()
+            },
+            filters: filters.into_iter().map(|(f, o)| (s(f), o)).collect(),
+        };
+        self.send(Packet::Subscribe(subscribe)).await;
+        loop {
+            match self.recv().await {
+                Some(Packet::SubAck(ack)) => return ack,
+                Some(Packet::Publish(_)) => continue,
+                other => panic!("expected SUBACK, got {other:?}"),
+            }
+        }
+    }
+
+    pub async fn publish(&mut self, topic: &str, payload: &[u8], qos_pid: QosPid, retain: bool) {
+        let mut publish = Publish::new(s(topic), Bytes::copy_from_slice(payload));
+        publish.qos_pid = qos_pid;
+        publish.retain = retain;
+        self.send(Packet::Publish(publish)).await;
+    }
+
+    /// The next PUBLISH (skipping nothing else: anything else fails the test).
+    pub async fn next_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Some(Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+}

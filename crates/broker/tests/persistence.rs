@@ -1,0 +1,236 @@
+//! What survives a restart: persistent sessions, their queues, retained messages. Once
+//! through an orderly shutdown in process, once through `kill -9` of the real binary in the
+//! middle of a stream of acknowledged QoS 1 and QoS 2 messages.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use shoal_codec::*;
+
+const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
+
+fn durable(c: &mut Connect) {
+    c.clean_start = false;
+}
+
+#[tokio::test]
+async fn sessions_queues_and_retained_messages_survive_a_restart() {
+    let node = TestNode::start().await;
+    let (mut sub, _) = Raw::connect(node.addr(), V4, "keeper", durable).await;
+    sub.subscribe(1, &[("r/#", QoS::AtLeastOnce)]).await;
+    sub.send(Packet::Disconnect(Disconnect::default())).await;
+    assert!(sub.closed().await);
+    let (mut publisher, _) = Raw::connect(node.addr(), V4, "pub", |_| {}).await;
+    publisher
+        .publish("r/retained", b"kept", QosPid::AtLeastOnce(pid(1)), true)
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    publisher
+        .publish("r/queued", b"waiting", QosPid::AtLeastOnce(pid(2)), false)
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    drop(publisher);
+
+    let node = node.restart().await;
+    let (mut sub, ack) = Raw::connect(node.addr(), V4, "keeper", durable).await;
+    assert!(ack.session_present, "the session survived");
+    let mut got: Vec<(String, Vec<u8>)> = Vec::new();
+    for _ in 0..2 {
+        let p = sub.next_publish().await;
+        sub.send(Packet::PubAck(PubAck::new(
+            p.qos_pid.packet_id().expect("QoS 1"),
+        )))
+        .await;
+        got.push((p.topic.to_string(), p.payload.to_vec()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("r/queued".into(), b"waiting".to_vec()),
+            ("r/retained".into(), b"kept".to_vec())
+        ]
+    );
+    let (mut late, _) = Raw::connect(node.addr(), V4, "late", |_| {}).await;
+    late.subscribe(1, &[("r/retained", QoS::AtMostOnce)]).await;
+    assert_eq!(
+        &late.next_publish().await.payload[..],
+        b"kept",
+        "the retained message survived"
+    );
+}
+
+/// The real `shoal` binary on a free loopback port, data in `dir`.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    async fn start(dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--sys-interval",
+                "0",
+                "--log",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start shoal");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "shoal did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, addr }
+    }
+
+    fn kill_9(mut self) {
+        // `Child::kill` sends SIGKILL: no shutdown, no flush.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn every_acknowledged_message_survives_kill_9_and_qos2_arrives_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let broker = Process::start(dir.path()).await;
+    let (mut sub, _) = Raw::connect(broker.addr, V4, "offline-sub", durable).await;
+    sub.subscribe(1, &[("k/1", QoS::AtLeastOnce), ("k/2", QoS::ExactlyOnce)])
+        .await;
+    sub.send(Packet::Disconnect(Disconnect::default())).await;
+    assert!(sub.closed().await);
+
+    // Two publishers stream until the broker dies; each records what was acknowledged.
+    let acked: Arc<Mutex<HashMap<QoS, Vec<u32>>>> = Arc::default();
+    let mut streams = Vec::new();
+    for (qos, topic) in [(QoS::AtLeastOnce, "k/1"), (QoS::ExactlyOnce, "k/2")] {
+        let (mut publisher, _) = Raw::connect(broker.addr, V4, topic, |_| {}).await;
+        let acked = Arc::clone(&acked);
+        streams.push(tokio::spawn(async move {
+            for seq in 1..=5000u32 {
+                let id = pid((seq % 60000) as u16 + 1);
+                publisher
+                    .publish(
+                        topic,
+                        &seq.to_be_bytes(),
+                        QosPid::from_parts(qos, id),
+                        false,
+                    )
+                    .await;
+                match publisher.recv().await {
+                    Some(Packet::PubAck(_)) | Some(Packet::PubRec(_)) => {}
+                    _ => return,
+                }
+                // Owned by the broker from PUBACK / PUBREC on.
+                acked
+                    .lock()
+                    .expect("lock")
+                    .entry(qos)
+                    .or_default()
+                    .push(seq);
+                if qos == QoS::ExactlyOnce {
+                    publisher.send(Packet::PubRel(PubRel::new(id))).await;
+                    if !matches!(publisher.recv().await, Some(Packet::PubComp(_))) {
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let counts: Vec<usize> = {
+            let acked = acked.lock().expect("lock");
+            [QoS::AtLeastOnce, QoS::ExactlyOnce]
+                .iter()
+                .map(|q| acked.get(q).map_or(0, Vec::len))
+                .collect()
+        };
+        if counts.iter().all(|&n| n >= 150) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the streams are too slow: {counts:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    broker.kill_9();
+    for stream in streams {
+        let _ = stream.await;
+    }
+    let acked = acked.lock().expect("lock").clone();
+
+    let broker = Process::start(dir.path()).await;
+    let (mut sub, ack) = Raw::connect(broker.addr, V4, "offline-sub", durable).await;
+    assert!(ack.session_present);
+    let mut received: HashMap<QoS, Vec<u32>> = HashMap::new();
+    while let Some(packet) = sub.recv_within(Duration::from_secs(2)).await {
+        match packet {
+            Packet::Publish(p) => {
+                let seq = u32::from_be_bytes(p.payload[..4].try_into().expect("4 bytes"));
+                received.entry(p.qos()).or_default().push(seq);
+                let id = p.qos_pid.packet_id().expect("QoS 1 or 2");
+                match p.qos() {
+                    QoS::AtLeastOnce => sub.send(Packet::PubAck(PubAck::new(id))).await,
+                    _ => sub.send(Packet::PubRec(PubRec::new(id))).await,
+                }
+            }
+            Packet::PubRel(rel) => sub.send(Packet::PubComp(PubComp::new(rel.packet_id))).await,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    for qos in [QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let got = received.remove(&qos).unwrap_or_default();
+        let missing: Vec<u32> = acked[&qos]
+            .iter()
+            .copied()
+            .filter(|seq| !got.contains(seq))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{qos:?}: {} acknowledged messages lost, e.g. {:?}",
+            missing.len(),
+            &missing[..missing.len().min(5)]
+        );
+        let mut sorted = got.clone();
+        sorted.sort_unstable();
+        assert_eq!(got, sorted, "{qos:?}: per-topic order kept");
+        if qos == QoS::ExactlyOnce {
+            sorted.dedup();
+            assert_eq!(sorted.len(), got.len(), "QoS 2 delivered exactly once");
+        }
+    }
+}
