@@ -42,7 +42,7 @@ pub enum ConfigError {
 }
 
 macro_rules! raw_config {
-    ($( $(#[doc = $doc:literal])* $key:ident : $ty:ty, )*) => {
+    ($( $(#[doc = $doc:literal])* $key:ident : $ty:ty = $env:literal, )*) => {
         /// Every key, as the file, the environment (`SHOAL_<KEY>`) and the flags
         /// (`--<key>`, with `-` for `_`) say it. Absent keys take their documented defaults.
         #[derive(Debug, Clone, Default, Deserialize, Parser)]
@@ -56,7 +56,7 @@ macro_rules! raw_config {
             pub config: Option<PathBuf>,
             $(
                 $(#[doc = $doc])*
-                #[arg(long, env = concat!("SHOAL_", stringify!($key)))]
+                #[arg(long, env = $env)]
                 pub $key: Option<$ty>,
             )*
         }
@@ -75,38 +75,38 @@ macro_rules! raw_config {
 
 raw_config! {
     /// MQTT over TCP: the address to listen on. Default 0.0.0.0:1883.
-    listen: SocketAddr,
+    listen: SocketAddr = "SHOAL_LISTEN",
     /// Where the node keeps its data (sessions, queues, retained messages). Default ./data.
-    data_dir: PathBuf,
+    data_dir: PathBuf = "SHOAL_DATA_DIR",
     /// Admin HTTP listener: /metrics (Prometheus), /healthz, /readyz. Default 0.0.0.0:8080;
     /// "off" is not a value: bind it to 127.0.0.1 to keep it local.
-    admin_listen: SocketAddr,
+    admin_listen: SocketAddr = "SHOAL_ADMIN_LISTEN",
     /// Largest packet accepted, in bytes, fixed header included (1 to 268435460). Default
     /// 1048576. Larger lets clients send bigger messages; each connection may buffer one.
-    max_packet_size: u32,
+    max_packet_size: u32 = "SHOAL_MAX_PACKET_SIZE",
     /// QoS 1/2 messages a client may have unacknowledged towards the broker (1 to 65535).
     /// Default 1024.
-    receive_maximum: u16,
+    receive_maximum: u16 = "SHOAL_RECEIVE_MAXIMUM",
     /// Highest QoS accepted and granted (0, 1 or 2). Default 2.
-    max_qos: u8,
+    max_qos: u8 = "SHOAL_MAX_QOS",
     /// Whether retained messages are supported. Default true.
-    retain_available: bool,
+    retain_available: bool = "SHOAL_RETAIN_AVAILABLE",
     /// Topic aliases a client may use towards the broker (0 to 65535). Default 64.
-    topic_alias_maximum: u16,
+    topic_alias_maximum: u16 = "SHOAL_TOPIC_ALIAS_MAXIMUM",
     /// Messages one session may hold waiting (offline, or a slow reader). Default 1000.
-    max_queued_messages: usize,
+    max_queued_messages: usize = "SHOAL_MAX_QUEUED_MESSAGES",
     /// Bytes of messages one session may hold waiting. Default 16777216.
-    max_queued_bytes: usize,
+    max_queued_bytes: usize = "SHOAL_MAX_QUEUED_BYTES",
     /// Whether QoS 0 messages are queued for offline persistent sessions. Default false.
-    queue_qos0_messages: bool,
+    queue_qos0_messages: bool = "SHOAL_QUEUE_QOS0_MESSAGES",
     /// Longest Session Expiry Interval granted, seconds. Default 604800 (7 days).
-    max_session_expiry: u32,
+    max_session_expiry: u32 = "SHOAL_MAX_SESSION_EXPIRY",
     /// Keep alive imposed on every client, seconds (Server Keep Alive); unset: the client's.
-    server_keep_alive: u16,
+    server_keep_alive: u16 = "SHOAL_SERVER_KEEP_ALIVE",
     /// Interval of the $SYS topics, seconds; 0 turns them off. Default 10.
-    sys_interval: u64,
+    sys_interval: u64 = "SHOAL_SYS_INTERVAL",
     /// Log filter (tracing's EnvFilter syntax). Default "info".
-    log: String,
+    log: String = "SHOAL_LOG",
 }
 
 /// The validated configuration of a node.
