@@ -1,0 +1,153 @@
+//! The human summary printed at the end of a run.
+
+use std::fmt::Write;
+
+use crate::report::result::{RunResult, StreamResult};
+use crate::units::{fmt_bytes, fmt_count, fmt_micros};
+
+fn stream_lines(out: &mut String, s: &StreamResult) {
+    let _ = writeln!(
+        out,
+        "  {:<12} sent {:>10} ({}/s)  acked {:>10}  received {:>10} ({}/s)",
+        s.name,
+        s.sent,
+        fmt_count(s.sent_per_s),
+        s.acked,
+        s.received,
+        fmt_count(s.received_per_s),
+    );
+    let _ = writeln!(
+        out,
+        "  {:<12} expected {:>10}  lost {:>8} ({:.3}%)  duplicates {}  reordered {}",
+        "", s.expected, s.lost, s.loss_percent, s.duplicates, s.reordered
+    );
+    if s.latency.count > 0 {
+        let l = &s.latency;
+        let _ = writeln!(
+            out,
+            "  {:<12} latency p50 {}  p90 {}  p99 {}  p99.9 {}  max {}  (n={})",
+            "",
+            fmt_micros(l.p50_us),
+            fmt_micros(l.p90_us),
+            fmt_micros(l.p99_us),
+            fmt_micros(l.p999_us),
+            fmt_micros(l.max_us),
+            l.count
+        );
+    }
+}
+
+/// The summary text.
+pub fn render(r: &RunResult) -> String {
+    let mut out = String::new();
+    let groups: Vec<String> = r
+        .groups
+        .iter()
+        .map(|g| format!("{} {}", g.count, g.name))
+        .collect();
+    let _ = writeln!(
+        out,
+        "\n{} against {} (MQTT {}), {}{}",
+        r.scenario,
+        r.broker,
+        match r.mqtt_version {
+            3 => "3.1",
+            4 => "3.1.1",
+            _ => "5.0",
+        },
+        groups.join(", "),
+        if r.workers > 1 {
+            format!(", {} workers", r.workers)
+        } else {
+            String::new()
+        }
+    );
+    let _ = writeln!(
+        out,
+        "phases: connect {:.1}s, run {:.1}s, drain {:.1}s",
+        r.connect_seconds, r.run_seconds, r.drain_seconds
+    );
+    let c = &r.connections;
+    let _ = writeln!(
+        out,
+        "connections: {} of {} established (peak open {}), {} failed, {} lost; {}/s; connect p50 {} p99 {} max {}",
+        c.succeeded,
+        c.target,
+        c.peak_open,
+        c.failed,
+        c.lost,
+        fmt_count(c.rate_per_s),
+        fmt_micros(c.latency.p50_us),
+        fmt_micros(c.latency.p99_us),
+        fmt_micros(c.latency.max_us),
+    );
+    if r.total.sent > 0 || r.total.received > 0 {
+        let _ = writeln!(out, "messages:");
+        for s in &r.streams {
+            stream_lines(&mut out, s);
+        }
+        if r.streams.len() > 1 {
+            stream_lines(&mut out, &r.total);
+        }
+        let _ = writeln!(
+            out,
+            "flows: {} ({} with loss, {} with duplicates){}",
+            r.flows.count,
+            r.flows.with_loss,
+            r.flows.with_duplicates,
+            if r.unmeasured > 0 {
+                format!("; {} unmeasured messages received", r.unmeasured)
+            } else {
+                String::new()
+            }
+        );
+        for f in r.flows.worst.iter().take(5) {
+            let _ = writeln!(
+                out,
+                "  {} -> {}: expected {}, received {}, lost {}, duplicates {}",
+                f.publisher, f.topic, f.expected, f.received, f.lost, f.duplicates
+            );
+        }
+    }
+    if !r.errors.is_empty() {
+        let _ = writeln!(out, "errors and reason codes:");
+        for (k, v) in &r.errors {
+            let _ = writeln!(out, "  {v:>8}  {k}");
+        }
+    }
+    let t = &r.tool_usage;
+    let _ = write!(
+        out,
+        "tool: {:.1} CPU s ({:.0}% of a core), peak RSS {}",
+        t.meter.cpu_seconds,
+        t.meter.cpu_percent,
+        fmt_bytes(t.meter.rss_peak_bytes)
+    );
+    if let Some(us) = t.cpu_us_per_msg {
+        let _ = write!(out, ", {us:.2} CPU us per message sent or received");
+    }
+    out.push('\n');
+    if let Some(b) = &r.broker_usage {
+        let _ = write!(
+            out,
+            "broker: {:.1} CPU s ({:.0}% of a core), peak RSS {}",
+            b.meter.cpu_seconds,
+            b.meter.cpu_percent,
+            fmt_bytes(b.meter.rss_peak_bytes)
+        );
+        if let Some(us) = b.cpu_us_per_msg {
+            let _ = write!(out, ", {us:.2} CPU us per delivered message");
+        }
+        out.push('\n');
+    }
+    for e in &r.expectations {
+        let _ = writeln!(
+            out,
+            "expect {}: {} (actual {})",
+            e.what,
+            if e.ok { "ok" } else { "FAILED" },
+            e.actual
+        );
+    }
+    out
+}
