@@ -11,7 +11,9 @@
 #   SHOAL_CMD   command starting the second broker; {port} is replaced by its port
 #   SHOAL_NAME  its name in the table (default: shoal)
 #   SCENARIOS   space-separated subset of: pairs-qos0 pairs-qos1 fanin-qos0 fanin-qos1
-#               fanout-qos0 fanout-qos1 pairs-16k idle fleet (default: all)
+#               fanout-qos0 fanout-qos1 pairs-max-qos0 pairs-max-qos1 fanin-max-qos0
+#               fanout-max-qos0 latency-20k-qos0 latency-20k-qos1 pairs-16k idle fleet
+#               (default: all)
 #   DURATION    publishing time per run (default 10s)
 #   ROUNDS      rounds of every scenario on every broker (default 1)
 #   IDLE        idle connections (default 19000: about what one broker process may hold here)
@@ -27,7 +29,7 @@ ROUNDS=${ROUNDS:-1}
 IDLE=${IDLE:-19000}
 OUT=${OUT:-benches/compare.md}
 SHOAL_NAME=${SHOAL_NAME:-shoal}
-SCENARIOS=${SCENARIOS:-pairs-qos0 pairs-qos1 fanin-qos0 fanin-qos1 fanout-qos0 fanout-qos1 pairs-16k idle fleet}
+SCENARIOS=${SCENARIOS:-pairs-max-qos0 pairs-max-qos1 fanin-max-qos0 fanout-max-qos0 latency-20k-qos0 latency-20k-qos1 pairs-qos0 pairs-qos1 fanin-qos0 fanin-qos1 fanout-qos0 fanout-qos1 pairs-16k idle fleet}
 RESULTS="$(dirname "$OUT")/compare-results"
 mkdir -p "$RESULTS"
 
@@ -82,6 +84,14 @@ start_broker() {
 scenario_args() {
     case $1 in
         pairs-qos0) echo "pairs -c 100 -q 0 -s 64 -r 1000 -d $DURATION" ;;
+        # Saturation: every publisher as fast as its window allows; msgs/s is what arrives.
+        pairs-max-qos0) echo "pairs -c 50 -q 0 -s 64 -r max --inflight 64 -d $DURATION" ;;
+        pairs-max-qos1) echo "pairs -c 50 -q 1 -s 64 -r max --inflight 64 -d $DURATION" ;;
+        fanin-max-qos0) echo "fanin -c 50 -q 0 -s 64 -r max -d $DURATION" ;;
+        fanout-max-qos0) echo "fanout -c 50 -q 0 -s 64 -r max -d $DURATION" ;;
+        # Latency at a fixed, moderate load: 20,000 msgs/s over 20 pairs.
+        latency-20k-qos0) echo "pairs -c 20 -q 0 -s 64 -r 1000 -d $DURATION" ;;
+        latency-20k-qos1) echo "pairs -c 20 -q 1 -s 64 -r 1000 -d $DURATION" ;;
         pairs-qos1) echo "pairs -c 100 -q 1 -s 64 -r 500 -d $DURATION" ;;
         fanin-qos0) echo "fanin -c 100 -q 0 -s 64 -r 1000 -d $DURATION" ;;
         fanin-qos1) echo "fanin -c 100 -q 1 -s 64 -r 500 -d $DURATION" ;;

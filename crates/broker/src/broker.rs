@@ -36,6 +36,8 @@ pub struct Broker {
     /// Rotates the choice of member in shared subscription groups.
     shared_cursor: AtomicUsize,
     pub(crate) stats: Stats,
+    /// The per-message counters.
+    pub(crate) hot: m::Hot,
     /// Becomes true when the node shuts down.
     pub(crate) shutdown: watch::Sender<bool>,
 }
@@ -71,6 +73,7 @@ impl Broker {
             next_id: AtomicU64::new(1),
             shared_cursor: AtomicUsize::new(0),
             stats: Stats::default(),
+            hot: m::Hot::register(),
             shutdown,
         });
         broker.restore()?;

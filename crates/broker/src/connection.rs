@@ -226,14 +226,20 @@ where
         let broker = Arc::clone(&self.broker);
         let mut recipients = Recipients::new();
         let mut shutdown = broker.shutdown.subscribe();
+        // One timer for the connection, moved when the keep-alive deadline moves.
+        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
+        let timer = tokio::time::sleep_until(far());
+        tokio::pin!(timer);
+        let mut armed: Option<std::time::Instant> = None;
         loop {
-            if let Err(reason) = self.fill_output(slot, version).await {
-                return reason;
-            }
-            let deadline = slot
-                .lock()
-                .poll_timeout()
+            let deadline = self
+                .fill_output(slot, version)
+                .await
                 .map(|at| broker.clock.instant(at));
+            if deadline != armed {
+                timer.as_mut().reset(deadline.map_or_else(far, Into::into));
+                armed = deadline;
+            }
             let mut network_gone = false;
             tokio::select! {
                 biased;
@@ -248,7 +254,7 @@ where
                     Ok(0) | Err(_) => network_gone = true,
                     Ok(n) => {
                         Stats::add(&broker.stats.bytes_received, n as u64);
-                        metrics::counter!(m::BYTES_RECEIVED).increment(n as u64);
+                        broker.hot.bytes_received.increment(n as u64);
                         self.handle_input(slot);
                     }
                 },
@@ -256,11 +262,12 @@ where
                     Ok(0) | Err(_) => network_gone = true,
                     Ok(n) => {
                         Stats::add(&broker.stats.bytes_sent, n as u64);
-                        metrics::counter!(m::BYTES_SENT).increment(n as u64);
+                        broker.hot.bytes_sent.increment(n as u64);
                     }
                 },
                 () = slot.wake.notified() => {}
-                () = sleep_until(deadline), if deadline.is_some() => {
+                () = &mut timer, if armed.is_some() => {
+                    armed = None;
                     slot.lock().handle_timeout(broker.now());
                 }
             }
@@ -286,8 +293,7 @@ where
                 Ok(Some(packet)) => {
                     if let Packet::Publish(p) = &packet {
                         Stats::add(&self.broker.stats.messages_received, 1);
-                        metrics::counter!(m::MESSAGES_RECEIVED, "qos" => m::qos_label(p.qos()))
-                            .increment(1);
+                        self.broker.hot.received[p.qos() as usize].increment(1);
                     }
                     session.handle_packet(now, packet);
                     if session.closing().is_some() {
@@ -439,15 +445,16 @@ where
         (results, retained)
     }
 
-    /// Encodes what the session has to send, up to the high-water mark.
+    /// Encodes what the session has to send, up to the high-water mark; returns when the
+    /// session next needs `handle_timeout`.
     async fn fill_output(
         &mut self,
         slot: &Arc<SessionSlot>,
         version: ProtocolVersion,
-    ) -> Result<(), CloseReason> {
+    ) -> Option<shoal_session::Timestamp> {
         let broker = Arc::clone(&self.broker);
         let mut qos2_sent = false;
-        let wrote = {
+        let (wrote, deadline) = {
             let now = broker.now();
             let mut session = slot.lock();
             while self.wbuf.len() < WRITE_HIGH_WATER {
@@ -457,22 +464,24 @@ where
                 if let Packet::Publish(p) = &packet {
                     qos2_sent |= p.qos() == QoS::ExactlyOnce;
                     Stats::add(&broker.stats.messages_sent, 1);
-                    metrics::counter!(m::MESSAGES_SENT, "qos" => m::qos_label(p.qos()))
-                        .increment(1);
+                    broker.hot.sent[p.qos() as usize].increment(1);
                 }
                 if let Err(e) = packet.encode(version, &mut self.wbuf) {
                     tracing::warn!(error = %e, "a packet could not be encoded; dropped");
                 }
             }
             broker.count_drops(slot, &mut session);
-            broker.persist(&slot.client_id, &mut session)
+            (
+                broker.persist(&slot.client_id, &mut session),
+                session.poll_timeout(),
+            )
         };
         // A QoS 2 message must be known as sent, with its identifier, before it leaves:
         // after a crash it is resent with that identifier and the client drops the copy.
         if wrote && qos2_sent {
             self.flush_store().await;
         }
-        Ok(())
+        deadline
     }
 
     async fn flush_store(&self) {
@@ -538,13 +547,6 @@ async fn kick_and_wait(attachment: Attachment) {
         .is_err()
     {
         tracing::warn!("a taken-over connection did not let go of its session in time");
-    }
-}
-
-async fn sleep_until(deadline: Option<std::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

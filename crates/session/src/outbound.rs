@@ -105,7 +105,7 @@ impl Session {
             // The size does not depend on the identifier: check it before taking one.
             let placeholder = PacketId::new(1).expect("1 is not zero");
             let mut publish = self.publish_packet(&outbound, placeholder, now);
-            let too_large = Packet::Publish(publish.clone())
+            let too_large = publish
                 .encoded_len(version)
                 .map_or(true, |len| len as u64 > u64::from(max_size));
             if too_large {

@@ -91,6 +91,11 @@ impl Publish {
         })
     }
 
+    /// The size of the whole packet as `version` writes it, without encoding it.
+    pub fn encoded_len(&self, version: ProtocolVersion) -> Result<usize, EncodeError> {
+        crate::packet::total_len(self.sizes(version)?.0)
+    }
+
     /// The remaining length and the property length.
     pub(crate) fn sizes(&self, version: ProtocolVersion) -> Result<(usize, usize), EncodeError> {
         let mut len = wire::string_len(&self.topic) + self.payload.len();
