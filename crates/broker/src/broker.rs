@@ -13,6 +13,7 @@ use shoal_store::{Loaded, Store, WriteBatch};
 use shoal_topic::{Recipients, RetainedIndex, SubscriptionIndex};
 use tokio::sync::watch;
 
+use crate::auth::Hooks;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics as m;
@@ -23,6 +24,8 @@ use crate::stats::Stats;
 #[derive(Debug)]
 pub struct Broker {
     pub(crate) config: Config,
+    /// Extensions: enhanced authentication methods.
+    pub(crate) hooks: Hooks,
     pub(crate) session_config: Arc<SessionConfig>,
     pub(crate) clock: Clock,
     pub(crate) store: Store,
@@ -58,11 +61,16 @@ pub(crate) struct Dispatched {
 impl Broker {
     /// A node with this configuration over an open store: loads the persistent sessions,
     /// their queues and the retained messages back.
-    pub fn new(config: Config, store: Store) -> Result<Arc<Self>, shoal_store::StoreError> {
+    pub fn new(
+        config: Config,
+        store: Store,
+        hooks: Hooks,
+    ) -> Result<Arc<Self>, shoal_store::StoreError> {
         let session_config = Arc::new(config.session.clone());
         let (shutdown, _) = watch::channel(false);
         let broker = Arc::new(Self {
             config,
+            hooks,
             session_config,
             clock: Clock::new(),
             store,

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use shoal_codec::{
-    ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder, DisconnectReasonCode, MqttString,
-    Packet, PacketId, ProtocolVersion, PubAckReasonCode, QoS, SubAckReasonCode,
+    AuthReasonCode, ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder,
+    DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, PubAckReasonCode, QoS,
+    SubAckReasonCode,
 };
 use shoal_session::{AttachOptions, CloseReason, ClosedBy, Event, SubscribeRequest};
 use shoal_topic::{FilterKind, Insertion, Recipients, validate_topic_name};
@@ -17,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::auth::{AuthExchange, AuthStep};
 use crate::broker::{Broker, write};
 use crate::metrics as m;
 use crate::slot::{Attachment, SessionSlot};
@@ -47,6 +49,7 @@ where
             rbuf: BytesMut::with_capacity(4096),
             wbuf: BytesMut::with_capacity(4096),
             decoder: Decoder::new(0),
+            reauth: None,
         };
         conn.decoder = Decoder::new(conn.broker.config.session.maximum_packet_size);
         conn.run().await;
@@ -62,6 +65,8 @@ struct Conn<R, W> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     decoder: Decoder,
+    /// A re-authentication exchange waiting for the client's next AUTH.
+    reauth: Option<Box<dyn AuthExchange>>,
 }
 
 /// Why the CONNECT phase ended without a session.
@@ -93,6 +98,14 @@ where
             Err(code) => return self.refuse(Refused::ConnAck(version, code)).await,
         };
         tracing::Span::current().record("client_id", client_id.as_str());
+        let authentication =
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.authenticate(&connect, &client_id))
+                .await
+            {
+                Ok(Ok(authentication)) => authentication,
+                Ok(Err(refused)) => return self.refuse(refused).await,
+                Err(_) => return self.refuse(Refused::Close).await,
+            };
         let Some((slot, kick, detached, present)) =
             self.take_session(&connect, client_id.clone()).await
         else {
@@ -104,7 +117,7 @@ where
             let options = AttachOptions {
                 session_present: present,
                 assigned_client_id: assigned.then(|| client_id.clone()),
-                authentication: None,
+                authentication,
             };
             session.attach(now, &connect, options);
             self.broker.persist(&slot.client_id, &mut session);
@@ -130,10 +143,17 @@ where
 
     /// Reads until a whole CONNECT is decoded.
     async fn read_connect(&mut self) -> Result<Connect, Refused> {
+        match self.read_packet().await? {
+            Packet::Connect(connect) => Ok(*connect),
+            _ => Err(Refused::Close),
+        }
+    }
+
+    /// Reads one whole packet, before the session is attached.
+    async fn read_packet(&mut self) -> Result<Packet, Refused> {
         loop {
             match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
-                Ok(Some(_)) => return Err(Refused::Close),
+                Ok(Some(packet)) => return Ok(packet),
                 Ok(None) => {}
                 Err(e) => {
                     count_protocol_error(&e);
@@ -160,6 +180,100 @@ where
                 Ok(0) | Err(_) => return Err(Refused::Close),
                 Ok(n) => Stats::add(&self.broker.stats.bytes_received, n as u64),
             }
+        }
+    }
+
+    /// Runs the enhanced authentication exchange a CONNECT asks for (§4.12): AUTH 0x18
+    /// steps until the method decides. Returns the method and final data for CONNACK.
+    async fn authenticate(
+        &mut self,
+        connect: &Connect,
+        client_id: &MqttString,
+    ) -> Result<Option<(MqttString, Option<bytes::Bytes>)>, Refused> {
+        let Some(method) = connect.properties.authentication_method.clone() else {
+            return Ok(None);
+        };
+        let version = connect.protocol;
+        let Some(hook) = self.broker.hooks.method(&method).cloned() else {
+            return Err(Refused::ConnAck(
+                version,
+                ConnectReasonCode::BadAuthenticationMethod,
+            ));
+        };
+        let mut exchange = hook.begin(client_id);
+        let mut data = connect.properties.authentication_data.clone();
+        loop {
+            match exchange.step(data.as_deref()) {
+                AuthStep::Success(data) => return Ok(Some((method, data))),
+                AuthStep::Fail(code) => return Err(Refused::ConnAck(version, code)),
+                AuthStep::Continue(challenge) => {
+                    let auth = auth_packet(
+                        AuthReasonCode::ContinueAuthentication,
+                        &method,
+                        Some(challenge),
+                    );
+                    let _ = Packet::Auth(auth).encode(version, &mut self.wbuf);
+                    if self.writer.write_all_buf(&mut self.wbuf).await.is_err() {
+                        return Err(Refused::Close);
+                    }
+                    match self.read_packet().await? {
+                        Packet::Auth(reply)
+                            if reply.reason_code == AuthReasonCode::ContinueAuthentication
+                                && reply.properties.authentication_method.as_ref()
+                                    == Some(&method) =>
+                        {
+                            data = reply.properties.authentication_data;
+                        }
+                        // Anything else in the middle of an exchange breaks §4.12.
+                        _ => {
+                            return Err(Refused::ConnAck(
+                                version,
+                                ConnectReasonCode::ProtocolError,
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// AUTH after CONNECT: re-authentication with the method of CONNECT (§4.12.1).
+    fn reauthenticate(&mut self, slot: &SessionSlot, auth: shoal_codec::Auth) {
+        let mut session = slot.lock();
+        let Some(method) = session.authentication_method().cloned() else {
+            session.close(DisconnectReasonCode::ProtocolError, true);
+            return;
+        };
+        if auth.properties.authentication_method.as_ref() != Some(&method) {
+            session.close(DisconnectReasonCode::ProtocolError, true);
+            return;
+        }
+        let exchange = match (auth.reason_code, self.reauth.take()) {
+            (AuthReasonCode::ReAuthenticate, _) => self
+                .broker
+                .hooks
+                .method(&method)
+                .map(|hook| hook.begin(&slot.client_id)),
+            (AuthReasonCode::ContinueAuthentication, Some(exchange)) => Some(exchange),
+            _ => None,
+        };
+        let Some(mut exchange) = exchange else {
+            session.close(DisconnectReasonCode::ProtocolError, true);
+            return;
+        };
+        match exchange.step(auth.properties.authentication_data.as_deref()) {
+            AuthStep::Success(data) => {
+                session.send_auth(auth_packet(AuthReasonCode::Success, &method, data))
+            }
+            AuthStep::Continue(data) => {
+                session.send_auth(auth_packet(
+                    AuthReasonCode::ContinueAuthentication,
+                    &method,
+                    Some(data),
+                ));
+                self.reauth = Some(exchange);
+            }
+            AuthStep::Fail(_) => session.close(DisconnectReasonCode::NotAuthorized, true),
         }
     }
 
@@ -356,12 +470,7 @@ where
                         index.remove(slot.id, filter);
                     }
                 }
-                Event::Auth(_) => {
-                    // No enhanced authentication method is configured, so no CONNECT with
-                    // one was accepted: re-authentication cannot start.
-                    slot.lock()
-                        .close(DisconnectReasonCode::BadAuthenticationMethod, true);
-                }
+                Event::Auth(auth) => self.reauthenticate(slot, auth),
                 Event::Close(reason) => close = Some(reason),
             }
         }
@@ -550,22 +659,32 @@ async fn kick_and_wait(attachment: Attachment) {
     }
 }
 
+fn auth_packet(
+    reason_code: AuthReasonCode,
+    method: &MqttString,
+    data: Option<bytes::Bytes>,
+) -> shoal_codec::Auth {
+    shoal_codec::Auth {
+        reason_code,
+        properties: shoal_codec::AuthProperties {
+            authentication_method: Some(method.clone()),
+            authentication_data: data,
+            ..Default::default()
+        },
+    }
+}
+
 fn count_protocol_error(e: &DecodeError) {
     metrics::counter!(m::PROTOCOL_ERRORS, "rule" => e.rule()).increment(1);
 }
 
-/// Checks a CONNECT beyond the codec: client identifier rules, features the Will needs,
-/// authentication methods. Returns the client identifier to use and whether the server
+/// Checks a CONNECT beyond the codec: client identifier rules, features the Will needs. Returns the client identifier to use and whether the server
 /// assigned it.
 fn check_connect(
     broker: &Broker,
     connect: &Connect,
 ) -> Result<(MqttString, bool), ConnectReasonCode> {
     let config = &broker.config.session;
-    if connect.properties.authentication_method.is_some() {
-        // No enhanced authentication method is configured (§4.12).
-        return Err(ConnectReasonCode::BadAuthenticationMethod);
-    }
     if let Some(will) = &connect.will {
         if will.qos > config.maximum_qos {
             return Err(ConnectReasonCode::QosNotSupported);

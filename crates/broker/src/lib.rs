@@ -12,6 +12,7 @@
 //! state its tasks share).
 
 mod admin;
+mod auth;
 mod broker;
 mod clock;
 pub mod config;
@@ -23,6 +24,7 @@ mod slot;
 mod stats;
 mod sys;
 
+pub use auth::{AuthExchange, AuthStep, EnhancedAuth, Hooks};
 pub use broker::Broker;
 pub use clock::Clock;
 pub use config::{Config, ConfigError, RawConfig};

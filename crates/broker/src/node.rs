@@ -9,6 +9,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use shoal_store::{Store, StoreConfig, StoreError};
 use tokio::task::JoinSet;
 
+use crate::auth::Hooks;
 use crate::broker::Broker;
 use crate::config::Config;
 use crate::{admin, listener, sys};
@@ -57,14 +58,23 @@ impl Node {
         config: Config,
         prometheus: Option<PrometheusHandle>,
     ) -> Result<Self, StartError> {
+        Self::start_with(config, prometheus, Hooks::default()).await
+    }
+
+    /// `start`, with extensions (enhanced authentication methods).
+    pub async fn start_with(
+        config: Config,
+        prometheus: Option<PrometheusHandle>,
+        hooks: Hooks,
+    ) -> Result<Self, StartError> {
         let path = config.data_dir.clone();
         let store =
             Store::open(&path, StoreConfig::default()).map_err(|source| StartError::Store {
                 path: path.clone(),
                 source,
             })?;
-        let broker =
-            Broker::new(config, store).map_err(|source| StartError::Store { path, source })?;
+        let broker = Broker::new(config, store, hooks)
+            .map_err(|source| StartError::Store { path, source })?;
         let config = broker.config().clone();
         let bind = |addr, what| {
             listener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })

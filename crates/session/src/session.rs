@@ -404,6 +404,19 @@ impl Session {
         std::mem::take(&mut self.drops)
     }
 
+    /// The Authentication Method the attached client authenticated with (enhanced
+    /// authentication, MQTT 5).
+    pub fn authentication_method(&self) -> Option<&MqttString> {
+        self.link.as_ref()?.authentication_method.as_ref()
+    }
+
+    /// Queues an AUTH packet of the broker's authentication hook (re-authentication).
+    pub fn send_auth(&mut self, auth: shoal_codec::Auth) {
+        if self.link.is_some() && self.closing.is_none() {
+            self.control.push_back(Packet::Auth(auth));
+        }
+    }
+
     /// Replaces the Will (the broker clears it when it publishes or cancels it).
     pub fn set_will(&mut self, will: Option<WillRecord>) {
         self.record.will = will;

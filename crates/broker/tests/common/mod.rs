@@ -31,6 +31,15 @@ impl TestNode {
         Self { node, dir }
     }
 
+    pub async fn start_hooks(hooks: shoal_broker::Hooks) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::from_raw(test_config(dir.path())).expect("valid config");
+        let node = Node::start_with(config, None, hooks)
+            .await
+            .expect("node starts");
+        Self { node, dir }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.node.mqtt_addr()
     }
@@ -44,14 +53,18 @@ impl TestNode {
     }
 }
 
-pub async fn start_in(dir: &std::path::Path, tweak: impl FnOnce(&mut RawConfig)) -> Node {
-    let mut raw = RawConfig {
+fn test_config(dir: &std::path::Path) -> RawConfig {
+    RawConfig {
         listen: Some("127.0.0.1:0".parse().expect("addr")),
         admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
         data_dir: Some(dir.to_owned()),
         sys_interval: Some(0),
         ..Default::default()
-    };
+    }
+}
+
+pub async fn start_in(dir: &std::path::Path, tweak: impl FnOnce(&mut RawConfig)) -> Node {
+    let mut raw = test_config(dir);
     tweak(&mut raw);
     let config = Config::from_raw(raw).expect("valid config");
     Node::start(config, None).await.expect("node starts")
