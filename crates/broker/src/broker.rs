@@ -338,8 +338,11 @@ impl Broker {
                 None
             }
         } else {
-            write(&self.retained).insert(topic, Arc::clone(message));
-            persist.then(|| self.store.put_retained(message))
+            // Kept for long: its own allocation, not its packet's read buffer.
+            let kept = Arc::new(message.detached());
+            let stored = persist.then(|| self.store.put_retained(&kept));
+            write(&self.retained).insert(topic, kept);
+            stored
         };
         match result {
             Some(Ok(())) => true,

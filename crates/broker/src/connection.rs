@@ -31,6 +31,11 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How much encoded output a connection buffers before it stops taking packets from its
 /// session (the session's own queue, bounded, holds the rest).
 const WRITE_HIGH_WATER: usize = 64 * 1024;
+/// The read size of a quiet connection, and the largest one.
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 64 * 1024;
+/// A write buffer grown past this is released once empty.
+const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How long the last packets (DISCONNECT) may take to leave.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -46,8 +51,9 @@ where
             broker,
             reader,
             writer,
-            rbuf: BytesMut::with_capacity(4096),
-            wbuf: BytesMut::with_capacity(4096),
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            read_size: MIN_READ,
             decoder: Decoder::new(0),
             reauth: None,
         };
@@ -67,6 +73,9 @@ struct Conn<R, W> {
     decoder: Decoder,
     /// A re-authentication exchange waiting for the client's next AUTH.
     reauth: Option<Box<dyn AuthExchange>>,
+    /// How much the next read asks for: grows while reads fill it, shrinks when they do
+    /// not, so an idle connection holds a small buffer and a busy one reads in bulk.
+    read_size: usize,
 }
 
 /// Why the CONNECT phase ended without a session.
@@ -131,6 +140,9 @@ where
             keep_alive = connect.keep_alive,
             "connected"
         );
+        // The CONNECT's frame shares the first read buffer: let both go before serving.
+        drop(connect);
+        drop(client_id);
         let reason = self.serve_session(&slot, version, kick).await;
         self.finish(&slot, reason).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
@@ -176,6 +188,7 @@ where
                     });
                 }
             }
+            self.reserve_read();
             match self.reader.read_buf(&mut self.rbuf).await {
                 Ok(0) | Err(_) => return Err(Refused::Close),
                 Ok(n) => Stats::add(&self.broker.stats.bytes_received, n as u64),
@@ -355,6 +368,7 @@ where
                 armed = deadline;
             }
             let mut network_gone = false;
+            let room = self.reserve_read();
             tokio::select! {
                 biased;
                 reason = &mut kick => {
@@ -369,6 +383,7 @@ where
                     Ok(n) => {
                         Stats::add(&broker.stats.bytes_received, n as u64);
                         broker.hot.bytes_received.increment(n as u64);
+                        self.adapt_read(n, room);
                         self.handle_input(slot);
                     }
                 },
@@ -377,6 +392,9 @@ where
                     Ok(n) => {
                         Stats::add(&broker.stats.bytes_sent, n as u64);
                         broker.hot.bytes_sent.increment(n as u64);
+                        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_BUFFER {
+                            self.wbuf = BytesMut::new();
+                        }
                     }
                 },
                 () = slot.wake.notified() => {}
@@ -395,6 +413,27 @@ where
             if let Some(reason) = self.handle_events(slot, version, &mut recipients).await {
                 return reason;
             }
+        }
+    }
+
+    /// Makes room for the next read; returns how much there is.
+    fn reserve_read(&mut self) -> usize {
+        if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_size {
+            // A quiet connection gives back what a busy spell left it.
+            self.rbuf = BytesMut::new();
+        }
+        if self.rbuf.capacity() - self.rbuf.len() < self.read_size {
+            self.rbuf.reserve(self.read_size);
+        }
+        self.rbuf.capacity() - self.rbuf.len()
+    }
+
+    /// Grows the read size when a read filled its room, shrinks it when reads stay small.
+    fn adapt_read(&mut self, read: usize, room: usize) {
+        if read == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if read < self.read_size / 8 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
         }
     }
 

@@ -61,6 +61,13 @@ impl MqttString {
         Ok(Self(bytes))
     }
 
+    /// A copy in its own allocation. A decoded string shares its packet's read buffer and
+    /// keeps all of it alive: strings kept long (client ids, filters, retained topics) are
+    /// detached first.
+    pub fn detached(&self) -> Self {
+        Self(Bytes::copy_from_slice(&self.0))
+    }
+
     /// The string.
     pub fn as_str(&self) -> &str {
         // SAFETY: every constructor checks that the bytes are UTF-8 (`check`), and the bytes

@@ -256,7 +256,7 @@ impl Session {
             match result {
                 Ok(granted) => {
                     let record = SubscriptionRecord {
-                        filter: request.filter,
+                        filter: request.filter.detached(),
                         options: shoal_codec::SubscriptionOptions {
                             qos: granted,
                             ..request.options

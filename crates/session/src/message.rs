@@ -40,6 +40,32 @@ impl Message {
         self.expires_at.map(|at| now.secs_until(at))
     }
 
+    /// A copy whose topic, payload and properties live in their own allocations, not in
+    /// the read buffer of the packet it came in (which a kept slice would keep whole).
+    pub fn detached(&self) -> Self {
+        let p = &self.properties;
+        let properties = PublishProperties {
+            content_type: p.content_type.as_ref().map(MqttString::detached),
+            response_topic: p.response_topic.as_ref().map(MqttString::detached),
+            correlation_data: p
+                .correlation_data
+                .as_ref()
+                .map(|d| Bytes::copy_from_slice(d)),
+            user_properties: p
+                .user_properties
+                .iter()
+                .map(|(k, v)| (k.detached(), v.detached()))
+                .collect(),
+            ..p.clone()
+        };
+        Self {
+            topic: self.topic.detached(),
+            payload: Bytes::copy_from_slice(&self.payload),
+            properties,
+            ..self.clone()
+        }
+    }
+
     /// The size that counts against queue byte limits: topic, payload and a fixed overhead.
     pub fn weight(&self) -> usize {
         self.topic.len() + self.payload.len() + 64

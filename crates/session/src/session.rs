@@ -118,7 +118,7 @@ impl Session {
     /// A new, empty session.
     pub fn new(client_id: MqttString, config: Arc<SessionConfig>) -> Self {
         let record = SessionRecord {
-            client_id,
+            client_id: client_id.detached(),
             expiry_interval: 0,
             subscriptions: Vec::new(),
             will: None,
@@ -221,6 +221,7 @@ impl Session {
         self.record.expiry_interval = expiry;
         self.record.disconnected_at = None;
         self.record.will = connect.will.as_ref().map(|will| {
+            // Detached: the CONNECT's read buffer must not live as long as the session.
             let properties = &will.properties;
             WillRecord {
                 message: Message {
@@ -245,6 +246,9 @@ impl Session {
                 delay: properties.will_delay_interval.unwrap_or(0),
             }
         });
+        if let Some(will) = &mut self.record.will {
+            will.message = will.message.detached();
+        }
         let client_props = &connect.properties;
         self.link = Some(Link {
             version: connect.protocol,
