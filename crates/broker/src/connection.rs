@@ -33,7 +33,7 @@ const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_HIGH_WATER: usize = 64 * 1024;
 /// The read size of a quiet connection, and the largest one.
 const MIN_READ: usize = 512;
-const MAX_READ: usize = 64 * 1024;
+const MAX_READ: usize = 16 * 1024;
 /// A write buffer grown past this is released once empty.
 const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How long the last packets (DISCONNECT) may take to leave.
@@ -410,8 +410,12 @@ where
                     by: ClosedBy::Network,
                 };
             }
-            if let Some(reason) = self.handle_events(slot, version, &mut recipients).await {
-                return reason;
+            match self.handle_events(slot, version, &mut recipients).await {
+                Ok(0) => {}
+                // This read woke other connections: let them write before reading more,
+                // or a flood of publishers starves its subscribers' tasks.
+                Ok(_) => tokio::task::yield_now().await,
+                Err(reason) => return reason,
             }
         }
     }
@@ -464,21 +468,23 @@ where
         }
     }
 
-    /// Acts on what the session asked for; returns the close reason once it ends.
+    /// Acts on what the session asked for; returns how many deliveries it made, or the
+    /// close reason once the connection ends.
     async fn handle_events(
         &mut self,
         slot: &Arc<SessionSlot>,
         version: ProtocolVersion,
         recipients: &mut Recipients<u64>,
-    ) -> Option<CloseReason> {
+    ) -> Result<usize, CloseReason> {
         let broker = Arc::clone(&self.broker);
         let events: Vec<Event> = {
             let mut session = slot.lock();
             std::iter::from_fn(|| session.poll_event()).collect()
         };
         if events.is_empty() {
-            return None;
+            return Ok(0);
         }
+        let mut woken = 0;
         let mut needs_flush = false;
         let mut acks: Vec<(PacketId, PubAckReasonCode)> = Vec::new();
         let mut subacks = Vec::new();
@@ -488,6 +494,7 @@ where
                 Event::Publish { message, packet_id } => {
                     let dispatched = broker.dispatch(&message, Some(slot.id), recipients);
                     needs_flush |= dispatched.needs_flush;
+                    woken += dispatched.recipients;
                     if let Some(id) = packet_id {
                         let reason = if dispatched.recipients == 0 && version.is_v5() {
                             PubAckReasonCode::NoMatchingSubscribers
@@ -533,7 +540,10 @@ where
         }
         broker.persist(&slot.client_id, &mut session);
         broker.count_drops(slot, &mut session);
-        close
+        match close {
+            Some(reason) => Err(reason),
+            None => Ok(woken),
+        }
     }
 
     /// Registers the requested subscriptions; returns the SUBACK results and the retained
