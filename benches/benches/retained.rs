@@ -6,60 +6,16 @@
 //!
 //! Run: `cargo bench -p shoal-benches --bench retained`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use shoal_topic::RetainedIndex;
 
-/// `System`, counting the bytes currently allocated.
-struct Counting;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to `System` unchanged; the counter only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is the one `System::alloc` needs.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: shoal_benches::CountingAlloc = shoal_benches::CountingAlloc;
 
 const SITES: u32 = 100;
 const DEVICES_PER_SITE: u32 = 1_000;
@@ -81,14 +37,14 @@ fn for_each_topic(mut f: impl FnMut(&str)) {
 }
 
 fn build(message: &Message) -> RetainedIndex<Message> {
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = shoal_benches::live_bytes();
     let start = Instant::now();
     let mut index = RetainedIndex::new();
     for_each_topic(|topic| {
         index.insert(topic, Arc::clone(message));
     });
     let elapsed = start.elapsed();
-    let bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let bytes = shoal_benches::live_bytes() - before;
     let len = index.len();
     println!(
         "retained: {len} messages, {} nodes, built in {elapsed:.2?} ({:.0} ns/insert)",
@@ -106,12 +62,12 @@ fn build(message: &Message) -> RetainedIndex<Message> {
 
 /// Removes every message and reports what memory is left: the empty root only.
 fn tear_down(mut index: RetainedIndex<Message>) {
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = shoal_benches::live_bytes();
     let start = Instant::now();
     let mut removed = 0;
     for_each_topic(|topic| removed += usize::from(index.remove(topic).is_some()));
     let elapsed = start.elapsed();
-    let freed = before - LIVE_BYTES.load(Ordering::Relaxed);
+    let freed = before - shoal_benches::live_bytes();
     println!(
         "removed {removed} in {elapsed:.2?} ({:.0} ns/remove): {:.1} MiB freed, {} nodes left",
         elapsed.as_nanos() as f64 / removed as f64,

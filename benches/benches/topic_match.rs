@@ -12,60 +12,16 @@
 //!
 //! Run: `cargo bench -p shoal-benches --bench topic_match`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::hint::black_box;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput};
 use shoal_codec::{QoS, SubscriptionOptions};
 use shoal_topic::{Recipients, SubscriptionIndex};
 
-/// `System`, counting the bytes currently allocated.
-struct Counting;
-
-static LIVE_BYTES: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: every call is forwarded to `System` unchanged; the counter only observes sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is the one `System::alloc` needs.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: as for `alloc`.
-        let ptr = unsafe { System.alloc_zeroed(layout) };
-        if !ptr.is_null() {
-            LIVE_BYTES.fetch_add(layout.size(), Ordering::Relaxed);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        let new = unsafe { System.realloc(ptr, layout, new_size) };
-        if !new.is_null() {
-            LIVE_BYTES.fetch_sub(layout.size(), Ordering::Relaxed);
-            LIVE_BYTES.fetch_add(new_size, Ordering::Relaxed);
-        }
-        new
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: shoal_benches::CountingAlloc = shoal_benches::CountingAlloc;
 
 const SITES: u32 = 1_000;
 const DEVICES_PER_SITE: u32 = 700;
@@ -136,13 +92,13 @@ fn subscribe(index: &mut SubscriptionIndex<u32>, subscriber: u32, filter: &str) 
 }
 
 fn build() -> SubscriptionIndex<u32> {
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = shoal_benches::live_bytes();
     let resident_before = resident_bytes();
     let start = Instant::now();
     let mut index = SubscriptionIndex::new();
     for_each_subscription(|subscriber, filter| subscribe(&mut index, subscriber, filter));
     let elapsed = start.elapsed();
-    let bytes = LIVE_BYTES.load(Ordering::Relaxed) - before;
+    let bytes = shoal_benches::live_bytes() - before;
     let len = index.len();
     println!(
         "index: {len} subscriptions, {} filters, {} nodes, built in {elapsed:.2?} ({:.0} ns/insert)",
@@ -168,14 +124,14 @@ fn build() -> SubscriptionIndex<u32> {
 
 /// Removes every subscription and reports what memory is left: the empty root only.
 fn tear_down(mut index: SubscriptionIndex<u32>) {
-    let before = LIVE_BYTES.load(Ordering::Relaxed);
+    let before = shoal_benches::live_bytes();
     let start = Instant::now();
     let mut removed = 0;
     for_each_subscription(|subscriber, filter| {
         removed += usize::from(index.remove(subscriber, filter).is_some())
     });
     let elapsed = start.elapsed();
-    let freed = before - LIVE_BYTES.load(Ordering::Relaxed);
+    let freed = before - shoal_benches::live_bytes();
     println!(
         "removed {removed} in {elapsed:.2?} ({:.0} ns/remove): {:.1} MiB freed, {} nodes, {} filters left",
         elapsed.as_nanos() as f64 / removed as f64,

@@ -200,7 +200,7 @@ impl SubscriptionOptions {
 
     /// Parses the options byte: reserved bits, QoS 3 and Retain Handling 3 are errors
     /// [MQTT-3.8.3-5].
-    pub(crate) fn from_byte(byte: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
+    pub fn from_byte(byte: u8, version: ProtocolVersion) -> Result<Self, DecodeError> {
         let reserved = if version.is_v5() {
             0b1100_0000
         } else {

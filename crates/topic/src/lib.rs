@@ -26,6 +26,7 @@
 //! Main types: [`SubscriptionIndex`], [`Recipients`], [`RetainedIndex`], [`Subscription`],
 //! [`FilterKind`], [`SharedGroup`], [`TopicError`].
 
+mod children;
 mod error;
 mod index;
 mod leaf;

@@ -1,20 +1,13 @@
 //! `Node`: one level of the subscription trie, and the walks down it: insert, remove with
 //! pruning, and match.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::hash::Hash;
 
-use ahash::RandomState;
-
+use crate::children::Children;
 use crate::index::Removed;
 use crate::leaf::Leaf;
-use crate::level::{Level, split_level};
+use crate::level::split_level;
 use crate::recipients::Recipients;
-
-/// Up to this many literal children are kept in a list and found by a linear scan; one more
-/// turns the list into a hash map, and the map turns back into a list at half as many.
-const FEW_CHILDREN: usize = 8;
 
 /// One level of the trie. The path from the root spells a topic filter, level by level; `+`
 /// has its own child and `#`, always last, is the `multi` leaf of its parent, so matching
@@ -23,7 +16,7 @@ const FEW_CHILDREN: usize = 8;
 #[derive(Debug)]
 pub(crate) struct Node<S> {
     /// Children by literal level.
-    children: Children<S>,
+    children: Children<Self>,
     /// The `+` child.
     plus: Option<Box<Self>>,
     /// Subscriptions to the filter that ends at this node.
@@ -33,22 +26,10 @@ pub(crate) struct Node<S> {
     multi: Option<Box<Leaf<S>>>,
 }
 
-/// The literal children of a node: a short list, or a map when there are many. Keys are
-/// [`Level`]s, found by the bytes of a topic level without allocating.
-#[derive(Debug)]
-enum Children<S> {
-    Few(Vec<(Level, Node<S>)>),
-    #[expect(
-        clippy::box_collection,
-        reason = "keeps every node 48 bytes: the map is rare"
-    )]
-    Many(Box<HashMap<Level, Node<S>, RandomState>>),
-}
-
 impl<S> Default for Node<S> {
     fn default() -> Self {
         Self {
-            children: Children::Few(Vec::new()),
+            children: Children::default(),
             plus: None,
             exact: None,
             multi: None,
@@ -191,94 +172,6 @@ fn remove_from<S: Copy + Eq + Hash>(
     Some(removed)
 }
 
-impl<S: Copy + Eq + Hash> Children<S> {
-    fn is_empty(&self) -> bool {
-        match self {
-            Self::Few(few) => few.is_empty(),
-            Self::Many(many) => many.is_empty(),
-        }
-    }
-
-    #[inline]
-    fn get(&self, level: &str) -> Option<&Node<S>> {
-        let key = level.as_bytes();
-        match self {
-            Self::Few(few) => few
-                .iter()
-                .find(|(k, _)| k.as_bytes() == key)
-                .map(|(_, node)| node),
-            Self::Many(many) => many.get(key),
-        }
-    }
-
-    fn get_mut(&mut self, level: &str) -> Option<&mut Node<S>> {
-        let key = level.as_bytes();
-        match self {
-            Self::Few(few) => few
-                .iter_mut()
-                .find(|(k, _)| k.as_bytes() == key)
-                .map(|(_, node)| node),
-            Self::Many(many) => many.get_mut(key),
-        }
-    }
-
-    fn get_or_insert(&mut self, level: &str, created: &mut usize) -> &mut Node<S> {
-        let key = level.as_bytes();
-        if let Self::Few(few) = self
-            && few.len() == FEW_CHILDREN
-            && !few.iter().any(|(k, _)| k.as_bytes() == key)
-        {
-            let mut many = HashMap::with_capacity_and_hasher(2 * FEW_CHILDREN, RandomState::new());
-            many.extend(few.drain(..));
-            *self = Self::Many(Box::new(many));
-        }
-        match self {
-            Self::Few(few) => {
-                let i = match few.iter().position(|(k, _)| k.as_bytes() == key) {
-                    Some(i) => i,
-                    None => {
-                        *created += 1;
-                        few.reserve_exact(1);
-                        few.push((Level::new(level), Node::default()));
-                        few.len() - 1
-                    }
-                };
-                &mut few[i].1
-            }
-            Self::Many(many) => match many.entry(Level::new(level)) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
-                    *created += 1;
-                    e.insert(Node::default())
-                }
-            },
-        }
-    }
-
-    /// Removes a child (an empty one: its subtree is gone already) and gives memory back.
-    fn remove(&mut self, level: &str) {
-        let key = level.as_bytes();
-        match self {
-            Self::Few(few) => {
-                if let Some(i) = few.iter().position(|(k, _)| k.as_bytes() == key) {
-                    few.swap_remove(i);
-                    if few.len() <= few.capacity() / 2 {
-                        few.shrink_to_fit();
-                    }
-                }
-            }
-            Self::Many(many) => {
-                many.remove(key);
-                if many.len() <= FEW_CHILDREN / 2 {
-                    *self = Self::Few(many.drain().collect());
-                } else if many.len() <= many.capacity() / 4 {
-                    many.shrink_to(2 * many.len());
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,34 +181,5 @@ mod tests {
         // Per-subscription memory is mostly nodes: watch their size.
         assert_eq!(size_of::<Children<u32>>(), 24);
         assert_eq!(size_of::<Node<u32>>(), 48);
-    }
-
-    #[test]
-    fn children_turn_into_a_map_and_back() {
-        let mut children = Children::<u32>::Few(Vec::new());
-        let mut created = 0;
-        let names: Vec<String> = (0..40).map(|n| format!("level{n}")).collect();
-        for name in &names {
-            let _ = children.get_or_insert(name, &mut created);
-        }
-        assert_eq!(created, 40);
-        assert!(matches!(children, Children::Many(_)));
-        // Looking up an existing child creates nothing.
-        let _ = children.get_or_insert("level7", &mut created);
-        assert_eq!(created, 40);
-        for name in &names[..37] {
-            children.remove(name);
-        }
-        let Children::Few(few) = &children else {
-            panic!("3 children should be a list again")
-        };
-        assert_eq!(few.len(), 3);
-        for name in &names {
-            assert_eq!(
-                children.get(name).is_some(),
-                names[37..].contains(name),
-                "{name}"
-            );
-        }
     }
 }

@@ -1,17 +1,10 @@
 //! `RetainedIndex`: the retained messages of a node, one per topic name, in a trie of topic
 //! levels, and the question asked of them on each SUBSCRIBE: which of them match this filter.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::{fmt, iter, str};
 
-use ahash::RandomState;
-
-use crate::level::{Level, split_level};
-
-/// Up to this many children are kept in a list and found by a linear scan; one more turns the
-/// list into a hash map, and the map turns back into a list at half as many.
-const FEW_CHILDREN: usize = 8;
+use crate::children::Children;
+use crate::level::split_level;
 
 /// One value per topic name, typically the retained message of that topic (§3.3.1.3), and
 /// the topic filters of SUBSCRIBE asked against them.
@@ -360,7 +353,7 @@ impl<V> fmt::Debug for RetainedIndex<V> {
 /// One level of the trie: the path from the root spells a topic name. A node with neither a
 /// value nor a child is removed from its parent: the trie holds no dead branch.
 struct Node<V> {
-    children: Children<V>,
+    children: Children<Self>,
     /// The value of the topic that ends at this node. Always `None` at the root: a topic name
     /// has at least one level.
     value: Option<V>,
@@ -369,7 +362,7 @@ struct Node<V> {
 impl<V> Default for Node<V> {
     fn default() -> Self {
         Self {
-            children: Children::Few(Vec::new()),
+            children: Children::default(),
             value: None,
         }
     }
@@ -387,129 +380,6 @@ impl<V> Drop for Node<V> {
         while let Some(mut node) = orphans.pop() {
             // Childless now, `node` drops without going deeper.
             node.children.drain_into(&mut orphans);
-        }
-    }
-}
-
-/// The children of a node: a short list, or a map when there are many. Keys are [`Level`]s,
-/// found by the bytes of a topic level without allocating. Seeded once from the OS: clients
-/// choose topic levels, so the map must resist collision flooding.
-enum Children<V> {
-    Few(Vec<(Level, Node<V>)>),
-    #[expect(
-        clippy::box_collection,
-        reason = "keeps every node 32 bytes: the map is rare"
-    )]
-    Many(Box<HashMap<Level, Node<V>, RandomState>>),
-}
-
-impl<V> Children<V> {
-    fn len(&self) -> usize {
-        match self {
-            Self::Few(few) => few.len(),
-            Self::Many(many) => many.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    #[inline]
-    fn get(&self, level: &str) -> Option<&Node<V>> {
-        let key = level.as_bytes();
-        match self {
-            Self::Few(few) => few
-                .iter()
-                .find(|(k, _)| k.as_bytes() == key)
-                .map(|(_, node)| node),
-            Self::Many(many) => many.get(key),
-        }
-    }
-
-    fn get_mut(&mut self, level: &str) -> Option<&mut Node<V>> {
-        let key = level.as_bytes();
-        match self {
-            Self::Few(few) => few
-                .iter_mut()
-                .find(|(k, _)| k.as_bytes() == key)
-                .map(|(_, node)| node),
-            Self::Many(many) => many.get_mut(key),
-        }
-    }
-
-    /// Calls `f` with the level and the node of each child.
-    #[inline]
-    fn for_each<'a>(&'a self, mut f: impl FnMut(&'a [u8], &'a Node<V>)) {
-        match self {
-            Self::Few(few) => few.iter().for_each(|(k, node)| f(k.as_bytes(), node)),
-            Self::Many(many) => many.iter().for_each(|(k, node)| f(k.as_bytes(), node)),
-        }
-    }
-
-    /// The child at `level`, created if need be; `created` counts the new nodes.
-    fn get_or_insert(&mut self, level: &str, created: &mut usize) -> &mut Node<V> {
-        let key = level.as_bytes();
-        if let Self::Few(few) = self
-            && few.len() == FEW_CHILDREN
-            && !few.iter().any(|(k, _)| k.as_bytes() == key)
-        {
-            let mut many = HashMap::with_capacity_and_hasher(2 * FEW_CHILDREN, RandomState::new());
-            many.extend(few.drain(..));
-            *self = Self::Many(Box::new(many));
-        }
-        match self {
-            Self::Few(few) => {
-                let i = match few.iter().position(|(k, _)| k.as_bytes() == key) {
-                    Some(i) => i,
-                    None => {
-                        *created += 1;
-                        few.reserve_exact(1);
-                        few.push((Level::new(level), Node::default()));
-                        few.len() - 1
-                    }
-                };
-                &mut few[i].1
-            }
-            Self::Many(many) => match many.entry(Level::new(level)) {
-                Entry::Occupied(e) => e.into_mut(),
-                Entry::Vacant(e) => {
-                    *created += 1;
-                    e.insert(Node::default())
-                }
-            },
-        }
-    }
-
-    /// Takes the child at `level` out, with its subtree, and gives memory back.
-    fn remove(&mut self, level: &str) -> Option<Node<V>> {
-        let key = level.as_bytes();
-        match self {
-            Self::Few(few) => {
-                let i = few.iter().position(|(k, _)| k.as_bytes() == key)?;
-                let (_, node) = few.swap_remove(i);
-                if few.len() <= few.capacity() / 2 {
-                    few.shrink_to_fit();
-                }
-                Some(node)
-            }
-            Self::Many(many) => {
-                let node = many.remove(key)?;
-                if many.len() <= FEW_CHILDREN / 2 {
-                    *self = Self::Few(many.drain().collect());
-                } else if many.len() <= many.capacity() / 4 {
-                    many.shrink_to(2 * many.len());
-                }
-                Some(node)
-            }
-        }
-    }
-
-    /// Moves every child into `out`, levels dropped.
-    fn drain_into(&mut self, out: &mut Vec<Node<V>>) {
-        match self {
-            Self::Few(few) => out.extend(few.drain(..).map(|(_, node)| node)),
-            Self::Many(many) => out.extend(many.drain().map(|(_, node)| node)),
         }
     }
 }

@@ -16,9 +16,7 @@
 use std::num::NonZeroU32;
 
 use bytes::{BufMut, BytesMut};
-use shoal_codec::{
-    MqttString, PacketId, ProtocolVersion, QoS, RetainHandling, SubscriptionOptions,
-};
+use shoal_codec::{MqttString, PacketId, ProtocolVersion, SubscriptionOptions};
 use shoal_session::{SessionRecord, SubscriptionRecord, Timestamp, WillRecord};
 
 use crate::error::{DecodeRecordError, EncodeRecordError};
@@ -173,28 +171,13 @@ fn read_flags<B: bytes::Buf>(r: &mut Reader<B>) -> Result<u8, DecodeRecordError>
     Ok(flags)
 }
 
-/// The subscription options byte as MQTT 5 defines it (§3.8.3.1): reserved bits, QoS 3 and
-/// Retain Handling 3 are refused.
+/// The subscription options byte as MQTT 5 writes it (§3.8.3.1), decoded by the codec.
 fn options_from_byte(byte: u8) -> Result<SubscriptionOptions, DecodeRecordError> {
-    let invalid = DecodeRecordError::Invalid {
-        field: "subscription options",
-        value: byte.into(),
-    };
-    if byte & 0b1100_0000 != 0 {
-        return Err(invalid);
-    }
-    let qos = QoS::from_bits(byte & 0b11).ok_or_else(|| invalid.clone())?;
-    let retain_handling = match (byte >> 4) & 0b11 {
-        0 => RetainHandling::SendOnSubscribe,
-        1 => RetainHandling::SendIfNew,
-        2 => RetainHandling::DoNotSend,
-        _ => return Err(invalid),
-    };
-    Ok(SubscriptionOptions {
-        qos,
-        no_local: byte & 0b100 != 0,
-        retain_as_published: byte & 0b1000 != 0,
-        retain_handling,
+    SubscriptionOptions::from_byte(byte, ProtocolVersion::V5).map_err(|_| {
+        DecodeRecordError::Invalid {
+            field: "subscription options",
+            value: byte.into(),
+        }
     })
 }
 
@@ -204,6 +187,7 @@ mod tests {
 
     use super::*;
     use crate::record::message::tests::{message, mqtt_string, qos};
+    use shoal_codec::{QoS, RetainHandling};
 
     fn options() -> impl Strategy<Value = SubscriptionOptions> {
         let handling = prop_oneof![
