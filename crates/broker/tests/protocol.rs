@@ -441,6 +441,29 @@ async fn a_persistent_session_queues_while_offline() {
 }
 
 #[tokio::test]
+async fn a_session_ends_when_its_expiry_interval_passes() {
+    let node = TestNode::start().await;
+    let lasting = |expiry| {
+        move |c: &mut Connect| {
+            c.clean_start = false;
+            c.properties.session_expiry_interval = Some(expiry);
+        }
+    };
+    for (client, expiry) in [("brief", 1), ("long", 600)] {
+        let (mut c, _) = Raw::connect(node.addr(), V5, client, lasting(expiry)).await;
+        c.subscribe(1, &[("x", QoS::AtLeastOnce)]).await;
+        c.send(Packet::Disconnect(Disconnect::default())).await;
+        assert!(c.closed().await);
+    }
+    // The sweep runs every second: after 2.5 s the 1 s session is gone, the other is not.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (_c, ack) = Raw::connect(node.addr(), V5, "brief", lasting(1)).await;
+    assert!(!ack.session_present, "the expired session was removed");
+    let (_c, ack) = Raw::connect(node.addr(), V5, "long", lasting(600)).await;
+    assert!(ack.session_present);
+}
+
+#[tokio::test]
 async fn shared_subscriptions_give_each_message_to_one_member() {
     let node = TestNode::start().await;
     let mut members = Vec::new();

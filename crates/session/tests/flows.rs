@@ -758,3 +758,34 @@ fn a_restored_session_resumes_its_queue_and_identifiers() {
     client.send(publish("t", QosPid::ExactlyOnce(pid(4))));
     assert!(client.events().is_empty());
 }
+
+#[test]
+fn more_unacknowledged_publications_than_our_receive_maximum_close_with_0x93() {
+    let config = SessionConfig {
+        receive_maximum: NonZeroU16::new(2).expect("non-zero"),
+        ..Default::default()
+    };
+    let mut client = Client::connect_with(config, V5, |_| {});
+    client.out();
+    client.send(publish("t", QosPid::AtLeastOnce(pid(1))));
+    client.send(publish("t", QosPid::AtLeastOnce(pid(2))));
+    assert_eq!(client.events().len(), 2, "two in flight are allowed");
+    client.send(publish("t", QosPid::AtLeastOnce(pid(3))));
+    assert!(
+        matches!(client.events().as_slice(), [Event::Close(c)] if c.reason == DisconnectReasonCode::ReceiveMaximumExceeded)
+    );
+}
+
+#[test]
+fn a_payload_that_is_not_the_utf8_it_claims_is_refused_with_0x99() {
+    let mut client = Client::connect(V5, |_| {});
+    client.out();
+    let mut p = Publish::new(s("t"), Bytes::from_static(&[0xFF, 0xFE]));
+    p.qos_pid = QosPid::AtLeastOnce(pid(4));
+    p.properties.payload_format_indicator = Some(PayloadFormat::Utf8);
+    client.send(Packet::Publish(p));
+    assert!(client.events().is_empty(), "not dispatched");
+    let mut ack = PubAck::new(pid(4));
+    ack.reason_code = PubAckReasonCode::PayloadFormatInvalid;
+    assert_eq!(client.out(), vec![Packet::PubAck(ack)]);
+}
