@@ -10,6 +10,9 @@
 # Environment:
 #   SHOAL_CMD   command starting the second broker; {port} is replaced by its port
 #   SHOAL_NAME  its name in the table (default: shoal)
+#   RUMQTTD     path to a rumqttd binary (`cargo install rumqttd`): adds it as a third
+#               broker, MQTT 3.1.1 listener only
+#   MQTT_VERSION  protocol of every client (3.1.1 or 5; default 5; use 3.1.1 with RUMQTTD)
 #   SCENARIOS   space-separated subset of: pairs-qos0 pairs-qos1 fanin-qos0 fanin-qos1
 #               fanout-qos0 fanout-qos1 pairs-max-qos0 pairs-max-qos1 fanin-max-qos0
 #               fanout-max-qos0 latency-20k-qos0 latency-20k-qos1 pairs-16k idle fleet
@@ -29,6 +32,8 @@ ROUNDS=${ROUNDS:-1}
 IDLE=${IDLE:-19000}
 OUT=${OUT:-benches/compare.md}
 SHOAL_NAME=${SHOAL_NAME:-shoal}
+RUMQTTD=${RUMQTTD:-}
+MQTT_VERSION=${MQTT_VERSION:-5}
 SCENARIOS=${SCENARIOS:-pairs-max-qos0 pairs-max-qos1 fanin-max-qos0 fanout-max-qos0 latency-20k-qos0 latency-20k-qos1 pairs-qos0 pairs-qos1 fanin-qos0 fanin-qos1 fanout-qos0 fanout-qos1 pairs-16k idle fleet}
 RESULTS="$(dirname "$OUT")/compare-results"
 mkdir -p "$RESULTS"
@@ -72,6 +77,28 @@ start_broker() {
             printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$WORK/mosquitto.conf"
             "$MOSQUITTO" -c "$WORK/mosquitto.conf" >"$WORK/mosquitto.log" 2>&1 &
             ;;
+        rumqttd)
+            # rumqttd's own demo shape: one MQTT 3.1.1 listener, generous limits.
+            cat >"$WORK/rumqttd.toml" <<CONF
+id = 0
+[router]
+id = 0
+max_connections = 20010
+max_outgoing_packet_count = 200
+max_segment_size = 104857600
+max_segment_count = 10
+[v4.1]
+name = "v4-1"
+listen = "127.0.0.1:$port"
+next_connection_delay_ms = 0
+[v4.1.connections]
+connection_timeout_ms = 60000
+max_payload_size = 20480
+max_inflight_count = 100
+dynamic_filters = true
+CONF
+            "$RUMQTTD" -c "$WORK/rumqttd.toml" >"$WORK/rumqttd.log" 2>&1 &
+            ;;
         *)
             bash -c "${SHOAL_CMD//\{port\}/$port}" >"$WORK/$name.log" 2>&1 &
             ;;
@@ -106,6 +133,7 @@ scenario_args() {
 
 BROKERS=(mosquitto)
 [ -n "${SHOAL_CMD:-}" ] && BROKERS+=("$SHOAL_NAME")
+[ -n "$RUMQTTD" ] && BROKERS+=(rumqttd)
 
 for round in $(seq 1 "$ROUNDS"); do
     for scenario in $SCENARIOS; do
@@ -119,7 +147,7 @@ for round in $(seq 1 "$ROUNDS"); do
             start_broker "$broker" "$port"
             echo "== $scenario on $broker (round $round)" >&2
             # shellcheck disable=SC2046
-            "$LT" $(scenario_args "$scenario") -b "mqtt://127.0.0.1:$port" \
+            "$LT" $(scenario_args "$scenario") -V "$MQTT_VERSION" -b "mqtt://127.0.0.1:$port" \
                 --broker-pid "$BROKER_PID" --progress lines --label "$scenario/$broker" \
                 --json "$RESULTS/$scenario-$broker-$round.json" >&2 || true
             stop_broker
