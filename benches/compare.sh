@@ -140,7 +140,7 @@ for round in $(seq 1 "$ROUNDS"); do
         # Alternate which broker goes first, round by round and scenario by scenario.
         order=("${BROKERS[@]}")
         if (( (round + ${#scenario}) % 2 == 0 )) && (( ${#BROKERS[@]} > 1 )); then
-            order=("${BROKERS[1]}" "${BROKERS[0]}")
+            order=("${BROKERS[@]:1}" "${BROKERS[0]}")
         fi
         for broker in "${order[@]}"; do
             port=$(free_port)
