@@ -80,8 +80,9 @@ struct Conn<R, W> {
 
 /// Why the CONNECT phase ended without a session.
 enum Refused {
-    /// Answer with this CONNACK, in this version, then close.
-    ConnAck(ProtocolVersion, ConnectReasonCode),
+    /// Answer with this CONNACK, in this version (MQTT 5: with this Reason String), then
+    /// close.
+    ConnAck(ProtocolVersion, ConnectReasonCode, Option<String>),
     /// Just close.
     Close,
 }
@@ -104,7 +105,11 @@ where
         let version = connect.protocol;
         let (client_id, assigned) = match check_connect(&self.broker, &connect) {
             Ok(ok) => ok,
-            Err(code) => return self.refuse(Refused::ConnAck(version, code)).await,
+            Err((code, why)) => {
+                return self
+                    .refuse(Refused::ConnAck(version, code, Some(why.to_string())))
+                    .await;
+            }
         };
         tracing::Span::current().record("client_id", client_id.as_str());
         let authentication =
@@ -180,10 +185,13 @@ where
                         ) => Refused::ConnAck(
                             ProtocolVersion::V3_1_1,
                             ConnectReasonCode::UnsupportedProtocolVersion,
+                            None,
                         ),
-                        (_, Some(ProtocolVersion::V5)) => {
-                            Refused::ConnAck(ProtocolVersion::V5, e.connect_reason_code())
-                        }
+                        (_, Some(ProtocolVersion::V5)) => Refused::ConnAck(
+                            ProtocolVersion::V5,
+                            e.connect_reason_code(),
+                            Some(e.to_string()),
+                        ),
                         _ => Refused::Close,
                     });
                 }
@@ -211,6 +219,7 @@ where
             return Err(Refused::ConnAck(
                 version,
                 ConnectReasonCode::BadAuthenticationMethod,
+                Some(format!("no authentication method {method:?} here (§4.12)")),
             ));
         };
         let mut exchange = hook.begin(client_id);
@@ -218,7 +227,7 @@ where
         loop {
             match exchange.step(data.as_deref()) {
                 AuthStep::Success(data) => return Ok(Some((method, data))),
-                AuthStep::Fail(code) => return Err(Refused::ConnAck(version, code)),
+                AuthStep::Fail(code) => return Err(Refused::ConnAck(version, code, None)),
                 AuthStep::Continue(challenge) => {
                     let auth = auth_packet(
                         AuthReasonCode::ContinueAuthentication,
@@ -242,6 +251,7 @@ where
                             return Err(Refused::ConnAck(
                                 version,
                                 ConnectReasonCode::ProtocolError,
+                                Some("not an AUTH continuing the exchange (§4.12)".into()),
                             ));
                         }
                     }
@@ -291,14 +301,16 @@ where
     }
 
     async fn refuse(&mut self, refused: Refused) {
-        let Refused::ConnAck(version, code) = refused else {
+        let Refused::ConnAck(version, code, explanation) = refused else {
             metrics::counter!(m::CONNECTS, "result" => "closed").increment(1);
             return;
         };
         metrics::counter!(m::CONNECTS, "result" => format!("{code:?}")).increment(1);
         tracing::debug!(%code, "CONNECT refused");
-        let _ =
-            Packet::ConnAck(Box::new(ConnAck::new(code, false))).encode(version, &mut self.wbuf);
+        let mut connack = ConnAck::new(code, false);
+        connack.properties.reason_string =
+            explanation.and_then(|text| MqttString::try_from(text).ok());
+        let _ = Packet::ConnAck(Box::new(connack)).encode(version, &mut self.wbuf);
         let _ = tokio::time::timeout(
             CLOSE_FLUSH_TIMEOUT,
             self.writer.write_all_buf(&mut self.wbuf),
@@ -461,7 +473,7 @@ where
                 Err(e) => {
                     count_protocol_error(&e);
                     tracing::debug!(error = %e, "malformed packet");
-                    session.close(e.reason_code(), true);
+                    session.close_explained(e.reason_code(), true, Some(&e.to_string()));
                     return;
                 }
             }
@@ -732,32 +744,48 @@ fn count_protocol_error(e: &DecodeError) {
 fn check_connect(
     broker: &Broker,
     connect: &Connect,
-) -> Result<(MqttString, bool), ConnectReasonCode> {
+) -> Result<(MqttString, bool), (ConnectReasonCode, &'static str)> {
     let config = &broker.config.session;
     if let Some(will) = &connect.will {
         if will.qos > config.maximum_qos {
-            return Err(ConnectReasonCode::QosNotSupported);
+            return Err((
+                ConnectReasonCode::QosNotSupported,
+                "Will QoS above the Maximum QoS",
+            ));
         }
         if will.retain && !config.retain_available {
-            return Err(ConnectReasonCode::RetainNotSupported);
+            return Err((
+                ConnectReasonCode::RetainNotSupported,
+                "Will Retain set but retain is not available",
+            ));
         }
         if validate_topic_name(&will.topic).is_err() {
-            return Err(ConnectReasonCode::TopicNameInvalid);
+            return Err((
+                ConnectReasonCode::TopicNameInvalid,
+                "invalid Will topic (§4.7)",
+            ));
         }
     }
     if connect.client_id.is_empty() {
         return match connect.protocol {
             // 3.1 needs an identifier of 1 to 23 characters; 3.1.1 allows an empty one with
             // a clean session only [MQTT-3.1.3-8].
-            ProtocolVersion::V3_1 => Err(ConnectReasonCode::ClientIdentifierNotValid),
-            ProtocolVersion::V3_1_1 if !connect.clean_start => {
-                Err(ConnectReasonCode::ClientIdentifierNotValid)
-            }
+            ProtocolVersion::V3_1 => Err((
+                ConnectReasonCode::ClientIdentifierNotValid,
+                "MQTT 3.1 needs a client identifier",
+            )),
+            ProtocolVersion::V3_1_1 if !connect.clean_start => Err((
+                ConnectReasonCode::ClientIdentifierNotValid,
+                "an empty client identifier needs a clean session [MQTT-3.1.3-8]",
+            )),
             _ => Ok((assign_client_id(broker), true)),
         };
     }
     if connect.protocol == ProtocolVersion::V3_1 && connect.client_id.len() > 23 {
-        return Err(ConnectReasonCode::ClientIdentifierNotValid);
+        return Err((
+            ConnectReasonCode::ClientIdentifierNotValid,
+            "MQTT 3.1 allows 23 characters of client identifier",
+        ));
     }
     Ok((connect.client_id.clone(), false))
 }

@@ -37,6 +37,17 @@ async fn client_identifier_rules_per_version() {
     // 3.1.1: an empty identifier needs a clean session [MQTT-3.1.3-8].
     let (_c, ack) = Raw::connect(node.addr(), V4, "", |c| c.clean_start = false).await;
     assert_eq!(ack.reason_code, ConnectReasonCode::ClientIdentifierNotValid);
+    // MQTT 5 refusals say why.
+    let (_c, ack) = Raw::connect(node.addr(), V5, "c", |c| {
+        c.properties.authentication_method = Some(s("X"))
+    })
+    .await;
+    assert!(
+        ack.properties
+            .reason_string
+            .expect("a Reason String")
+            .contains("§4.12")
+    );
     let (_c, ack) = Raw::connect(node.addr(), V4, "", |_| {}).await;
     assert_eq!(ack.reason_code, ConnectReasonCode::Success);
     // 3.1: 1 to 23 characters.
@@ -588,22 +599,30 @@ async fn malformed_input_is_answered_and_counted_and_others_are_unaffected() {
     // An oversize remaining length after CONNECT (MQTT 5): DISCONNECT 0x95.
     let (mut big, _) = Raw::connect(node.addr(), V5, "big", |_| {}).await;
     big.send_bytes(&[0x30, 0xFF, 0xFF, 0xFF, 0x7F]).await;
-    assert_eq!(
-        big.recv().await,
-        Some(Packet::Disconnect(Disconnect::new(
-            DisconnectReasonCode::PacketTooLarge
-        )))
+    // MQTT 5 clients are told why, with the rule broken, in a Reason String.
+    let Some(Packet::Disconnect(d)) = big.recv().await else {
+        panic!("expected DISCONNECT")
+    };
+    assert_eq!(d.reason_code, DisconnectReasonCode::PacketTooLarge);
+    let why = d.properties.reason_string.expect("a Reason String");
+    assert!(
+        why.contains("maximum packet size") && why.contains("§3.2.2.3.6"),
+        "{why}"
     );
     // A second CONNECT: protocol error.
     let (mut twice, _) = Raw::connect(node.addr(), V5, "twice", |_| {}).await;
     twice
         .send(Packet::Connect(Box::new(Connect::new(V5, s("twice")))))
         .await;
-    assert_eq!(
-        twice.recv().await,
-        Some(Packet::Disconnect(Disconnect::new(
-            DisconnectReasonCode::ProtocolError
-        )))
+    let Some(Packet::Disconnect(d)) = twice.recv().await else {
+        panic!("expected DISCONNECT")
+    };
+    assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError);
+    assert!(
+        d.properties
+            .reason_string
+            .expect("a Reason String")
+            .contains("MQTT-3.1.0-2")
     );
     // Reserved flags in 3.1.1: closed without an answer.
     let (mut flags, _) = Raw::connect(node.addr(), V4, "flags", |_| {}).await;

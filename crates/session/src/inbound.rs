@@ -16,8 +16,9 @@ use crate::record::SubscriptionRecord;
 use crate::session::Session;
 use crate::time::Timestamp;
 
-/// A protocol violation found by the session: it closes the connection with `reason`.
-type Violation = DisconnectReasonCode;
+/// A protocol violation found by the session: the reason it closes the connection with,
+/// and the Reason String that explains it.
+type Violation = (DisconnectReasonCode, &'static str);
 
 impl Session {
     /// Handles a packet from the attached client. Protocol violations close the connection
@@ -67,8 +68,10 @@ impl Session {
                     self.events.push_back(Event::Auth(auth));
                     Ok(())
                 } else {
-                    // AUTH without an Authentication Method in CONNECT (§4.12).
-                    Err(DisconnectReasonCode::ProtocolError)
+                    Err((
+                        DisconnectReasonCode::ProtocolError,
+                        "AUTH without an Authentication Method in CONNECT (§4.12)",
+                    ))
                 }
             }
             // A second CONNECT [MQTT-3.1.0-2], or packets only a server sends.
@@ -76,10 +79,13 @@ impl Session {
             | Packet::ConnAck(_)
             | Packet::SubAck(_)
             | Packet::UnsubAck(_)
-            | Packet::PingResp => Err(DisconnectReasonCode::ProtocolError),
+            | Packet::PingResp => Err((
+                DisconnectReasonCode::ProtocolError,
+                "a second CONNECT, or a packet only a server sends [MQTT-3.1.0-2]",
+            )),
         };
-        if let Err(reason) = result {
-            self.close(reason, true);
+        if let Err((reason, explanation)) = result {
+            self.close_explained(reason, true, Some(explanation));
         }
     }
 
@@ -88,27 +94,40 @@ impl Session {
         let link = self.link.as_mut().expect("handle_packet checked the link");
         let qos = publish.qos();
         if qos > config.maximum_qos {
-            return Err(DisconnectReasonCode::QosNotSupported);
+            return Err((
+                DisconnectReasonCode::QosNotSupported,
+                "PUBLISH above the Maximum QoS of CONNACK (§3.2.2.3.4)",
+            ));
         }
         if publish.retain && !config.retain_available {
-            return Err(DisconnectReasonCode::RetainNotSupported);
+            return Err((
+                DisconnectReasonCode::RetainNotSupported,
+                "RETAIN set but Retain Available is 0 (§3.2.2.3.5)",
+            ));
         }
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias.get() > config.topic_alias_maximum {
-                return Err(DisconnectReasonCode::TopicAliasInvalid);
+                return Err((
+                    DisconnectReasonCode::TopicAliasInvalid,
+                    "Topic Alias above the Topic Alias Maximum of CONNACK (§3.3.2.3.4)",
+                ));
             }
             if publish.topic.is_empty() {
-                publish.topic = link
-                    .inbound_aliases
-                    .get(&alias.get())
-                    .cloned()
-                    .ok_or(DisconnectReasonCode::ProtocolError)?;
+                publish.topic = link.inbound_aliases.get(&alias.get()).cloned().ok_or((
+                    DisconnectReasonCode::ProtocolError,
+                    "empty topic name with a Topic Alias that was never set (§3.3.2.3.4)",
+                ))?;
             } else {
                 link.inbound_aliases
                     .insert(alias.get(), publish.topic.clone());
             }
         }
-        validate_topic_name(&publish.topic).map_err(|_| DisconnectReasonCode::TopicNameInvalid)?;
+        validate_topic_name(&publish.topic).map_err(|_| {
+            (
+                DisconnectReasonCode::TopicNameInvalid,
+                "invalid topic name (§4.7)",
+            )
+        })?;
         let packet_id = publish.qos_pid.packet_id();
         if let Some(id) = packet_id {
             if link.unacked.contains_key(&id) {
@@ -122,7 +141,10 @@ impl Session {
                 return Ok(());
             }
             if link.unacked.len() >= usize::from(config.receive_maximum.get()) {
-                return Err(DisconnectReasonCode::ReceiveMaximumExceeded);
+                return Err((
+                    DisconnectReasonCode::ReceiveMaximumExceeded,
+                    "more unacknowledged QoS 1/2 PUBLISH than the Receive Maximum (§3.3.4)",
+                ));
             }
         }
         let payload_ok = publish.properties.payload_format_indicator != Some(PayloadFormat::Utf8)
@@ -188,7 +210,10 @@ impl Session {
         let config = Arc::clone(&self.config);
         let identifier = subscribe.properties.subscription_identifier;
         if identifier.is_some() && !config.subscription_identifiers_available {
-            return Err(DisconnectReasonCode::SubscriptionIdentifiersNotSupported);
+            return Err((
+                DisconnectReasonCode::SubscriptionIdentifiersNotSupported,
+                "Subscription Identifier sent, but they are not available (§3.8.2.1.2)",
+            ));
         }
         let requests = subscribe
             .filters
@@ -323,7 +348,10 @@ impl Session {
             // A session that began with expiry 0 cannot be made to last at the end
             // [MQTT-3.14.2-2].
             if link.connected_with_zero_expiry && expiry != 0 {
-                return Err(DisconnectReasonCode::ProtocolError);
+                return Err((
+                    DisconnectReasonCode::ProtocolError,
+                    "Session Expiry Interval in DISCONNECT after 0 in CONNECT [MQTT-3.14.2-2]",
+                ));
             }
             self.record.expiry_interval = expiry.min(self.config.max_session_expiry);
             self.record_changed();

@@ -357,12 +357,25 @@ impl Session {
     /// Ends the connection from the server's side: queues DISCONNECT with `reason` where
     /// the protocol allows (MQTT 5, after CONNACK) and emits `Event::Close`.
     pub fn close(&mut self, reason: DisconnectReasonCode, publish_will: bool) {
+        self.close_explained(reason, publish_will, None);
+    }
+
+    /// `close`, with a Reason String on the DISCONNECT saying what the client did wrong
+    /// (allowed on DISCONNECT whatever Request Problem Information says, §3.1.2.11.7).
+    pub fn close_explained(
+        &mut self,
+        reason: DisconnectReasonCode,
+        publish_will: bool,
+        explanation: Option<&str>,
+    ) {
         if self.closing.is_some() {
             return;
         }
         if self.link.as_ref().is_some_and(|l| l.version.is_v5()) {
-            self.control
-                .push_back(Packet::Disconnect(Disconnect::new(reason)));
+            let mut disconnect = Disconnect::new(reason);
+            disconnect.properties.reason_string =
+                explanation.and_then(|text| MqttString::try_from(text).ok());
+            self.control.push_back(Packet::Disconnect(disconnect));
         }
         let close = CloseReason {
             reason,

@@ -392,11 +392,17 @@ fn topic_aliases_from_the_client_are_resolved_and_checked() {
     assert!(
         matches!(client.events().as_slice(), [Event::Close(c)] if c.reason == DisconnectReasonCode::ProtocolError)
     );
-    assert_eq!(
-        client.out(),
-        vec![Packet::Disconnect(Disconnect::new(
-            DisconnectReasonCode::ProtocolError
-        ))]
+    let out = client.out();
+    let [Packet::Disconnect(d)] = out.as_slice() else {
+        panic!("{out:?}")
+    };
+    assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError);
+    assert!(
+        d.properties
+            .reason_string
+            .as_ref()
+            .expect("a Reason String")
+            .contains("never set")
     );
 }
 
