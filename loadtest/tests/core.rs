@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Mosquitto, at, json, loadtest, num, raw_connect};
+use common::{Mosquitto, at, json, loadtest, num, raw_connect, run};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -88,8 +88,6 @@ fn qos0_and_qos2_at_mqtt_311_and_5_count_every_message() {
 #[test]
 fn a_subscriber_kicked_mid_run_shows_up_as_loss_and_fails_expect_loss() {
     let broker = Mosquitto::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.json");
     let port = broker.port;
     // Take the subscriber's session over after a second: Mosquitto disconnects it, and
     // the run goes on without it.
@@ -97,7 +95,7 @@ fn a_subscriber_kicked_mid_run_shows_up_as_loss_and_fails_expect_loss() {
         std::thread::sleep(Duration::from_millis(1000));
         raw_connect(port, "lt-sub-0", true)
     });
-    let out = loadtest(
+    let (out, r) = run(
         &[
             "pairs",
             "-b",
@@ -112,14 +110,11 @@ fn a_subscriber_kicked_mid_run_shows_up_as_loss_and_fails_expect_loss() {
             "2s",
             "--expect-loss",
             "0",
-            "--json",
-            path.to_str().expect("utf-8"),
         ],
         LIMIT,
     );
     drop(kicker.join());
     assert_eq!(out.status.code(), Some(3), "--expect-loss 0 must fail");
-    let r = json(&path);
     let sent = num(&r, "total.sent");
     let lost = num(&r, "total.lost");
     assert!(sent >= 900, "{sent}");
@@ -137,14 +132,12 @@ fn a_subscriber_kicked_mid_run_shows_up_as_loss_and_fails_expect_loss() {
 #[test]
 fn a_reconnecting_subscriber_loses_only_the_gap() {
     let broker = Mosquitto::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.json");
     let port = broker.port;
     let kicker = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(800));
         raw_connect(port, "lt-sub-0", true)
     });
-    let out = loadtest(
+    let (out, r) = run(
         &[
             "pairs",
             "-b",
@@ -159,14 +152,11 @@ fn a_reconnecting_subscriber_loses_only_the_gap() {
             "2s",
             "--reconnect",
             "300ms",
-            "--json",
-            path.to_str().expect("utf-8"),
         ],
         LIMIT,
     );
     drop(kicker.join());
     assert_eq!(out.status.code(), Some(0));
-    let r = json(&path);
     let lost = num(&r, "total.lost");
     // 500 msg/s for at least the 300 ms reconnect delay.
     assert!((100..600).contains(&lost), "lost {lost}");
@@ -178,8 +168,6 @@ fn a_reconnecting_subscriber_loses_only_the_gap() {
 #[test]
 fn a_persistent_qos1_session_loses_nothing_across_a_takeover() {
     let broker = Mosquitto::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.json");
     let port = broker.port;
     // The intruder resumes the subscriber's persistent session and reads nothing; when the
     // subscriber reconnects it takes the session back with everything queued meanwhile.
@@ -189,7 +177,7 @@ fn a_persistent_qos1_session_loses_nothing_across_a_takeover() {
         std::thread::sleep(Duration::from_millis(2000));
         drop(stream);
     });
-    let out = loadtest(
+    let (out, r) = run(
         &[
             "pairs",
             "-b",
@@ -207,14 +195,11 @@ fn a_persistent_qos1_session_loses_nothing_across_a_takeover() {
             "300ms",
             "--expect-loss",
             "0",
-            "--json",
-            path.to_str().expect("utf-8"),
         ],
         LIMIT,
     );
     drop(kicker.join());
     assert_eq!(out.status.code(), Some(0));
-    let r = json(&path);
     assert!(num(&r, "total.sent") >= 550);
     assert_eq!(num(&r, "total.lost"), 0);
     assert_eq!(num(&r, "connections.lost"), 1);
@@ -402,9 +387,7 @@ fn conn_holds_connections_and_reports_connect_figures() {
 #[test]
 fn fleet_measures_telemetry_and_commands_as_separate_streams() {
     let broker = Mosquitto::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.json");
-    let out = loadtest(
+    let (out, r) = run(
         &[
             "fleet",
             "-b",
@@ -423,13 +406,10 @@ fn fleet_measures_telemetry_and_commands_as_separate_streams() {
             "2s",
             "--expect-loss",
             "0",
-            "--json",
-            path.to_str().expect("utf-8"),
         ],
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(0));
-    let r = json(&path);
     assert_eq!(at(&r, "streams.0.name"), "telemetry");
     assert_eq!(at(&r, "streams.1.name"), "command");
     // 100 devices × 5 messages a second × 2 s, give or take the edges.
@@ -446,11 +426,9 @@ fn fleet_measures_telemetry_and_commands_as_separate_streams() {
 #[test]
 fn a_refused_connection_is_counted_by_reason_code() {
     let broker = Mosquitto::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.json");
     // Nothing listens on the port after this broker's: the connection is refused.
     let closed = common::free_port();
-    let out = loadtest(
+    let (out, r) = run(
         &[
             "conn",
             "-b",
@@ -461,14 +439,11 @@ fn a_refused_connection_is_counted_by_reason_code() {
             "1s",
             "--expect-connections",
             "3",
-            "--json",
-            path.to_str().expect("utf-8"),
         ],
         LIMIT,
     );
     drop(broker);
     assert_eq!(out.status.code(), Some(3));
-    let r = json(&path);
     assert_eq!(num(&r, "connections.failed"), 3);
     assert_eq!(num(&r, "errors.tcp: connection refused"), 3);
 }

@@ -4,16 +4,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Mosquitto, at, json, loadtest, num};
+use common::{Mosquitto, at, json, loadtest, num, run};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
 #[test]
 fn workers_split_the_clients_and_merge_their_results() {
     let broker = Mosquitto::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.json");
-    let out = loadtest(
+    let (out, r) = run(
         &[
             "pairs",
             "-b",
@@ -30,13 +28,10 @@ fn workers_split_the_clients_and_merge_their_results() {
             "3",
             "--expect-loss",
             "0",
-            "--json",
-            path.to_str().expect("utf-8"),
         ],
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(0));
-    let r = json(&path);
     assert_eq!(num(&r, "workers"), 3);
     assert_eq!(num(&r, "connections.succeeded"), 12);
     assert_eq!(num(&r, "total.sent"), 1200);
@@ -51,9 +46,7 @@ fn workers_split_the_clients_and_merge_their_results() {
 fn workers_merge_flows_that_cross_processes() {
     // One publisher in worker 0, its subscribers spread over both workers.
     let broker = Mosquitto::start("");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("r.json");
-    let out = loadtest(
+    let (out, r) = run(
         &[
             "fanout",
             "-b",
@@ -66,13 +59,10 @@ fn workers_merge_flows_that_cross_processes() {
             "500",
             "--workers",
             "2",
-            "--json",
-            path.to_str().expect("utf-8"),
         ],
         LIMIT,
     );
     assert_eq!(out.status.code(), Some(0));
-    let r = json(&path);
     assert_eq!(num(&r, "total.expected"), 500);
     assert_eq!(num(&r, "total.received"), 500);
     assert_eq!(num(&r, "total.lost"), 0);

@@ -145,6 +145,18 @@ pub fn loadtest(args: &[&str], limit: Duration) -> Output {
 }
 
 /// Reads a JSON result.
+/// Runs the tool with `args` plus `--json` into a temporary file, within `limit`; returns
+/// how it exited and the result it wrote.
+pub fn run(args: &[&str], limit: Duration) -> (Output, serde_json::Value) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("r.json");
+    let path_arg = path.to_str().expect("utf-8");
+    let mut all = args.to_vec();
+    all.extend(["--json", path_arg]);
+    let out = loadtest(&all, limit);
+    (out, json(&path))
+}
+
 pub fn json(path: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(path).expect("the run wrote its JSON result");
     serde_json::from_str(&text).expect("the JSON result parses")
