@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_codec::{MqttString, QoS};
-use shoal_session::{
-    Change, Delivery, Message, Session, SessionConfig, SessionRecord, Timestamp, WillRecord,
-};
+use shoal_session::{Change, Delivery, Message, Session, SessionConfig, Timestamp, WillRecord};
 use shoal_store::{Loaded, Store, WriteBatch};
 use shoal_topic::{Recipients, RetainedIndex, SubscriptionIndex};
 use tokio::sync::watch;
@@ -458,19 +456,6 @@ impl Broker {
             retained: read(&self.retained).len(),
             queued,
         }
-    }
-
-    /// Every session slot (for shutdown).
-    pub(crate) fn slots(&self) -> Vec<Arc<SessionSlot>> {
-        lock(&self.sessions).values().cloned().collect()
-    }
-
-    /// The records of every session (tests and admin).
-    pub fn session_records(&self) -> Vec<SessionRecord> {
-        self.slots()
-            .iter()
-            .map(|s| s.lock().record().clone())
-            .collect()
     }
 }
 

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use shoal_codec::{
-    AckProperties, DisconnectReasonCode, MqttString, Packet, PacketId, PayloadFormat, PubAck,
-    PubAckReasonCode, PubComp, PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe,
-    UnsubAck, UnsubAckReasonCode, Unsubscribe,
+    AckProperties, DisconnectReasonCode, Packet, PacketId, PayloadFormat, PubAck, PubAckReasonCode,
+    PubComp, PubRelReasonCode, Publish, QoS, SubAck, SubAckReasonCode, Subscribe, UnsubAck,
+    UnsubAckReasonCode, Unsubscribe,
 };
 use shoal_topic::{FilterKind, validate_topic_name};
 
@@ -371,13 +371,5 @@ impl Session {
     /// The subscriptions of the session.
     pub fn subscriptions(&self) -> &[SubscriptionRecord] {
         &self.record.subscriptions
-    }
-
-    /// Whether a subscription with this filter exists.
-    pub fn has_subscription(&self, filter: &MqttString) -> bool {
-        self.record
-            .subscriptions
-            .iter()
-            .any(|s| &s.filter == filter)
     }
 }

@@ -66,17 +66,6 @@ impl Session {
         Delivery::Queued
     }
 
-    /// Whether `poll_transmit` has something to give now.
-    pub fn wants_transmit(&self) -> bool {
-        !self.control.is_empty()
-            || self.link.as_ref().is_some_and(|link| {
-                self.closing.is_none()
-                    && self.pending.front().is_some_and(|(_, m)| {
-                        m.qos == QoS::AtMostOnce || self.inflight.len() < link.receive_maximum
-                    })
-            })
-    }
-
     /// The next packet to send to the client: acknowledgements and other control packets
     /// first, then queued messages in order, QoS 1/2 ones only while fewer than the
     /// client's Receive Maximum are unacknowledged [MQTT-3.3.4-7]. Expired messages and
