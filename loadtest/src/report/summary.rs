@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use crate::report::result::{RunResult, StreamResult};
+use crate::report::result::{RunResult, StreamResult, UsageResult};
 use crate::units::{fmt_bytes, fmt_count, fmt_micros};
 
 fn stream_lines(out: &mut String, s: &StreamResult) {
@@ -115,30 +115,9 @@ pub fn render(r: &RunResult) -> String {
             let _ = writeln!(out, "  {v:>8}  {k}");
         }
     }
-    let t = &r.tool_usage;
-    let _ = write!(
-        out,
-        "tool: {:.1} CPU s ({:.0}% of a core), peak RSS {}",
-        t.meter.cpu_seconds,
-        t.meter.cpu_percent,
-        fmt_bytes(t.meter.rss_peak_bytes)
-    );
-    if let Some(us) = t.cpu_us_per_msg {
-        let _ = write!(out, ", {us:.2} CPU us per message sent or received");
-    }
-    out.push('\n');
+    usage_line(&mut out, "tool", &r.tool_usage, "message sent or received");
     if let Some(b) = &r.broker_usage {
-        let _ = write!(
-            out,
-            "broker: {:.1} CPU s ({:.0}% of a core), peak RSS {}",
-            b.meter.cpu_seconds,
-            b.meter.cpu_percent,
-            fmt_bytes(b.meter.rss_peak_bytes)
-        );
-        if let Some(us) = b.cpu_us_per_msg {
-            let _ = write!(out, ", {us:.2} CPU us per delivered message");
-        }
-        out.push('\n');
+        usage_line(&mut out, "broker", b, "delivered message");
     }
     for e in &r.expectations {
         let _ = writeln!(
@@ -150,4 +129,19 @@ pub fn render(r: &RunResult) -> String {
         );
     }
     out
+}
+
+/// One line of CPU and memory use: `label: N CPU s (P% of a core), peak RSS M, ...`.
+fn usage_line(out: &mut String, label: &str, usage: &UsageResult, per: &str) {
+    let _ = write!(
+        out,
+        "{label}: {:.1} CPU s ({:.0}% of a core), peak RSS {}",
+        usage.meter.cpu_seconds,
+        usage.meter.cpu_percent,
+        fmt_bytes(usage.meter.rss_peak_bytes)
+    );
+    if let Some(us) = usage.cpu_us_per_msg {
+        let _ = write!(out, ", {us:.2} CPU us per {per}");
+    }
+    out.push('\n');
 }
