@@ -15,6 +15,8 @@
 //!   may be shared.
 //! - [`matches()`] checks one filter against one topic name, the plain way; the index is
 //!   tested against it.
+//! - [`filter_covers`] and [`filters_intersect`] relate two filters by the topic names they
+//!   match, so that access control can decide a wildcard subscription once, when it is made.
 //! - [`SubscriptionIndex`] is a trie of topic levels, generic over the subscriber id.
 //!   Matching fills a [`Recipients`] buffer that the caller reuses, without allocating once
 //!   warm: each plain subscriber once with its aggregated QoS and Subscription Identifiers,
@@ -34,6 +36,7 @@ mod level;
 mod matches;
 mod node;
 mod recipients;
+mod relation;
 mod retained;
 mod shared;
 mod subscribers;
@@ -44,6 +47,7 @@ pub use error::{InsertError, TopicError};
 pub use index::{Insertion, MAX_FILTER_LEVELS, Removed, SubscriptionIndex};
 pub use matches::matches;
 pub use recipients::{Recipient, Recipients, SharedRecipients};
+pub use relation::{filter_covers, filters_intersect};
 pub use retained::RetainedIndex;
 pub use shared::{FilterKind, SHARE_PREFIX, SharedGroup};
 pub use subscription::Subscription;
