@@ -4,12 +4,10 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 
 use quinn::crypto::rustls::QuicClientConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use shoal_transport::QuicIo;
 
 use crate::transport::{TlsOptions, TransportError, tls};
 
@@ -65,45 +63,6 @@ impl QuicConnector {
             .open_bi()
             .await
             .map_err(|e| TransportError::Quic(e.to_string()))?;
-        Ok(QuicIo {
-            send,
-            recv,
-            _connection: connection,
-        })
-    }
-}
-
-/// The first bidirectional stream of a QUIC connection, as one byte stream.
-pub(crate) struct QuicIo {
-    send: quinn::SendStream,
-    recv: quinn::RecvStream,
-    _connection: quinn::Connection,
-}
-
-impl AsyncRead for QuicIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        AsyncRead::poll_read(Pin::new(&mut self.recv), cx, buf)
-    }
-}
-
-impl AsyncWrite for QuicIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_flush(Pin::new(&mut self.send), cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        AsyncWrite::poll_shutdown(Pin::new(&mut self.send), cx)
+        Ok(QuicIo::new(connection, send, recv))
     }
 }

@@ -1,15 +1,12 @@
 //! TLS over TCP (rustls with ring): trusted authorities from a PEM file, optional client
 //! certificate, optional "accept anything" for test brokers.
 
-use std::fs::File;
-use std::io::{self, BufReader};
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -71,7 +68,7 @@ pub(crate) fn client_config(
             );
         };
         let mut roots = rustls::RootCertStore::empty();
-        for cert in load_certs(ca)? {
+        for cert in shoal_transport::pem::load_certs(ca)? {
             roots
                 .add(cert)
                 .with_context(|| format!("bad CA certificate in {}", ca.display()))?;
@@ -80,35 +77,16 @@ pub(crate) fn client_config(
     };
     let mut config = match (&options.cert, &options.key) {
         (Some(cert), Some(key)) => builder
-            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .with_client_auth_cert(
+                shoal_transport::pem::load_certs(cert)?,
+                shoal_transport::pem::load_key(key)?,
+            )
             .context("client certificate and key do not match")?,
         (None, None) => builder.with_no_client_auth(),
         _ => bail!("--cert and --key go together"),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
-}
-
-fn load_certs(path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let mut reader = BufReader::new(
-        File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-    );
-    let certs = rustls_pemfile::certs(&mut reader)
-        .collect::<io::Result<Vec<_>>>()
-        .with_context(|| format!("bad PEM in {}", path.display()))?;
-    if certs.is_empty() {
-        bail!("no certificate in {}", path.display());
-    }
-    Ok(certs)
-}
-
-fn load_key(path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let mut reader = BufReader::new(
-        File::open(path).with_context(|| format!("cannot open {}", path.display()))?,
-    );
-    rustls_pemfile::private_key(&mut reader)
-        .with_context(|| format!("bad PEM in {}", path.display()))?
-        .with_context(|| format!("no private key in {}", path.display()))
 }
 
 /// `--insecure`: accepts any server certificate, still checking handshake signatures.

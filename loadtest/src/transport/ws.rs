@@ -1,16 +1,8 @@
-//! WebSocket (and WebSocket over TLS): the upgrade with subprotocol `mqtt`, and an adapter
-//! that turns binary messages back into a byte stream.
+//! WebSocket (and WebSocket over TLS): the upgrade with subprotocol `mqtt`; the byte stream
+//! over binary messages is shoal-transport's `WsIo`.
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
-
-use bytes::{Buf, Bytes};
-use futures_core::Stream;
-use futures_sink::Sink;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use shoal_transport::WsIo;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 
@@ -31,72 +23,5 @@ where
     let (ws, _response) = tokio_tungstenite::client_async(request, stream)
         .await
         .map_err(|e| TransportError::WebSocket(e.to_string()))?;
-    Ok(WsIo {
-        ws,
-        pending: Bytes::new(),
-    })
-}
-
-/// A WebSocket seen as a byte stream: each write is one binary message; reads return the
-/// bytes of binary messages in order (MQTT packets may span messages or share one).
-pub(crate) struct WsIo<S> {
-    ws: WebSocketStream<S>,
-    pending: Bytes,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for WsIo<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        loop {
-            if !self.pending.is_empty() {
-                let n = self.pending.len().min(buf.remaining());
-                buf.put_slice(&self.pending[..n]);
-                self.pending.advance(n);
-                return Poll::Ready(Ok(()));
-            }
-            match ready!(Pin::new(&mut self.ws).poll_next(cx)) {
-                Some(Ok(Message::Binary(data))) => self.pending = data,
-                Some(Ok(Message::Close(_))) | None => return Poll::Ready(Ok(())),
-                // Pings are answered by tungstenite; text is not MQTT.
-                Some(Ok(Message::Text(_))) => {
-                    return Poll::Ready(Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "text WebSocket message",
-                    )));
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Poll::Ready(Err(io::Error::other(e))),
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for WsIo<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let ws = Pin::new(&mut self.ws);
-        ready!(ws.poll_ready(cx)).map_err(io::Error::other)?;
-        Pin::new(&mut self.ws)
-            .start_send(Message::Binary(Bytes::copy_from_slice(buf)))
-            .map_err(io::Error::other)?;
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.ws)
-            .poll_flush(cx)
-            .map_err(io::Error::other)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.ws)
-            .poll_close(cx)
-            .map_err(io::Error::other)
-    }
+    Ok(WsIo::new(ws))
 }
