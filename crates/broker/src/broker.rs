@@ -11,6 +11,7 @@ use shoal_store::{Loaded, Store, WriteBatch};
 use shoal_topic::{Recipients, RetainedIndex, SubscriptionIndex};
 use tokio::sync::watch;
 
+use crate::access::Access;
 use crate::auth::Hooks;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -41,6 +42,10 @@ pub struct Broker {
     pub(crate) hot: m::Hot,
     /// Becomes true when the node shuts down.
     pub(crate) shutdown: watch::Sender<bool>,
+    /// Authentication, ACL, bans.
+    pub(crate) access: Access,
+    /// Handshakes (TLS, WebSocket, PROXY, QUIC) allowed at once.
+    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
 }
 
 /// Most store expiry-index entries looked at per sweep.
@@ -59,18 +64,23 @@ pub(crate) struct Dispatched {
 impl Broker {
     /// A node with this configuration over an open store: loads the persistent sessions,
     /// their queues and the retained messages back.
-    pub fn new(
+    pub(crate) fn new(
         config: Config,
         store: Store,
         hooks: Hooks,
+        access: Access,
+        clock: Clock,
     ) -> Result<Arc<Self>, shoal_store::StoreError> {
         let session_config = Arc::new(config.session.clone());
         let (shutdown, _) = watch::channel(false);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes));
         let broker = Arc::new(Self {
             config,
             hooks,
             session_config,
-            clock: Clock::new(),
+            clock,
+            access,
+            handshakes,
             store,
             sessions: Mutex::new(HashMap::new()),
             by_id: RwLock::new(HashMap::new()),
@@ -241,6 +251,9 @@ impl Broker {
             let Some(slot) = by_id.get(&recipient.subscriber) else {
                 continue;
             };
+            if !slot.may_receive(&message.topic) {
+                continue;
+            }
             let retain = message.retain && recipient.retain_as_published;
             out.needs_flush |= self.deliver(
                 slot,
@@ -259,14 +272,26 @@ impl Broker {
             }
             let start = self.shared_cursor.fetch_add(1, Ordering::Relaxed);
             // Prefer a connected member; an offline one queues it (persistent sessions).
-            let pick = (0..members.len())
+            // Members the ACL keeps from this topic are passed over.
+            let allowed = |m: &&shoal_topic::Subscription<u64>| {
+                by_id
+                    .get(&m.subscriber)
+                    .is_some_and(|s| s.may_receive(&message.topic))
+            };
+            let mut candidates = (0..members.len())
                 .map(|i| &members[(start + i) % members.len()])
+                .filter(allowed);
+            let Some(first) = candidates.next() else {
+                continue;
+            };
+            let pick = std::iter::once(first)
+                .chain(candidates)
                 .find(|m| {
                     by_id
                         .get(&m.subscriber)
                         .is_some_and(|s| s.lock().is_connected())
                 })
-                .unwrap_or(&members[start % members.len()]);
+                .unwrap_or(first);
             let Some(slot) = by_id.get(&pick.subscriber) else {
                 continue;
             };

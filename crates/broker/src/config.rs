@@ -34,8 +34,8 @@ pub enum ConfigError {
     /// A value is out of its range.
     #[error("config key `{key}`: {reason}")]
     Invalid {
-        /// The key, as written in the file (`max_packet_size`).
-        key: &'static str,
+        /// The key, as written in the file (`max_packet_size`, `listeners[1].cert`).
+        key: String,
         /// Why the value is refused.
         reason: String,
     },
@@ -59,6 +59,10 @@ macro_rules! raw_config {
                 #[arg(long, env = $env)]
                 pub $key: Option<$ty>,
             )*
+            /// More listeners (TLS, WebSocket, QUIC, PROXY protocol): `[[listeners]]`
+            /// tables, in the file only.
+            #[arg(skip)]
+            pub listeners: Option<Vec<RawListener>>,
         }
 
         impl RawConfig {
@@ -67,6 +71,7 @@ macro_rules! raw_config {
                 Self {
                     config: self.config.or(lower.config),
                     $( $key: self.$key.or(lower.$key), )*
+                    listeners: self.listeners.or(lower.listeners),
                 }
             }
         }
@@ -74,7 +79,8 @@ macro_rules! raw_config {
 }
 
 raw_config! {
-    /// MQTT over TCP: the address to listen on. Default 0.0.0.0:1883.
+    /// MQTT over TCP: the address to listen on. Default 0.0.0.0:1883, unless the file has
+    /// `[[listeners]]` tables: then only those, plus this one if it is set.
     listen: SocketAddr = "SHOAL_LISTEN",
     /// Where the node keeps its data (sessions, queues, retained messages). Default ./data.
     data_dir: PathBuf = "SHOAL_DATA_DIR",
@@ -107,17 +113,216 @@ raw_config! {
     sys_interval: u64 = "SHOAL_SYS_INTERVAL",
     /// Log filter (tracing's EnvFilter syntax). Default "info".
     log: String = "SHOAL_LOG",
+    /// A token the admin API's `/bans` requires (`Authorization: Bearer <token>`).
+    /// Default: none (keep `admin_listen` on a private address).
+    admin_token: String = "SHOAL_ADMIN_TOKEN",
+    /// Password file (`user:$7$...` lines, PBKDF2-SHA512; Mosquitto's format), managed with
+    /// `shoal passwd`. Reloaded when it changes. Default: none (any credentials pass).
+    password_file: PathBuf = "SHOAL_PASSWORD_FILE",
+    /// ACL rule file (see README, "Access control"). Reloaded when it changes. Default:
+    /// none (everything allowed).
+    acl_file: PathBuf = "SHOAL_ACL_FILE",
+    /// Whether clients without a username may connect (per listener: `allow_anonymous`).
+    /// Default true.
+    allow_anonymous: bool = "SHOAL_ALLOW_ANONYMOUS",
+    /// Connections in their handshake (PROXY header, TLS, WebSocket upgrade) at once; more
+    /// wait their turn. Default 256.
+    max_handshakes: usize = "SHOAL_MAX_HANDSHAKES",
+    /// Flapping detection: this many connects of one client id within
+    /// `flapping_window` seconds ban it for `flapping_ban` seconds. Default 0 (off).
+    flapping_max_connects: u32 = "SHOAL_FLAPPING_MAX_CONNECTS",
+    /// Flapping detection window, seconds. Default 60.
+    flapping_window: u64 = "SHOAL_FLAPPING_WINDOW",
+    /// How long a flapping client id is banned, seconds. Default 300.
+    flapping_ban: u64 = "SHOAL_FLAPPING_BAN",
+    /// QoS 1/2 messages sent to a client and not yet acknowledged, at most (the client's
+    /// Receive Maximum, if lower, wins). Default 65535.
+    max_inflight: u16 = "SHOAL_MAX_INFLIGHT",
+    /// Subscriptions one client may hold; more get SUBACK 0x97 (quota exceeded). Default
+    /// 0 (no limit).
+    max_subscriptions: usize = "SHOAL_MAX_SUBSCRIPTIONS",
+    /// Levels a topic name or filter may have; more: PUBACK 0x90 / SUBACK 0x8F. Default
+    /// 128.
+    max_topic_levels: usize = "SHOAL_MAX_TOPIC_LEVELS",
+    /// PUBLISH packets per second one client may send; beyond it the broker stops reading
+    /// its socket until it is back under (TCP pushes back). Default 0 (no limit).
+    publish_rate: u32 = "SHOAL_PUBLISH_RATE",
+    /// PUBLISH bytes per second one client may send, the same way. Default 0 (no limit).
+    publish_bytes_rate: u64 = "SHOAL_PUBLISH_BYTES_RATE",
+}
+
+/// One `[[listeners]]` table as the file says it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListener {
+    /// A name for logs and metrics. Default `<kind>:<bind>`.
+    pub name: Option<String>,
+    /// `tcp`, `tls`, `ws`, `wss` or `quic`.
+    pub kind: String,
+    /// The address (a UDP port for `quic`).
+    pub bind: SocketAddr,
+    /// PEM certificate chain, the leaf first (`tls`, `wss`, `quic`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key (`tls`, `wss`, `quic`).
+    pub key: Option<PathBuf>,
+    /// PEM CA bundle: clients must present a certificate it signed (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// With `client_ca`: whether a client certificate is required (default true) or only
+    /// checked when present.
+    pub require_client_cert: Option<bool>,
+    /// Use the client certificate's identity as the username: `cn` (subject common name)
+    /// or `san` (first DNS or e-mail subject alternative name). Needs `client_ca`.
+    pub use_identity_as_username: Option<String>,
+    /// Lowest TLS version: `1.2` (default) or `1.3`. QUIC is always 1.3.
+    pub tls_min_version: Option<String>,
+    /// WebSocket path. Default `/mqtt`.
+    pub path: Option<String>,
+    /// Expect a PROXY protocol v1 or v2 header first (`tcp`, `tls`, `ws`, `wss`).
+    pub proxy_protocol: Option<bool>,
+    /// Connections this listener holds at once; more are closed at accept. Default 0 (no
+    /// limit).
+    pub max_connections: Option<usize>,
+    /// New connections per second this listener accepts; more wait in the backlog.
+    /// Default 0 (no limit).
+    pub max_connection_rate: Option<u32>,
+    /// Whether clients without a username may connect here. Default: the global key.
+    pub allow_anonymous: Option<bool>,
+}
+
+/// How a listener carries MQTT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Plain TCP.
+    Tcp,
+    /// TLS over TCP.
+    Tls(TlsSettings),
+    /// WebSocket over TCP, on this path.
+    Ws {
+        /// The HTTP path of the upgrade.
+        path: String,
+    },
+    /// WebSocket over TLS.
+    Wss {
+        /// The TLS settings.
+        tls: TlsSettings,
+        /// The HTTP path of the upgrade.
+        path: String,
+    },
+    /// QUIC (ALPN `mqtt`), MQTT on the first bidirectional stream.
+    Quic(TlsSettings),
+}
+
+impl ListenerKind {
+    /// `tcp`, `tls`, `ws`, `wss` or `quic`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Tls(_) => "tls",
+            Self::Ws { .. } => "ws",
+            Self::Wss { .. } => "wss",
+            Self::Quic(_) => "quic",
+        }
+    }
+
+    /// The TLS settings, for the kinds that have them.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        match self {
+            Self::Tls(tls) | Self::Wss { tls, .. } | Self::Quic(tls) => Some(tls),
+            Self::Tcp | Self::Ws { .. } => None,
+        }
+    }
+}
+
+/// Where a client certificate's identity is read, for `use_identity_as_username`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentitySource {
+    /// The subject's common name.
+    CommonName,
+    /// The first DNS name or e-mail address among the subject alternative names.
+    SubjectAltName,
+}
+
+/// A listener's TLS settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// The certificate chain.
+    pub cert: PathBuf,
+    /// The private key.
+    pub key: PathBuf,
+    /// The CA bundle client certificates are checked against.
+    pub client_ca: Option<PathBuf>,
+    /// Whether a client certificate is required (with `client_ca`).
+    pub require_client_cert: bool,
+    /// Whether TLS 1.2 is accepted (else 1.3 only).
+    pub tls12: bool,
+    /// The certificate identity used as username, if any.
+    pub identity: Option<IdentitySource>,
+}
+
+/// A validated listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    /// Its name in logs and metrics.
+    pub name: String,
+    /// Its address.
+    pub bind: SocketAddr,
+    /// How it carries MQTT.
+    pub kind: ListenerKind,
+    /// Whether a PROXY protocol header comes first.
+    pub proxy_protocol: bool,
+    /// Connections at once, at most.
+    pub max_connections: Option<usize>,
+    /// New connections per second, at most.
+    pub max_connection_rate: Option<u32>,
+    /// Whether clients without a username may connect.
+    pub allow_anonymous: bool,
+}
+
+/// What every client is held to, besides the session's own limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLimits {
+    /// Subscriptions per client.
+    pub max_subscriptions: Option<usize>,
+    /// Levels per topic name or filter.
+    pub max_topic_levels: usize,
+    /// PUBLISH packets per second.
+    pub publish_rate: Option<u32>,
+    /// PUBLISH bytes per second.
+    pub publish_bytes_rate: Option<u64>,
+}
+
+/// Flapping detection settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlappingSettings {
+    /// Connects within the window that ban.
+    pub max_connects: u32,
+    /// The window.
+    pub window: Duration,
+    /// How long the ban lasts.
+    pub ban: Duration,
 }
 
 /// The validated configuration of a node.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// The MQTT TCP listener.
-    pub listen: SocketAddr,
     /// The data folder.
     pub data_dir: PathBuf,
     /// The admin HTTP listener.
     pub admin_listen: SocketAddr,
+    /// Every MQTT listener: the plain TCP one (`listen`) first when there is one.
+    pub listeners: Vec<ListenerConfig>,
+    /// The admin API token.
+    pub admin_token: Option<String>,
+    /// The password file.
+    pub password_file: Option<PathBuf>,
+    /// The ACL file.
+    pub acl_file: Option<PathBuf>,
+    /// Handshakes at once.
+    pub max_handshakes: usize,
+    /// Flapping detection, if on.
+    pub flapping: Option<FlappingSettings>,
+    /// Per-client limits.
+    pub limits: ClientLimits,
     /// What each session enforces and announces.
     pub session: SessionConfig,
     /// The interval of $SYS topics; `None`: off.
@@ -199,14 +404,95 @@ impl Config {
             max_session_expiry: raw
                 .max_session_expiry
                 .unwrap_or(defaults.max_session_expiry),
+            max_inflight: match raw.max_inflight {
+                None => defaults.max_inflight,
+                Some(n) => NonZeroU16::new(n).ok_or_else(|| {
+                    invalid("max_inflight", "0 would send no QoS 1/2 message".into())
+                })?,
+            },
             ..defaults
+        };
+        let allow_anonymous = raw.allow_anonymous.unwrap_or(true);
+        let mut listeners = Vec::new();
+        let explicit = raw.listeners.unwrap_or_default();
+        if raw.listen.is_some() || explicit.is_empty() {
+            let bind = raw
+                .listen
+                .unwrap_or_else(|| "0.0.0.0:1883".parse().expect("a valid address literal"));
+            listeners.push(ListenerConfig {
+                name: "default".into(),
+                bind,
+                kind: ListenerKind::Tcp,
+                proxy_protocol: false,
+                max_connections: None,
+                max_connection_rate: None,
+                allow_anonymous,
+            });
+        }
+        for (i, listener) in explicit.into_iter().enumerate() {
+            listeners.push(listener_config(i, listener, allow_anonymous)?);
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, l) in listeners.iter().enumerate() {
+            if !names.insert(l.name.as_str()) {
+                return Err(invalid(
+                    format!("listeners[{i}].name"),
+                    format!("{:?} is used by another listener", l.name),
+                ));
+            }
+        }
+        let max_handshakes = raw.max_handshakes.unwrap_or(256);
+        if max_handshakes == 0 {
+            return Err(invalid(
+                "max_handshakes",
+                "0 would accept no connection".into(),
+            ));
+        }
+        let flapping = match raw.flapping_max_connects.unwrap_or(0) {
+            0 => None,
+            max_connects => {
+                let window = raw.flapping_window.unwrap_or(60);
+                let ban = raw.flapping_ban.unwrap_or(300);
+                if window == 0 || ban == 0 {
+                    return Err(invalid(
+                        if window == 0 {
+                            "flapping_window"
+                        } else {
+                            "flapping_ban"
+                        },
+                        "must be at least 1 second".into(),
+                    ));
+                }
+                Some(FlappingSettings {
+                    max_connects,
+                    window: Duration::from_secs(window),
+                    ban: Duration::from_secs(ban),
+                })
+            }
+        };
+        let max_topic_levels = raw.max_topic_levels.unwrap_or(128);
+        if max_topic_levels == 0 {
+            return Err(invalid(
+                "max_topic_levels",
+                "0 would refuse every topic".into(),
+            ));
+        }
+        let limits = ClientLimits {
+            max_subscriptions: raw.max_subscriptions.filter(|&n| n > 0),
+            max_topic_levels,
+            publish_rate: raw.publish_rate.filter(|&n| n > 0),
+            publish_bytes_rate: raw.publish_bytes_rate.filter(|&n| n > 0),
         };
         let log = raw.log.unwrap_or_else(|| "info".into());
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| invalid("log", e.to_string()))?;
         Ok(Self {
-            listen: raw
-                .listen
-                .unwrap_or_else(|| "0.0.0.0:1883".parse().expect("a valid address literal")),
+            listeners,
+            admin_token: raw.admin_token.filter(|t| !t.is_empty()),
+            password_file: raw.password_file,
+            acl_file: raw.acl_file,
+            max_handshakes,
+            flapping,
+            limits,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             admin_listen: raw
                 .admin_listen
@@ -221,8 +507,139 @@ impl Config {
     }
 }
 
-fn invalid(key: &'static str, reason: String) -> ConfigError {
-    ConfigError::Invalid { key, reason }
+fn invalid(key: impl Into<String>, reason: String) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        reason,
+    }
+}
+
+/// Checks one `[[listeners]]` table (the `i`th).
+fn listener_config(
+    i: usize,
+    raw: RawListener,
+    allow_anonymous: bool,
+) -> Result<ListenerConfig, ConfigError> {
+    let key = |k: &str| format!("listeners[{i}].{k}");
+    let tls = |raw: &RawListener| -> Result<TlsSettings, ConfigError> {
+        let cert = raw.cert.clone().ok_or_else(|| {
+            invalid(
+                key("cert"),
+                format!("a {} listener needs a certificate", raw.kind),
+            )
+        })?;
+        let key_file = raw.key.clone().ok_or_else(|| {
+            invalid(
+                key("key"),
+                format!("a {} listener needs a private key", raw.kind),
+            )
+        })?;
+        let identity = match raw.use_identity_as_username.as_deref() {
+            None => None,
+            Some("cn") => Some(IdentitySource::CommonName),
+            Some("san") => Some(IdentitySource::SubjectAltName),
+            Some(other) => {
+                return Err(invalid(
+                    key("use_identity_as_username"),
+                    format!("{other:?} is not `cn` or `san`"),
+                ));
+            }
+        };
+        if identity.is_some() && raw.client_ca.is_none() {
+            return Err(invalid(
+                key("use_identity_as_username"),
+                "needs `client_ca` (client certificates are not asked for without it)".into(),
+            ));
+        }
+        let tls12 = match raw.tls_min_version.as_deref() {
+            None | Some("1.2") => raw.kind != "quic",
+            Some("1.3") => false,
+            Some(other) => {
+                return Err(invalid(
+                    key("tls_min_version"),
+                    format!("{other:?} is not \"1.2\" or \"1.3\""),
+                ));
+            }
+        };
+        Ok(TlsSettings {
+            cert,
+            key: key_file,
+            client_ca: raw.client_ca.clone(),
+            require_client_cert: raw.require_client_cert.unwrap_or(true),
+            tls12,
+            identity,
+        })
+    };
+    let path = || -> Result<String, ConfigError> {
+        let path = raw.path.clone().unwrap_or_else(|| "/mqtt".into());
+        if !path.starts_with('/') {
+            return Err(invalid(
+                key("path"),
+                format!("{path:?} does not start with `/`"),
+            ));
+        }
+        Ok(path)
+    };
+    let kind = match raw.kind.as_str() {
+        "tcp" => ListenerKind::Tcp,
+        "tls" => ListenerKind::Tls(tls(&raw)?),
+        "ws" => ListenerKind::Ws { path: path()? },
+        "wss" => ListenerKind::Wss {
+            tls: tls(&raw)?,
+            path: path()?,
+        },
+        "quic" => ListenerKind::Quic(tls(&raw)?),
+        other => {
+            return Err(invalid(
+                key("kind"),
+                format!("{other:?} is not tcp, tls, ws, wss or quic"),
+            ));
+        }
+    };
+    let needs_tls = kind.tls().is_some();
+    for (name, set) in [
+        ("cert", raw.cert.is_some()),
+        ("key", raw.key.is_some()),
+        ("client_ca", raw.client_ca.is_some()),
+        ("tls_min_version", raw.tls_min_version.is_some()),
+        (
+            "use_identity_as_username",
+            raw.use_identity_as_username.is_some(),
+        ),
+        ("require_client_cert", raw.require_client_cert.is_some()),
+    ] {
+        if set && !needs_tls {
+            return Err(invalid(
+                key(name),
+                format!("a {} listener has no TLS", raw.kind),
+            ));
+        }
+    }
+    if raw.path.is_some() && !matches!(kind, ListenerKind::Ws { .. } | ListenerKind::Wss { .. }) {
+        return Err(invalid(
+            key("path"),
+            format!("a {} listener is not a WebSocket", raw.kind),
+        ));
+    }
+    let proxy_protocol = raw.proxy_protocol.unwrap_or(false);
+    if proxy_protocol && matches!(kind, ListenerKind::Quic(_)) {
+        return Err(invalid(
+            key("proxy_protocol"),
+            "PROXY protocol is for TCP-based listeners, not QUIC".into(),
+        ));
+    }
+    Ok(ListenerConfig {
+        name: raw
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", raw.kind, raw.bind)),
+        bind: raw.bind,
+        kind,
+        proxy_protocol,
+        max_connections: raw.max_connections.filter(|&n| n > 0),
+        max_connection_rate: raw.max_connection_rate.filter(|&n| n > 0),
+        allow_anonymous: raw.allow_anonymous.unwrap_or(allow_anonymous),
+    })
 }
 
 fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
@@ -248,7 +665,11 @@ mod tests {
     #[test]
     fn defaults_are_the_documented_ones() {
         let config = Config::from_raw(RawConfig::default()).expect("valid");
-        assert_eq!(config.listen, "0.0.0.0:1883".parse().expect("addr"));
+        assert_eq!(config.listeners.len(), 1);
+        assert_eq!(
+            config.listeners[0].bind,
+            "0.0.0.0:1883".parse().expect("addr")
+        );
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.session.maximum_packet_size, 1 << 20);
         assert_eq!(config.sys_interval, Some(Duration::from_secs(10)));
@@ -266,7 +687,7 @@ mod tests {
             "127.0.0.1:2000",
         ]);
         let config = Config::load_from(cli).expect("valid");
-        assert_eq!(config.listen.port(), 2000);
+        assert_eq!(config.listeners[0].bind.port(), 2000);
         assert_eq!(config.session.maximum_qos, QoS::AtLeastOnce);
     }
 

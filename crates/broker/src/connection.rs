@@ -2,11 +2,12 @@
 //! feeds them to the session, acts on the session's events (dispatch, subscriptions,
 //! durability), and writes what the session has to send, all in one `select!` loop.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use shoal_access::acl::{ClientAcl, SubscribeDecision};
+use shoal_access::chain::{Credentials, Rejection, Verdict};
 use shoal_codec::{
     AuthReasonCode, ConnAck, Connect, ConnectReasonCode, DecodeError, Decoder,
     DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, PubAckReasonCode, QoS,
@@ -20,6 +21,7 @@ use tracing::Instrument;
 
 use crate::auth::{AuthExchange, AuthStep};
 use crate::broker::{Broker, write};
+use crate::listener::Peer;
 use crate::metrics as m;
 use crate::slot::{Attachment, SessionSlot};
 use crate::stats::Stats;
@@ -40,11 +42,11 @@ const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Serves one client connection until it ends.
-pub(crate) async fn serve<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr)
+pub(crate) async fn serve<S>(broker: Arc<Broker>, stream: S, peer: Peer)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let span = tracing::debug_span!("conn", %peer, client_id = tracing::field::Empty);
+    let span = tracing::debug_span!("conn", peer = %peer.addr, listener = %peer.listener().name, client_id = tracing::field::Empty);
     async move {
         let (reader, writer) = tokio::io::split(stream);
         let mut conn = Conn {
@@ -56,8 +58,12 @@ where
             read_size: MIN_READ,
             decoder: Decoder::new(0),
             reauth: None,
+            throttle: None,
+            peer,
+            acl: None,
         };
         conn.decoder = Decoder::new(conn.broker.config.session.maximum_packet_size);
+        conn.throttle = Throttle::new(&conn.broker.config.limits);
         conn.run().await;
     }
     .instrument(span)
@@ -73,6 +79,12 @@ struct Conn<R, W> {
     decoder: Decoder,
     /// A re-authentication exchange waiting for the client's next AUTH.
     reauth: Option<Box<dyn AuthExchange>>,
+    /// Who is connected, through which listener.
+    peer: Peer,
+    /// The client's ACL, once authenticated (`None`: the node has no ACL).
+    acl: Option<ConnAcl>,
+    /// The publish rate limit, when configured.
+    throttle: Option<Throttle>,
     /// How much the next read asks for: grows while reads fill it, shrinks when they do
     /// not, so an idle connection holds a small buffer and a busy one reads in bulk.
     read_size: usize,
@@ -112,6 +124,24 @@ where
             }
         };
         tracing::Span::current().record("client_id", client_id.as_str());
+        let ip = self.peer.addr.ip();
+        let claimed = connect.username.as_ref().map(|u| u.as_str());
+        let banned = self
+            .broker
+            .access
+            .banned(&client_id, claimed, ip)
+            .or_else(|| self.broker.access.flapping(&client_id));
+        if let Some(why) = banned {
+            metrics::counter!(m::AUTH_FAILURES, "reason" => "banned").increment(1);
+            tracing::info!(%why, "CONNECT refused");
+            return self
+                .refuse(Refused::ConnAck(
+                    version,
+                    ConnectReasonCode::Banned,
+                    Some(why),
+                ))
+                .await;
+        }
         let authentication =
             match tokio::time::timeout(CONNECT_TIMEOUT, self.authenticate(&connect, &client_id))
                 .await
@@ -120,6 +150,16 @@ where
                 Ok(Err(refused)) => return self.refuse(refused).await,
                 Err(_) => return self.refuse(Refused::Close).await,
             };
+        let username = match self
+            .check_credentials(&connect, &client_id, authentication.as_ref())
+            .await
+        {
+            Ok(username) => username,
+            Err(refused) => return self.refuse(refused).await,
+        };
+        if let Some(refused) = self.authorize(&connect, &client_id, username) {
+            return self.refuse(refused).await;
+        }
         let Some((slot, kick, detached, present)) =
             self.take_session(&connect, client_id.clone()).await
         else {
@@ -135,6 +175,7 @@ where
             };
             session.attach(now, &connect, options);
             self.broker.persist(&slot.client_id, &mut session);
+            self.filter_resumed(&slot, &session);
         }
         metrics::counter!(m::CONNECTS, "result" => "success").increment(1);
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
@@ -156,6 +197,124 @@ where
             .connected
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         let _ = detached.send(());
+    }
+
+    /// Runs the authenticator chain; returns the client's username from now on, or the
+    /// refusal (sent after the failure delay of its address).
+    async fn check_credentials(
+        &mut self,
+        connect: &Connect,
+        client_id: &MqttString,
+        enhanced: Option<&(MqttString, Option<bytes::Bytes>)>,
+    ) -> Result<Option<String>, Refused> {
+        let listener = self.peer.listener();
+        let identity_required = listener
+            .kind
+            .tls()
+            .is_some_and(|tls| tls.identity.is_some());
+        let credentials = Credentials {
+            listener: listener.name.clone(),
+            client_id: client_id.as_str().to_owned(),
+            username: connect.username.as_ref().map(|u| u.as_str().to_owned()),
+            password: connect.password.as_ref().map(|p| p.to_vec()),
+            peer: self.peer.addr.ip(),
+            certificate_identity: self.peer.identity.clone(),
+            identity_required,
+            enhanced_method: enhanced.map(|(method, _)| method.as_str().to_owned()),
+            allow_anonymous: listener.allow_anonymous,
+        };
+        let decision = self.broker.access.authenticate(credentials).await;
+        let rejection = match decision.verdict {
+            Verdict::Accept { username } => {
+                self.broker.access.succeeded(self.peer.addr.ip());
+                return Ok(username);
+            }
+            Verdict::Reject(rejection) => rejection,
+            Verdict::Abstain => Rejection::NotAuthorized,
+        };
+        let (code, label, why) = match rejection {
+            Rejection::BadCredentials => (
+                ConnectReasonCode::BadUserNameOrPassword,
+                "bad_credentials",
+                "bad user name or password",
+            ),
+            Rejection::NotAuthorized => (
+                ConnectReasonCode::NotAuthorized,
+                "not_authorized",
+                "not authorized: credentials are required here",
+            ),
+        };
+        metrics::counter!(m::AUTH_FAILURES, "reason" => label).increment(1);
+        tracing::info!(by = decision.by, reason = label, "authentication failed");
+        // Each failure from an address makes its next answers slower: guessing gets slow,
+        // and every refusal of one address takes the same time whatever the user name.
+        let delay = self.broker.access.failed(self.peer.addr.ip());
+        tokio::time::sleep(delay).await;
+        Err(Refused::ConnAck(connect.protocol, code, Some(why.into())))
+    }
+
+    /// Compiles the client's ACL and checks its Will; `Some` refuses the CONNECT.
+    fn authorize(
+        &mut self,
+        connect: &Connect,
+        client_id: &MqttString,
+        username: Option<String>,
+    ) -> Option<Refused> {
+        let (generation, acl) = self
+            .broker
+            .access
+            .client_acl(username.as_deref(), client_id);
+        if acl.is_unrestricted() {
+            return None;
+        }
+        if let Some(will) = &connect.will
+            && !acl.may_publish(&will.topic)
+        {
+            metrics::counter!(m::ACL_DENIED, "action" => "will").increment(1);
+            return Some(Refused::ConnAck(
+                connect.protocol,
+                ConnectReasonCode::NotAuthorized,
+                Some(format!(
+                    "the ACL does not allow publishing the Will topic {:?}",
+                    will.topic.as_str()
+                )),
+            ));
+        }
+        self.acl = Some(ConnAcl {
+            generation,
+            acl,
+            username,
+            client_id: client_id.as_str().to_owned(),
+        });
+        None
+    }
+
+    /// The client's ACL, recompiled if the ACL file was reloaded; `None` when unrestricted.
+    fn acl(&mut self) -> Option<&ClientAcl> {
+        let conn = self.acl.as_mut()?;
+        let generation = self.broker.access.generation();
+        if conn.generation != generation {
+            let (generation, acl) = self
+                .broker
+                .access
+                .client_acl(conn.username.as_deref(), &conn.client_id);
+            conn.generation = generation;
+            conn.acl = acl;
+        }
+        Some(&conn.acl)
+    }
+
+    /// A resumed session's subscriptions under this connection's ACL: when any of them
+    /// reaches topics the ACL keeps from the client, deliveries to the session are checked.
+    fn filter_resumed(&mut self, slot: &SessionSlot, session: &shoal_session::Session) {
+        let Some(acl) = self.acl() else {
+            slot.filter_with(None);
+            return;
+        };
+        let restricted = session.subscriptions().iter().any(|sub| {
+            acl_filter(&sub.filter).is_none_or(|f| acl.subscribe(f) != SubscribeDecision::Allow)
+        });
+        slot.filter_with(restricted.then(|| acl.clone()));
     }
 
     /// Reads until a whole CONNECT is decoded.
@@ -381,6 +540,13 @@ where
             }
             let mut network_gone = false;
             let room = self.reserve_read();
+            let paused = self.throttle.as_ref().and_then(|t| t.paused_until);
+            let resume = async move {
+                match paused {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 biased;
                 reason = &mut kick => {
@@ -390,15 +556,23 @@ where
                 _ = shutdown.changed() => {
                     slot.lock().close(DisconnectReasonCode::ServerShuttingDown, false);
                 }
-                read = self.reader.read_buf(&mut self.rbuf) => match read {
+                read = self.reader.read_buf(&mut self.rbuf), if paused.is_none() => match read {
                     Ok(0) | Err(_) => network_gone = true,
                     Ok(n) => {
                         Stats::add(&broker.stats.bytes_received, n as u64);
                         broker.hot.bytes_received.increment(n as u64);
                         self.adapt_read(n, room);
-                        self.handle_input(slot);
+                        let published = self.handle_input(slot);
+                        if let Some(throttle) = &mut self.throttle {
+                            throttle.take(published, n);
+                        }
                     }
                 },
+                () = resume => {
+                    if let Some(throttle) = &mut self.throttle {
+                        throttle.paused_until = None;
+                    }
+                }
                 written = self.writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
                     Ok(0) | Err(_) => network_gone = true,
                     Ok(n) => {
@@ -453,28 +627,31 @@ where
         }
     }
 
-    /// Decodes every whole packet read and hands them to the session.
-    fn handle_input(&mut self, slot: &Arc<SessionSlot>) {
+    /// Decodes every whole packet read and hands them to the session; returns how many
+    /// were PUBLISH.
+    fn handle_input(&mut self, slot: &Arc<SessionSlot>) -> usize {
         let now = self.broker.now();
         let mut session = slot.lock();
+        let mut published = 0;
         loop {
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(packet)) => {
                     if let Packet::Publish(p) = &packet {
+                        published += 1;
                         Stats::add(&self.broker.stats.messages_received, 1);
                         self.broker.hot.received[p.qos() as usize].increment(1);
                     }
                     session.handle_packet(now, packet);
                     if session.closing().is_some() {
-                        return;
+                        return published;
                     }
                 }
-                Ok(None) => return,
+                Ok(None) => return published,
                 Err(e) => {
                     count_protocol_error(&e);
                     tracing::debug!(error = %e, "malformed packet");
                     session.close_explained(e.reason_code(), true, Some(&e.to_string()));
-                    return;
+                    return published;
                 }
             }
         }
@@ -504,6 +681,19 @@ where
         for event in events {
             match event {
                 Event::Publish { message, packet_id } => {
+                    if let Some(denied) = self.refuse_publish(&message.topic) {
+                        if let Some(id) = packet_id {
+                            // MQTT 3.1.1 has no reason codes: the message is dropped and
+                            // acknowledged, and the connection stays (Mosquitto's way).
+                            let reason = if version.is_v5() {
+                                denied
+                            } else {
+                                PubAckReasonCode::Success
+                            };
+                            acks.push((id, reason));
+                        }
+                        continue;
+                    }
                     let dispatched = broker.dispatch(&message, Some(slot.id), recipients);
                     needs_flush |= dispatched.needs_flush;
                     woken += dispatched.recipients;
@@ -537,7 +727,7 @@ where
             needs_flush |= broker.persist(&slot.client_id, &mut session);
         }
         if needs_flush {
-            self.flush_store().await;
+            flush_store(&self.broker).await;
         }
         let now = broker.now();
         let mut session = slot.lock();
@@ -562,7 +752,7 @@ where
     /// messages to send, per Retain Handling.
     #[allow(clippy::type_complexity)]
     fn subscribe(
-        &self,
+        &mut self,
         slot: &Arc<SessionSlot>,
         requests: &[Option<SubscribeRequest>],
     ) -> (
@@ -573,15 +763,55 @@ where
             Option<std::num::NonZeroU32>,
         )>,
     ) {
-        let broker = &self.broker;
+        let broker = Arc::clone(&self.broker);
         let now = broker.now();
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
+        let limits = &broker.config.limits;
+        let (existing, mut count) = {
+            let session = slot.lock();
+            let subs = session.subscriptions();
+            let existing: Vec<MqttString> = match limits.max_subscriptions {
+                Some(_) => subs.iter().map(|s| s.filter.clone()).collect(),
+                None => Vec::new(),
+            };
+            (existing, subs.len())
+        };
         for request in requests {
             let Some(request) = request else {
                 results.push(Err(SubAckReasonCode::UnspecifiedError));
                 continue;
             };
+            let Some(inner) = acl_filter(&request.filter) else {
+                results.push(Err(SubAckReasonCode::TopicFilterInvalid));
+                continue;
+            };
+            if inner.split('/').count() > limits.max_topic_levels {
+                results.push(Err(SubAckReasonCode::TopicFilterInvalid));
+                continue;
+            }
+            let decision = match self.acl() {
+                None => SubscribeDecision::Allow,
+                Some(acl) => acl.subscribe(inner),
+            };
+            if decision == SubscribeDecision::Deny {
+                metrics::counter!(m::ACL_DENIED, "action" => "subscribe").increment(1);
+                tracing::debug!(filter = %request.filter, "subscription denied by the ACL");
+                results.push(Err(SubAckReasonCode::NotAuthorized));
+                continue;
+            }
+            if let Some(max) = limits.max_subscriptions {
+                let replaces = existing.contains(&request.filter);
+                if !replaces && count >= max {
+                    results.push(Err(SubAckReasonCode::QuotaExceeded));
+                    continue;
+                }
+                count += usize::from(!replaces);
+            }
+            let filtered = decision == SubscribeDecision::Filtered;
+            if filtered {
+                slot.filter_with(self.acl().cloned());
+            }
             let inserted = write(&broker.index).insert(
                 slot.id,
                 &request.filter,
@@ -602,6 +832,9 @@ where
                         && let Ok(FilterKind::Plain(filter)) = FilterKind::parse(&request.filter)
                     {
                         for message in broker.retained_for(filter, now) {
+                            if filtered && !slot.may_receive(&message.topic) {
+                                continue;
+                            }
                             retained.push((message, request.options.qos, request.identifier));
                         }
                     }
@@ -613,6 +846,21 @@ where
             }
         }
         (results, retained)
+    }
+
+    /// Why a PUBLISH on `topic` is refused (too many levels, or the ACL), if it is.
+    fn refuse_publish(&mut self, topic: &str) -> Option<PubAckReasonCode> {
+        let max_levels = self.broker.config.limits.max_topic_levels;
+        if topic.len() >= max_levels && topic.split('/').count() > max_levels {
+            return Some(PubAckReasonCode::TopicNameInvalid);
+        }
+        let acl = self.acl()?;
+        if acl.may_publish(topic) {
+            return None;
+        }
+        metrics::counter!(m::ACL_DENIED, "action" => "publish").increment(1);
+        tracing::debug!(topic, "publish denied by the ACL");
+        Some(PubAckReasonCode::NotAuthorized)
     }
 
     /// Encodes what the session has to send, up to the high-water mark; returns when the
@@ -649,20 +897,9 @@ where
         // A QoS 2 message must be known as sent, with its identifier, before it leaves:
         // after a crash it is resent with that identifier and the client drops the copy.
         if wrote && qos2_sent {
-            self.flush_store().await;
+            flush_store(&self.broker).await;
         }
         deadline
-    }
-
-    async fn flush_store(&self) {
-        match self.broker.store.flush().await {
-            Ok(receipt) => {
-                metrics::histogram!(m::STORE_FLUSH_SECONDS).record(receipt.duration.as_secs_f64());
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "store flush failed: acknowledgements are not durable")
-            }
-        }
     }
 
     /// Sends what is left (DISCONNECT), detaches the session, schedules the Will.
@@ -797,4 +1034,99 @@ fn assign_client_id(broker: &Broker) -> MqttString {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let id = format!("shoal-{:x}-{n:x}", broker.clock.now().as_millis());
     MqttString::try_from(id).expect("hex digits and a dash are a valid MQTT string")
+}
+
+/// The filter the ACL judges: a shared subscription's inner filter; `None` if invalid.
+fn acl_filter(filter: &str) -> Option<&str> {
+    match FilterKind::parse(filter).ok()? {
+        FilterKind::Plain(filter) => Some(filter),
+        FilterKind::Shared { filter, .. } => Some(filter),
+    }
+}
+
+/// A connection's compiled ACL, and what it was compiled for.
+struct ConnAcl {
+    generation: u64,
+    acl: ClientAcl,
+    username: Option<String>,
+    client_id: String,
+}
+
+/// The per-client publish rate: token buckets of packets and bytes, each holding one
+/// second's worth. When one runs dry the connection stops reading until it has refilled,
+/// so TCP pushes back on the client instead of the broker dropping its messages.
+struct Throttle {
+    packets: Option<Bucket>,
+    bytes: Option<Bucket>,
+    paused_until: Option<tokio::time::Instant>,
+}
+
+impl Throttle {
+    fn new(limits: &crate::config::ClientLimits) -> Option<Self> {
+        let packets = limits.publish_rate.map(|r| Bucket::new(f64::from(r)));
+        let bytes = limits.publish_bytes_rate.map(|r| Bucket::new(r as f64));
+        (packets.is_some() || bytes.is_some()).then_some(Self {
+            packets,
+            bytes,
+            paused_until: None,
+        })
+    }
+
+    /// Accounts for a read of `bytes` that held `published` PUBLISH packets.
+    fn take(&mut self, published: usize, bytes: usize) {
+        let now = tokio::time::Instant::now();
+        let wait = [
+            self.packets.as_mut().map(|b| b.take(now, published as f64)),
+            self.bytes.as_mut().map(|b| b.take(now, bytes as f64)),
+        ]
+        .into_iter()
+        .flatten()
+        .max()
+        .unwrap_or_default();
+        if !wait.is_zero() {
+            self.paused_until = Some(now + wait);
+        }
+    }
+}
+
+struct Bucket {
+    rate: f64,
+    tokens: f64,
+    at: tokio::time::Instant,
+}
+
+impl Bucket {
+    fn new(rate: f64) -> Self {
+        Self {
+            rate,
+            tokens: rate,
+            at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Takes `n` tokens (going into debt if need be); returns how long until the bucket
+    /// is out of debt.
+    fn take(&mut self, now: tokio::time::Instant, n: f64) -> Duration {
+        let elapsed = now.duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
+        self.at = now;
+        self.tokens -= n;
+        if self.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-self.tokens / self.rate)
+        }
+    }
+}
+
+/// Waits for the store to make everything written so far durable.
+async fn flush_store(broker: &Broker) {
+    match broker.store.flush().await {
+        Ok(receipt) => {
+            metrics::histogram!(m::STORE_FLUSH_SECONDS).record(receipt.duration.as_secs_f64());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "store flush failed: acknowledgements are not durable")
+        }
+    }
 }

@@ -11,6 +11,7 @@
 //! Main types: [`Node`] (a running node), [`Config`] (its configuration), [`Broker`] (the
 //! state its tasks share).
 
+mod access;
 mod admin;
 mod auth;
 mod broker;

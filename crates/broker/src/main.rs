@@ -1,6 +1,8 @@
 //! The `shoal` binary: one node. Reads the configuration, installs the allocator, the log
-//! subscriber and the metrics exporter, runs until SIGTERM or SIGINT, then shuts down in
-//! order.
+//! subscriber and the metrics exporter, runs until SIGTERM or SIGINT (SIGHUP reloads the
+//! password file, the ACL and TLS certificates), then shuts down in order.
+//!
+//! `shoal passwd add|remove|list FILE [USER]` manages a password file instead.
 
 use anyhow::Context;
 use shoal_broker::{Config, Node};
@@ -9,6 +11,10 @@ use shoal_broker::{Config, Node};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("passwd") {
+        std::process::exit(shoal_access::password::passwd_command(&args[2..]));
+    }
     let config = match Config::load() {
         Ok(config) => config,
         Err(e) => {
@@ -29,18 +35,22 @@ fn main() -> anyhow::Result<()> {
         .context("starting the runtime")?;
     runtime.block_on(async move {
         let node = Node::start(config, Some(prometheus)).await?;
-        wait_for_signal().await?;
+        serve_until_signal(&node).await?;
         node.shutdown().await;
         Ok(())
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT; reloads on SIGHUP.
+async fn serve_until_signal(node: &Node) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        r = tokio::signal::ctrl_c() => { r.context("SIGINT handler")?; tracing::info!("SIGINT"); }
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM"); return Ok(()); }
+            r = tokio::signal::ctrl_c() => { r.context("SIGINT handler")?; tracing::info!("SIGINT"); return Ok(()); }
+            _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); node.reload(); }
+        }
     }
-    Ok(())
 }

@@ -35,6 +35,20 @@ pub const STORE_FLUSH_SECONDS: &str = "shoal_store_flush_seconds";
 pub const WILLS_PUBLISHED: &str = "shoal_wills_published_total";
 /// Counter: sessions removed because their expiry interval passed.
 pub const SESSIONS_EXPIRED: &str = "shoal_sessions_expired_total";
+/// Counter: connections closed before MQTT, by `listener` and `cause` (max_connections,
+/// banned, handshake_queue).
+pub const CONNECTIONS_REFUSED: &str = "shoal_connections_refused_total";
+/// Histogram: how long handshakes (PROXY, TLS, WebSocket, QUIC) took, by `listener`.
+pub const HANDSHAKE_SECONDS: &str = "shoal_handshake_seconds";
+/// Counter: handshakes that failed or timed out, by `listener`.
+pub const HANDSHAKES_FAILED: &str = "shoal_handshakes_failed_total";
+/// Counter: authentication failures (wrong credentials, not authorized, banned), by
+/// `reason`.
+pub const AUTH_FAILURES: &str = "shoal_auth_failures_total";
+/// Counter: ACL denials, by `action` (publish, subscribe, will, deliver).
+pub const ACL_DENIED: &str = "shoal_acl_denied_total";
+/// Counter: client ids banned for flapping.
+pub const FLAPPING_BANS: &str = "shoal_flapping_bans_total";
 
 /// Handles of the counters touched for every message, registered once: looking a counter
 /// up by name and labels on every message costs more than the increment.

@@ -9,9 +9,12 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use shoal_store::{Store, StoreConfig, StoreError};
 use tokio::task::JoinSet;
 
+use crate::access::Access;
 use crate::auth::Hooks;
 use crate::broker::Broker;
+use crate::clock::Clock;
 use crate::config::Config;
+use crate::listener::Listener;
 use crate::{admin, listener, sys};
 
 /// How often expired sessions and messages are swept.
@@ -36,17 +39,28 @@ pub enum StartError {
         /// The address.
         addr: SocketAddr,
         /// Which listener.
-        what: &'static str,
+        what: String,
         /// Why.
         source: std::io::Error,
     },
+    /// A listener's TLS files, the password file or the ACL cannot be used.
+    #[error("{what}: {reason}")]
+    Access {
+        /// Which listener or file.
+        what: String,
+        /// Why.
+        reason: String,
+    },
 }
+
+/// How often the password file, the ACL and TLS files are checked for changes.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
 
 /// A running node.
 #[derive(Debug)]
 pub struct Node {
     broker: Arc<Broker>,
-    mqtt_addr: SocketAddr,
+    listeners: Vec<(Arc<Listener>, SocketAddr)>,
     admin_addr: SocketAddr,
     tasks: JoinSet<()>,
 }
@@ -68,32 +82,66 @@ impl Node {
         hooks: Hooks,
     ) -> Result<Self, StartError> {
         let path = config.data_dir.clone();
+        let clock = Clock::new();
+        let access = Access::load(&config, clock).map_err(|reason| StartError::Access {
+            what: "access control".into(),
+            reason,
+        })?;
+        let mut listeners = Vec::new();
+        for listener in &config.listeners {
+            let what = format!(
+                "listener {:?} ({} on {})",
+                listener.name,
+                listener.kind.label(),
+                listener.bind
+            );
+            let listener =
+                Listener::new(listener.clone()).map_err(|reason| StartError::Access {
+                    what: what.clone(),
+                    reason,
+                })?;
+            let bound = listener::bind(&listener).map_err(|source| StartError::Bind {
+                addr: listener.config.bind,
+                what: what.clone(),
+                source,
+            })?;
+            let addr = bound.local_addr().map_err(|source| StartError::Bind {
+                addr: listener.config.bind,
+                what,
+                source,
+            })?;
+            listeners.push((listener, bound, addr));
+        }
+        let admin = listener::bind_tcp(config.admin_listen).map_err(|source| StartError::Bind {
+            addr: config.admin_listen,
+            what: "admin".into(),
+            source,
+        })?;
+        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
+            addr: config.admin_listen,
+            what: "admin".into(),
+            source,
+        })?;
         let store =
             Store::open(&path, StoreConfig::default()).map_err(|source| StartError::Store {
                 path: path.clone(),
                 source,
             })?;
-        let broker = Broker::new(config, store, hooks)
+        let broker = Broker::new(config, store, hooks, access, clock)
             .map_err(|source| StartError::Store { path, source })?;
         let config = broker.config().clone();
-        let bind = |addr, what| {
-            listener::bind(addr).map_err(|source| StartError::Bind { addr, what, source })
-        };
-        let mqtt = bind(config.listen, "mqtt")?;
-        let admin = bind(config.admin_listen, "admin")?;
-        let mqtt_addr = mqtt.local_addr().map_err(|source| StartError::Bind {
-            addr: config.listen,
-            what: "mqtt",
-            source,
-        })?;
-        let admin_addr = admin.local_addr().map_err(|source| StartError::Bind {
-            addr: config.admin_listen,
-            what: "admin",
-            source,
-        })?;
         let ready = Arc::new(AtomicBool::new(true));
         let mut tasks = JoinSet::new();
-        tasks.spawn(listener::run(Arc::clone(&broker), mqtt));
+        let mut running = Vec::new();
+        for (listener, bound, addr) in listeners {
+            tracing::info!(listener = %listener.config.name, kind = listener.config.kind.label(), %addr, "listening");
+            tasks.spawn(listener::run(
+                Arc::clone(&broker),
+                Arc::clone(&listener),
+                bound,
+            ));
+            running.push((listener, addr));
+        }
         tasks.spawn(admin::run(Arc::clone(&broker), admin, prometheus, ready));
         if let Some(interval) = config.sys_interval {
             tasks.spawn(sys::run(Arc::clone(&broker), interval));
@@ -105,22 +153,52 @@ impl Node {
             loop {
                 tokio::select! {
                     _ = shutdown.changed() => return,
-                    _ = ticker.tick() => sweeper.expire(),
+                    _ = ticker.tick() => {
+                        sweeper.expire();
+                        sweeper.access.sweep();
+                    }
                 }
             }
         });
-        tracing::info!(%mqtt_addr, %admin_addr, data_dir = %config.data_dir.display(), "shoal is up");
+        let watcher = Arc::clone(&broker);
+        let watched: Vec<Arc<Listener>> = running.iter().map(|(l, _)| Arc::clone(l)).collect();
+        tasks.spawn(async move {
+            let mut shutdown = watcher.shutdown.subscribe();
+            let mut ticker = tokio::time::interval(RELOAD_CHECK);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = ticker.tick() => reload(&watcher, &watched, false),
+                }
+            }
+        });
+        tracing::info!(%admin_addr, data_dir = %config.data_dir.display(), "shoal is up");
         Ok(Self {
             broker,
-            mqtt_addr,
+            listeners: running,
             admin_addr,
             tasks,
         })
     }
 
-    /// The address the MQTT listener is bound to.
+    /// The address of the first MQTT listener (the plain TCP one, when there is one).
     pub fn mqtt_addr(&self) -> SocketAddr {
-        self.mqtt_addr
+        self.listeners[0].1
+    }
+
+    /// The address of the listener named `name`.
+    pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners
+            .iter()
+            .find(|(l, _)| l.config.name == name)
+            .map(|(_, addr)| *addr)
+    }
+
+    /// Reloads the password file, the ACL and every listener's TLS files now (SIGHUP).
+    pub fn reload(&self) {
+        let listeners: Vec<Arc<Listener>> =
+            self.listeners.iter().map(|(l, _)| Arc::clone(l)).collect();
+        reload(&self.broker, &listeners, true);
     }
 
     /// The address the admin HTTP listener is bound to.
@@ -145,9 +223,20 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         self.tasks.shutdown().await;
+        for (listener, _) in &self.listeners {
+            listener.close_quic().await;
+        }
         if let Err(e) = self.broker.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Reloads what changed (everything, with `force`).
+fn reload(broker: &Broker, listeners: &[Arc<Listener>], force: bool) {
+    broker.access.reload(force);
+    for listener in listeners {
+        listener.reload_tls(force);
     }
 }

@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
+use shoal_access::acl::ClientAcl;
 use shoal_codec::{DisconnectReasonCode, MqttString};
 use shoal_session::Session;
 use tokio::sync::{Notify, oneshot};
@@ -33,6 +34,11 @@ pub(crate) struct SessionSlot {
     pub(crate) will_generation: AtomicU64,
     /// Whether a full queue was logged for this session (it is logged once).
     pub(crate) queue_full_logged: AtomicBool,
+    /// Whether deliveries are checked against `acl`: some subscription of the session
+    /// covers topics the ACL keeps from it (a wildcard over a denied sub-topic).
+    filtered: AtomicBool,
+    /// The client's ACL, when `filtered`.
+    acl: Mutex<Option<ClientAcl>>,
 }
 
 impl SessionSlot {
@@ -45,7 +51,27 @@ impl SessionSlot {
             attachment: Mutex::new(None),
             will_generation: AtomicU64::new(0),
             queue_full_logged: AtomicBool::new(false),
+            filtered: AtomicBool::new(false),
+            acl: Mutex::new(None),
         }
+    }
+
+    /// Whether a message on `topic` may be delivered to this session (the ACL's read
+    /// rules, for sessions whose subscriptions reach past them).
+    pub(crate) fn may_receive(&self, topic: &str) -> bool {
+        if !self.filtered.load(Ordering::Acquire) {
+            return true;
+        }
+        crate::broker::lock(&self.acl)
+            .as_ref()
+            .is_none_or(|acl| acl.may_receive(topic))
+    }
+
+    /// Checks deliveries against `acl` from now on (`None`: stops checking).
+    pub(crate) fn filter_with(&self, acl: Option<ClientAcl>) {
+        let mut current = crate::broker::lock(&self.acl);
+        self.filtered.store(acl.is_some(), Ordering::Release);
+        *current = acl;
     }
 
     /// The session, locked. Never held across an `.await` or while locking another session.

@@ -43,6 +43,9 @@ pub struct SessionConfig {
     /// Highest Session Expiry Interval granted, seconds. Default 7 days; a client asking for
     /// more gets this, and is told in CONNACK.
     pub max_session_expiry: u32,
+    /// QoS 1/2 messages sent and not yet acknowledged, at most, whatever the client's
+    /// Receive Maximum. Default 65535 (the client's Receive Maximum decides).
+    pub max_inflight: NonZeroU16,
 }
 
 impl Default for SessionConfig {
@@ -62,6 +65,7 @@ impl Default for SessionConfig {
             max_queued_bytes: 16 << 20,
             queue_qos0_offline: false,
             max_session_expiry: 7 * 24 * 3600,
+            max_inflight: NonZeroU16::MAX,
         }
     }
 }

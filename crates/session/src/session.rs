@@ -256,7 +256,8 @@ impl Session {
             last_received: now,
             receive_maximum: client_props
                 .receive_maximum
-                .map_or(65_535, |n| usize::from(n.get())),
+                .map_or(65_535, |n| usize::from(n.get()))
+                .min(usize::from(self.config.max_inflight.get())),
             maximum_packet_size: client_props
                 .maximum_packet_size
                 .map_or(u32::MAX, |n| n.get()),

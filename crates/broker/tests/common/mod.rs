@@ -2,6 +2,8 @@
 //! MQTT client over real sockets that shows the exact packets the broker sends.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -78,9 +80,13 @@ pub fn pid(n: u16) -> PacketId {
     PacketId::new(n).expect("non-zero")
 }
 
-/// A client that speaks packets over a real TCP connection.
+/// Any byte stream a test client speaks MQTT over (TCP, TLS, WebSocket, QUIC).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// A client that speaks packets over a real connection.
 pub struct Raw {
-    pub stream: TcpStream,
+    pub stream: Box<dyn Io>,
     pub version: ProtocolVersion,
     decoder: Decoder,
     buf: BytesMut,
@@ -90,11 +96,32 @@ impl Raw {
     pub async fn open(addr: SocketAddr, version: ProtocolVersion) -> Self {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
+        Self::over(Box::new(stream), version)
+    }
+
+    /// A client over an established stream (TLS, WebSocket, QUIC).
+    pub fn over(stream: Box<dyn Io>, version: ProtocolVersion) -> Self {
         Self {
             stream,
             version,
             decoder: Decoder::with_version(version, u32::MAX),
             buf: BytesMut::new(),
+        }
+    }
+
+    /// Sends CONNECT (client id `client_id`, tweaked) and returns the answer, if any.
+    pub async fn handshake(
+        &mut self,
+        client_id: &str,
+        tweak: impl FnOnce(&mut Connect),
+    ) -> Option<ConnAck> {
+        let mut connect = Connect::new(self.version, s(client_id));
+        tweak(&mut connect);
+        self.send(Packet::Connect(Box::new(connect))).await;
+        match self.recv().await {
+            Some(Packet::ConnAck(ack)) => Some(*ack),
+            None => None,
+            other => panic!("expected CONNACK, got {other:?}"),
         }
     }
 
@@ -106,13 +133,10 @@ impl Raw {
         tweak: impl FnOnce(&mut Connect),
     ) -> (Self, ConnAck) {
         let mut raw = Self::open(addr, version).await;
-        let mut connect = Connect::new(version, s(client_id));
-        tweak(&mut connect);
-        raw.send(Packet::Connect(Box::new(connect))).await;
-        let ack = match raw.recv().await {
-            Some(Packet::ConnAck(ack)) => *ack,
-            other => panic!("expected CONNACK, got {other:?}"),
-        };
+        let ack = raw
+            .handshake(client_id, tweak)
+            .await
+            .expect("expected CONNACK, the connection closed");
         (raw, ack)
     }
 

@@ -1,0 +1,241 @@
+//! The node's access control state: the authenticator chain over the password file, the
+//! ACL, bans and flapping detection, and the per-address slow-down after failed logins.
+//! The files are reloaded when they change (checked every few seconds) and on SIGHUP; a
+//! file that fails to load leaves the previous version in force, with an error logged.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use shoal_access::acl::{Acl, ClientAcl};
+use shoal_access::ban::{Ban, BanTarget, Bans, Flapping, FlappingConfig};
+use shoal_access::chain::{Chain, Credentials, Decision, FailureDelay};
+use shoal_access::password::PasswordFile;
+
+use crate::broker::{lock, read, write};
+use crate::config::Config;
+use crate::metrics as m;
+
+/// Access control, shared by the node's tasks.
+#[derive(Debug)]
+pub(crate) struct Access {
+    password_file: Option<PathBuf>,
+    acl_file: Option<PathBuf>,
+    chain: RwLock<Arc<Chain>>,
+    acl: RwLock<Arc<Acl>>,
+    /// Bumped when the ACL is reloaded: connections recompile their rules.
+    generation: AtomicU64,
+    bans: RwLock<Bans>,
+    /// How many bans there are: zero (the usual case) skips the lock.
+    ban_count: AtomicUsize,
+    flapping: Option<Mutex<Flapping>>,
+    failures: Mutex<FailureDelay>,
+    stamps: Mutex<[Option<SystemTime>; 2]>,
+    clock: crate::clock::Clock,
+}
+
+impl Access {
+    /// Loads the files the configuration names; refuses the node's start if one is bad.
+    pub(crate) fn load(config: &Config, clock: crate::clock::Clock) -> Result<Self, String> {
+        let chain = build_chain(config.password_file.as_deref())?;
+        let acl = match &config.acl_file {
+            Some(path) => Acl::load(path).map_err(|e| e.to_string())?,
+            None => Acl::allow_all(),
+        };
+        let flapping = config.flapping.map(|f| {
+            Mutex::new(Flapping::new(FlappingConfig {
+                max_connects: f.max_connects,
+                window_ms: f.window.as_millis() as u64,
+                ban_ms: f.ban.as_millis() as u64,
+            }))
+        });
+        Ok(Self {
+            stamps: Mutex::new([
+                modified(config.password_file.as_deref()),
+                modified(config.acl_file.as_deref()),
+            ]),
+            password_file: config.password_file.clone(),
+            acl_file: config.acl_file.clone(),
+            chain: RwLock::new(Arc::new(chain)),
+            acl: RwLock::new(Arc::new(acl)),
+            generation: AtomicU64::new(0),
+            bans: RwLock::new(Bans::new()),
+            ban_count: AtomicUsize::new(0),
+            flapping,
+            failures: Mutex::new(FailureDelay::default()),
+            clock,
+        })
+    }
+
+    fn now(&self) -> u64 {
+        self.clock.now().as_millis()
+    }
+
+    /// Reloads the password file and the ACL if they changed (or always, with `force`).
+    pub(crate) fn reload(&self, force: bool) {
+        let now = [
+            modified(self.password_file.as_deref()),
+            modified(self.acl_file.as_deref()),
+        ];
+        let before = std::mem::replace(&mut *lock(&self.stamps), now);
+        if let Some(path) = &self.password_file
+            && (force || before[0] != now[0])
+        {
+            match build_chain(Some(path)) {
+                Ok(chain) => {
+                    *write(&self.chain) = Arc::new(chain);
+                    tracing::info!(file = %path.display(), "password file reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "password file not reloaded; the previous one stays in force")
+                }
+            }
+        }
+        if let Some(path) = &self.acl_file
+            && (force || before[1] != now[1])
+        {
+            match Acl::load(path) {
+                Ok(acl) => {
+                    let rules = acl.len();
+                    *write(&self.acl) = Arc::new(acl);
+                    self.generation.fetch_add(1, Ordering::Release);
+                    tracing::info!(file = %path.display(), rules, "ACL reloaded");
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "ACL not reloaded; the previous one stays in force")
+                }
+            }
+        }
+    }
+
+    /// The authenticator chain now.
+    pub(crate) fn chain(&self) -> Arc<Chain> {
+        Arc::clone(&read(&self.chain))
+    }
+
+    /// Runs the chain off the network threads (a password hash takes milliseconds).
+    pub(crate) async fn authenticate(&self, credentials: Credentials) -> Decision {
+        let chain = self.chain();
+        match tokio::task::spawn_blocking(move || chain.decide(&credentials)).await {
+            Ok(decision) => decision,
+            Err(e) => {
+                tracing::error!(error = %e, "authentication task failed");
+                Decision {
+                    verdict: shoal_access::chain::Verdict::Reject(
+                        shoal_access::chain::Rejection::NotAuthorized,
+                    ),
+                    by: "error",
+                }
+            }
+        }
+    }
+
+    /// Records a failed login from `addr`: how long to wait before answering it.
+    pub(crate) fn failed(&self, addr: IpAddr) -> Duration {
+        Duration::from_millis(lock(&self.failures).fail(addr, self.now()))
+    }
+
+    /// Records a successful login from `addr`.
+    pub(crate) fn succeeded(&self, addr: IpAddr) {
+        let mut failures = lock(&self.failures);
+        if !failures.is_empty() {
+            failures.succeed(addr);
+        }
+    }
+
+    /// The ACL's generation and the rules of one client.
+    pub(crate) fn client_acl(&self, username: Option<&str>, client_id: &str) -> (u64, ClientAcl) {
+        let generation = self.generation.load(Ordering::Acquire);
+        (generation, read(&self.acl).for_client(username, client_id))
+    }
+
+    /// The ACL's generation now.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether `addr` is banned (by address or network).
+    pub(crate) fn banned_addr(&self, addr: IpAddr) -> bool {
+        if self.ban_count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        read(&self.bans).check_addr(self.now(), addr).is_some()
+    }
+
+    /// The ban that refuses this client, if any.
+    pub(crate) fn banned(
+        &self,
+        client_id: &str,
+        username: Option<&str>,
+        addr: IpAddr,
+    ) -> Option<String> {
+        if self.ban_count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        read(&self.bans)
+            .check(self.now(), client_id, username, addr)
+            .map(|ban| format!("banned ({}): {}", ban.target, ban.reason))
+    }
+
+    /// Counts a connect of `client_id`; bans it and says why when it flaps.
+    pub(crate) fn flapping(&self, client_id: &str) -> Option<String> {
+        let flapping = self.flapping.as_ref()?;
+        let ban = lock(flapping).connect(self.now(), client_id)?;
+        metrics::counter!(m::FLAPPING_BANS).increment(1);
+        tracing::warn!(client_id, reason = %ban.reason, "client id banned for flapping");
+        let why = format!("banned ({}): {}", ban.target, ban.reason);
+        self.add_ban(ban);
+        Some(why)
+    }
+
+    /// Adds (or replaces) a ban.
+    pub(crate) fn add_ban(&self, ban: Ban) {
+        let mut bans = write(&self.bans);
+        bans.add(ban);
+        self.ban_count.store(bans.len(), Ordering::Relaxed);
+    }
+
+    /// Lifts a ban; false if there was none.
+    pub(crate) fn remove_ban(&self, target: &BanTarget) -> bool {
+        let mut bans = write(&self.bans);
+        let removed = bans.remove(target);
+        self.ban_count.store(bans.len(), Ordering::Relaxed);
+        removed
+    }
+
+    /// The bans in force.
+    pub(crate) fn bans(&self) -> Vec<Ban> {
+        read(&self.bans).list(self.now())
+    }
+
+    /// Forgets expired bans and quiet flapping records.
+    pub(crate) fn sweep(&self) {
+        let now = self.now();
+        if self.ban_count.load(Ordering::Relaxed) > 0 {
+            let mut bans = write(&self.bans);
+            bans.purge(now);
+            self.ban_count.store(bans.len(), Ordering::Relaxed);
+        }
+        if let Some(flapping) = &self.flapping {
+            lock(flapping).purge(now);
+        }
+    }
+
+    /// The time now, in the bans' terms.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now()
+    }
+}
+
+fn build_chain(password_file: Option<&Path>) -> Result<Chain, String> {
+    let passwords = password_file
+        .map(|path| PasswordFile::load(path).map_err(|e| e.to_string()))
+        .transpose()?;
+    Ok(Chain::standard(passwords.map(Arc::new)))
+}
+
+fn modified(path: Option<&Path>) -> Option<SystemTime> {
+    std::fs::metadata(path?).and_then(|m| m.modified()).ok()
+}
