@@ -1,5 +1,6 @@
 //! TLS (with a client certificate), WebSocket and WebSocket over TLS against Mosquitto's own
-//! listeners, with certificates made by rcgen for the test.
+//! listeners, and QUIC against shoal's (Mosquitto has none), with certificates made by
+//! rcgen for the test.
 
 mod common;
 
@@ -113,4 +114,62 @@ fn tls_with_a_client_certificate_websocket_and_wss() {
     assert_eq!(num(&r, "connections.succeeded"), 0);
     assert_eq!(num(&r, "connections.failed"), 2);
     drop(broker);
+}
+
+#[test]
+fn quic_against_a_shoal_node() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    make_certs(certs.path());
+    let c = certs.path();
+    let data = tempfile::tempdir().expect("tempdir");
+    let raw: shoal_broker::RawConfig = toml::from_str(&format!(
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nsys_interval = 0\n\
+         data_dir = {:?}\n[[listeners]]\nname = \"quic\"\nkind = \"quic\"\n\
+         bind = \"127.0.0.1:0\"\ncert = {:?}\nkey = {:?}\n",
+        data.path().to_str().expect("utf-8"),
+        path(c, "server.pem"),
+        path(c, "server.key"),
+    ))
+    .expect("config");
+    let config = shoal_broker::Config::from_raw(raw).expect("valid config");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let node = runtime
+        .block_on(shoal_broker::Node::start(config, None))
+        .expect("shoal starts");
+    let port = node.listener_addr("quic").expect("QUIC listener").port();
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let result = out_dir.path().join("quic.json");
+    let url = format!("quic://localhost:{port}");
+    let ca = path(c, "ca.pem");
+    let out = loadtest(
+        &[
+            "pairs",
+            "-c",
+            "3",
+            "-q",
+            "1",
+            "-n",
+            "200",
+            "-r",
+            "1000",
+            "-b",
+            &url,
+            "--ca",
+            &ca,
+            "--json",
+            result.to_str().expect("utf-8"),
+        ],
+        LIMIT,
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = json(&result);
+    assert_eq!(num(&r, "connections.succeeded"), 6);
+    assert_eq!(num(&r, "total.received"), 600);
+    assert_eq!(num(&r, "total.lost"), 0);
+    runtime.block_on(node.shutdown());
 }
