@@ -73,8 +73,10 @@ impl Access {
         self.clock.now().as_millis()
     }
 
-    /// Reloads the password file and the ACL if they changed (or always, with `force`).
-    pub(crate) fn reload(&self, force: bool) {
+    /// Reloads the password file and the ACL if they changed (or always, with `force`);
+    /// returns whether a new ACL is in force.
+    pub(crate) fn reload(&self, force: bool) -> bool {
+        let mut acl_changed = false;
         let now = [
             modified(self.password_file.as_deref()),
             modified(self.acl_file.as_deref()),
@@ -101,6 +103,7 @@ impl Access {
                     let rules = acl.len();
                     *write(&self.acl) = Arc::new(acl);
                     self.generation.fetch_add(1, Ordering::Release);
+                    acl_changed = true;
                     tracing::info!(file = %path.display(), rules, "ACL reloaded");
                 }
                 Err(e) => {
@@ -108,6 +111,7 @@ impl Access {
                 }
             }
         }
+        acl_changed
     }
 
     /// The authenticator chain now.

@@ -191,6 +191,7 @@ async fn bans(
                 created: now,
             };
             tracing::info!(target = %ban.target, until = ?ban.until, reason = %ban.reason, "ban added");
+            broker.kick_banned(&ban);
             broker.access.add_ban(ban);
             ("201 Created", "banned\n".to_string())
         }

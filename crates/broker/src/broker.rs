@@ -18,6 +18,7 @@ use crate::config::Config;
 use crate::metrics as m;
 use crate::slot::SessionSlot;
 use crate::stats::Stats;
+use shoal_access::acl::{ClientAcl, SubscribeDecision};
 
 /// The shared state of one node.
 #[derive(Debug)]
@@ -332,6 +333,66 @@ impl Broker {
     }
 
     /// Counts the drops a session reports, and logs them once per session.
+    /// Judges a session's subscriptions under `acl`: when one reaches topics the ACL keeps
+    /// from the client, deliveries to the session are checked from now on, and queued
+    /// messages it may not receive are dropped (and the drop persisted).
+    pub(crate) fn judge_subscriptions(
+        &self,
+        slot: &SessionSlot,
+        session: &mut Session,
+        acl: &ClientAcl,
+    ) {
+        let restricted = session.subscriptions().iter().any(|sub| {
+            let inner = match shoal_topic::FilterKind::parse(&sub.filter) {
+                Ok(shoal_topic::FilterKind::Plain(f)) => f,
+                Ok(shoal_topic::FilterKind::Shared { filter, .. }) => filter,
+                Err(_) => return true,
+            };
+            acl.subscribe(inner) != SubscribeDecision::Allow
+        });
+        slot.filter_with(restricted.then(|| acl.clone()));
+        if restricted {
+            let dropped = session.retain_queued(|m| acl.may_receive(&m.topic));
+            if dropped > 0 {
+                metrics::counter!(m::ACL_DENIED, "action" => "deliver").increment(dropped as u64);
+                self.persist(&slot.client_id, session);
+            }
+        }
+    }
+
+    /// The ACL changed: every session whose client's identity is known is judged again
+    /// under the new rules (the others are at their next connection).
+    pub(crate) fn reapply_acl(&self) {
+        let slots: Vec<Arc<SessionSlot>> = lock(&self.sessions).values().cloned().collect();
+        for slot in slots {
+            let Some(username) = slot.acl_username() else {
+                continue;
+            };
+            let (_, acl) = self.access.client_acl(username.as_deref(), &slot.client_id);
+            let mut session = slot.lock();
+            self.judge_subscriptions(&slot, &mut session, &acl);
+        }
+    }
+
+    /// Ends the connections a new ban covers (DISCONNECT 0x98, administrative action).
+    pub(crate) fn kick_banned(&self, ban: &shoal_access::ban::Ban) {
+        let mut only = shoal_access::ban::Bans::new();
+        only.add(ban.clone());
+        let now = self.access.now_ms();
+        let slots: Vec<Arc<SessionSlot>> = lock(&self.sessions).values().cloned().collect();
+        for slot in slots {
+            let Some((username, addr)) = slot.connected_as() else {
+                continue;
+            };
+            if only
+                .check(now, &slot.client_id, username.as_deref(), addr)
+                .is_some()
+            {
+                slot.kick();
+            }
+        }
+    }
+
     pub(crate) fn count_drops(&self, slot: &SessionSlot, session: &mut Session) {
         let drops = session.take_drops();
         for (cause, n) in [

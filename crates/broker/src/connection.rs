@@ -59,6 +59,7 @@ where
             decoder: Decoder::new(0),
             reauth: None,
             throttle: None,
+            username: None,
             peer,
             acl: None,
         };
@@ -85,6 +86,8 @@ struct Conn<R, W> {
     acl: Option<ConnAcl>,
     /// The publish rate limit, when configured.
     throttle: Option<Throttle>,
+    /// The username the client was authenticated as.
+    username: Option<String>,
     /// How much the next read asks for: grows while reads fill it, shrinks when they do
     /// not, so an idle connection holds a small buffer and a busy one reads in bulk.
     read_size: usize,
@@ -157,6 +160,7 @@ where
             Ok(username) => username,
             Err(refused) => return self.refuse(refused).await,
         };
+        self.username.clone_from(&username);
         if let Some(refused) = self.authorize(&connect, &client_id, username) {
             return self.refuse(refused).await;
         }
@@ -174,8 +178,8 @@ where
                 authentication,
             };
             session.attach(now, &connect, options);
+            self.filter_resumed(&slot, &mut session);
             self.broker.persist(&slot.client_id, &mut session);
-            self.filter_resumed(&slot, &session);
         }
         metrics::counter!(m::CONNECTS, "result" => "success").increment(1);
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
@@ -304,17 +308,21 @@ where
         Some(&conn.acl)
     }
 
-    /// A resumed session's subscriptions under this connection's ACL: when any of them
-    /// reaches topics the ACL keeps from the client, deliveries to the session are checked.
-    fn filter_resumed(&mut self, slot: &SessionSlot, session: &shoal_session::Session) {
-        let Some(acl) = self.acl() else {
-            slot.filter_with(None);
-            return;
-        };
-        let restricted = session.subscriptions().iter().any(|sub| {
-            acl_filter(&sub.filter).is_none_or(|f| acl.subscribe(f) != SubscribeDecision::Allow)
-        });
-        slot.filter_with(restricted.then(|| acl.clone()));
+    /// A resumed session under this connection's ACL: its subscriptions are judged again
+    /// (deliveries are checked when one reaches denied topics) and queued messages the ACL
+    /// keeps from the client are dropped (they may have queued under older rules, or before
+    /// a restart, when the session's identity was not known).
+    fn filter_resumed(&mut self, slot: &SessionSlot, session: &mut shoal_session::Session) {
+        let username = self.acl.as_ref().map(|conn| conn.username.clone());
+        slot.set_acl_username(username);
+        slot.set_connected_as(Some((self.username.clone(), self.peer.addr.ip())));
+        match self.acl() {
+            None => slot.filter_with(None),
+            Some(acl) => {
+                let acl = acl.clone();
+                self.broker.judge_subscriptions(slot, session, &acl);
+            }
+        }
     }
 
     /// Reads until a whole CONNECT is decoded.
@@ -562,16 +570,15 @@ where
                         Stats::add(&broker.stats.bytes_received, n as u64);
                         broker.hot.bytes_received.increment(n as u64);
                         self.adapt_read(n, room);
-                        let published = self.handle_input(slot);
-                        if let Some(throttle) = &mut self.throttle {
-                            throttle.take(published, n);
-                        }
+                        self.handle_throttled(slot, n);
                     }
                 },
                 () = resume => {
                     if let Some(throttle) = &mut self.throttle {
                         throttle.paused_until = None;
                     }
+                    // Packets held back by the rate come first.
+                    self.handle_throttled(slot, 0);
                 }
                 written = self.writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
                     Ok(0) | Err(_) => network_gone = true,
@@ -583,7 +590,12 @@ where
                         }
                     }
                 },
-                () = slot.wake.notified() => {}
+                () = slot.wake.notified() => {
+                    if slot.take_kick() {
+                        tracing::info!("banned while connected: disconnecting");
+                        slot.lock().close(DisconnectReasonCode::AdministrativeAction, true);
+                    }
+                }
                 () = &mut timer, if armed.is_some() => {
                     armed = None;
                     slot.lock().handle_timeout(broker.now());
@@ -627,13 +639,31 @@ where
         }
     }
 
-    /// Decodes every whole packet read and hands them to the session; returns how many
-    /// were PUBLISH.
-    fn handle_input(&mut self, slot: &Arc<SessionSlot>) -> usize {
+    /// Handles what was read (`bytes` more), within the publish rate if there is one: the
+    /// packets past the allowance stay in the buffer, and reading pauses until the rate
+    /// allows more.
+    fn handle_throttled(&mut self, slot: &Arc<SessionSlot>, bytes: usize) {
+        let now = tokio::time::Instant::now();
+        let allowance = self
+            .throttle
+            .as_mut()
+            .map_or(usize::MAX, |t| t.allowance(now));
+        let published = self.handle_input(slot, allowance);
+        if let Some(throttle) = &mut self.throttle {
+            throttle.take(now, published, bytes);
+        }
+    }
+
+    /// Decodes whole packets read and hands them to the session, stopping after `limit`
+    /// PUBLISH packets; returns how many PUBLISH it handled.
+    fn handle_input(&mut self, slot: &Arc<SessionSlot>, limit: usize) -> usize {
         let now = self.broker.now();
         let mut session = slot.lock();
         let mut published = 0;
         loop {
+            if published >= limit {
+                return published;
+            }
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(packet)) => {
                     if let Packet::Publish(p) = &packet {
@@ -768,7 +798,7 @@ where
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
         let limits = &broker.config.limits;
-        let (existing, mut count) = {
+        let (mut existing, mut count) = {
             let session = slot.lock();
             let subs = session.subscriptions();
             let existing: Vec<MqttString> = match limits.max_subscriptions {
@@ -806,7 +836,11 @@ where
                     results.push(Err(SubAckReasonCode::QuotaExceeded));
                     continue;
                 }
-                count += usize::from(!replaces);
+                if !replaces {
+                    // A filter repeated in this SUBSCRIBE replaces the first [MQTT-3.8.4-3].
+                    existing.push(request.filter.clone());
+                    count += 1;
+                }
             }
             let filtered = decision == SubscribeDecision::Filtered;
             if filtered {
@@ -919,6 +953,7 @@ where
             .await;
             let _ = self.writer.shutdown().await;
         }
+        slot.set_connected_as(None);
         let (will, persistent) = {
             let mut session = slot.lock();
             let will = session.detach(self.broker.now(), reason);
@@ -1072,9 +1107,17 @@ impl Throttle {
         })
     }
 
-    /// Accounts for a read of `bytes` that held `published` PUBLISH packets.
-    fn take(&mut self, published: usize, bytes: usize) {
-        let now = tokio::time::Instant::now();
+    /// How many PUBLISH packets may be handled now (at least one when not paused).
+    fn allowance(&mut self, now: tokio::time::Instant) -> usize {
+        match &mut self.packets {
+            Some(bucket) => bucket.available(now).max(0.0) as usize,
+            None => usize::MAX,
+        }
+    }
+
+    /// Accounts for `published` PUBLISH packets and `bytes` read; pauses reading until both
+    /// buckets allow at least one more packet.
+    fn take(&mut self, now: tokio::time::Instant, published: usize, bytes: usize) {
         let wait = [
             self.packets.as_mut().map(|b| b.take(now, published as f64)),
             self.bytes.as_mut().map(|b| b.take(now, bytes as f64)),
@@ -1104,17 +1147,23 @@ impl Bucket {
         }
     }
 
-    /// Takes `n` tokens (going into debt if need be); returns how long until the bucket
-    /// is out of debt.
-    fn take(&mut self, now: tokio::time::Instant, n: f64) -> Duration {
+    /// The tokens there are now.
+    fn available(&mut self, now: tokio::time::Instant) -> f64 {
         let elapsed = now.duration_since(self.at).as_secs_f64();
         self.tokens = (self.tokens + elapsed * self.rate).min(self.rate);
         self.at = now;
+        self.tokens
+    }
+
+    /// Takes `n` tokens (going into debt if need be); returns how long until the bucket
+    /// holds a whole token again.
+    fn take(&mut self, now: tokio::time::Instant, n: f64) -> Duration {
+        self.available(now);
         self.tokens -= n;
-        if self.tokens >= 0.0 {
+        if self.tokens >= 1.0 {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64(-self.tokens / self.rate)
+            Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
         }
     }
 }

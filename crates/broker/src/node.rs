@@ -235,7 +235,9 @@ impl Node {
 
 /// Reloads what changed (everything, with `force`).
 fn reload(broker: &Broker, listeners: &[Arc<Listener>], force: bool) {
-    broker.access.reload(force);
+    if broker.access.reload(force) {
+        broker.reapply_acl();
+    }
     for listener in listeners {
         listener.reload_tls(force);
     }

@@ -1,6 +1,7 @@
 //! `SessionSlot`: one session as the node holds it, shared between the connection task that
 //! serves it and the tasks that deliver messages to it.
 
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -39,6 +40,14 @@ pub(crate) struct SessionSlot {
     filtered: AtomicBool,
     /// The client's ACL, when `filtered`.
     acl: Mutex<Option<ClientAcl>>,
+    /// The username the client was last authorized as, once a connection attached under an
+    /// ACL: the ACL is compiled again for it when the rules are reloaded.
+    acl_username: Mutex<Option<Option<String>>>,
+    /// The username and address of the connection attached now, for bans made while it is
+    /// connected.
+    connected_as: Mutex<Option<(Option<String>, IpAddr)>>,
+    /// Set (then the session woken) to end the attached connection: it was banned.
+    kick_pending: AtomicBool,
 }
 
 impl SessionSlot {
@@ -53,7 +62,42 @@ impl SessionSlot {
             queue_full_logged: AtomicBool::new(false),
             filtered: AtomicBool::new(false),
             acl: Mutex::new(None),
+            acl_username: Mutex::new(None),
+            connected_as: Mutex::new(None),
+            kick_pending: AtomicBool::new(false),
         }
+    }
+
+    /// Records who is connected now (`None`: nobody).
+    pub(crate) fn set_connected_as(&self, who: Option<(Option<String>, IpAddr)>) {
+        self.kick_pending.store(false, Ordering::Release);
+        *crate::broker::lock(&self.connected_as) = who;
+    }
+
+    /// Who is connected now.
+    pub(crate) fn connected_as(&self) -> Option<(Option<String>, IpAddr)> {
+        crate::broker::lock(&self.connected_as).clone()
+    }
+
+    /// Asks the attached connection to end (a ban).
+    pub(crate) fn kick(&self) {
+        self.kick_pending.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
+
+    /// Whether the attached connection was asked to end; clears the request.
+    pub(crate) fn take_kick(&self) -> bool {
+        self.kick_pending.load(Ordering::Acquire) && self.kick_pending.swap(false, Ordering::AcqRel)
+    }
+
+    /// Records who the session's client was authorized as (`None`: no ACL applies).
+    pub(crate) fn set_acl_username(&self, username: Option<Option<String>>) {
+        *crate::broker::lock(&self.acl_username) = username;
+    }
+
+    /// Who the session's client was last authorized as, if known.
+    pub(crate) fn acl_username(&self) -> Option<Option<String>> {
+        crate::broker::lock(&self.acl_username).clone()
     }
 
     /// Whether a message on `topic` may be delivered to this session (the ACL's read

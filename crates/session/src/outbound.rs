@@ -185,6 +185,23 @@ impl Session {
         }
     }
 
+    /// Drops the queued messages (not yet sent) that `keep` refuses, e.g. those an access
+    /// policy no longer lets this client receive; each is logged as removed. Returns how
+    /// many were dropped. Messages in flight are left to complete.
+    pub fn retain_queued(&mut self, mut keep: impl FnMut(&Message) -> bool) -> usize {
+        let pending = std::mem::take(&mut self.pending);
+        let mut dropped = 0;
+        for (seq, outbound) in pending {
+            if keep(&outbound.message) {
+                self.pending.push_back((seq, outbound));
+            } else {
+                self.forget(seq, &outbound);
+                dropped += 1;
+            }
+        }
+        dropped
+    }
+
     /// A message leaves the queue without completing (expired, too large).
     fn forget(&mut self, seq: u64, outbound: &OutboundMessage) {
         self.queued_bytes -= outbound.message.weight();
