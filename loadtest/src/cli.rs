@@ -12,7 +12,7 @@ use crate::run::LossLimit;
 use crate::run::{Expectations, Reporting, RunConfig};
 use crate::scenario::builtin::{self, Fleet, Publishing};
 use crate::scenario::{Scenario, ScenarioSpec, SessionDefaults};
-use crate::transport::{BrokerUrl, TlsOptions};
+use crate::transport::{BrokerUrl, Brokers, TlsOptions};
 use crate::units::{Rate, Span, parse_size};
 
 /// A load generator for MQTT brokers (any broker, not only shoal).
@@ -222,6 +222,12 @@ pub struct RunArgs {
         env = "SHOAL_LOADTEST_BROKER"
     )]
     pub broker: BrokerUrl,
+    /// Further brokers (several broker processes, or the nodes of a cluster), comma-separated
+    /// or repeated, with the same scheme as -b: clients are spread over -b and these, round
+    /// robin by their index in their group. A pairs flow's publisher and subscriber share an
+    /// index, hence a broker; other shapes need brokers that forward to each other.
+    #[arg(long, value_name = "URL", value_delimiter = ',')]
+    pub more_brokers: Vec<BrokerUrl>,
     /// MQTT version: 3.1, 3.1.1 or 5.
     #[arg(short = 'V', long = "mqtt-version", default_value = "5", value_parser = parse_version)]
     pub mqtt_version: u8,
@@ -306,9 +312,10 @@ pub struct RunArgs {
     /// A label for this run in reports.
     #[arg(long)]
     pub label: Option<String>,
-    /// The broker's process id: report its CPU and memory.
-    #[arg(long)]
-    pub broker_pid: Option<u32>,
+    /// The broker's process id: report its CPU and memory. Several (comma-separated or
+    /// repeated, e.g. one per broker of --more-brokers) are summed.
+    #[arg(long, value_name = "PID", value_delimiter = ',')]
+    pub broker_pid: Vec<u32>,
     /// Live progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -352,7 +359,7 @@ impl RunArgs {
                 password: self.password.clone(),
                 client_id_prefix: self.client_id_prefix.clone(),
             },
-            broker: self.broker.clone(),
+            brokers: Brokers::new(self.broker.clone(), self.more_brokers.iter().cloned())?,
             tls: TlsOptions {
                 ca: self.ca.clone(),
                 cert: self.cert.clone(),
@@ -382,7 +389,7 @@ impl RunArgs {
     /// What the run reports and expects.
     pub fn reporting(&self, command: String) -> Reporting {
         Reporting {
-            broker_pid: self.broker_pid,
+            broker_pids: self.broker_pid.clone(),
             progress: self.progress,
             command,
             label: self.label.clone(),
@@ -525,5 +532,53 @@ mod tests {
         assert_eq!(config.source_ips.len(), 2);
         assert_eq!(config.scenario.groups[0].count, 4);
         assert_eq!(args.expect_loss, Some(LossLimit::Count(0)));
+        assert_eq!(config.brokers.count(), 1);
+        assert!(args.reporting(String::new()).broker_pids.is_empty());
+    }
+
+    #[test]
+    fn more_brokers_and_broker_pids_take_lists_and_repeats() {
+        let cli = Cli::try_parse_from([
+            "shoal-loadtest",
+            "conn",
+            "-b",
+            "mqtt://127.0.0.1:1883",
+            "--more-brokers",
+            "mqtt://127.0.0.1:1884,mqtt://127.0.0.1:1885",
+            "--more-brokers",
+            "tcp://127.0.0.1:1886",
+            "--broker-pid",
+            "10,11",
+            "--broker-pid",
+            "12",
+        ])
+        .expect("valid flags");
+        let (spec, args) = cli.command.scenario().expect("ok").expect("a run");
+        let config = args.config(spec).expect("valid");
+        let ports: Vec<u16> = config.brokers.urls().iter().map(|u| u.port).collect();
+        assert_eq!(ports, [1883, 1884, 1885, 1886]);
+        assert_eq!(args.reporting(String::new()).broker_pids, [10, 11, 12]);
+    }
+
+    #[test]
+    fn brokers_of_different_schemes_are_refused() {
+        let cli = Cli::try_parse_from([
+            "shoal-loadtest",
+            "conn",
+            "-b",
+            "mqtt://127.0.0.1:1883",
+            "--more-brokers",
+            "ws://127.0.0.1:8080/mqtt",
+        ])
+        .expect("each URL parses");
+        let (spec, args) = cli.command.scenario().expect("ok").expect("a run");
+        let err = args
+            .config(spec)
+            .expect_err("mqtt and ws mixed")
+            .to_string();
+        assert!(
+            err.contains("mqtt://127.0.0.1:1883") && err.contains("ws://127.0.0.1:8080/mqtt"),
+            "{err}"
+        );
     }
 }

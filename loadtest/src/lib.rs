@@ -7,7 +7,7 @@
 //! flow. Runs can spread over worker processes, and results become JSON, CSV and HTML.
 //!
 //! What it never does: depend on any shoal crate but the codec, or talk to anything but
-//! the broker it is given.
+//! the brokers it is given (`-b`, `--more-brokers`: several processes or cluster nodes).
 //!
 //! Main types: [`scenario::Scenario`] (groups and per-client plans), [`client::run_client`]
 //! (one connection's driver), [`stats::Collector`] (totals), [`run::execute`] (the phases of

@@ -1,5 +1,6 @@
-//! CPU time and resident memory of a process, read from `/proc/PID/stat`: the broker's (given
-//! `--broker-pid`) and the tool's own, so that cost per message can be reported.
+//! CPU time and resident memory of a process, read from `/proc/PID/stat`: the brokers' (given
+//! `--broker-pid`, summed over several) and the tool's own, so that cost per message can be
+//! reported.
 
 use std::io;
 use std::time::{Duration, Instant};

@@ -65,9 +65,12 @@ impl Connection {
         let deadline = started + shared.options.connect_timeout;
         // Boxed: TLS and WebSocket handshakes are large futures, and this one is live only
         // while connecting; it must not size every idle connection's task.
-        let io = timeout_at(deadline, Box::pin(shared.connector.connect(plan.source)))
-            .await
-            .map_err(|_| ClientError::Timeout("transport connect"))??;
+        let io = timeout_at(
+            deadline,
+            Box::pin(shared.connector.connect(plan.index, plan.source)),
+        )
+        .await
+        .map_err(|_| ClientError::Timeout("transport connect"))??;
         let (reader, writer) = tokio::io::split(io);
         let version = plan.connect.protocol;
         let mut conn = Self {

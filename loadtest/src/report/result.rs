@@ -20,8 +20,12 @@ pub struct RunResult {
     pub label: String,
     /// The command line.
     pub command: String,
-    /// The broker URL.
+    /// The broker URL (`-b`; the first of `brokers`).
     pub broker: String,
+    /// Every broker URL, `-b` first then `--more-brokers` (empty in results written before
+    /// several brokers were possible: read `broker` then).
+    #[serde(default)]
+    pub brokers: Vec<String>,
     /// MQTT version: 3 (3.1), 4 (3.1.1) or 5.
     pub mqtt_version: u8,
     /// Start time, Unix milliseconds.
@@ -48,7 +52,7 @@ pub struct RunResult {
     pub errors: BTreeMap<String, u64>,
     /// Flow accounting.
     pub flows: FlowsResult,
-    /// The broker's CPU and memory (`--broker-pid`).
+    /// The broker's CPU and memory (`--broker-pid`), summed over every broker process.
     pub broker_usage: Option<UsageResult>,
     /// The tool's own CPU and memory (all its processes).
     pub tool_usage: UsageResult,
@@ -58,6 +62,17 @@ pub struct RunResult {
     pub expectations: Vec<ExpectationResult>,
     /// Whether every expectation held.
     pub passed: bool,
+}
+
+impl RunResult {
+    /// Every broker URL of the run (`broker` alone for results that predate `brokers`).
+    pub fn broker_urls(&self) -> Vec<&str> {
+        if self.brokers.is_empty() {
+            vec![self.broker.as_str()]
+        } else {
+            self.brokers.iter().map(String::as_str).collect()
+        }
+    }
 }
 
 /// A group of clients.

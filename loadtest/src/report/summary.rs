@@ -49,7 +49,7 @@ pub fn render(r: &RunResult) -> String {
         out,
         "\n{} against {} (MQTT {}), {}{}",
         r.scenario,
-        r.broker,
+        r.broker_urls().join(", "),
         match r.mqtt_version {
             3 => "3.1",
             4 => "3.1.1",
@@ -117,7 +117,11 @@ pub fn render(r: &RunResult) -> String {
     }
     usage_line(&mut out, "tool", &r.tool_usage, "message sent or received");
     if let Some(b) = &r.broker_usage {
-        usage_line(&mut out, "broker", b, "delivered message");
+        let label = match b.pids.len() {
+            0 | 1 => "broker".to_owned(),
+            n => format!("brokers ({n} processes)"),
+        };
+        usage_line(&mut out, &label, b, "delivered message");
     }
     for e in &r.expectations {
         let _ = writeln!(
@@ -144,4 +148,37 @@ fn usage_line(out: &mut String, label: &str, usage: &UsageResult, per: &str) {
         let _ = write!(out, ", {us:.2} CPU us per {per}");
     }
     out.push('\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::result::UsageResult;
+
+    #[test]
+    fn names_every_broker_and_sums_their_processes() {
+        let mut r = RunResult {
+            scenario: "conn".to_owned(),
+            broker: "mqtt://127.0.0.1:1883".to_owned(),
+            brokers: vec![
+                "mqtt://127.0.0.1:1883".to_owned(),
+                "mqtt://127.0.0.1:1884".to_owned(),
+            ],
+            broker_usage: Some(UsageResult {
+                pids: vec![10, 11],
+                ..UsageResult::default()
+            }),
+            ..RunResult::default()
+        };
+        let text = render(&r);
+        assert!(
+            text.contains("conn against mqtt://127.0.0.1:1883, mqtt://127.0.0.1:1884 (MQTT"),
+            "{text}"
+        );
+        assert!(text.contains("brokers (2 processes): "), "{text}");
+        // A result written before `brokers` existed names its one broker.
+        r.brokers.clear();
+        r.broker_usage = None;
+        assert!(render(&r).contains("conn against mqtt://127.0.0.1:1883 (MQTT"));
+    }
 }

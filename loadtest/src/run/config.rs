@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use serde::{Deserialize, Serialize};
 
 use crate::scenario::{ScenarioSpec, SessionDefaults};
-use crate::transport::{BrokerUrl, TlsOptions};
+use crate::transport::{Brokers, TlsOptions};
 use crate::units::Span;
 
 /// Which share of the clients a worker process runs.
@@ -25,8 +25,9 @@ pub struct RunConfig {
     pub scenario: ScenarioSpec,
     /// Session defaults (version, clean start, credentials).
     pub session: SessionDefaults,
-    /// The broker.
-    pub broker: BrokerUrl,
+    /// The brokers (`-b` first), clients spread over them round robin by their index in
+    /// their group.
+    pub brokers: Brokers,
     /// TLS settings.
     pub tls: TlsOptions,
     /// How long publishers run.

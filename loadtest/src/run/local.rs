@@ -24,7 +24,7 @@ pub(crate) struct LocalEngine {
 impl LocalEngine {
     /// Spawns this process's clients; they start connecting through the ramp at once.
     pub(crate) async fn start(config: &RunConfig, scenario: &Scenario) -> anyhow::Result<Self> {
-        let connector = Connector::new(&config.broker, &config.tls).await?;
+        let connector = Connector::new(&config.brokers, &config.tls).await?;
         let (phase_tx, phase) = watch::channel(Phase::Connecting);
         let (index, count) = config.slot.map_or((0, 1), |s| (s.index, s.count.max(1)));
         let shared = Arc::new(Shared {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
+use tracing::warn;
 
 pub use config::{RunConfig, WorkerSlot};
 pub use outcome::{Expectations, LossLimit};
@@ -42,8 +43,9 @@ pub struct Status {
 /// What a run reports, beside its configuration.
 #[derive(Debug, Clone, Default)]
 pub struct Reporting {
-    /// The broker's process id, to measure its CPU and memory.
-    pub broker_pid: Option<u32>,
+    /// The broker processes (several brokers, or cluster nodes on this machine), whose CPU
+    /// and memory are measured and summed.
+    pub broker_pids: Vec<u32>,
     /// Live display.
     pub progress: ProgressMode,
     /// The command line, recorded in the result.
@@ -107,7 +109,13 @@ pub async fn execute(config: RunConfig, reporting: &Reporting) -> anyhow::Result
             tool.add_pid(pid);
         }
     }
-    let broker = reporting.broker_pid.map(|pid| Meter::new(vec![pid]));
+    for &pid in &reporting.broker_pids {
+        if let Err(e) = crate::procstat::read(pid) {
+            warn!(pid, error = %e, "broker process unreadable: its CPU and memory not counted");
+        }
+    }
+    let broker =
+        (!reporting.broker_pids.is_empty()).then(|| Meter::new(reporting.broker_pids.clone()));
     let mut monitor = Monitor::new(broker, tool, ProgressView::new(reporting.progress));
 
     let duration = config

@@ -15,6 +15,7 @@ use crate::run::config::RunConfig;
 use crate::run::monitor::Monitor;
 use crate::scenario::{Scenario, ScenarioSpec};
 use crate::stats::{Collector, Latency};
+use crate::transport::Brokers;
 use crate::units::{Span, fmt_micros};
 
 /// When each phase began, and the CPU used by then.
@@ -182,6 +183,14 @@ pub(crate) fn acked_streams(spec: &ScenarioSpec, scenario: &Scenario) -> Vec<boo
         .collect()
 }
 
+/// `pairs @ mqtt://127.0.0.1:1883`, or `... +5 more` over several brokers.
+fn default_label(scenario: &str, brokers: &Brokers) -> String {
+    match brokers.count() {
+        1 => format!("{scenario} @ {}", brokers.first()),
+        n => format!("{scenario} @ {} +{} more", brokers.first(), n - 1),
+    }
+}
+
 fn per_second(n: u64, secs: f64) -> f64 {
     if secs > 0.0 { n as f64 / secs } else { 0.0 }
 }
@@ -313,7 +322,7 @@ pub(crate) fn assemble(
             _ => None,
         };
         UsageResult {
-            pids: reporting.broker_pid.into_iter().collect(),
+            pids: reporting.broker_pids.clone(),
             meter: m.summary(),
             cpu_us_per_msg: cpu
                 .filter(|_| delivered > 0)
@@ -334,9 +343,15 @@ pub(crate) fn assemble(
         label: reporting
             .label
             .clone()
-            .unwrap_or_else(|| format!("{} @ {}", scenario.name, config.broker)),
+            .unwrap_or_else(|| default_label(&scenario.name, &config.brokers)),
         command: reporting.command.clone(),
-        broker: config.broker.to_string(),
+        broker: config.brokers.first().to_string(),
+        brokers: config
+            .brokers
+            .urls()
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
         mqtt_version: config.session.version,
         started_unix_ms,
         groups: scenario

@@ -1,6 +1,7 @@
 //! Transports: every one ends in the same boxed `AsyncRead + AsyncWrite` byte stream that
 //! the MQTT connection driver reads and writes.
 
+mod brokers;
 mod quic;
 mod tcp;
 mod tls;
@@ -14,6 +15,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 
+pub use brokers::{Brokers, BrokersError};
 pub use url::{BrokerUrl, Scheme};
 
 /// A byte stream to the broker.
@@ -76,8 +78,14 @@ impl std::fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
-/// Opens byte streams to one broker.
+/// Opens byte streams to the brokers of a run, each client to its own (round robin by its
+/// index in its group, [`Brokers::for_client`]).
 pub struct Connector {
+    targets: Vec<Target>,
+}
+
+/// One broker: its URL, resolved address and handshake configuration.
+struct Target {
     url: BrokerUrl,
     addr: SocketAddr,
     tls: Option<tls::TlsConnector>,
@@ -85,8 +93,36 @@ pub struct Connector {
 }
 
 impl Connector {
-    /// Resolves the broker address and loads the TLS configuration.
-    pub async fn new(url: &BrokerUrl, tls_options: &TlsOptions) -> anyhow::Result<Self> {
+    /// Resolves every broker's address and loads the TLS configuration.
+    pub async fn new(brokers: &Brokers, tls_options: &TlsOptions) -> anyhow::Result<Self> {
+        let mut targets = Vec::with_capacity(brokers.count());
+        for url in brokers.urls() {
+            targets.push(Target::new(url, tls_options).await?);
+        }
+        Ok(Self { targets })
+    }
+
+    /// The resolved address of the broker client `index` of its group connects to.
+    pub fn addr(&self, index: u32) -> SocketAddr {
+        self.target(index).addr
+    }
+
+    /// Opens one byte stream for client `index` of its group, from `source` if given.
+    pub async fn connect(
+        &self,
+        index: u32,
+        source: Option<IpAddr>,
+    ) -> Result<BoxedIo, TransportError> {
+        self.target(index).connect(source).await
+    }
+
+    fn target(&self, index: u32) -> &Target {
+        &self.targets[brokers::round_robin(index, self.targets.len())]
+    }
+}
+
+impl Target {
+    async fn new(url: &BrokerUrl, tls_options: &TlsOptions) -> anyhow::Result<Self> {
         let addr = tokio::net::lookup_host((url.host.as_str(), url.port))
             .await?
             .next()
@@ -113,13 +149,7 @@ impl Connector {
         })
     }
 
-    /// The broker's resolved address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// Opens one byte stream, from `source` if given.
-    pub async fn connect(&self, source: Option<IpAddr>) -> Result<BoxedIo, TransportError> {
+    async fn connect(&self, source: Option<IpAddr>) -> Result<BoxedIo, TransportError> {
         match self.url.scheme {
             Scheme::Tcp => Ok(Box::new(tcp::connect(self.addr, source).await?)),
             Scheme::Tls => {
@@ -149,5 +179,24 @@ impl Connector {
         self.tls
             .as_ref()
             .ok_or_else(|| TransportError::Tls(io::Error::other("TLS is not configured")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn each_client_connects_to_the_broker_of_its_index() {
+        let first: BrokerUrl = "mqtt://127.0.0.1:1883".parse().expect("valid");
+        let more = ["mqtt://127.0.0.1:1884", "mqtt://127.0.0.2:1885"]
+            .map(|u| u.parse::<BrokerUrl>().expect("valid"));
+        let brokers = Brokers::new(first, more).expect("one scheme");
+        let connector = Connector::new(&brokers, &TlsOptions::default())
+            .await
+            .expect("addresses resolve without a network");
+        let ports: Vec<u16> = (0..6).map(|i| connector.addr(i).port()).collect();
+        assert_eq!(ports, [1883, 1884, 1885, 1883, 1884, 1885]);
+        assert_eq!(connector.addr(2).ip().to_string(), "127.0.0.2");
     }
 }

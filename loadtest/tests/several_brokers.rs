@@ -1,0 +1,234 @@
+//! One run spread over several brokers (`--more-brokers`), against several real Mosquitto
+//! processes: which client each broker really saw (from the broker's own log), flows that
+//! stay on one broker, worker processes, the brokers' CPU and memory summed, and a mix of
+//! schemes refused.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{Mosquitto, at, loadtest, num, run};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A Mosquitto that logs each connection to `{dir}/mosquitto.log`, one flushed line each.
+/// `user root` keeps a broker started as root from switching to the `mosquitto` user, which
+/// could not write into the test's directory (it has no effect for any other user).
+fn logging_broker() -> Mosquitto {
+    Mosquitto::start("user root\nlog_dest file {dir}/mosquitto.log\nconnection_messages true")
+}
+
+/// The client ids that connected to `broker`, from its log:
+/// `New client connected from 127.0.0.1:40000 as lt-conn-3 (p5, c1, k60).`
+fn clients_of(broker: &Mosquitto) -> BTreeSet<String> {
+    let log = std::fs::read_to_string(broker.dir.path().join("mosquitto.log"))
+        .expect("the broker writes its log");
+    log.lines()
+        .filter(|l| l.contains("New client connected from"))
+        .filter_map(|l| l.split(" as ").nth(1))
+        .filter_map(|rest| rest.split(' ').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn ids(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|&n| n.to_owned()).collect()
+}
+
+/// Resident memory of a process now, bytes (`VmRSS` of `/proc/PID/status`).
+fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("a live process");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("a VmRSS line");
+    kib * 1024
+}
+
+#[test]
+fn conn_spreads_clients_round_robin_and_sums_the_brokers_cpu_and_memory() {
+    let a = logging_broker();
+    let b = logging_broker();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let html = dir.path().join("r.html");
+    let pids = format!("{},{}", a.pid(), b.pid());
+    let (out, r) = run(
+        &[
+            "conn",
+            "-b",
+            &a.url(),
+            "--more-brokers",
+            &b.url(),
+            "-c",
+            "10",
+            "-d",
+            "1s",
+            "--broker-pid",
+            &pids,
+            "--expect-connections",
+            "10",
+            "--html",
+            html.to_str().expect("utf-8"),
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(num(&r, "connections.succeeded"), 10);
+    assert_eq!(num(&r, "connections.failed"), 0);
+    // Each broker saw its half, by client index.
+    assert_eq!(
+        clients_of(&a),
+        ids(&[
+            "lt-conn-0",
+            "lt-conn-2",
+            "lt-conn-4",
+            "lt-conn-6",
+            "lt-conn-8"
+        ])
+    );
+    assert_eq!(
+        clients_of(&b),
+        ids(&[
+            "lt-conn-1",
+            "lt-conn-3",
+            "lt-conn-5",
+            "lt-conn-7",
+            "lt-conn-9"
+        ])
+    );
+    // `broker` stays the first URL; `brokers` lists them all.
+    assert_eq!(at(&r, "broker").as_str(), Some(a.url().as_str()));
+    assert_eq!(at(&r, "brokers"), &serde_json::json!([a.url(), b.url()]));
+    assert_eq!(
+        at(&r, "broker_usage.pids"),
+        &serde_json::json!([a.pid(), b.pid()])
+    );
+    // Summed memory: more than either broker alone holds.
+    let one = rss(a.pid()).max(rss(b.pid()));
+    let peak = num(&r, "broker_usage.rss_peak_bytes");
+    assert!(peak > one * 3 / 2, "peak {peak} for two brokers of {one}");
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(&format!("conn against {}, {} (MQTT", a.url(), b.url())),
+        "{summary}"
+    );
+    assert!(summary.contains("brokers (2 processes): "), "{summary}");
+    let page = std::fs::read_to_string(&html).expect("the HTML report");
+    assert!(
+        page.contains(&b.url()),
+        "the report names the second broker"
+    );
+}
+
+#[test]
+fn pairs_over_two_brokers_keep_each_flow_on_one_broker() {
+    // Five pairs: a run-wide ordinal would put subscriber i (ordinal i) and publisher i
+    // (ordinal 5 + i) on different brokers, and every message would be lost. By the index in
+    // the group, both ends of flow i share broker i mod 2.
+    let a = logging_broker();
+    let b = logging_broker();
+    let (out, r) = run(
+        &[
+            "pairs",
+            "-b",
+            &a.url(),
+            "--more-brokers",
+            &b.url(),
+            "-c",
+            "5",
+            "-q",
+            "1",
+            "-n",
+            "100",
+            "--broker-pid",
+            &a.pid().to_string(),
+            "--broker-pid",
+            &b.pid().to_string(),
+            "--expect-loss",
+            "0",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(num(&r, "total.sent"), 500);
+    assert_eq!(num(&r, "total.acked"), 500);
+    assert_eq!(num(&r, "total.expected"), 500);
+    assert_eq!(num(&r, "total.received"), 500);
+    assert_eq!(num(&r, "total.lost"), 0);
+    assert!(at(&r, "errors").as_object().expect("map").is_empty());
+    assert_eq!(
+        clients_of(&a),
+        ids(&[
+            "lt-pub-0", "lt-pub-2", "lt-pub-4", "lt-sub-0", "lt-sub-2", "lt-sub-4"
+        ])
+    );
+    assert_eq!(
+        clients_of(&b),
+        ids(&["lt-pub-1", "lt-pub-3", "lt-sub-1", "lt-sub-3"])
+    );
+    assert_eq!(
+        at(&r, "broker_usage.pids"),
+        &serde_json::json!([a.pid(), b.pid()])
+    );
+}
+
+#[test]
+fn worker_processes_connect_to_every_broker_too() {
+    // Two workers (even and odd indexes) over three brokers: each broker gets clients of
+    // both workers, so both must have been given the extra brokers.
+    let brokers = [logging_broker(), logging_broker(), logging_broker()];
+    let more = format!("{},{}", brokers[1].url(), brokers[2].url());
+    let (out, r) = run(
+        &[
+            "conn",
+            "-b",
+            &brokers[0].url(),
+            "--more-brokers",
+            &more,
+            "-c",
+            "9",
+            "-d",
+            "1s",
+            "--workers",
+            "2",
+            "--expect-connections",
+            "9",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(num(&r, "workers"), 2);
+    assert_eq!(num(&r, "connections.succeeded"), 9);
+    for (k, broker) in brokers.iter().enumerate() {
+        let expected: BTreeSet<String> = [k, k + 3, k + 6]
+            .iter()
+            .map(|i| format!("lt-conn-{i}"))
+            .collect();
+        assert_eq!(clients_of(broker), expected, "broker {k}");
+    }
+}
+
+#[test]
+fn brokers_of_different_schemes_are_refused() {
+    let out = loadtest(
+        &[
+            "conn",
+            "-b",
+            "mqtt://127.0.0.1:1883",
+            "--more-brokers",
+            "mqtts://127.0.0.1:8883",
+            "-c",
+            "1",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("mqtt://127.0.0.1:1883") && stderr.contains("mqtts://127.0.0.1:8883"),
+        "{stderr}"
+    );
+}
