@@ -34,6 +34,8 @@ pub(crate) struct Access {
     failures: Mutex<FailureDelay>,
     stamps: Mutex<[Option<SystemTime>; 2]>,
     clock: crate::clock::Clock,
+    /// Where bans are kept across restarts (`bans.json` in the data folder).
+    bans_file: PathBuf,
 }
 
 impl Access {
@@ -51,7 +53,15 @@ impl Access {
                 ban_ms: f.ban.as_millis() as u64,
             }))
         });
+        let bans_file = config.data_dir.join(BANS_FILE);
+        let mut bans = Bans::new();
+        for ban in load_bans(&bans_file, clock.now().as_millis()) {
+            bans.add(ban);
+        }
         Ok(Self {
+            ban_count: AtomicUsize::new(bans.len()),
+            bans: RwLock::new(bans),
+            bans_file,
             stamps: Mutex::new([
                 modified(config.password_file.as_deref()),
                 modified(config.acl_file.as_deref()),
@@ -61,8 +71,6 @@ impl Access {
             chain: RwLock::new(Arc::new(chain)),
             acl: RwLock::new(Arc::new(acl)),
             generation: AtomicU64::new(0),
-            bans: RwLock::new(Bans::new()),
-            ban_count: AtomicUsize::new(0),
             flapping,
             failures: Mutex::new(FailureDelay::default()),
             clock,
@@ -194,11 +202,12 @@ impl Access {
         Some(why)
     }
 
-    /// Adds (or replaces) a ban.
+    /// Adds (or replaces) a ban, and keeps the list on disk.
     pub(crate) fn add_ban(&self, ban: Ban) {
         let mut bans = write(&self.bans);
         bans.add(ban);
         self.ban_count.store(bans.len(), Ordering::Relaxed);
+        self.save_bans(&bans);
     }
 
     /// Lifts a ban; false if there was none.
@@ -206,7 +215,34 @@ impl Access {
         let mut bans = write(&self.bans);
         let removed = bans.remove(target);
         self.ban_count.store(bans.len(), Ordering::Relaxed);
+        if removed {
+            self.save_bans(&bans);
+        }
         removed
+    }
+
+    /// Writes the bans in force to the data folder (a temporary file renamed over the old
+    /// one). A failure is logged: the bans stay in force in memory.
+    fn save_bans(&self, bans: &Bans) {
+        let list: Vec<serde_json::Value> = bans
+            .list(self.now())
+            .into_iter()
+            .map(|ban| {
+                serde_json::json!({
+                    "target": ban.target.to_string(),
+                    "until_ms": ban.until,
+                    "reason": ban.reason,
+                    "created_ms": ban.created,
+                })
+            })
+            .collect();
+        let text = serde_json::Value::Array(list).to_string();
+        let temporary = self.bans_file.with_extension("json.tmp");
+        let written = std::fs::write(&temporary, text)
+            .and_then(|()| std::fs::rename(&temporary, &self.bans_file));
+        if let Err(e) = written {
+            tracing::error!(file = %self.bans_file.display(), error = %e, "bans not saved; they hold until the node stops");
+        }
     }
 
     /// The bans in force.
@@ -231,6 +267,49 @@ impl Access {
     pub(crate) fn now_ms(&self) -> u64 {
         self.now()
     }
+}
+
+/// The file in the data folder that keeps bans across restarts.
+const BANS_FILE: &str = "bans.json";
+
+/// The unexpired bans saved in `path`; a missing file is no bans, and a bad entry (or file)
+/// is skipped with an error logged, never a failed start.
+fn load_bans(path: &Path, now: u64) -> Vec<Ban> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "saved bans not read");
+            return Vec::new();
+        }
+    };
+    let entries: Vec<serde_json::Value> = match serde_json::from_str(&text) {
+        Ok(entries) => entries,
+        Err(e) => {
+            tracing::error!(file = %path.display(), error = %e, "saved bans are not a JSON list; ignored");
+            return Vec::new();
+        }
+    };
+    let mut bans = Vec::new();
+    for entry in entries {
+        let target = entry["target"]
+            .as_str()
+            .and_then(|t| t.parse::<BanTarget>().ok());
+        let Some(target) = target else {
+            tracing::error!(file = %path.display(), %entry, "a saved ban without a valid target; skipped");
+            continue;
+        };
+        let ban = Ban {
+            target,
+            until: entry["until_ms"].as_u64(),
+            reason: entry["reason"].as_str().unwrap_or_default().to_owned(),
+            created: entry["created_ms"].as_u64().unwrap_or(now),
+        };
+        if ban.is_active(now) {
+            bans.push(ban);
+        }
+    }
+    bans
 }
 
 fn build_chain(password_file: Option<&Path>) -> Result<Chain, String> {

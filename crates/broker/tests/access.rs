@@ -851,6 +851,30 @@ async fn a_ban_disconnects_clients_already_connected() {
 }
 
 #[tokio::test]
+async fn bans_survive_a_restart_and_expired_ones_do_not_come_back() {
+    let node = TestNode::start().await;
+    ban(&node, r#"{"target":"client:kept","reason":"stays"}"#).await;
+    ban(&node, r#"{"target":"client:brief","seconds":1}"#).await;
+    ban(&node, r#"{"target":"client:lifted"}"#).await;
+    let (status, _) = admin(&node, "DELETE", "/bans/client:lifted", None, None).await;
+    assert_eq!(status, 204);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let node = node.restart().await;
+    let (_c, ack) = Raw::connect(node.addr(), V5, "kept", |_| {}).await;
+    assert_eq!(
+        ack.reason_code,
+        ConnectReasonCode::Banned,
+        "a ban outlives the restart"
+    );
+    for free in ["brief", "lifted"] {
+        let (_c, ack) = Raw::connect(node.addr(), V5, free, |_| {}).await;
+        assert_eq!(ack.reason_code, ConnectReasonCode::Success, "{free}");
+    }
+    let (_, body) = admin(&node, "GET", "/bans", None, None).await;
+    assert!(body.contains("\"reason\":\"stays\""), "{body}");
+}
+
+#[tokio::test]
 async fn an_address_ban_closes_the_connection_before_connack() {
     let node = TestNode::start().await;
     ban(&node, r#"{"target":"addr:127.0.0.2"}"#).await;
