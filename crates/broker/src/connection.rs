@@ -108,22 +108,51 @@ where
     W: AsyncWrite + Unpin + Send,
 {
     async fn run(&mut self) {
+        // The CONNECT phase and the close are boxed: their futures are large and short-lived,
+        // and an idle connection's task should hold only the serving loop's state.
+        let Some((slot, version, kick, detached)) = Box::pin(self.open()).await else {
+            return;
+        };
+        let reason = self.serve_session(&slot, version, kick).await;
+        Box::pin(self.finish(&slot, reason)).await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        self.broker
+            .stats
+            .connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        let _ = detached.send(());
+    }
+
+    /// CONNECT: reads and checks it, authenticates, authorizes, takes the session and
+    /// attaches; `None` when the connection was refused or closed.
+    #[allow(clippy::type_complexity)]
+    async fn open(
+        &mut self,
+    ) -> Option<(
+        Arc<SessionSlot>,
+        ProtocolVersion,
+        oneshot::Receiver<DisconnectReasonCode>,
+        oneshot::Sender<()>,
+    )> {
         let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.read_connect()).await {
             Ok(Ok(connect)) => connect,
-            Ok(Err(refused)) => return self.refuse(refused).await,
+            Ok(Err(refused)) => {
+                self.refuse(refused).await;
+                return None;
+            }
             Err(_) => {
                 tracing::debug!("no CONNECT in time");
                 metrics::counter!(m::CONNECTS, "result" => "timeout").increment(1);
-                return;
+                return None;
             }
         };
         let version = connect.protocol;
         let (client_id, assigned) = match check_connect(&self.broker, &connect) {
             Ok(ok) => ok,
             Err((code, why)) => {
-                return self
-                    .refuse(Refused::ConnAck(version, code, Some(why.to_string())))
+                self.refuse(Refused::ConnAck(version, code, Some(why.to_string())))
                     .await;
+                return None;
             }
         };
         tracing::Span::current().record("client_id", client_id.as_str());
@@ -137,38 +166,45 @@ where
         if let Some(why) = banned {
             metrics::counter!(m::AUTH_FAILURES, "reason" => "banned").increment(1);
             tracing::info!(%why, "CONNECT refused");
-            return self
-                .refuse(Refused::ConnAck(
-                    version,
-                    ConnectReasonCode::Banned,
-                    Some(why),
-                ))
-                .await;
+            self.refuse(Refused::ConnAck(
+                version,
+                ConnectReasonCode::Banned,
+                Some(why),
+            ))
+            .await;
+            return None;
         }
         let authentication =
             match tokio::time::timeout(CONNECT_TIMEOUT, self.authenticate(&connect, &client_id))
                 .await
             {
                 Ok(Ok(authentication)) => authentication,
-                Ok(Err(refused)) => return self.refuse(refused).await,
-                Err(_) => return self.refuse(Refused::Close).await,
+                Ok(Err(refused)) => {
+                    self.refuse(refused).await;
+                    return None;
+                }
+                Err(_) => {
+                    self.refuse(Refused::Close).await;
+                    return None;
+                }
             };
         let username = match self
             .check_credentials(&connect, &client_id, authentication.as_ref())
             .await
         {
             Ok(username) => username,
-            Err(refused) => return self.refuse(refused).await,
+            Err(refused) => {
+                self.refuse(refused).await;
+                return None;
+            }
         };
         self.username.clone_from(&username);
         if let Some(refused) = self.authorize(&connect, &client_id, username) {
-            return self.refuse(refused).await;
+            self.refuse(refused).await;
+            return None;
         }
-        let Some((slot, kick, detached, present)) =
-            self.take_session(&connect, client_id.clone()).await
-        else {
-            return;
-        };
+        let (slot, kick, detached, present) =
+            self.take_session(&connect, client_id.clone()).await?;
         let now = self.broker.now();
         {
             let mut session = slot.lock();
@@ -190,17 +226,8 @@ where
             keep_alive = connect.keep_alive,
             "connected"
         );
-        // The CONNECT's frame shares the first read buffer: let both go before serving.
-        drop(connect);
-        drop(client_id);
-        let reason = self.serve_session(&slot, version, kick).await;
-        self.finish(&slot, reason).await;
-        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
-        self.broker
-            .stats
-            .connected
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = detached.send(());
+        // The CONNECT's frame shares the first read buffer: it goes with this future.
+        Some((slot, version, kick, detached))
     }
 
     /// Runs the authenticator chain; returns the client's username from now on, or the
@@ -551,7 +578,7 @@ where
             let paused = self.throttle.as_ref().and_then(|t| t.paused_until);
             let resume = async move {
                 match paused {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                    Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
                     None => std::future::pending().await,
                 }
             };
@@ -757,7 +784,7 @@ where
             needs_flush |= broker.persist(&slot.client_id, &mut session);
         }
         if needs_flush {
-            flush_store(&self.broker).await;
+            Box::pin(flush_store(&self.broker)).await;
         }
         let now = broker.now();
         let mut session = slot.lock();
@@ -931,7 +958,7 @@ where
         // A QoS 2 message must be known as sent, with its identifier, before it leaves:
         // after a crash it is resent with that identifier and the client drops the copy.
         if wrote && qos2_sent {
-            flush_store(&self.broker).await;
+            Box::pin(flush_store(&self.broker)).await;
         }
         deadline
     }
