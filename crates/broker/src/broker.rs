@@ -119,7 +119,7 @@ impl Broker {
                     write(&self.index).insert(slot.id, &sub.filter, sub.options, sub.identifier);
             }
             let will = if crashed {
-                session.record().will.clone()
+                session.record().will.as_deref().cloned()
             } else {
                 None
             };
@@ -499,7 +499,7 @@ impl Broker {
             .collect();
         for slot in expired {
             // The Will is due at the latest when the session ends (§3.1.3.2.2).
-            let will = slot.lock().record().will.clone();
+            let will = slot.lock().record().will.as_deref().cloned();
             if let Some(will) = will {
                 slot.cancel_will();
                 self.publish_will(will);

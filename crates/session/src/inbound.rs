@@ -55,7 +55,7 @@ impl Session {
                 Ok(())
             }
             Packet::PingReq => {
-                self.control.push_back(Packet::PingResp);
+                crate::session::push(&mut self.control, Packet::PingResp);
                 Ok(())
             }
             Packet::Disconnect(disconnect) => self.handle_disconnect(&disconnect),
@@ -65,7 +65,7 @@ impl Session {
                     .as_ref()
                     .is_some_and(|l| l.authentication_method.is_some())
                 {
-                    self.events.push_back(Event::Auth(auth));
+                    crate::session::push(&mut self.events, Event::Auth(auth));
                     Ok(())
                 } else {
                     Err((
@@ -137,7 +137,7 @@ impl Session {
             if qos == QoS::ExactlyOnce && self.record.incoming_qos2.contains(&id) {
                 // Received before and acknowledged with PUBREC: not delivered again
                 // [MQTT-4.3.3-10]; the PUBREC may have been lost.
-                self.control.push_back(Packet::PubRec(PubAck::new(id)));
+                crate::session::push(&mut self.control, Packet::PubRec(PubAck::new(id)));
                 return Ok(());
             }
             if link.unacked.len() >= usize::from(config.receive_maximum.get()) {
@@ -153,10 +153,13 @@ impl Session {
             if let Some(id) = packet_id {
                 let mut ack = PubAck::new(id);
                 ack.reason_code = PubAckReasonCode::PayloadFormatInvalid;
-                self.control.push_back(match qos {
-                    QoS::ExactlyOnce => Packet::PubRec(ack),
-                    _ => Packet::PubAck(ack),
-                });
+                crate::session::push(
+                    &mut self.control,
+                    match qos {
+                        QoS::ExactlyOnce => Packet::PubRec(ack),
+                        _ => Packet::PubAck(ack),
+                    },
+                );
             }
             return Ok(());
         }
@@ -182,10 +185,13 @@ impl Session {
             expires_at,
             received_at: now,
         };
-        self.events.push_back(Event::Publish {
-            message: Arc::new(message),
-            packet_id,
-        });
+        crate::session::push(
+            &mut self.events,
+            Event::Publish {
+                message: Arc::new(message),
+                packet_id,
+            },
+        );
         Ok(())
     }
 
@@ -203,7 +209,7 @@ impl Session {
         } else {
             comp.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
         }
-        self.control.push_back(Packet::PubComp(comp));
+        crate::session::push(&mut self.control, Packet::PubComp(comp));
     }
 
     fn handle_subscribe(&mut self, subscribe: Subscribe) -> Result<(), Violation> {
@@ -246,10 +252,13 @@ impl Session {
         let asked = requests.iter().map(|r| r.as_ref().ok().cloned()).collect();
         self.pending_subscribes
             .insert(subscribe.packet_id, requests);
-        self.events.push_back(Event::Subscribe {
-            packet_id: subscribe.packet_id,
-            requests: asked,
-        });
+        crate::session::push(
+            &mut self.events,
+            Event::Subscribe {
+                packet_id: subscribe.packet_id,
+                requests: asked,
+            },
+        );
         Ok(())
     }
 
@@ -303,11 +312,14 @@ impl Session {
     }
 
     fn send_suback(&mut self, packet_id: PacketId, reason_codes: Vec<SubAckReasonCode>) {
-        self.control.push_back(Packet::SubAck(SubAck {
-            packet_id,
-            properties: AckProperties::default(),
-            reason_codes,
-        }));
+        crate::session::push(
+            &mut self.control,
+            Packet::SubAck(SubAck {
+                packet_id,
+                properties: AckProperties::default(),
+                reason_codes,
+            }),
+        );
     }
 
     fn handle_unsubscribe(&mut self, unsubscribe: Unsubscribe) {
@@ -335,11 +347,14 @@ impl Session {
             self.events
                 .push_back(Event::Unsubscribed { filters: removed });
         }
-        self.control.push_back(Packet::UnsubAck(UnsubAck {
-            packet_id: unsubscribe.packet_id,
-            properties: AckProperties::default(),
-            reason_codes,
-        }));
+        crate::session::push(
+            &mut self.control,
+            Packet::UnsubAck(UnsubAck {
+                packet_id: unsubscribe.packet_id,
+                properties: AckProperties::default(),
+                reason_codes,
+            }),
+        );
     }
 
     fn handle_disconnect(&mut self, disconnect: &shoal_codec::Disconnect) -> Result<(), Violation> {
@@ -364,7 +379,7 @@ impl Session {
             by: ClosedBy::Client,
         };
         self.closing = Some(close);
-        self.events.push_back(Event::Close(close));
+        crate::session::push(&mut self.events, Event::Close(close));
         Ok(())
     }
 

@@ -249,15 +249,15 @@ impl Session {
                     outbound.state = state;
                 }
                 self.queue_changed(QoS::ExactlyOnce, Change::State { seq, state });
-                self.control.push_back(Packet::PubRel(PubRel::new(id)));
+                crate::session::push(&mut self.control, Packet::PubRel(PubRel::new(id)));
             }
             Some((_, QoS::ExactlyOnce, OutboundState::Released(_))) => {
-                self.control.push_back(Packet::PubRel(PubRel::new(id)));
+                crate::session::push(&mut self.control, Packet::PubRel(PubRel::new(id)));
             }
             _ => {
                 let mut rel = PubRel::new(id);
                 rel.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
-                self.control.push_back(Packet::PubRel(rel));
+                crate::session::push(&mut self.control, Packet::PubRel(rel));
             }
         }
     }
@@ -282,13 +282,13 @@ impl Session {
         let mut ack = PubAck::new(packet_id);
         ack.reason_code = reason;
         match qos {
-            QoS::AtLeastOnce => self.control.push_back(Packet::PubAck(ack)),
+            QoS::AtLeastOnce => crate::session::push(&mut self.control, Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
                 if reason.is_error() {
                     self.record.incoming_qos2.retain(|&id| id != packet_id);
                     self.record_changed();
                 }
-                self.control.push_back(Packet::PubRec(ack));
+                crate::session::push(&mut self.control, Packet::PubRec(ack));
             }
             QoS::AtMostOnce => {}
         }

@@ -45,7 +45,7 @@ pub struct SessionRecord {
     /// The subscriptions.
     pub subscriptions: Vec<SubscriptionRecord>,
     /// The Will, while the client is connected or its delay runs.
-    pub will: Option<WillRecord>,
+    pub will: Option<Box<WillRecord>>,
     /// When the last connection closed; `None` while a client is connected.
     pub disconnected_at: Option<Timestamp>,
     /// QoS 2 messages received from the client and acknowledged with PUBREC, whose PUBREL

@@ -223,7 +223,7 @@ impl Session {
         self.record.will = connect.will.as_ref().map(|will| {
             // Detached: the CONNECT's read buffer must not live as long as the session.
             let properties = &will.properties;
-            WillRecord {
+            Box::new(WillRecord {
                 message: Message {
                     topic: will.topic.clone(),
                     payload: will.payload.clone(),
@@ -244,7 +244,7 @@ impl Session {
                     received_at: now,
                 },
                 delay: properties.will_delay_interval.unwrap_or(0),
-            }
+            })
         });
         if let Some(will) = &mut self.record.will {
             will.message = will.message.detached();
@@ -278,7 +278,7 @@ impl Session {
             connack.properties =
                 self.connack_properties(requested_expiry, expiry, connect, options);
         }
-        self.control.push_back(Packet::ConnAck(Box::new(connack)));
+        push(&mut self.control, Packet::ConnAck(Box::new(connack)));
         // Resend in order what the previous connection left in flight.
         let resend: Vec<Packet> = self
             .inflight
@@ -350,7 +350,12 @@ impl Session {
         self.pending_subscribes.clear();
         self.record.disconnected_at = Some(now);
         self.closing = Some(reason);
-        let will = self.record.will.take().filter(|_| reason.publish_will);
+        let will = self
+            .record
+            .will
+            .take()
+            .filter(|_| reason.publish_will)
+            .map(|will| *will);
         self.record_changed();
         will
     }
@@ -376,7 +381,7 @@ impl Session {
             let mut disconnect = Disconnect::new(reason);
             disconnect.properties.reason_string =
                 explanation.and_then(|text| MqttString::try_from(text).ok());
-            self.control.push_back(Packet::Disconnect(disconnect));
+            push(&mut self.control, Packet::Disconnect(disconnect));
         }
         let close = CloseReason {
             reason,
@@ -384,7 +389,7 @@ impl Session {
             by: ClosedBy::Server,
         };
         self.closing = Some(close);
-        self.events.push_back(Event::Close(close));
+        push(&mut self.events, Event::Close(close));
     }
 
     /// When `handle_timeout` must next be called.
@@ -431,13 +436,13 @@ impl Session {
     /// Queues an AUTH packet of the broker's authentication hook (re-authentication).
     pub fn send_auth(&mut self, auth: shoal_codec::Auth) {
         if self.link.is_some() && self.closing.is_none() {
-            self.control.push_back(Packet::Auth(auth));
+            push(&mut self.control, Packet::Auth(auth));
         }
     }
 
     /// Replaces the Will (the broker clears it when it publishes or cancels it).
     pub fn set_will(&mut self, will: Option<WillRecord>) {
-        self.record.will = will;
+        self.record.will = will.map(Box::new);
         self.record_changed();
     }
 
@@ -451,14 +456,24 @@ impl Session {
             // A session that stops being persistent leaves the store.
             self.stored = false;
             self.changes.clear();
-            self.changes.push_back(Change::Discarded);
+            push(&mut self.changes, Change::Discarded);
         }
     }
 
     /// Records a change to the queue, for persistent sessions and QoS 1/2 messages.
     pub(crate) fn queue_changed(&mut self, qos: QoS, change: Change) {
         if self.stored && qos != QoS::AtMostOnce {
-            self.changes.push_back(change);
+            push(&mut self.changes, change);
         }
     }
+}
+
+/// Appends to one of the session's output queues. An empty queue first gets room for one
+/// element only (the standard growth would make it four): an idle connection's session
+/// then holds one CONNACK-sized slot, not four, and a busy one grows as usual.
+pub(crate) fn push<T>(queue: &mut VecDeque<T>, value: T) {
+    if queue.capacity() == 0 {
+        queue.reserve_exact(1);
+    }
+    queue.push_back(value);
 }

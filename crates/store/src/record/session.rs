@@ -108,7 +108,7 @@ pub(crate) fn decode_session(buf: BytesMut) -> Result<SessionRecord, DecodeRecor
     let will = if flags & WILL != 0 {
         let delay = r.u32()?;
         let message = decode_message(&mut r)?;
-        Some(WillRecord { message, delay })
+        Some(Box::new(WillRecord { message, delay }))
     } else {
         None
     };
@@ -221,7 +221,7 @@ mod tests {
                 subscriptions: subs.into_iter().map(|(filter, options, id)| SubscriptionRecord {
                     filter, options, identifier: NonZeroU32::new(id),
                 }).collect(),
-                will: will.map(|(message, delay)| WillRecord { message, delay }),
+                will: will.map(|(message, delay)| Box::new(WillRecord { message, delay })),
                 disconnected_at: disconnected_at.map(Timestamp),
                 incoming_qos2: qos2.into_iter().filter_map(PacketId::new).collect(),
             }

@@ -71,10 +71,10 @@ pub fn session(client: &str, interval: u32, disconnected_at: Option<u64>) -> Ses
             options: SubscriptionOptions::with_qos(QoS::ExactlyOnce),
             identifier: NonZeroU32::new(7),
         }],
-        will: Some(WillRecord {
+        will: Some(Box::new(WillRecord {
             message: message("will/topic", b"gone", None),
             delay: 5,
-        }),
+        })),
         disconnected_at: disconnected_at.map(Timestamp),
         incoming_qos2: vec![pid(3), pid(4)],
     }
