@@ -39,8 +39,6 @@ pub struct Broker {
     /// Rotates the choice of member in shared subscription groups.
     shared_cursor: AtomicUsize,
     pub(crate) stats: Stats,
-    /// The per-message counters.
-    pub(crate) hot: m::Hot,
     /// Becomes true when the node shuts down.
     pub(crate) shutdown: watch::Sender<bool>,
     /// Authentication, ACL, bans.
@@ -90,7 +88,6 @@ impl Broker {
             next_id: AtomicU64::new(1),
             shared_cursor: AtomicUsize::new(0),
             stats: Stats::default(),
-            hot: m::Hot::register(),
             shutdown,
         });
         broker.restore()?;
@@ -374,6 +371,16 @@ impl Broker {
         }
     }
 
+    /// Asks every attached connection to end with `reason`.
+    pub(crate) fn kick_all(&self, reason: shoal_codec::DisconnectReasonCode) {
+        let slots: Vec<Arc<SessionSlot>> = lock(&self.sessions).values().cloned().collect();
+        for slot in slots {
+            if slot.connected_as().is_some() {
+                slot.kick(reason);
+            }
+        }
+    }
+
     /// Ends the connections a new ban covers (DISCONNECT 0x98, administrative action).
     pub(crate) fn kick_banned(&self, ban: &shoal_access::ban::Ban) {
         let mut only = shoal_access::ban::Bans::new();
@@ -388,7 +395,7 @@ impl Broker {
                 .check(now, &slot.client_id, username.as_deref(), addr)
                 .is_some()
             {
-                slot.kick();
+                slot.kick(shoal_codec::DisconnectReasonCode::AdministrativeAction);
             }
         }
     }

@@ -343,6 +343,10 @@ where
         let username = self.acl.as_ref().map(|conn| conn.username.clone());
         slot.set_acl_username(username);
         slot.set_connected_as(Some((self.username.clone(), self.peer.addr.ip())));
+        // Connected while the node began to shut down: the sweep may have missed us.
+        if *self.broker.shutdown.borrow() {
+            slot.kick(DisconnectReasonCode::ServerShuttingDown);
+        }
         match self.acl() {
             None => slot.filter_with(None),
             Some(acl) => {
@@ -558,7 +562,6 @@ where
     ) -> CloseReason {
         let broker = Arc::clone(&self.broker);
         let mut recipients = Recipients::new();
-        let mut shutdown = broker.shutdown.subscribe();
         // One timer for the connection, moved when the keep-alive deadline moves.
         let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep_until(far());
@@ -588,14 +591,10 @@ where
                     let reason = reason.unwrap_or(DisconnectReasonCode::SessionTakenOver);
                     slot.lock().close(reason, reason == DisconnectReasonCode::SessionTakenOver);
                 }
-                _ = shutdown.changed() => {
-                    slot.lock().close(DisconnectReasonCode::ServerShuttingDown, false);
-                }
                 read = self.reader.read_buf(&mut self.rbuf), if paused.is_none() => match read {
                     Ok(0) | Err(_) => network_gone = true,
                     Ok(n) => {
                         Stats::add(&broker.stats.bytes_received, n as u64);
-                        broker.hot.bytes_received.increment(n as u64);
                         self.adapt_read(n, room);
                         self.handle_throttled(slot, n);
                     }
@@ -611,16 +610,21 @@ where
                     Ok(0) | Err(_) => network_gone = true,
                     Ok(n) => {
                         Stats::add(&broker.stats.bytes_sent, n as u64);
-                        broker.hot.bytes_sent.increment(n as u64);
                         if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_BUFFER {
                             self.wbuf = BytesMut::new();
                         }
                     }
                 },
                 () = slot.wake.notified() => {
-                    if slot.take_kick() {
-                        tracing::info!("banned while connected: disconnecting");
-                        slot.lock().close(DisconnectReasonCode::AdministrativeAction, true);
+                    // The node shutting down, or a ban: both arrive as a kick, so the loop
+                    // has no per-turn wait on a channel shared by every connection.
+                    if let Some(reason) = slot.take_kick() {
+                        let shutting_down = reason == DisconnectReasonCode::ServerShuttingDown;
+                        if !shutting_down {
+                            tracing::info!(%reason, "disconnected by the server");
+                        }
+                        // Wills are not published on a graceful shutdown.
+                        slot.lock().close(reason, !shutting_down);
                     }
                 }
                 () = &mut timer, if armed.is_some() => {
@@ -695,8 +699,7 @@ where
                 Ok(Some(packet)) => {
                     if let Packet::Publish(p) = &packet {
                         published += 1;
-                        Stats::add(&self.broker.stats.messages_received, 1);
-                        self.broker.hot.received[p.qos() as usize].increment(1);
+                        Stats::add(&self.broker.stats.messages_received[p.qos() as usize], 1);
                     }
                     session.handle_packet(now, packet);
                     if session.closing().is_some() {
@@ -942,8 +945,7 @@ where
                 };
                 if let Packet::Publish(p) = &packet {
                     qos2_sent |= p.qos() == QoS::ExactlyOnce;
-                    Stats::add(&broker.stats.messages_sent, 1);
-                    broker.hot.sent[p.qos() as usize].increment(1);
+                    Stats::add(&broker.stats.messages_sent[p.qos() as usize], 1);
                 }
                 if let Err(e) = packet.encode(version, &mut self.wbuf) {
                     tracing::warn!(error = %e, "a packet could not be encoded; dropped");

@@ -49,27 +49,3 @@ pub const AUTH_FAILURES: &str = "shoal_auth_failures_total";
 pub const ACL_DENIED: &str = "shoal_acl_denied_total";
 /// Counter: client ids banned for flapping.
 pub const FLAPPING_BANS: &str = "shoal_flapping_bans_total";
-
-/// Handles of the counters touched for every message, registered once: looking a counter
-/// up by name and labels on every message costs more than the increment.
-#[derive(Debug, Clone)]
-pub(crate) struct Hot {
-    /// `MESSAGES_RECEIVED` by QoS 0, 1, 2.
-    pub(crate) received: [metrics::Counter; 3],
-    /// `MESSAGES_SENT` by QoS 0, 1, 2.
-    pub(crate) sent: [metrics::Counter; 3],
-    pub(crate) bytes_received: metrics::Counter,
-    pub(crate) bytes_sent: metrics::Counter,
-}
-
-impl Hot {
-    /// Registers the handles with the installed recorder (none: they count nothing).
-    pub(crate) fn register() -> Self {
-        Self {
-            received: ["0", "1", "2"].map(|q| metrics::counter!(MESSAGES_RECEIVED, "qos" => q)),
-            sent: ["0", "1", "2"].map(|q| metrics::counter!(MESSAGES_SENT, "qos" => q)),
-            bytes_received: metrics::counter!(BYTES_RECEIVED),
-            bytes_sent: metrics::counter!(BYTES_SENT),
-        }
-    }
-}

@@ -216,6 +216,8 @@ impl Node {
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
         let _ = self.broker.shutdown.send(true);
+        self.broker
+            .kick_all(shoal_codec::DisconnectReasonCode::ServerShuttingDown);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while crate::stats::Stats::get(&self.broker.stats.connected) > 0
             && tokio::time::Instant::now() < deadline

@@ -2,13 +2,13 @@
 //! serves it and the tasks that deliver messages to it.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use shoal_access::acl::ClientAcl;
-use shoal_codec::{DisconnectReasonCode, MqttString};
+use shoal_codec::{DisconnectReasonCode, MqttString, ReasonCode};
 use shoal_session::Session;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::oneshot;
 
 /// How a connection task is asked to let go of its session.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub(crate) struct SessionSlot {
     pub(crate) client_id: MqttString,
     session: Mutex<Session>,
     /// Wakes the connection task when the session has something to send.
-    pub(crate) wake: Notify,
+    pub(crate) wake: Wake,
     /// The connection attached now, if any.
     pub(crate) attachment: Mutex<Option<Attachment>>,
     /// Bumped whenever a Will is scheduled or cancelled for this session.
@@ -46,8 +46,9 @@ pub(crate) struct SessionSlot {
     /// The username and address of the connection attached now, for bans made while it is
     /// connected.
     connected_as: Mutex<Option<(Option<String>, IpAddr)>>,
-    /// Set (then the session woken) to end the attached connection: it was banned.
-    kick_pending: AtomicBool,
+    /// Set (then the session woken) to end the attached connection, with this DISCONNECT
+    /// reason (a ban, the node shutting down); 0 when none.
+    kick_reason: AtomicU8,
 }
 
 impl SessionSlot {
@@ -56,7 +57,7 @@ impl SessionSlot {
             id,
             client_id: session.client_id().clone(),
             session: Mutex::new(session),
-            wake: Notify::new(),
+            wake: Wake::default(),
             attachment: Mutex::new(None),
             will_generation: AtomicU64::new(0),
             queue_full_logged: AtomicBool::new(false),
@@ -64,13 +65,13 @@ impl SessionSlot {
             acl: Mutex::new(None),
             acl_username: Mutex::new(None),
             connected_as: Mutex::new(None),
-            kick_pending: AtomicBool::new(false),
+            kick_reason: AtomicU8::new(0),
         }
     }
 
     /// Records who is connected now (`None`: nobody).
     pub(crate) fn set_connected_as(&self, who: Option<(Option<String>, IpAddr)>) {
-        self.kick_pending.store(false, Ordering::Release);
+        self.kick_reason.store(0, Ordering::Release);
         *crate::broker::lock(&self.connected_as) = who;
     }
 
@@ -79,15 +80,18 @@ impl SessionSlot {
         crate::broker::lock(&self.connected_as).clone()
     }
 
-    /// Asks the attached connection to end (a ban).
-    pub(crate) fn kick(&self) {
-        self.kick_pending.store(true, Ordering::Release);
+    /// Asks the attached connection to end with `reason` (a ban, a shutdown).
+    pub(crate) fn kick(&self, reason: DisconnectReasonCode) {
+        self.kick_reason.store(reason.into(), Ordering::Release);
         self.wake.notify_one();
     }
 
-    /// Whether the attached connection was asked to end; clears the request.
-    pub(crate) fn take_kick(&self) -> bool {
-        self.kick_pending.load(Ordering::Acquire) && self.kick_pending.swap(false, Ordering::AcqRel)
+    /// Why the attached connection was asked to end, if it was; clears the request.
+    pub(crate) fn take_kick(&self) -> Option<DisconnectReasonCode> {
+        if self.kick_reason.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        DisconnectReasonCode::from_u8(self.kick_reason.swap(0, Ordering::AcqRel))
     }
 
     /// Records who the session's client was authorized as (`None`: no ACL applies).
@@ -130,5 +134,53 @@ impl SessionSlot {
     /// Cancels a pending Will (the client came back, or the Will was published).
     pub(crate) fn cancel_will(&self) -> u64 {
         self.will_generation.fetch_add(1, Ordering::SeqCst) + 1
+    }
+}
+
+/// A wake-up for one connection task, with a permit: `notify_one` before the task waits
+/// makes its next wait return at once (as `tokio::sync::Notify` does for one waiter). It is
+/// a flag and an `AtomicWaker`: waiting registers the task's waker without a lock, and a
+/// wait that ends or is dropped leaves nothing to clean up, which matters because the
+/// connection's `select!` creates a new wait on every turn.
+#[derive(Debug, Default)]
+pub(crate) struct Wake {
+    pending: AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+}
+
+impl Wake {
+    /// Wakes the task (now, or at its next wait).
+    pub(crate) fn notify_one(&self) {
+        self.pending.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Completes when `notify_one` has been called since the last wait completed.
+    pub(crate) fn notified(&self) -> Notified<'_> {
+        Notified(self)
+    }
+}
+
+/// The future of [`Wake::notified`].
+#[derive(Debug)]
+pub(crate) struct Notified<'a>(&'a Wake);
+
+impl Future for Notified<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let wake = self.0;
+        if wake.pending.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        wake.waker.register(cx.waker());
+        // A notification between the check and the registration found no waker to wake.
+        if wake.pending.swap(false, Ordering::AcqRel) {
+            return std::task::Poll::Ready(());
+        }
+        std::task::Poll::Pending
     }
 }

@@ -28,6 +28,7 @@ pub(crate) async fn run(broker: Arc<Broker>, interval: std::time::Duration) {
 /// Updates the sampled gauges.
 pub(crate) fn sample(broker: &Broker) -> crate::broker::Census {
     let census = broker.census();
+    broker.stats.export();
     metrics::gauge!(m::SESSIONS).set(census.sessions as f64);
     metrics::gauge!(m::SUBSCRIPTIONS).set(census.subscriptions as f64);
     metrics::gauge!(m::RETAINED_MESSAGES).set(census.retained as f64);
@@ -55,11 +56,11 @@ fn publish(broker: &Arc<Broker>, recipients: &mut Recipients<u64>) {
         ("$SYS/broker/clients/total", census.sessions.to_string()),
         (
             "$SYS/broker/messages/received",
-            Stats::get(&stats.messages_received).to_string(),
+            Stats::total(&stats.messages_received).to_string(),
         ),
         (
             "$SYS/broker/messages/sent",
-            Stats::get(&stats.messages_sent).to_string(),
+            Stats::total(&stats.messages_sent).to_string(),
         ),
         (
             "$SYS/broker/bytes/received",
