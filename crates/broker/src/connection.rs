@@ -41,14 +41,43 @@ const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How long the last packets (DISCONNECT) may take to leave.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// A connection's stream, split into halves that the driver reads and writes on its own.
+pub(crate) trait Halves: Send {
+    /// The read half.
+    type Read: AsyncRead + Unpin + Send;
+    /// The write half.
+    type Write: AsyncWrite + Unpin + Send;
+    /// Splits the stream.
+    fn halves(self) -> (Self::Read, Self::Write);
+}
+
+/// Plain TCP splits without a lock: each half holds the socket, and reads and writes need
+/// no coordination (tokio's generic `split` takes a lock on every read and write).
+impl Halves for tokio::net::TcpStream {
+    type Read = tokio::net::tcp::OwnedReadHalf;
+    type Write = tokio::net::tcp::OwnedWriteHalf;
+
+    fn halves(self) -> (Self::Read, Self::Write) {
+        self.into_split()
+    }
+}
+
+/// Every other transport (TLS, WebSocket, QUIC, PROXY) is one state machine that both
+/// halves share.
+impl<'a> Halves for Box<dyn crate::listener::Io + 'a> {
+    type Read = tokio::io::ReadHalf<Self>;
+    type Write = tokio::io::WriteHalf<Self>;
+
+    fn halves(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
+
 /// Serves one client connection until it ends.
-pub(crate) async fn serve<S>(broker: Arc<Broker>, stream: S, peer: Peer)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send,
-{
+pub(crate) async fn serve<S: Halves>(broker: Arc<Broker>, stream: S, peer: Peer) {
     let span = tracing::debug_span!("conn", peer = %peer.addr, listener = %peer.listener().name, client_id = tracing::field::Empty);
     async move {
-        let (reader, writer) = tokio::io::split(stream);
+        let (reader, writer) = stream.halves();
         let mut conn = Conn {
             broker,
             reader,

@@ -95,7 +95,8 @@ pub(super) async fn run(broker: Arc<Broker>, listener: Arc<Listener>, endpoint: 
                         admitted,
                     };
                     let connection = io.connection().clone();
-                    connection::serve(broker, Box::new(io), peer).await;
+                    let io: super::BoxedIo = Box::new(io);
+                    connection::serve(broker, io, peer).await;
                     // Let the last packets (DISCONNECT, a refusing CONNACK) arrive: the
                     // client closes once it has read them; dropping closes at once.
                     let _ = tokio::time::timeout(CLOSE_LINGER, connection.closed()).await;
