@@ -41,10 +41,66 @@ const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How long the last packets (DISCONNECT) may take to leave.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// The read half of a connection.
+pub(crate) trait Source: AsyncRead + Unpin + Send {
+    /// Whether the transport can wait for data without a buffer: then an idle connection
+    /// holds no read buffer at all.
+    const WAITS_WITHOUT_BUFFER: bool;
+
+    /// Reads into `buf`, first making room for `want` more bytes (once data is ready, when
+    /// the transport can tell); returns the bytes read and the room there was.
+    fn read_into<'a>(
+        &'a mut self,
+        buf: &'a mut BytesMut,
+        want: usize,
+    ) -> impl Future<Output = std::io::Result<(usize, usize)>> + Send + 'a;
+}
+
+/// Makes room for `want` more bytes; returns the room there is.
+fn make_room(buf: &mut BytesMut, want: usize) -> usize {
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    buf.capacity() - buf.len()
+}
+
+impl Source for tokio::net::tcp::OwnedReadHalf {
+    const WAITS_WITHOUT_BUFFER: bool = true;
+
+    async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> std::io::Result<(usize, usize)> {
+        loop {
+            self.readable().await?;
+            let room = make_room(buf, want);
+            match self.try_read_buf(buf) {
+                Ok(n) => return Ok((n, room)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Send> Source for tokio::io::ReadHalf<T> {
+    const WAITS_WITHOUT_BUFFER: bool = false;
+
+    async fn read_into(
+        &mut self,
+        buf: &mut BytesMut,
+        want: usize,
+    ) -> std::io::Result<(usize, usize)> {
+        let room = make_room(buf, want);
+        self.read_buf(buf).await.map(|n| (n, room))
+    }
+}
+
 /// A connection's stream, split into halves that the driver reads and writes on its own.
 pub(crate) trait Halves: Send {
     /// The read half.
-    type Read: AsyncRead + Unpin + Send;
+    type Read: Source;
     /// The write half.
     type Write: AsyncWrite + Unpin + Send;
     /// Splits the stream.
@@ -133,7 +189,7 @@ enum Refused {
 
 impl<R, W> Conn<R, W>
 where
-    R: AsyncRead + Unpin + Send,
+    R: Source,
     W: AsyncWrite + Unpin + Send,
 {
     async fn run(&mut self) {
@@ -606,7 +662,7 @@ where
                 armed = deadline;
             }
             let mut network_gone = false;
-            let room = self.reserve_read();
+            self.release_idle_buffer();
             let paused = self.throttle.as_ref().and_then(|t| t.paused_until);
             let resume = async move {
                 match paused {
@@ -620,9 +676,9 @@ where
                     let reason = reason.unwrap_or(DisconnectReasonCode::SessionTakenOver);
                     slot.lock().close(reason, reason == DisconnectReasonCode::SessionTakenOver);
                 }
-                read = self.reader.read_buf(&mut self.rbuf), if paused.is_none() => match read {
-                    Ok(0) | Err(_) => network_gone = true,
-                    Ok(n) => {
+                read = self.reader.read_into(&mut self.rbuf, self.read_size), if paused.is_none() => match read {
+                    Ok((0, _)) | Err(_) => network_gone = true,
+                    Ok((n, room)) => {
                         Stats::add(&broker.stats.bytes_received, n as u64);
                         self.adapt_read(n, room);
                         self.handle_throttled(slot, n);
@@ -680,14 +736,21 @@ where
 
     /// Makes room for the next read; returns how much there is.
     fn reserve_read(&mut self) -> usize {
-        if self.rbuf.is_empty() && self.rbuf.capacity() > 2 * self.read_size {
-            // A quiet connection gives back what a busy spell left it.
+        self.release_idle_buffer();
+        make_room(&mut self.rbuf, self.read_size)
+    }
+
+    /// Gives back an empty read buffer that the connection does not need while it waits:
+    /// what a busy spell left it, and, where the transport can wait without one, the whole
+    /// buffer of a connection reading little (an idle client holds none).
+    fn release_idle_buffer(&mut self) {
+        if !self.rbuf.is_empty() || self.rbuf.capacity() == 0 {
+            return;
+        }
+        let quiet = R::WAITS_WITHOUT_BUFFER && self.read_size == MIN_READ;
+        if quiet || self.rbuf.capacity() > 2 * self.read_size {
             self.rbuf = BytesMut::new();
         }
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size {
-            self.rbuf.reserve(self.read_size);
-        }
-        self.rbuf.capacity() - self.rbuf.len()
     }
 
     /// Grows the read size when a read filled its room, shrinks it when reads stay small.
