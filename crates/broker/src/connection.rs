@@ -376,6 +376,18 @@ where
         client_id: &MqttString,
         username: Option<String>,
     ) -> Option<Refused> {
+        let max_levels = self.broker.config.limits.max_topic_levels;
+        if let Some(will) = &connect.will
+            && will.topic.split('/').count() > max_levels
+        {
+            return Some(Refused::ConnAck(
+                connect.protocol,
+                ConnectReasonCode::TopicNameInvalid,
+                Some(format!(
+                    "the Will topic has more than {max_levels} levels (max_topic_levels)"
+                )),
+            ));
+        }
         let (generation, acl) = self
             .broker
             .access

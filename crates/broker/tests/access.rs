@@ -1135,6 +1135,11 @@ async fn max_topic_levels_refuses_deeper_topics_and_filters() {
     );
     // "#" and "a/b/c" both match: one copy (the highest QoS), of the allowed topic only.
     assert_eq!(drain_topics(&mut sub).await, ["a/b/c"]);
+    // A Will deeper than the limit could never be published: refused at CONNECT.
+    let (_c, ack) = Raw::connect(node.addr(), V5, "deep-will", will("a/b/c/d")).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::TopicNameInvalid);
+    let (_c, ack) = Raw::connect(node.addr(), V5, "fine-will", will("a/b/c")).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
 }
 
 #[tokio::test]
