@@ -354,6 +354,36 @@ async fn certificates_reload_without_dropping_connections() {
     );
 }
 
+#[tokio::test]
+async fn certificates_reload_when_their_files_change() {
+    let pki = Pki::new();
+    let node = node_with(vec![tls_listener("tls", "tls", &pki)], |_| {}).await;
+    let tls_addr = addr(&node, "tls");
+    let config = client_config(&pki.ca, None, &[]);
+    let first = tls_connect(tls_addr, Arc::clone(&config))
+        .await
+        .expect("TLS");
+    let before = first.get_ref().1.peer_certificates().expect("cert")[0].clone();
+    // Let the watcher make its first check (at start) before the files change.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    pki.replace_server("renewed by file");
+    // No SIGHUP, no reload call: the files are checked every 2 s.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(6);
+    loop {
+        let tls = tls_connect(tls_addr, Arc::clone(&config))
+            .await
+            .expect("TLS");
+        if tls.get_ref().1.peer_certificates().expect("cert")[0] != before {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the new certificate is not served 6 s after its files changed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// A WebSocket client handshake to `addr` at `path`, offering `protocol`.
 async fn ws_connect(
     addr: SocketAddr,
