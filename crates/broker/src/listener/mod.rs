@@ -248,10 +248,12 @@ async fn run_tcp(broker: Arc<Broker>, listener: Arc<Listener>, tcp: TcpListener)
                 return;
             };
             let started = std::time::Instant::now();
-            let handshake = tokio::time::timeout(
+            // Boxed: a TLS or WebSocket handshake's future is many kilobytes, and the task
+            // must not keep that size for the connection's whole life.
+            let handshake = Box::pin(tokio::time::timeout(
                 HANDSHAKE_TIMEOUT,
                 handshake(&broker, stream, addr, admitted),
-            );
+            ));
             let outcome = handshake.await;
             drop(permit);
             match outcome {

@@ -83,7 +83,8 @@ pub(super) async fn run(broker: Arc<Broker>, listener: Arc<Listener>, endpoint: 
                 let (send, recv) = connection.accept_bi().await.map_err(|e| e.to_string())?;
                 Ok::<_, String>((QuicIo::new(connection, send, recv), identity))
             };
-            let outcome = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await;
+            // Boxed, so the connection's task does not keep the handshake's size.
+            let outcome = Box::pin(tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)).await;
             drop(permit);
             match outcome {
                 Ok(Ok((io, identity))) => {
