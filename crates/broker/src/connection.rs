@@ -149,7 +149,7 @@ pub(crate) async fn serve<S: Halves>(broker: Arc<Broker>, stream: S, peer: Peer)
             acl: None,
         };
         conn.decoder = Decoder::new(conn.broker.config.session.maximum_packet_size);
-        conn.throttle = Throttle::new(&conn.broker.config.limits);
+        conn.throttle = Throttle::new(&conn.broker.config.limits).map(Box::new);
         conn.run().await;
     }
     .instrument(span)
@@ -168,9 +168,9 @@ struct Conn<R, W> {
     /// Who is connected, through which listener.
     peer: Peer,
     /// The client's ACL, once authenticated (`None`: the node has no ACL).
-    acl: Option<ConnAcl>,
+    acl: Option<Box<ConnAcl>>,
     /// The publish rate limit, when configured.
-    throttle: Option<Throttle>,
+    throttle: Option<Box<Throttle>>,
     /// The username the client was authenticated as.
     username: Option<String>,
     /// How much the next read asks for: grows while reads fill it, shrinks when they do
@@ -408,12 +408,12 @@ where
                 )),
             ));
         }
-        self.acl = Some(ConnAcl {
+        self.acl = Some(Box::new(ConnAcl {
             generation,
             acl,
             username,
             client_id: client_id.as_str().to_owned(),
-        });
+        }));
         None
     }
 
@@ -658,7 +658,8 @@ where
         mut kick: oneshot::Receiver<DisconnectReasonCode>,
     ) -> CloseReason {
         let broker = Arc::clone(&self.broker);
-        let mut recipients = Recipients::new();
+        // Made on the first PUBLISH: a client that only listens never needs it.
+        let mut recipients: Option<Box<Recipients<u64>>> = None;
         // One timer for the connection, moved when the keep-alive deadline moves.
         let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
         let timer = tokio::time::sleep_until(far());
@@ -827,7 +828,7 @@ where
         &mut self,
         slot: &Arc<SessionSlot>,
         version: ProtocolVersion,
-        recipients: &mut Recipients<u64>,
+        recipients: &mut Option<Box<Recipients<u64>>>,
     ) -> Result<usize, CloseReason> {
         let broker = Arc::clone(&self.broker);
         let events: Vec<Event> = {
@@ -858,6 +859,7 @@ where
                         }
                         continue;
                     }
+                    let recipients = recipients.get_or_insert_with(|| Box::new(Recipients::new()));
                     let dispatched = broker.dispatch(&message, Some(slot.id), recipients);
                     needs_flush |= dispatched.needs_flush;
                     woken += dispatched.recipients;

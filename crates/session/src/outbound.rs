@@ -1,6 +1,7 @@
 //! Messages to the client: delivery into the bounded queue, sending within the client's
 //! Receive Maximum, and the acknowledgements that complete QoS 1 and 2 flows (§4.3).
 
+use std::collections::VecDeque;
 use std::num::{NonZeroU16, NonZeroU32};
 use std::sync::Arc;
 
@@ -72,6 +73,11 @@ impl Session {
     /// messages larger than the client's Maximum Packet Size are dropped here and counted.
     pub fn poll_transmit(&mut self, now: Timestamp) -> Option<Packet> {
         if let Some(packet) = self.control.pop_front() {
+            if self.control.is_empty() && self.control.capacity() == 1 {
+                // A quiet session's queue held one packet at a time: give its slot back
+                // (a packet is some 230 bytes), a busy one keeps its larger queue.
+                self.control = VecDeque::new();
+            }
             return Some(packet);
         }
         if self.closing.is_some() {
