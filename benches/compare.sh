@@ -43,32 +43,9 @@ mkdir -p "$RESULTS"
 LT=target/release/shoal-loadtest
 cargo build --release -p shoal-loadtest >&2
 
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -x "$MOSQUITTO" ] || { echo "mosquitto is not installed (apt-get install mosquitto)" >&2; exit 1; }
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
-WORK=$(mktemp -d)
-BROKER_PID=""
-stop_broker() {
-    if [ -n "$BROKER_PID" ]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
-    fi
-}
-trap 'stop_broker; rm -rf "$WORK"' EXIT INT TERM
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "broker did not listen on port $1" >&2
-    return 1
-}
 
 # start_broker NAME PORT: starts the broker in the background and sets BROKER_PID.
 start_broker() {

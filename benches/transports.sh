@@ -29,19 +29,8 @@ mkdir -p "$RESULTS"
 cargo build --release -p shoal-broker -p shoal-loadtest >&2
 LT=target/release/shoal-loadtest
 SHOAL=target/release/shoal
-MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-[ -x "$MOSQUITTO" ] || { echo "mosquitto is not installed (apt-get install mosquitto)" >&2; exit 1; }
-
-WORK=$(mktemp -d)
-BROKER_PID=""
-stop_broker() {
-    if [ -n "$BROKER_PID" ]; then
-        kill "$BROKER_PID" 2>/dev/null || true
-        wait "$BROKER_PID" 2>/dev/null || true
-        BROKER_PID=""
-    fi
-}
-trap 'stop_broker; rm -rf "$WORK"' EXIT INT TERM
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 # One ECDSA P-256 CA and server certificate (localhost, 127.0.0.1) for both brokers.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \
@@ -53,20 +42,6 @@ openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key
     -CAcreateserial -days 7 -extfile "$WORK/san.ext" -out "$WORK/server.pem" 2>/dev/null
 # Mosquitto started as root drops to its own user: let it read the files.
 chmod 755 "$WORK" && chmod 644 "$WORK"/server.* "$WORK/ca.pem"
-
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-
-wait_port() {
-    for _ in $(seq 1 100); do
-        if (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null; then return 0; fi
-        sleep 0.1
-    done
-    echo "broker did not listen on port $1" >&2
-    for f in "$WORK"/*.log; do echo "$f:"; tail -n 5 "$f"; done >&2
-    return 1
-}
 
 # start_broker BROKER TRANSPORT PORT: sets BROKER_PID and URL (what to load).
 start_broker() {

@@ -224,19 +224,7 @@ impl Access {
     /// Writes the bans in force to the data folder (a temporary file renamed over the old
     /// one). A failure is logged: the bans stay in force in memory.
     fn save_bans(&self, bans: &Bans) {
-        let list: Vec<serde_json::Value> = bans
-            .list(self.now())
-            .into_iter()
-            .map(|ban| {
-                serde_json::json!({
-                    "target": ban.target.to_string(),
-                    "until_ms": ban.until,
-                    "reason": ban.reason,
-                    "created_ms": ban.created,
-                })
-            })
-            .collect();
-        let text = serde_json::Value::Array(list).to_string();
+        let text = bans_json(&bans.list(self.now()));
         let temporary = self.bans_file.with_extension("json.tmp");
         let written = std::fs::write(&temporary, text)
             .and_then(|()| std::fs::rename(&temporary, &self.bans_file));
@@ -267,6 +255,23 @@ impl Access {
     pub(crate) fn now_ms(&self) -> u64 {
         self.now()
     }
+}
+
+/// Bans as JSON, the shape `GET /bans` answers and `bans.json` keeps: a list of
+/// `{target, until_ms, reason, created_ms}`.
+pub(crate) fn bans_json(bans: &[Ban]) -> String {
+    let list: Vec<serde_json::Value> = bans
+        .iter()
+        .map(|ban| {
+            serde_json::json!({
+                "target": ban.target.to_string(),
+                "until_ms": ban.until,
+                "reason": ban.reason,
+                "created_ms": ban.created,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(list).to_string()
 }
 
 /// The file in the data folder that keeps bans across restarts.

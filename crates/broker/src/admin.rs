@@ -152,22 +152,7 @@ async fn bans(
     stream: &mut TcpStream,
 ) -> (&'static str, String) {
     match (method, path) {
-        ("GET", "/bans") => {
-            let list: Vec<serde_json::Value> = broker
-                .access
-                .bans()
-                .into_iter()
-                .map(|ban| {
-                    serde_json::json!({
-                        "target": ban.target.to_string(),
-                        "until_ms": ban.until,
-                        "reason": ban.reason,
-                        "created_ms": ban.created,
-                    })
-                })
-                .collect();
-            ("200 OK", serde_json::Value::Array(list).to_string())
-        }
+        ("GET", "/bans") => ("200 OK", crate::access::bans_json(&broker.access.bans())),
         ("POST", "/bans") => {
             let body = match read_body(request, head, stream).await {
                 Ok(body) => body,

@@ -205,26 +205,6 @@ async fn ban(node: &TestNode, json: &str) {
     assert_eq!(status, 201, "POST /bans {json}: {body}");
 }
 
-/// A `[[listeners]]` table of a plain TCP listener on a free loopback port.
-fn tcp_listener(name: &str) -> RawListener {
-    RawListener {
-        name: Some(name.into()),
-        kind: "tcp".into(),
-        bind: "127.0.0.1:0".parse().expect("address"),
-        cert: None,
-        key: None,
-        client_ca: None,
-        require_client_cert: None,
-        use_identity_as_username: None,
-        tls_min_version: None,
-        path: None,
-        proxy_protocol: None,
-        max_connections: None,
-        max_connection_rate: None,
-        allow_anonymous: None,
-    }
-}
-
 /// Runs `shoal passwd ARGS` with `stdin` as its input: (exit code, stdout, stderr).
 fn shoal_passwd(args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal"))
@@ -1240,7 +1220,7 @@ async fn max_connections_closes_connections_past_the_limit_at_once() {
     let node = TestNode::start_with(|raw| {
         raw.listeners = Some(vec![RawListener {
             max_connections: Some(2),
-            ..tcp_listener("limited")
+            ..listener("limited", "tcp")
         }]);
     })
     .await;
@@ -1274,7 +1254,7 @@ async fn anonymous_access_can_be_turned_off_on_one_listener() {
         raw.password_file = Some(passwd);
         raw.listeners = Some(vec![RawListener {
             allow_anonymous: Some(false),
-            ..tcp_listener("members")
+            ..listener("members", "tcp")
         }]);
     })
     .await;
@@ -1292,7 +1272,7 @@ async fn max_connection_rate_delays_accepts_without_refusing_any() {
     let node = TestNode::start_with(|raw| {
         raw.listeners = Some(vec![RawListener {
             max_connection_rate: Some(5),
-            ..tcp_listener("paced")
+            ..listener("paced", "tcp")
         }]);
     })
     .await;

@@ -18,26 +18,6 @@ use shoal_codec::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A listener table with only its kind and a loopback address.
-fn listener(name: &str, kind: &str) -> RawListener {
-    RawListener {
-        name: Some(name.into()),
-        kind: kind.into(),
-        bind: "127.0.0.1:0".parse().expect("addr"),
-        cert: None,
-        key: None,
-        client_ca: None,
-        require_client_cert: None,
-        use_identity_as_username: None,
-        tls_min_version: None,
-        path: None,
-        proxy_protocol: None,
-        max_connections: None,
-        max_connection_rate: None,
-        allow_anonymous: None,
-    }
-}
-
 /// A TLS-based listener with the test PKI's server certificate.
 fn tls_listener(name: &str, kind: &str, pki: &Pki) -> RawListener {
     RawListener {

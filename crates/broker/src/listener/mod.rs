@@ -262,19 +262,17 @@ async fn run_tcp(broker: Arc<Broker>, listener: Arc<Listener>, tcp: TcpListener)
                         .record(started.elapsed().as_secs_f64());
                     connection::serve(broker, io, peer).await;
                 }
-                Ok(Err(e)) => {
-                    metrics::counter!(m::HANDSHAKES_FAILED, "listener" => name.clone())
-                        .increment(1);
-                    tracing::debug!(listener = %name, %addr, error = %e, "handshake failed");
-                }
-                Err(_) => {
-                    metrics::counter!(m::HANDSHAKES_FAILED, "listener" => name.clone())
-                        .increment(1);
-                    tracing::debug!(listener = %name, %addr, "handshake timed out");
-                }
+                Ok(Err(e)) => handshake_failed(&name, addr, &e),
+                Err(_) => handshake_failed(&name, addr, "timed out"),
             }
         });
     }
+}
+
+/// Counts and logs a handshake that did not complete.
+fn handshake_failed(listener: &str, addr: SocketAddr, why: &str) {
+    metrics::counter!(m::HANDSHAKES_FAILED, "listener" => listener.to_owned()).increment(1);
+    tracing::debug!(listener, %addr, why, "handshake failed");
 }
 
 /// Waits for a handshake slot; `None` if the wait is too long (the client has likely given

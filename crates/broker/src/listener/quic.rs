@@ -8,7 +8,9 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 use shoal_transport::QuicIo;
 
-use super::{HANDSHAKE_TIMEOUT, Listener, Peer, RateLimit, identity, queue_for_handshake};
+use super::{
+    HANDSHAKE_TIMEOUT, Listener, Peer, RateLimit, handshake_failed, identity, queue_for_handshake,
+};
 use crate::broker::Broker;
 use crate::config::ListenerKind;
 use crate::connection;
@@ -102,16 +104,8 @@ pub(super) async fn run(broker: Arc<Broker>, listener: Arc<Listener>, endpoint: 
                     // client closes once it has read them; dropping closes at once.
                     let _ = tokio::time::timeout(CLOSE_LINGER, connection.closed()).await;
                 }
-                Ok(Err(e)) => {
-                    metrics::counter!(m::HANDSHAKES_FAILED, "listener" => name.clone())
-                        .increment(1);
-                    tracing::debug!(listener = %name, %addr, error = %e, "QUIC handshake failed");
-                }
-                Err(_) => {
-                    metrics::counter!(m::HANDSHAKES_FAILED, "listener" => name.clone())
-                        .increment(1);
-                    tracing::debug!(listener = %name, %addr, "QUIC handshake timed out");
-                }
+                Ok(Err(e)) => handshake_failed(&name, addr, &e),
+                Err(_) => handshake_failed(&name, addr, "timed out"),
             }
         });
     }

@@ -72,6 +72,26 @@ pub async fn start_in(dir: &std::path::Path, tweak: impl FnOnce(&mut RawConfig))
     Node::start(config, None).await.expect("node starts")
 }
 
+/// A `[[listeners]]` table with only its name, kind and a free loopback address.
+pub fn listener(name: &str, kind: &str) -> shoal_broker::config::RawListener {
+    shoal_broker::config::RawListener {
+        name: Some(name.into()),
+        kind: kind.into(),
+        bind: "127.0.0.1:0".parse().expect("addr"),
+        cert: None,
+        key: None,
+        client_ca: None,
+        require_client_cert: None,
+        use_identity_as_username: None,
+        tls_min_version: None,
+        path: None,
+        proxy_protocol: None,
+        max_connections: None,
+        max_connection_rate: None,
+        allow_anonymous: None,
+    }
+}
+
 pub fn s(text: &str) -> MqttString {
     MqttString::try_from(text).expect("valid")
 }
