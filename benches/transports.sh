@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Transports compared with shoal-loadtest: TLS handshakes per second, resident memory per
-# idle TLS connection, and throughput over TCP, TLS, WebSocket, WSS and QUIC, for shoal and
+# idle TLS connection, throughput over TCP, TLS, WebSocket, WSS and QUIC, and the fleet
+# scenario over TLS, for shoal and
 # Mosquitto (Debian package; it has no QUIC), alternating brokers so that the machine's
 # drift hits both alike. Writes a markdown table (benches/transports.md).
 #
@@ -115,6 +116,12 @@ for transport in tcp tls ws wss quic; do
         run pairs "$broker" "$transport" pairs -c 50 -q 0 -s 64 -r max --inflight 64 -d "$DURATION"
     done
 done
+# The industrial fleet over TLS: 10,000 devices at 1 msg/s, QoS 1, four shared-group
+# backends, commands.
+for broker in shoal mosquitto; do
+    run fleet "$broker" tls fleet --devices 10000 --sites 100 --interval 1s -q 1 --backends 4 \
+        --command-rate 100 --ramp 5000 --workers 2 -d "$DURATION"
+done
 
 python3 - "$RESULTS" "$OUT" "$HANDSHAKES" "$IDLE" <<'PY'
 import json, os, platform, sys, datetime
@@ -168,6 +175,17 @@ for transport in ["tcp", "tls", "ws", "wss", "quic"]:
         cpu_msg = (r.get("broker_usage") or {}).get("cpu_us_per_msg")
         lines.append(f"| | {broker} | {transport} | {t['received_per_s']:,.0f} | {t['latency']['p99_us'] / 1000:.2f} ms | "
                      f"{'–' if cpu_msg is None else f'{cpu_msg:.2f}'} | {t['lost']} |")
+lines += ["", "| fleet over TLS: 10,000 devices, 1 msg/s, QoS 1 | broker | msgs/s received | p99 | broker CPU µs/msg | broker RSS | lost |",
+          "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+for broker in ["mosquitto", "shoal"]:
+    r, _ = load("fleet", broker, "tls")
+    if not r:
+        continue
+    t = r["total"]
+    u = r.get("broker_usage") or {}
+    cpu_msg = u.get("cpu_us_per_msg")
+    lines.append(f"| | {broker} | {t['received_per_s']:,.0f} | {t['latency']['p99_us'] / 1000:.2f} ms | "
+                 f"{'–' if cpu_msg is None else f'{cpu_msg:.2f}'} | {(u.get('rss_peak_bytes') or 0) / 1048576:.1f} MiB | {t['lost']} |")
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY
