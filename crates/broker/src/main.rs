@@ -34,22 +34,45 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("starting the runtime")?;
     runtime.block_on(async move {
+        // The handlers go in before the node starts: a SIGTERM that arrives while it starts,
+        // once clients may already be connected, must still stop it in order.
+        let signals = Signals::install()?;
         let node = Node::start(config, Some(prometheus)).await?;
-        serve_until_signal(&node).await?;
+        serve_until_signal(&node, signals).await?;
         node.shutdown().await;
         Ok(())
     })
 }
 
+/// The signals the node obeys.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
+        })
+    }
+}
+
 /// Runs until SIGTERM or SIGINT; reloads on SIGHUP.
-async fn serve_until_signal(node: &Node) -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
-    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+async fn serve_until_signal(node: &Node, signals: Signals) -> anyhow::Result<()> {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = signals;
     loop {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM"); return Ok(()); }
-            r = tokio::signal::ctrl_c() => { r.context("SIGINT handler")?; tracing::info!("SIGINT"); return Ok(()); }
+            _ = int.recv() => { tracing::info!("SIGINT"); return Ok(()); }
             _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); node.reload(); }
         }
     }
