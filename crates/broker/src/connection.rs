@@ -779,11 +779,13 @@ where
     /// packets past the allowance stay in the buffer, and reading pauses until the rate
     /// allows more.
     fn handle_throttled(&mut self, slot: &Arc<SessionSlot>, bytes: usize) {
+        // Without a rate (the usual case) no clock is read.
+        let Some(throttle) = &mut self.throttle else {
+            self.handle_input(slot, usize::MAX);
+            return;
+        };
         let now = tokio::time::Instant::now();
-        let allowance = self
-            .throttle
-            .as_mut()
-            .map_or(usize::MAX, |t| t.allowance(now));
+        let allowance = throttle.allowance(now);
         let published = self.handle_input(slot, allowance);
         if let Some(throttle) = &mut self.throttle {
             throttle.take(now, published, bytes);

@@ -1212,6 +1212,41 @@ async fn a_client_over_its_publish_rate_is_read_later_and_loses_nothing() {
     assert!(waited < Duration::from_secs(4), "read after {waited:?}");
 }
 
+#[tokio::test]
+async fn a_client_over_its_byte_rate_is_read_later_and_loses_nothing() {
+    let node = TestNode::start_with(|raw| raw.publish_bytes_rate = Some(2000)).await;
+    let (mut sub, _) = Raw::connect(node.addr(), V5, "sub", |_| {}).await;
+    sub.subscribe(1, &[("big", QoS::AtMostOnce), ("after", QoS::AtMostOnce)])
+        .await;
+    let (mut publisher, _) = Raw::connect(node.addr(), V5, "pub", |_| {}).await;
+    // About 4 KB at once, against 2,000 bytes a second (one second's worth in hand).
+    let mut burst = BytesMut::new();
+    for n in 0..8u8 {
+        Packet::Publish(Publish::new(s("big"), Bytes::from(vec![n; 500])))
+            .encode(V5, &mut burst)
+            .expect("encodes");
+    }
+    publisher.send_bytes(&burst).await;
+    let mut first = None;
+    for n in 0..8u8 {
+        let p = sub.next_publish().await;
+        assert_eq!(p.payload[0], n, "lost or reordered");
+        first.get_or_insert_with(Instant::now);
+    }
+    let first = first.expect("messages");
+    publisher
+        .publish("after", b"", QosPid::AtMostOnce, false)
+        .await;
+    let after = sub.next_publish().await;
+    assert_eq!(after.topic, "after");
+    let waited = first.elapsed();
+    assert!(
+        waited >= Duration::from_millis(700),
+        "read after {waited:?}"
+    );
+    assert!(waited < Duration::from_secs(4), "read after {waited:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Per-listener limits
 

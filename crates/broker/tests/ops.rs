@@ -1,5 +1,5 @@
 //! Operating the real `shoal` binary: its admin endpoints and metrics, its refusal of bad
-//! configuration, its help, and its orderly shutdown on SIGTERM.
+//! configuration, its help, its orderly shutdown on SIGTERM, and its reload on SIGHUP.
 
 mod common;
 
@@ -28,6 +28,11 @@ struct Shoal {
 
 impl Shoal {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// Starts the binary with these extra flags.
+    async fn start_with(args: &[&str]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mqtt: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -37,6 +42,7 @@ impl Shoal {
             .env("SHOAL_LOG", "warn")
             .arg("--data-dir")
             .arg(dir.path())
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("start shoal");
@@ -203,4 +209,54 @@ fn help_lists_every_key_with_its_default() {
         help.contains("SHOAL_LISTEN") && help.contains("Default 0.0.0.0:1883"),
         "{help}"
     );
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_acl_even_when_its_file_looks_unchanged() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let acl = files.path().join("acl");
+    std::fs::write(&acl, "deny all publish x\nallow all all #\n").expect("acl");
+    let written = std::fs::metadata(&acl)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    let mut shoal = Shoal::start_with(&["--acl-file", acl.to_str().expect("utf-8")]).await;
+    let (mut c, _) = Raw::connect(shoal.mqtt, ProtocolVersion::V5, "pub", |_| {}).await;
+    let publish_x = async |c: &mut Raw, id: u16| {
+        c.publish("x", b"", QosPid::AtLeastOnce(pid(id)), false)
+            .await;
+        match c.recv().await {
+            Some(Packet::PubAck(ack)) => ack.reason_code,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    };
+    assert_eq!(publish_x(&mut c, 1).await, PubAckReasonCode::NotAuthorized);
+    // New rules, with the old modification time: the file watch cannot see the change.
+    std::fs::write(&acl, "allow all all #\n").expect("acl");
+    std::fs::File::options()
+        .write(true)
+        .open(&acl)
+        .and_then(|f| f.set_modified(written))
+        .expect("set mtime");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        publish_x(&mut c, 2).await,
+        PubAckReasonCode::NotAuthorized,
+        "without SIGHUP the old rules stay"
+    );
+    // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
+    let rc = unsafe { libc::kill(shoal.child.id() as i32, libc::SIGHUP) };
+    assert_eq!(rc, 0);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut id = 3;
+    // Allowed now; nobody subscribes, hence 0x10 (no matching subscribers).
+    while publish_x(&mut c, id).await != PubAckReasonCode::NoMatchingSubscribers {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGHUP did not reload the ACL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        id += 1;
+    }
+    let _ = shoal.child.kill();
+    let _ = shoal.child.wait();
 }
