@@ -196,6 +196,66 @@ async fn mutual_tls_refuses_bad_certificates_and_takes_the_identity_as_username(
     }
 }
 
+#[tokio::test]
+async fn optional_client_certificates_and_the_san_identity() {
+    let pki = Pki::new();
+    let acl = pki.dir.path().join("acl");
+    std::fs::write(
+        &acl,
+        "allow user:device-1.fleet.example all san/#\nallow anonymous all open/#\n",
+    )
+    .expect("acl");
+    let optional = RawListener {
+        client_ca: Some(pki.ca.clone()),
+        require_client_cert: Some(false),
+        ..tls_listener("optional", "tls", &pki)
+    };
+    let san = RawListener {
+        client_ca: Some(pki.ca.clone()),
+        use_identity_as_username: Some("san".into()),
+        ..tls_listener("san", "tls", &pki)
+    };
+    let node = node_with(vec![optional, san], |raw| raw.acl_file = Some(acl)).await;
+    // Optional: no certificate is fine, a good one too; one from another CA is not.
+    let (mut anonymous, ack) = tls_mqtt(
+        addr(&node, "optional"),
+        client_config(&pki.ca, None, &[]),
+        "a",
+    )
+    .await
+    .expect("no certificate is accepted where it is optional");
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    let granted = anonymous
+        .subscribe(1, &[("open/#", QoS::AtLeastOnce)])
+        .await;
+    assert_eq!(
+        granted.reason_codes,
+        vec![SubAckReasonCode::granted(QoS::AtLeastOnce)]
+    );
+    let with_cert = client_config(&pki.ca, Some(&pki.client), &[]);
+    assert!(
+        tls_mqtt(addr(&node, "optional"), with_cert, "b")
+            .await
+            .is_some()
+    );
+    let foreign = client_config(&pki.ca, Some(&pki.wrong_ca), &[]);
+    assert!(
+        tls_mqtt(addr(&node, "optional"), foreign, "c")
+            .await
+            .is_none()
+    );
+    // The first DNS name of the certificate is the username.
+    let with_cert = client_config(&pki.ca, Some(&pki.client), &[]);
+    let (mut device, _) = tls_mqtt(addr(&node, "san"), with_cert, "d")
+        .await
+        .expect("connects");
+    let granted = device.subscribe(1, &[("san/#", QoS::AtLeastOnce)]).await;
+    assert_eq!(
+        granted.reason_codes,
+        vec![SubAckReasonCode::granted(QoS::AtLeastOnce)]
+    );
+}
+
 /// `openssl s_client` against `addr` with `args`: whether the handshake succeeded, and
 /// what it printed.
 async fn s_client(addr: SocketAddr, args: &[&str]) -> (bool, String) {
