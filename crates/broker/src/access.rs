@@ -77,7 +77,8 @@ impl Access {
         })
     }
 
-    fn now(&self) -> u64 {
+    /// The time now, in milliseconds since the epoch (the bans' terms).
+    pub(crate) fn now(&self) -> u64 {
         self.clock.now().as_millis()
     }
 
@@ -249,11 +250,6 @@ impl Access {
         if let Some(flapping) = &self.flapping {
             lock(flapping).purge(now);
         }
-    }
-
-    /// The time now, in the bans' terms.
-    pub(crate) fn now_ms(&self) -> u64 {
-        self.now()
     }
 }
 

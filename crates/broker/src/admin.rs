@@ -166,7 +166,7 @@ async fn bans(
                 Ok(target) => target,
                 Err(e) => return ("400 Bad Request", format!("bad target: {e}\n")),
             };
-            let now = broker.access.now_ms();
+            let now = broker.access.now();
             let ban = Ban {
                 target,
                 until: new

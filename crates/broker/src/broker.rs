@@ -360,8 +360,7 @@ impl Broker {
     /// The ACL changed: every session whose client's identity is known is judged again
     /// under the new rules (the others are at their next connection).
     pub(crate) fn reapply_acl(&self) {
-        let slots: Vec<Arc<SessionSlot>> = lock(&self.sessions).values().cloned().collect();
-        for slot in slots {
+        for slot in self.slots() {
             let Some(username) = slot.acl_username() else {
                 continue;
             };
@@ -371,10 +370,14 @@ impl Broker {
         }
     }
 
+    /// Every session, as a snapshot (the map's lock is not held while they are visited).
+    fn slots(&self) -> Vec<Arc<SessionSlot>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
     /// Asks every attached connection to end with `reason`.
     pub(crate) fn kick_all(&self, reason: shoal_codec::DisconnectReasonCode) {
-        let slots: Vec<Arc<SessionSlot>> = lock(&self.sessions).values().cloned().collect();
-        for slot in slots {
+        for slot in self.slots() {
             if slot.connected_as().is_some() {
                 slot.kick(reason);
             }
@@ -385,9 +388,8 @@ impl Broker {
     pub(crate) fn kick_banned(&self, ban: &shoal_access::ban::Ban) {
         let mut only = shoal_access::ban::Bans::new();
         only.add(ban.clone());
-        let now = self.access.now_ms();
-        let slots: Vec<Arc<SessionSlot>> = lock(&self.sessions).values().cloned().collect();
-        for slot in slots {
+        let now = self.access.now();
+        for slot in self.slots() {
             let Some((username, addr)) = slot.connected_as() else {
                 continue;
             };

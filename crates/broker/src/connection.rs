@@ -283,8 +283,8 @@ where
                 return None;
             }
         };
-        self.username.clone_from(&username);
-        if let Some(refused) = self.authorize(&connect, &client_id, username) {
+        self.username = username;
+        if let Some(refused) = self.authorize(&connect, &client_id) {
             self.refuse(refused).await;
             return None;
         }
@@ -370,12 +370,7 @@ where
     }
 
     /// Compiles the client's ACL and checks its Will; `Some` refuses the CONNECT.
-    fn authorize(
-        &mut self,
-        connect: &Connect,
-        client_id: &MqttString,
-        username: Option<String>,
-    ) -> Option<Refused> {
+    fn authorize(&mut self, connect: &Connect, client_id: &MqttString) -> Option<Refused> {
         let max_levels = self.broker.config.limits.max_topic_levels;
         if let Some(will) = &connect.will
             && will.topic.split('/').count() > max_levels
@@ -391,7 +386,7 @@ where
         let (generation, acl) = self
             .broker
             .access
-            .client_acl(username.as_deref(), client_id);
+            .client_acl(self.username.as_deref(), client_id);
         if acl.is_unrestricted() {
             return None;
         }
@@ -411,7 +406,6 @@ where
         self.acl = Some(Box::new(ConnAcl {
             generation,
             acl,
-            username,
             client_id: client_id.as_str().to_owned(),
         }));
         None
@@ -425,7 +419,7 @@ where
             let (generation, acl) = self
                 .broker
                 .access
-                .client_acl(conn.username.as_deref(), &conn.client_id);
+                .client_acl(self.username.as_deref(), &conn.client_id);
             conn.generation = generation;
             conn.acl = acl;
         }
@@ -437,7 +431,7 @@ where
     /// keeps from the client are dropped (they may have queued under older rules, or before
     /// a restart, when the session's identity was not known).
     fn filter_resumed(&mut self, slot: &SessionSlot, session: &mut shoal_session::Session) {
-        let username = self.acl.as_ref().map(|conn| conn.username.clone());
+        let username = self.acl.as_ref().map(|_| self.username.clone());
         slot.set_acl_username(username);
         slot.set_connected_as(Some((self.username.clone(), self.peer.addr.ip())));
         // Connected while the node began to shut down: the sweep may have missed us.
@@ -1216,11 +1210,10 @@ fn acl_filter(filter: &str) -> Option<&str> {
     }
 }
 
-/// A connection's compiled ACL, and what it was compiled for.
+/// A connection's compiled ACL, for its client id and `Conn::username`.
 struct ConnAcl {
     generation: u64,
     acl: ClientAcl,
-    username: Option<String>,
     client_id: String,
 }
 
