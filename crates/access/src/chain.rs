@@ -66,8 +66,15 @@ pub trait Authenticator: Send + Sync {
     /// Its name, for logs and metrics.
     fn name(&self) -> &'static str;
     /// Decides, or abstains. May be slow (a password hash): the broker calls the chain off
-    /// its network threads.
+    /// its network threads when `may_block` says so.
     fn authenticate(&self, credentials: &Credentials) -> Verdict;
+
+    /// Whether deciding on `credentials` may take long (a hash, a lookup). Authenticators
+    /// that only read the credentials say no, and the broker then decides on the spot.
+    fn may_block(&self, credentials: &Credentials) -> bool {
+        let _ = credentials;
+        true
+    }
 }
 
 /// The chain's decision, and who made it.
@@ -110,6 +117,12 @@ impl Chain {
         self.links.push(authenticator);
     }
 
+    /// Whether running the chain on `credentials` may take long (see
+    /// `Authenticator::may_block`).
+    pub fn may_block(&self, credentials: &Credentials) -> bool {
+        self.links.iter().any(|link| link.may_block(credentials))
+    }
+
     /// Runs the chain: the first Accept or Reject decides; if every link abstains, the
     /// anonymous policy: clients are let in (with the username they sent, unchecked, as
     /// Mosquitto does without a password file) when the listener allows anonymous access,
@@ -150,6 +163,10 @@ impl Authenticator for CertificateIdentity {
         "certificate"
     }
 
+    fn may_block(&self, _: &Credentials) -> bool {
+        false
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Verdict {
         if !credentials.identity_required {
             return Verdict::Abstain;
@@ -173,6 +190,10 @@ impl Authenticator for EnhancedOutcome {
         "enhanced"
     }
 
+    fn may_block(&self, _: &Credentials) -> bool {
+        false
+    }
+
     fn authenticate(&self, credentials: &Credentials) -> Verdict {
         match credentials.enhanced_method {
             Some(_) => Verdict::Accept {
@@ -191,6 +212,11 @@ struct PasswordCheck(Arc<PasswordFile>);
 impl Authenticator for PasswordCheck {
     fn name(&self) -> &'static str {
         "password_file"
+    }
+
+    /// Only a username is checked (a PBKDF2 hash, unless the verify cache knows it).
+    fn may_block(&self, credentials: &Credentials) -> bool {
+        credentials.username.is_some()
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Verdict {
@@ -297,6 +323,18 @@ mod tests {
             chain.decide(&closed).verdict,
             Verdict::Reject(Rejection::NotAuthorized)
         );
+    }
+
+    #[test]
+    fn only_a_password_check_may_block() {
+        let with_user = Credentials {
+            username: Some("alice".into()),
+            ..credentials()
+        };
+        assert!(!Chain::standard(None).may_block(&with_user));
+        let chain = Chain::standard(Some(passwords()));
+        assert!(chain.may_block(&with_user));
+        assert!(!chain.may_block(&credentials()));
     }
 
     #[test]

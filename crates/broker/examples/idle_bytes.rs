@@ -10,86 +10,17 @@
 //! broker's side counts) holds connections, e.g.
 //! `shoal-loadtest conn -c 2000 -b mqtts://localhost:28883 --ca DIR/ca.pem -d 20s`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicIsize, Ordering};
+#[path = "../tests/common/idle.rs"]
+mod idle;
+
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use idle::{open, snapshot};
 
 const CLIENTS: usize = 2000;
 
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-static BYTES: [AtomicIsize; 64] = [const { AtomicIsize::new(0) }; 64];
-static BLOCKS: [AtomicIsize; 64] = [const { AtomicIsize::new(0) }; 64];
-
-/// The power-of-two class of a size: `n < 1 << class`.
-fn class(n: usize) -> usize {
-    (usize::BITS - n.leading_zeros()) as usize
-}
-
-fn count(size: usize, sign: isize) {
-    let bytes = size as isize * sign;
-    LIVE.fetch_add(bytes, Ordering::Relaxed);
-    BYTES[class(size)].fetch_add(bytes, Ordering::Relaxed);
-    BLOCKS[class(size)].fetch_add(sign, Ordering::Relaxed);
-}
-
-/// `System`, counting live bytes and blocks by size class.
-struct Counting;
-
-// SAFETY: every call is forwarded to `System` unchanged; the counters only observe sizes.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: the caller's contract for `alloc` is the one `System::alloc` needs.
-        let ptr = unsafe { System.alloc(layout) };
-        if !ptr.is_null() {
-            count(layout.size(), 1);
-        }
-        ptr
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` was allocated by `System` with `layout`.
-        unsafe { System.dealloc(ptr, layout) };
-        count(layout.size(), -1);
-    }
-}
-
 #[global_allocator]
-static ALLOCATOR: Counting = Counting;
-
-fn snapshot() -> (isize, Vec<(isize, isize)>) {
-    let classes = (0..64)
-        .map(|i| {
-            (
-                BYTES[i].load(Ordering::Relaxed),
-                BLOCKS[i].load(Ordering::Relaxed),
-            )
-        })
-        .collect();
-    (LIVE.load(Ordering::Relaxed), classes)
-}
-
-/// A minimal MQTT 5 CONNECT, clean start, keep alive 60 s.
-fn connect_packet(client_id: &str) -> Vec<u8> {
-    let mut packet = vec![0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 5, 2, 0, 60, 0];
-    packet.extend_from_slice(&(client_id.len() as u16).to_be_bytes());
-    packet.extend_from_slice(client_id.as_bytes());
-    packet[1] = (packet.len() - 2) as u8;
-    packet
-}
-
-async fn open(addr: std::net::SocketAddr, client_id: &str) -> tokio::net::TcpStream {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    stream
-        .write_all(&connect_packet(client_id))
-        .await
-        .expect("CONNECT");
-    let mut connack = [0u8; 64];
-    let n = stream.read(&mut connack).await.expect("CONNACK");
-    assert!(n > 0 && connack[0] == 0x20, "expected CONNACK");
-    stream
-}
+static ALLOCATOR: idle::Counting = idle::Counting;
 
 #[tokio::main]
 async fn main() {

@@ -131,6 +131,10 @@ impl Access {
     /// Runs the chain off the network threads (a password hash takes milliseconds).
     pub(crate) async fn authenticate(&self, credentials: Credentials) -> Decision {
         let chain = self.chain();
+        // Most connections need no hash (no password file, or no username): no thread hop.
+        if !chain.may_block(&credentials) {
+            return chain.decide(&credentials);
+        }
         match tokio::task::spawn_blocking(move || chain.decide(&credentials)).await {
             Ok(decision) => decision,
             Err(e) => {

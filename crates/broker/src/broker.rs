@@ -1,7 +1,6 @@
 //! `Broker`: the state of a node that its connection tasks share: sessions, the
 //! subscription index, retained messages, the store, and dispatch between them.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -16,7 +15,7 @@ use crate::auth::Hooks;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::metrics as m;
-use crate::slot::SessionSlot;
+use crate::slot::{ClientIdKey, IdKey, SessionSlot, SlotTable};
 use crate::stats::Stats;
 use shoal_access::acl::{ClientAcl, SubscribeDecision};
 
@@ -30,9 +29,9 @@ pub struct Broker {
     pub(crate) clock: Clock,
     pub(crate) store: Store,
     /// Sessions by client identifier.
-    sessions: Mutex<HashMap<MqttString, Arc<SessionSlot>>>,
+    sessions: Mutex<SlotTable<ClientIdKey>>,
     /// Sessions by subscriber id (the ids the subscription index holds).
-    by_id: RwLock<HashMap<u64, Arc<SessionSlot>>>,
+    by_id: RwLock<SlotTable<IdKey>>,
     pub(crate) index: RwLock<SubscriptionIndex<u64>>,
     pub(crate) retained: RwLock<RetainedIndex<Arc<Message>>>,
     next_id: AtomicU64,
@@ -45,6 +44,10 @@ pub struct Broker {
     pub(crate) access: Access,
     /// Handshakes (TLS, WebSocket, PROXY, QUIC) allowed at once.
     pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
+    /// Signalled whenever a connection lets go of its session (for takeovers).
+    pub(crate) detached: tokio::sync::Notify,
+    /// Every connection's keep alive.
+    pub(crate) keep_alive: crate::keepalive::KeepAlive,
 }
 
 /// Most store expiry-index entries looked at per sweep.
@@ -80,9 +83,11 @@ impl Broker {
             clock,
             access,
             handshakes,
+            detached: tokio::sync::Notify::new(),
+            keep_alive: Default::default(),
             store,
-            sessions: Mutex::new(HashMap::new()),
-            by_id: RwLock::new(HashMap::new()),
+            sessions: Mutex::default(),
+            by_id: RwLock::default(),
             index: RwLock::new(SubscriptionIndex::new()),
             retained: RwLock::new(RetainedIndex::new()),
             next_id: AtomicU64::new(1),
@@ -148,8 +153,8 @@ impl Broker {
     fn insert_slot(&self, session: Session) -> Arc<SessionSlot> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let slot = Arc::new(SessionSlot::new(id, session));
-        lock(&self.sessions).insert(slot.client_id.clone(), Arc::clone(&slot));
-        write(&self.by_id).insert(id, Arc::clone(&slot));
+        lock(&self.sessions).insert(Arc::clone(&slot));
+        write(&self.by_id).insert(Arc::clone(&slot));
         slot
     }
 
@@ -178,16 +183,8 @@ impl Broker {
             (filters, session.is_persistent())
         };
         write(&self.index).remove_all(slot.id, filters.iter().map(|f| f.as_str()));
-        {
-            let mut sessions = lock(&self.sessions);
-            if sessions
-                .get(&slot.client_id)
-                .is_some_and(|s| Arc::ptr_eq(s, slot))
-            {
-                sessions.remove(&slot.client_id);
-            }
-        }
-        write(&self.by_id).remove(&slot.id);
+        lock(&self.sessions).remove(slot);
+        write(&self.by_id).remove(slot);
         if stored && let Err(e) = self.store.remove_session(&slot.client_id) {
             tracing::error!(client_id = %slot.client_id, error = %e, "removing a session from the store failed");
         }
@@ -324,7 +321,7 @@ impl Broker {
         }
         drop(session);
         if connected {
-            slot.wake.notify_one();
+            slot.notify();
         }
         wrote
     }
@@ -371,6 +368,11 @@ impl Broker {
     }
 
     /// Every session, as a snapshot (the map's lock is not held while they are visited).
+    /// The session with this subscriber id, if it still exists.
+    pub(crate) fn slot_by_id(&self, id: u64) -> Option<Arc<SessionSlot>> {
+        read(&self.by_id).get(&id).cloned()
+    }
+
     fn slots(&self) -> Vec<Arc<SessionSlot>> {
         lock(&self.sessions).values().cloned().collect()
     }
@@ -411,7 +413,7 @@ impl Broker {
             ("qos0_offline", drops.qos0_offline),
         ] {
             if n > 0 {
-                metrics::counter!(m::MESSAGES_DROPPED, "cause" => cause).increment(n);
+                metrics::counter!(m::MESSAGES_DROPPED, "cause" => cause).increment(u64::from(n));
             }
         }
         if drops.queue_full > 0 && !slot.queue_full_logged.swap(true, Ordering::Relaxed) {

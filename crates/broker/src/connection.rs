@@ -1,8 +1,12 @@
 //! The connection driver: one task per client connection. It reads and decodes packets,
 //! feeds them to the session, acts on the session's events (dispatch, subscriptions,
-//! durability), and writes what the session has to send, all in one `select!` loop.
+//! durability), and writes what the session has to send, waiting in one hand-written poll
+//! (`Conn::poll_wait`) that keeps an idle connection's task small.
 
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -15,15 +19,14 @@ use shoal_codec::{
 };
 use shoal_session::{AttachOptions, CloseReason, ClosedBy, Event, SubscribeRequest};
 use shoal_topic::{FilterKind, Insertion, Recipients, validate_topic_name};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::oneshot;
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::Instrument;
 
 use crate::auth::{AuthExchange, AuthStep};
 use crate::broker::{Broker, write};
 use crate::listener::Peer;
 use crate::metrics as m;
-use crate::slot::{Attachment, SessionSlot};
+use crate::slot::SessionSlot;
 use crate::stats::Stats;
 
 /// How long a new connection has to send CONNECT.
@@ -41,19 +44,31 @@ const KEEP_WRITE_BUFFER: usize = 16 * 1024;
 /// How long the last packets (DISCONNECT) may take to leave.
 const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The read half of a connection.
-pub(crate) trait Source: AsyncRead + Unpin + Send {
+/// A connection's byte stream, as its task polls it: one task reads and writes the whole
+/// stream (no split halves, no lock between them).
+pub(crate) trait Transport: Send + Unpin {
     /// Whether the transport can wait for data without a buffer: then an idle connection
     /// holds no read buffer at all.
     const WAITS_WITHOUT_BUFFER: bool;
 
     /// Reads into `buf`, first making room for `want` more bytes (once data is ready, when
     /// the transport can tell); returns the bytes read and the room there was.
-    fn read_into<'a>(
-        &'a mut self,
-        buf: &'a mut BytesMut,
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
         want: usize,
-    ) -> impl Future<Output = std::io::Result<(usize, usize)>> + Send + 'a;
+    ) -> Poll<io::Result<(usize, usize)>>;
+
+    /// Writes from the front of `buf`, advancing it past what was written.
+    fn poll_write_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>>;
+
+    /// Shuts the stream down for writing.
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
 }
 
 /// Makes room for `want` more bytes; returns the room there is.
@@ -64,118 +79,149 @@ fn make_room(buf: &mut BytesMut, want: usize) -> usize {
     buf.capacity() - buf.len()
 }
 
-impl Source for tokio::net::tcp::OwnedReadHalf {
+/// Polls a reading or writing future of tokio's once: they hold only their borrows, so a
+/// new one each poll loses nothing.
+fn poll_once<F: Future>(future: F, cx: &mut Context<'_>) -> Poll<F::Output> {
+    std::pin::pin!(future).poll(cx)
+}
+
+/// Plain TCP waits for readiness before it reserves a read buffer.
+impl Transport for tokio::net::TcpStream {
     const WAITS_WITHOUT_BUFFER: bool = true;
 
-    async fn read_into(
+    fn poll_read_into(
         &mut self,
+        cx: &mut Context<'_>,
         buf: &mut BytesMut,
         want: usize,
-    ) -> std::io::Result<(usize, usize)> {
+    ) -> Poll<io::Result<(usize, usize)>> {
         loop {
-            self.readable().await?;
+            std::task::ready!(self.poll_read_ready(cx))?;
             let room = make_room(buf, want);
             match self.try_read_buf(buf) {
-                Ok(n) => return Ok((n, room)),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+                Ok(n) => return Poll::Ready(Ok((n, room))),
+                // Readiness was stale: `poll_read_ready` registers for the next.
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
             }
         }
     }
+
+    fn poll_write_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        poll_once(self.write_buf(buf), cx)
+    }
+
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
+    }
 }
 
-impl<T: AsyncRead + Send> Source for tokio::io::ReadHalf<T> {
+/// Every other transport (TLS, WebSocket, QUIC, PROXY) is one boxed state machine.
+impl Transport for Box<dyn crate::listener::Io> {
     const WAITS_WITHOUT_BUFFER: bool = false;
 
-    async fn read_into(
+    fn poll_read_into(
         &mut self,
+        cx: &mut Context<'_>,
         buf: &mut BytesMut,
         want: usize,
-    ) -> std::io::Result<(usize, usize)> {
+    ) -> Poll<io::Result<(usize, usize)>> {
         let room = make_room(buf, want);
-        self.read_buf(buf).await.map(|n| (n, room))
+        poll_once(self.read_buf(buf), cx).map_ok(|n| (n, room))
     }
-}
 
-/// A connection's stream, split into halves that the driver reads and writes on its own.
-pub(crate) trait Halves: Send {
-    /// The read half.
-    type Read: Source;
-    /// The write half.
-    type Write: AsyncWrite + Unpin + Send;
-    /// Splits the stream.
-    fn halves(self) -> (Self::Read, Self::Write);
-}
-
-/// Plain TCP splits without a lock: each half holds the socket, and reads and writes need
-/// no coordination (tokio's generic `split` takes a lock on every read and write).
-impl Halves for tokio::net::TcpStream {
-    type Read = tokio::net::tcp::OwnedReadHalf;
-    type Write = tokio::net::tcp::OwnedWriteHalf;
-
-    fn halves(self) -> (Self::Read, Self::Write) {
-        self.into_split()
+    fn poll_write_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<io::Result<usize>> {
+        poll_once(self.write_buf(buf), cx)
     }
-}
 
-/// Every other transport (TLS, WebSocket, QUIC, PROXY) is one state machine that both
-/// halves share.
-impl<'a> Halves for Box<dyn crate::listener::Io + 'a> {
-    type Read = tokio::io::ReadHalf<Self>;
-    type Write = tokio::io::WriteHalf<Self>;
-
-    fn halves(self) -> (Self::Read, Self::Write) {
-        tokio::io::split(self)
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
     }
 }
 
 /// Serves one client connection until it ends.
-pub(crate) async fn serve<S: Halves>(broker: Arc<Broker>, stream: S, peer: Peer) {
+///
+/// The connection's state is built here, outside the future, and the future uses it in
+/// place: an async fn's arguments stay in its future for its whole life, and moving them
+/// into a local would hold them twice.
+pub(crate) fn serve<T: Transport>(
+    broker: Arc<Broker>,
+    io: T,
+    peer: Peer,
+) -> impl Future<Output = ()> + Send {
     let span = tracing::debug_span!("conn", peer = %peer.addr, listener = %peer.listener().name, client_id = tracing::field::Empty);
-    async move {
-        let (reader, writer) = stream.halves();
-        let mut conn = Conn {
-            broker,
-            reader,
-            writer,
-            rbuf: BytesMut::new(),
-            wbuf: BytesMut::new(),
-            read_size: MIN_READ,
-            decoder: Decoder::new(0),
-            reauth: None,
-            throttle: None,
-            username: None,
-            peer,
-            acl: None,
-        };
-        conn.decoder = Decoder::new(conn.broker.config.session.maximum_packet_size);
-        conn.throttle = Throttle::new(&conn.broker.config.limits).map(Box::new);
-        conn.run().await;
-    }
-    .instrument(span)
-    .await;
+    let decoder = Decoder::new(broker.config.session.maximum_packet_size);
+    let extras = Throttle::new(&broker.config.limits).map(|throttle| {
+        Box::new(Extras {
+            throttle: Some(throttle),
+            ..Default::default()
+        })
+    });
+    let mut conn = Conn {
+        broker,
+        io,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        read_size: MIN_READ,
+        decoder,
+        extras,
+        username: None,
+        peer,
+        attachment: 0,
+    };
+    async move { conn.run().await }.instrument(span)
 }
 
-struct Conn<R, W> {
+/// What woke a connection waiting for work.
+enum Woke {
+    /// The session was taken over, or the node asked the connection to end.
+    Kicked(DisconnectReasonCode),
+    /// A read completed (bytes, room).
+    Read(io::Result<(usize, usize)>),
+    /// The publish rate allows reading again.
+    Resume,
+    /// A write completed.
+    Wrote(io::Result<usize>),
+    /// The session has something to send.
+    Wake,
+}
+
+struct Conn<T> {
     broker: Arc<Broker>,
-    reader: R,
-    writer: W,
+    io: T,
     rbuf: BytesMut,
     wbuf: BytesMut,
     decoder: Decoder,
-    /// A re-authentication exchange waiting for the client's next AUTH.
-    reauth: Option<Box<dyn AuthExchange>>,
+    /// What only some connections need.
+    extras: Option<Box<Extras>>,
     /// Who is connected, through which listener.
     peer: Peer,
-    /// The client's ACL, once authenticated (`None`: the node has no ACL).
-    acl: Option<Box<ConnAcl>>,
-    /// The publish rate limit, when configured.
-    throttle: Option<Box<Throttle>>,
     /// The username the client was authenticated as.
     username: Option<String>,
     /// How much the next read asks for: grows while reads fill it, shrinks when they do
     /// not, so an idle connection holds a small buffer and a busy one reads in bulk.
     read_size: usize,
+    /// This connection's number on its session (`SessionSlot::serving`), once attached.
+    attachment: u32,
+}
+
+/// What only some connections need, boxed so that the others do not carry it.
+#[derive(Default)]
+struct Extras {
+    /// A re-authentication exchange waiting for the client's next AUTH.
+    reauth: Option<Box<dyn AuthExchange>>,
+    /// The client's ACL, once authenticated (`None`: the node has no ACL).
+    acl: Option<ConnAcl>,
+    /// The publish rate limit, when configured.
+    throttle: Option<Throttle>,
 }
 
 /// Why the CONNECT phase ended without a session.
@@ -187,38 +233,27 @@ enum Refused {
     Close,
 }
 
-impl<R, W> Conn<R, W>
-where
-    R: Source,
-    W: AsyncWrite + Unpin + Send,
-{
+impl<T: Transport> Conn<T> {
     async fn run(&mut self) {
         // The CONNECT phase and the close are boxed: their futures are large and short-lived,
         // and an idle connection's task should hold only the serving loop's state.
-        let Some((slot, version, kick, detached)) = Box::pin(self.open()).await else {
+        let Some((slot, version)) = Box::pin(self.open()).await else {
             return;
         };
-        let reason = self.serve_session(&slot, version, kick).await;
+        let reason = self.serve_session(&slot, version).await;
         Box::pin(self.finish(&slot, reason)).await;
         metrics::gauge!(m::CONNECTIONS).decrement(1.0);
         self.broker
             .stats
             .connected
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        let _ = detached.send(());
+        // A connection taking the session over may be waiting for this one to let go.
+        self.broker.detached.notify_waiters();
     }
 
     /// CONNECT: reads and checks it, authenticates, authorizes, takes the session and
     /// attaches; `None` when the connection was refused or closed.
-    #[allow(clippy::type_complexity)]
-    async fn open(
-        &mut self,
-    ) -> Option<(
-        Arc<SessionSlot>,
-        ProtocolVersion,
-        oneshot::Receiver<DisconnectReasonCode>,
-        oneshot::Sender<()>,
-    )> {
+    async fn open(&mut self) -> Option<(Arc<SessionSlot>, ProtocolVersion)> {
         let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.read_connect()).await {
             Ok(Ok(connect)) => connect,
             Ok(Err(refused)) => {
@@ -288,8 +323,7 @@ where
             self.refuse(refused).await;
             return None;
         }
-        let (slot, kick, detached, present) =
-            self.take_session(&connect, client_id.clone()).await?;
+        let (slot, present) = self.take_session(&connect, client_id.clone()).await;
         let now = self.broker.now();
         {
             let mut session = slot.lock();
@@ -299,6 +333,7 @@ where
                 authentication,
             };
             session.attach(now, &connect, options);
+            self.broker.keep_alive.watch(&slot, session.poll_timeout());
             self.filter_resumed(&slot, &mut session);
             self.broker.persist(&slot.client_id, &mut session);
         }
@@ -312,7 +347,7 @@ where
             "connected"
         );
         // The CONNECT's frame shares the first read buffer: it goes with this future.
-        Some((slot, version, kick, detached))
+        Some((slot, version))
     }
 
     /// Runs the authenticator chain; returns the client's username from now on, or the
@@ -403,17 +438,27 @@ where
                 )),
             ));
         }
-        self.acl = Some(Box::new(ConnAcl {
+        self.extras().acl = Some(ConnAcl {
             generation,
             acl,
             client_id: client_id.as_str().to_owned(),
-        }));
+        });
         None
+    }
+
+    /// The connection's extras, made on first use.
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// The publish rate limit, if there is one.
+    fn throttle(&mut self) -> Option<&mut Throttle> {
+        self.extras.as_mut()?.throttle.as_mut()
     }
 
     /// The client's ACL, recompiled if the ACL file was reloaded; `None` when unrestricted.
     fn acl(&mut self) -> Option<&ClientAcl> {
-        let conn = self.acl.as_mut()?;
+        let conn = self.extras.as_mut()?.acl.as_mut()?;
         let generation = self.broker.access.generation();
         if conn.generation != generation {
             let (generation, acl) = self
@@ -431,7 +476,11 @@ where
     /// keeps from the client are dropped (they may have queued under older rules, or before
     /// a restart, when the session's identity was not known).
     fn filter_resumed(&mut self, slot: &SessionSlot, session: &mut shoal_session::Session) {
-        let username = self.acl.as_ref().map(|_| self.username.clone());
+        let username = self
+            .extras
+            .as_ref()
+            .is_some_and(|extras| extras.acl.is_some())
+            .then(|| self.username.clone());
         slot.set_acl_username(username);
         slot.set_connected_as(Some((self.username.clone(), self.peer.addr.ip())));
         // Connected while the node began to shut down: the sweep may have missed us.
@@ -485,10 +534,9 @@ where
                     });
                 }
             }
-            self.reserve_read();
-            match self.reader.read_buf(&mut self.rbuf).await {
-                Ok(0) | Err(_) => return Err(Refused::Close),
-                Ok(n) => Stats::add(&self.broker.stats.bytes_received, n as u64),
+            self.release_idle_buffer();
+            if let Ok(0) | Err(_) = self.read_some().await {
+                return Err(Refused::Close);
             }
         }
     }
@@ -524,7 +572,7 @@ where
                         Some(challenge),
                     );
                     let _ = Packet::Auth(auth).encode(version, &mut self.wbuf);
-                    if self.writer.write_all_buf(&mut self.wbuf).await.is_err() {
+                    if self.write_all().await.is_err() {
                         return Err(Refused::Close);
                     }
                     match self.read_packet().await? {
@@ -560,7 +608,8 @@ where
             session.close(DisconnectReasonCode::ProtocolError, true);
             return;
         }
-        let exchange = match (auth.reason_code, self.reauth.take()) {
+        let waiting = self.extras.as_mut().and_then(|extras| extras.reauth.take());
+        let exchange = match (auth.reason_code, waiting) {
             (AuthReasonCode::ReAuthenticate, _) => self
                 .broker
                 .hooks
@@ -583,7 +632,7 @@ where
                     &method,
                     Some(data),
                 ));
-                self.reauth = Some(exchange);
+                self.extras().reauth = Some(exchange);
             }
             AuthStep::Fail(_) => session.close(DisconnectReasonCode::NotAuthorized, true),
         }
@@ -600,138 +649,104 @@ where
         connack.properties.reason_string =
             explanation.and_then(|text| MqttString::try_from(text).ok());
         let _ = Packet::ConnAck(Box::new(connack)).encode(version, &mut self.wbuf);
-        let _ = tokio::time::timeout(
-            CLOSE_FLUSH_TIMEOUT,
-            self.writer.write_all_buf(&mut self.wbuf),
-        )
-        .await;
-        let _ = self.writer.shutdown().await;
+        self.write_and_close().await;
     }
 
     /// Finds or creates the session, taking it over from another connection if one holds
-    /// it. Returns the slot, the kick receiver, the detach signal and Session Present.
+    /// it, and attaches this connection. Returns the slot and Session Present.
     async fn take_session(
         &mut self,
         connect: &Connect,
         client_id: MqttString,
-    ) -> Option<(
-        Arc<SessionSlot>,
-        oneshot::Receiver<DisconnectReasonCode>,
-        oneshot::Sender<()>,
-        bool,
-    )> {
+    ) -> (Arc<SessionSlot>, bool) {
         let existing = self.broker.session(&client_id);
-        if let Some(old) = &existing {
-            release(old).await;
-        }
         let resume = !connect.clean_start && existing.is_some();
+        if let Some(old) = &existing
+            && !resume
+        {
+            // Its connection lets go before the session is replaced.
+            take_over(&self.broker, old, 0).await;
+        }
         let slot = match existing {
             Some(slot) if resume => slot,
             _ => self.broker.new_session(client_id),
         };
         // A new connection cancels a Will still waiting for its delay (§3.1.3.2.2).
         slot.cancel_will();
-        let (kick_tx, kick_rx) = oneshot::channel();
-        let (detached_tx, detached_rx) = oneshot::channel();
-        let previous = crate::broker::lock(&slot.attachment).replace(Attachment {
-            kick: kick_tx,
-            detached: detached_rx,
-        });
-        if let Some(previous) = previous {
-            // Another connection got in between: it goes.
-            kick_and_wait(previous).await;
-        }
-        Some((slot, kick_rx, detached_tx, resume))
+        self.attachment = next_attachment();
+        take_over(&self.broker, &slot, self.attachment).await;
+        (slot, resume)
     }
 
     /// The main loop: returns why the connection ends.
+    ///
+    /// Its state between turns is small on purpose: an idle connection's task holds the
+    /// `Conn`, the slot and this loop's few locals. The wait is one hand-written poll
+    /// (`poll_wait`), the store flushes are boxed, and keep alive is watched by the node's
+    /// wheel (`KeepAlive`), not by a timer per connection.
     async fn serve_session(
         &mut self,
         slot: &Arc<SessionSlot>,
         version: ProtocolVersion,
-        mut kick: oneshot::Receiver<DisconnectReasonCode>,
     ) -> CloseReason {
-        let broker = Arc::clone(&self.broker);
         // Made on the first PUBLISH: a client that only listens never needs it.
         let mut recipients: Option<Box<Recipients<u64>>> = None;
-        // One timer for the connection, moved when the keep-alive deadline moves.
-        let far = || tokio::time::Instant::now() + Duration::from_secs(86_400 * 365);
-        let timer = tokio::time::sleep_until(far());
-        tokio::pin!(timer);
-        let mut armed: Option<std::time::Instant> = None;
         loop {
-            let deadline = self
-                .fill_output(slot, version)
-                .await
-                .map(|at| broker.clock.instant(at));
-            if deadline != armed {
-                timer.as_mut().reset(deadline.map_or_else(far, Into::into));
-                armed = deadline;
+            // A QoS 2 message must be known as sent, with its identifier, before it leaves:
+            // after a crash it is resent with that identifier and the client drops the copy.
+            if self.fill_output(slot, version) {
+                Box::pin(flush_store(&self.broker)).await;
             }
-            let mut network_gone = false;
             self.release_idle_buffer();
-            let paused = self.throttle.as_ref().and_then(|t| t.paused_until);
-            let resume = async move {
-                match paused {
-                    Some(at) => Box::pin(tokio::time::sleep_until(at)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                biased;
-                reason = &mut kick => {
-                    let reason = reason.unwrap_or(DisconnectReasonCode::SessionTakenOver);
-                    slot.lock().close(reason, reason == DisconnectReasonCode::SessionTakenOver);
-                }
-                read = self.reader.read_into(&mut self.rbuf, self.read_size), if paused.is_none() => match read {
-                    Ok((0, _)) | Err(_) => network_gone = true,
-                    Ok((n, room)) => {
-                        Stats::add(&broker.stats.bytes_received, n as u64);
-                        self.adapt_read(n, room);
-                        self.handle_throttled(slot, n);
+            let woke = std::future::poll_fn(|cx| self.poll_wait(cx, slot)).await;
+            let stats = &self.broker.stats;
+            match woke {
+                Woke::Kicked(reason) => {
+                    if reason != DisconnectReasonCode::ServerShuttingDown
+                        && reason != DisconnectReasonCode::SessionTakenOver
+                    {
+                        tracing::info!(%reason, "disconnected by the server");
                     }
-                },
-                () = resume => {
-                    if let Some(throttle) = &mut self.throttle {
-                        throttle.paused_until = None;
+                    // Wills are not published on a graceful shutdown.
+                    let will = reason != DisconnectReasonCode::ServerShuttingDown;
+                    slot.lock().close(reason, will);
+                }
+                Woke::Read(Ok((0, _)) | Err(_)) | Woke::Wrote(Ok(0) | Err(_)) => {
+                    return CloseReason {
+                        reason: DisconnectReasonCode::UnspecifiedError,
+                        publish_will: true,
+                        by: ClosedBy::Network,
+                    };
+                }
+                Woke::Read(Ok((n, room))) => {
+                    Stats::add(&stats.bytes_received, n as u64);
+                    self.adapt_read(n, room);
+                    self.handle_throttled(slot, n);
+                }
+                Woke::Resume => {
+                    if let Some(throttle) = self.throttle() {
+                        throttle.resume = None;
                     }
                     // Packets held back by the rate come first.
                     self.handle_throttled(slot, 0);
                 }
-                written = self.writer.write_buf(&mut self.wbuf), if !self.wbuf.is_empty() => match written {
-                    Ok(0) | Err(_) => network_gone = true,
-                    Ok(n) => {
-                        Stats::add(&broker.stats.bytes_sent, n as u64);
-                        if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_BUFFER {
-                            self.wbuf = BytesMut::new();
-                        }
-                    }
-                },
-                () = slot.wake.notified() => {
-                    // The node shutting down, or a ban: both arrive as a kick, so the loop
-                    // has no per-turn wait on a channel shared by every connection.
-                    if let Some(reason) = slot.take_kick() {
-                        let shutting_down = reason == DisconnectReasonCode::ServerShuttingDown;
-                        if !shutting_down {
-                            tracing::info!(%reason, "disconnected by the server");
-                        }
-                        // Wills are not published on a graceful shutdown.
-                        slot.lock().close(reason, !shutting_down);
+                Woke::Wrote(Ok(n)) => {
+                    Stats::add(&stats.bytes_sent, n as u64);
+                    if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_BUFFER {
+                        self.wbuf = BytesMut::new();
                     }
                 }
-                () = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    slot.lock().handle_timeout(broker.now());
-                }
+                Woke::Wake => {}
             }
-            if network_gone {
-                return CloseReason {
-                    reason: DisconnectReasonCode::UnspecifiedError,
-                    publish_will: true,
-                    by: ClosedBy::Network,
-                };
-            }
-            match self.handle_events(slot, version, &mut recipients).await {
+            let Some((done, needs_flush)) = self.take_events(slot, version, &mut recipients) else {
+                continue;
+            };
+            let done = match needs_flush {
+                // Boxed with the flush: the loop's state holds one pointer while it waits.
+                true => Box::pin(flush_then(&self.broker, done)).await,
+                false => done,
+            };
+            match self.complete_events(slot, done) {
                 Ok(0) => {}
                 // This read woke other connections: let them write before reading more,
                 // or a flood of publishers starves its subscribers' tasks.
@@ -741,20 +756,88 @@ where
         }
     }
 
-    /// Makes room for the next read; returns how much there is.
-    fn reserve_read(&mut self) -> usize {
-        self.release_idle_buffer();
-        make_room(&mut self.rbuf, self.read_size)
+    /// Waits for the next thing to do, in this order: being told to end, data to read (or
+    /// the publish rate allowing more), room to write, output from the session.
+    fn poll_wait(&mut self, cx: &mut Context<'_>, slot: &SessionSlot) -> Poll<Woke> {
+        // Registered first, so that a wake-up between the checks below and the wait is not
+        // lost. The output it announces is picked up by the next turn whatever woke it.
+        let woken = slot.poll_notified(cx).is_ready();
+        if let Some(reason) = slot.kicked(self.attachment) {
+            return Poll::Ready(Woke::Kicked(reason));
+        }
+        let resume = self
+            .extras
+            .as_mut()
+            .and_then(|extras| extras.throttle.as_mut());
+        match resume.and_then(|throttle| throttle.resume.as_mut()) {
+            None => {
+                if let Poll::Ready(read) =
+                    self.io.poll_read_into(cx, &mut self.rbuf, self.read_size)
+                {
+                    return Poll::Ready(Woke::Read(read));
+                }
+            }
+            Some(resume) => {
+                if resume.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Resume);
+                }
+            }
+        }
+        if !self.wbuf.is_empty()
+            && let Poll::Ready(written) = self.io.poll_write_from(cx, &mut self.wbuf)
+        {
+            return Poll::Ready(Woke::Wrote(written));
+        }
+        if woken {
+            return Poll::Ready(Woke::Wake);
+        }
+        Poll::Pending
+    }
+
+    /// Writes all of `wbuf`.
+    async fn write_all(&mut self) -> io::Result<()> {
+        while !self.wbuf.is_empty() {
+            let n = std::future::poll_fn(|cx| self.io.poll_write_from(cx, &mut self.wbuf)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            Stats::add(&self.broker.stats.bytes_sent, n as u64);
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and shuts the stream down, within `CLOSE_FLUSH_TIMEOUT`.
+    async fn write_and_close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+            self.write_all().await?;
+            std::future::poll_fn(|cx| self.io.poll_close(cx)).await
+        })
+        .await;
+    }
+
+    /// Reads once; returns the bytes read (0: the stream ended).
+    async fn read_some(&mut self) -> io::Result<usize> {
+        let want = self.read_size;
+        let (n, _) =
+            std::future::poll_fn(|cx| self.io.poll_read_into(cx, &mut self.rbuf, want)).await?;
+        Stats::add(&self.broker.stats.bytes_received, n as u64);
+        Ok(n)
     }
 
     /// Gives back an empty read buffer that the connection does not need while it waits:
     /// what a busy spell left it, and, where the transport can wait without one, the whole
     /// buffer of a connection reading little (an idle client holds none).
+    ///
+    /// An empty write buffer of a control packet's size (what CONNACK or PINGRESP left) is
+    /// given back too: an idle connection holds none, and a busy one grows past it.
     fn release_idle_buffer(&mut self) {
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 && self.wbuf.capacity() <= 64 {
+            self.wbuf = BytesMut::new();
+        }
         if !self.rbuf.is_empty() || self.rbuf.capacity() == 0 {
             return;
         }
-        let quiet = R::WAITS_WITHOUT_BUFFER && self.read_size == MIN_READ;
+        let quiet = T::WAITS_WITHOUT_BUFFER && self.read_size == MIN_READ;
         if quiet || self.rbuf.capacity() > 2 * self.read_size {
             self.rbuf = BytesMut::new();
         }
@@ -774,14 +857,14 @@ where
     /// allows more.
     fn handle_throttled(&mut self, slot: &Arc<SessionSlot>, bytes: usize) {
         // Without a rate (the usual case) no clock is read.
-        let Some(throttle) = &mut self.throttle else {
+        let Some(throttle) = self.throttle() else {
             self.handle_input(slot, usize::MAX);
             return;
         };
         let now = tokio::time::Instant::now();
         let allowance = throttle.allowance(now);
         let published = self.handle_input(slot, allowance);
-        if let Some(throttle) = &mut self.throttle {
+        if let Some(throttle) = self.throttle() {
             throttle.take(now, published, bytes);
         }
     }
@@ -818,21 +901,22 @@ where
         }
     }
 
-    /// Acts on what the session asked for; returns how many deliveries it made, or the
-    /// close reason once the connection ends.
-    async fn handle_events(
+    /// Acts on what the session asked for: dispatches, subscribes, persists. Returns what
+    /// is left to do once the store has flushed (`complete_events`) and whether it must
+    /// flush first; `None` when there was nothing to do.
+    fn take_events(
         &mut self,
         slot: &Arc<SessionSlot>,
         version: ProtocolVersion,
         recipients: &mut Option<Box<Recipients<u64>>>,
-    ) -> Result<usize, CloseReason> {
+    ) -> Option<(Done, bool)> {
         let broker = Arc::clone(&self.broker);
         let events: Vec<Event> = {
             let mut session = slot.lock();
             std::iter::from_fn(|| session.poll_event()).collect()
         };
         if events.is_empty() {
-            return Ok(0);
+            return None;
         }
         let mut woken = 0;
         let mut needs_flush = false;
@@ -888,9 +972,25 @@ where
             let mut session = slot.lock();
             needs_flush |= broker.persist(&slot.client_id, &mut session);
         }
-        if needs_flush {
-            Box::pin(flush_store(&self.broker)).await;
-        }
+        let done = Done {
+            acks,
+            subacks,
+            close,
+            woken,
+        };
+        Some((done, needs_flush))
+    }
+
+    /// Answers what `take_events` handled, now that it is durable; returns how many
+    /// deliveries it made, or the close reason once the connection ends.
+    fn complete_events(&mut self, slot: &SessionSlot, done: Done) -> Result<usize, CloseReason> {
+        let Done {
+            acks,
+            subacks,
+            close,
+            woken,
+        } = done;
+        let broker = &self.broker;
         let now = broker.now();
         let mut session = slot.lock();
         for (id, reason) in acks {
@@ -912,19 +1012,11 @@ where
 
     /// Registers the requested subscriptions; returns the SUBACK results and the retained
     /// messages to send, per Retain Handling.
-    #[allow(clippy::type_complexity)]
     fn subscribe(
         &mut self,
         slot: &Arc<SessionSlot>,
         requests: &[Option<SubscribeRequest>],
-    ) -> (
-        Vec<Result<QoS, SubAckReasonCode>>,
-        Vec<(
-            Arc<shoal_session::Message>,
-            QoS,
-            Option<std::num::NonZeroU32>,
-        )>,
-    ) {
+    ) -> Subscribed {
         let broker = Arc::clone(&self.broker);
         let now = broker.now();
         let mut results = Vec::with_capacity(requests.len());
@@ -1029,16 +1121,12 @@ where
         Some(PubAckReasonCode::NotAuthorized)
     }
 
-    /// Encodes what the session has to send, up to the high-water mark; returns when the
-    /// session next needs `handle_timeout`.
-    async fn fill_output(
-        &mut self,
-        slot: &Arc<SessionSlot>,
-        version: ProtocolVersion,
-    ) -> Option<shoal_session::Timestamp> {
-        let broker = Arc::clone(&self.broker);
+    /// Encodes what the session has to send, up to the high-water mark; returns whether
+    /// the store must flush before it leaves (a QoS 2 PUBLISH was recorded as sent).
+    fn fill_output(&mut self, slot: &SessionSlot, version: ProtocolVersion) -> bool {
+        let broker = &self.broker;
         let mut qos2_sent = false;
-        let (wrote, deadline) = {
+        let wrote = {
             let now = broker.now();
             let mut session = slot.lock();
             while self.wbuf.len() < WRITE_HIGH_WATER {
@@ -1054,17 +1142,9 @@ where
                 }
             }
             broker.count_drops(slot, &mut session);
-            (
-                broker.persist(&slot.client_id, &mut session),
-                session.poll_timeout(),
-            )
+            broker.persist(&slot.client_id, &mut session)
         };
-        // A QoS 2 message must be known as sent, with its identifier, before it leaves:
-        // after a crash it is resent with that identifier and the client drops the copy.
-        if wrote && qos2_sent {
-            Box::pin(flush_store(&self.broker)).await;
-        }
-        deadline
+        wrote && qos2_sent
     }
 
     /// Sends what is left (DISCONNECT), detaches the session, schedules the Will.
@@ -1077,12 +1157,7 @@ where
             }
         }
         if reason.by != ClosedBy::Network {
-            let _ = tokio::time::timeout(
-                CLOSE_FLUSH_TIMEOUT,
-                self.writer.write_all_buf(&mut self.wbuf),
-            )
-            .await;
-            let _ = self.writer.shutdown().await;
+            self.write_and_close().await;
         }
         slot.set_connected_as(None);
         let (will, persistent) = {
@@ -1098,28 +1173,46 @@ where
         }
         // Still ours (not taken over)? Then a session that does not outlive its connection
         // ends here.
-        let ours = crate::broker::lock(&slot.attachment).take();
-        if ours.is_some() && !persistent {
+        if slot.detach(self.attachment) && !persistent {
             self.broker.discard(slot);
         }
     }
 }
 
-/// Takes a session's connection away: kicks it and waits for it to let go.
-async fn release(slot: &SessionSlot) {
-    let attachment = crate::broker::lock(&slot.attachment).take();
-    if let Some(attachment) = attachment {
-        kick_and_wait(attachment).await;
+/// Hands a session to the connection numbered `attachment` (0: to none): the connection
+/// serving it sees that it was taken over and ends. Waits until it has let go
+/// (`TAKEOVER_TIMEOUT` at most), then attaches `attachment`.
+///
+/// Connections that let go signal `Broker::detached`, one notification for the whole node:
+/// takeovers are rare, and a session then holds no signal of its own.
+async fn take_over(broker: &Broker, slot: &SessionSlot, attachment: u32) {
+    slot.hand_over(attachment);
+    let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
+    loop {
+        let detached = broker.detached.notified();
+        tokio::pin!(detached);
+        detached.as_mut().enable();
+        if slot.try_attach(attachment, false) {
+            return;
+        }
+        if tokio::time::timeout_at(deadline, detached).await.is_err() {
+            tracing::warn!("a taken-over connection did not let go of its session in time");
+            slot.try_attach(attachment, true);
+            return;
+        }
     }
 }
 
-async fn kick_and_wait(attachment: Attachment) {
-    let _ = attachment.kick.send(DisconnectReasonCode::SessionTakenOver);
-    if tokio::time::timeout(TAKEOVER_TIMEOUT, attachment.detached)
-        .await
-        .is_err()
-    {
-        tracing::warn!("a taken-over connection did not let go of its session in time");
+/// A number for a new attachment of a connection to a session: never 0, and unique among
+/// the connections of one session (it wraps after 4 billion connections to the node).
+fn next_attachment() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(1);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        if n != 0 {
+            return n;
+        }
     }
 }
 
@@ -1210,6 +1303,24 @@ fn acl_filter(filter: &str) -> Option<&str> {
     }
 }
 
+/// The SUBACK results of one SUBSCRIBE and the retained messages to send after it.
+type Subscribed = (
+    Vec<Result<QoS, SubAckReasonCode>>,
+    Vec<(
+        Arc<shoal_session::Message>,
+        QoS,
+        Option<std::num::NonZeroU32>,
+    )>,
+);
+
+/// What a batch of session events leaves to do once the store has flushed.
+struct Done {
+    acks: Vec<(PacketId, PubAckReasonCode)>,
+    subacks: Vec<(PacketId, Subscribed)>,
+    close: Option<CloseReason>,
+    woken: usize,
+}
+
 /// A connection's compiled ACL, for its client id and `Conn::username`.
 struct ConnAcl {
     generation: u64,
@@ -1223,7 +1334,8 @@ struct ConnAcl {
 struct Throttle {
     packets: Option<Bucket>,
     bytes: Option<Bucket>,
-    paused_until: Option<tokio::time::Instant>,
+    /// While reading is paused: when it resumes.
+    resume: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Throttle {
@@ -1233,7 +1345,7 @@ impl Throttle {
         (packets.is_some() || bytes.is_some()).then_some(Self {
             packets,
             bytes,
-            paused_until: None,
+            resume: None,
         })
     }
 
@@ -1257,7 +1369,7 @@ impl Throttle {
         .max()
         .unwrap_or_default();
         if !wait.is_zero() {
-            self.paused_until = Some(now + wait);
+            self.resume = Some(Box::pin(tokio::time::sleep_until(now + wait)));
         }
     }
 }
@@ -1296,6 +1408,12 @@ impl Bucket {
             Duration::from_secs_f64((1.0 - self.tokens) / self.rate)
         }
     }
+}
+
+/// Waits for the store to flush, then hands `done` back.
+async fn flush_then(broker: &Broker, done: Done) -> Done {
+    flush_store(broker).await;
+    done
 }
 
 /// Waits for the store to make everything written so far durable.

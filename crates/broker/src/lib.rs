@@ -18,6 +18,7 @@ mod broker;
 mod clock;
 pub mod config;
 mod connection;
+mod keepalive;
 mod listener;
 pub mod metrics;
 mod node;

@@ -55,6 +55,8 @@ pub enum StartError {
 
 /// How often the password file, the ACL and TLS files are checked for changes.
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
+/// The longest the keep-alive wheel sleeps.
+const KEEP_ALIVE_MAX_WAIT: Duration = Duration::from_secs(1);
 
 /// A running node.
 #[derive(Debug)]
@@ -157,6 +159,27 @@ impl Node {
                         sweeper.expire();
                         sweeper.access.sweep();
                     }
+                }
+            }
+        });
+        let wheel = Arc::clone(&broker);
+        tasks.spawn(async move {
+            let mut shutdown = wheel.shutdown.subscribe();
+            loop {
+                let now = wheel.now();
+                wheel.keep_alive.run_due(&wheel, now);
+                // Sessions are filed at least 1.5 s ahead (keep alive 1 s), so a second's
+                // sleep with nothing due misses none.
+                let wait = wheel
+                    .keep_alive
+                    .next_due()
+                    .map_or(KEEP_ALIVE_MAX_WAIT, |at| {
+                        Duration::from_millis(at.as_millis().saturating_sub(now.as_millis()))
+                            .min(KEEP_ALIVE_MAX_WAIT)
+                    });
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    () = tokio::time::sleep(wait) => {}
                 }
             }
         });

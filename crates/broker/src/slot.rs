@@ -2,22 +2,12 @@
 //! serves it and the tasks that deliver messages to it.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use shoal_access::acl::ClientAcl;
 use shoal_codec::{DisconnectReasonCode, MqttString, ReasonCode};
 use shoal_session::Session;
-use tokio::sync::oneshot;
-
-/// How a connection task is asked to let go of its session.
-#[derive(Debug)]
-pub(crate) struct Attachment {
-    /// Tells the connection to end, with this reason.
-    pub(crate) kick: oneshot::Sender<DisconnectReasonCode>,
-    /// Completes when the connection has detached from the session.
-    pub(crate) detached: oneshot::Receiver<()>,
-}
 
 /// A session and who is serving it.
 #[derive(Debug)]
@@ -27,25 +17,27 @@ pub(crate) struct SessionSlot {
     /// The client identifier.
     pub(crate) client_id: MqttString,
     session: Mutex<Session>,
-    /// Wakes the connection task when the session has something to send.
-    pub(crate) wake: Wake,
-    /// The connection attached now, if any.
-    pub(crate) attachment: Mutex<Option<Attachment>>,
+    /// Wakes the connection task (see `notify`): its flag and its waker.
+    woken: AtomicBool,
+    waker: atomic_waker::AtomicWaker,
+    /// The number of the connection attached to the session (0: none). It stays until that
+    /// connection has detached, also after another took the session over. Changes to
+    /// `serving` are made under this lock.
+    attached: Mutex<u32>,
+    /// The number of the connection that serves the session (0: none): when it changes,
+    /// the connection that served it ends (taken over).
+    serving: AtomicU32,
+    /// The keep-alive wheel's tick this session is filed under (0: none), see `KeepAlive`.
+    pub(crate) keep_alive_tick: AtomicU64,
     /// Bumped whenever a Will is scheduled or cancelled for this session.
-    pub(crate) will_generation: AtomicU64,
+    pub(crate) will_generation: AtomicU32,
     /// Whether a full queue was logged for this session (it is logged once).
     pub(crate) queue_full_logged: AtomicBool,
-    /// Whether deliveries are checked against `acl`: some subscription of the session
-    /// covers topics the ACL keeps from it (a wildcard over a denied sub-topic).
+    /// Whether deliveries are checked against the client's ACL: some subscription of the
+    /// session covers topics the ACL keeps from it (a wildcard over a denied sub-topic).
     filtered: AtomicBool,
-    /// The client's ACL, when `filtered`.
-    acl: Mutex<Option<ClientAcl>>,
-    /// The username the client was last authorized as, once a connection attached under an
-    /// ACL: the ACL is compiled again for it when the rules are reloaded.
-    acl_username: Mutex<Option<Option<String>>>,
-    /// The username and address of the connection attached now, for bans made while it is
-    /// connected.
-    connected_as: Mutex<Option<(Option<String>, IpAddr)>>,
+    /// Who the client is, for the ACL and bans.
+    client: Mutex<ClientInfo>,
     /// Set (then the session woken) to end the attached connection, with this DISCONNECT
     /// reason (a ban, the node shutting down); 0 when none.
     kick_reason: AtomicU8,
@@ -57,14 +49,15 @@ impl SessionSlot {
             id,
             client_id: session.client_id().clone(),
             session: Mutex::new(session),
-            wake: Wake::default(),
-            attachment: Mutex::new(None),
-            will_generation: AtomicU64::new(0),
+            woken: AtomicBool::new(false),
+            waker: atomic_waker::AtomicWaker::new(),
+            attached: Mutex::new(0),
+            serving: AtomicU32::new(0),
+            keep_alive_tick: AtomicU64::new(0),
+            will_generation: AtomicU32::new(0),
             queue_full_logged: AtomicBool::new(false),
             filtered: AtomicBool::new(false),
-            acl: Mutex::new(None),
-            acl_username: Mutex::new(None),
-            connected_as: Mutex::new(None),
+            client: Mutex::new(ClientInfo::default()),
             kick_reason: AtomicU8::new(0),
         }
     }
@@ -72,22 +65,71 @@ impl SessionSlot {
     /// Records who is connected now (`None`: nobody).
     pub(crate) fn set_connected_as(&self, who: Option<(Option<String>, IpAddr)>) {
         self.kick_reason.store(0, Ordering::Release);
-        *crate::broker::lock(&self.connected_as) = who;
+        let mut client = crate::broker::lock(&self.client);
+        match who {
+            Some((username, addr)) => {
+                client.username = username.map(String::into_boxed_str);
+                client.addr = Some(addr);
+            }
+            None => client.addr = None,
+        }
     }
 
     /// Who is connected now.
     pub(crate) fn connected_as(&self) -> Option<(Option<String>, IpAddr)> {
-        crate::broker::lock(&self.connected_as).clone()
+        let client = crate::broker::lock(&self.client);
+        let addr = client.addr?;
+        Some((client.username.as_deref().map(str::to_owned), addr))
     }
 
     /// Asks the attached connection to end with `reason` (a ban, a shutdown).
     pub(crate) fn kick(&self, reason: DisconnectReasonCode) {
         self.kick_reason.store(reason.into(), Ordering::Release);
-        self.wake.notify_one();
+        self.notify();
     }
 
-    /// Why the attached connection was asked to end, if it was; clears the request.
-    pub(crate) fn take_kick(&self) -> Option<DisconnectReasonCode> {
+    /// Hands the session to the connection numbered `attachment` (0: to none): the
+    /// connection serving it is woken and sees that it was taken over.
+    pub(crate) fn hand_over(&self, attachment: u32) {
+        {
+            let _attached = crate::broker::lock(&self.attached);
+            self.serving.store(attachment, Ordering::Release);
+        }
+        self.notify();
+    }
+
+    /// Attaches the connection numbered `attachment` (0: nothing) once no connection is
+    /// attached, or at once with `force`; returns whether it did.
+    pub(crate) fn try_attach(&self, attachment: u32, force: bool) -> bool {
+        let mut attached = crate::broker::lock(&self.attached);
+        if *attached != 0 && !force {
+            return false;
+        }
+        *attached = attachment;
+        true
+    }
+
+    /// Detaches the connection numbered `attachment`; returns whether it still served the
+    /// session (it was not taken over).
+    pub(crate) fn detach(&self, attachment: u32) -> bool {
+        let mut attached = crate::broker::lock(&self.attached);
+        if *attached == attachment {
+            *attached = 0;
+        }
+        let ours = self.serving.load(Ordering::Acquire) == attachment;
+        if ours {
+            self.serving.store(0, Ordering::Release);
+        }
+        ours
+    }
+
+    /// Why the connection numbered `attachment` must end, if it must: it no longer serves
+    /// the session (taken over), or it was asked to (a ban, a shutdown; the request is
+    /// cleared).
+    pub(crate) fn kicked(&self, attachment: u32) -> Option<DisconnectReasonCode> {
+        if self.serving.load(Ordering::Acquire) != attachment {
+            return Some(DisconnectReasonCode::SessionTakenOver);
+        }
         if self.kick_reason.load(Ordering::Acquire) == 0 {
             return None;
         }
@@ -96,12 +138,19 @@ impl SessionSlot {
 
     /// Records who the session's client was authorized as (`None`: no ACL applies).
     pub(crate) fn set_acl_username(&self, username: Option<Option<String>>) {
-        *crate::broker::lock(&self.acl_username) = username;
+        let mut client = crate::broker::lock(&self.client);
+        client.under_acl = username.is_some();
+        if let Some(username) = username {
+            client.username = username.map(String::into_boxed_str);
+        }
     }
 
-    /// Who the session's client was last authorized as, if known.
+    /// Who the session's client was last authorized as, if an ACL applies to it.
     pub(crate) fn acl_username(&self) -> Option<Option<String>> {
-        crate::broker::lock(&self.acl_username).clone()
+        let client = crate::broker::lock(&self.client);
+        client
+            .under_acl
+            .then(|| client.username.as_deref().map(str::to_owned))
     }
 
     /// Whether a message on `topic` may be delivered to this session (the ACL's read
@@ -110,16 +159,17 @@ impl SessionSlot {
         if !self.filtered.load(Ordering::Acquire) {
             return true;
         }
-        crate::broker::lock(&self.acl)
+        crate::broker::lock(&self.client)
+            .acl
             .as_ref()
             .is_none_or(|acl| acl.may_receive(topic))
     }
 
     /// Checks deliveries against `acl` from now on (`None`: stops checking).
     pub(crate) fn filter_with(&self, acl: Option<ClientAcl>) {
-        let mut current = crate::broker::lock(&self.acl);
+        let mut client = crate::broker::lock(&self.client);
         self.filtered.store(acl.is_some(), Ordering::Release);
-        *current = acl;
+        client.acl = acl;
     }
 
     /// The session, locked. Never held across an `.await` or while locking another session.
@@ -131,56 +181,147 @@ impl SessionSlot {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Cancels a pending Will (the client came back, or the Will was published).
-    pub(crate) fn cancel_will(&self) -> u64 {
-        self.will_generation.fetch_add(1, Ordering::SeqCst) + 1
-    }
-}
-
-/// A wake-up for one connection task, with a permit: `notify_one` before the task waits
-/// makes its next wait return at once (as `tokio::sync::Notify` does for one waiter). It is
-/// a flag and an `AtomicWaker`: waiting registers the task's waker without a lock, and a
-/// wait that ends or is dropped leaves nothing to clean up, which matters because the
-/// connection's `select!` creates a new wait on every turn.
-#[derive(Debug, Default)]
-pub(crate) struct Wake {
-    pending: AtomicBool,
-    waker: atomic_waker::AtomicWaker,
-}
-
-impl Wake {
-    /// Wakes the task (now, or at its next wait).
-    pub(crate) fn notify_one(&self) {
-        self.pending.store(true, Ordering::Release);
+    /// Wakes the connection task, now or at its next wait: the session has something to
+    /// send, or the connection must look at `kicked`. A wake-up with a permit (as
+    /// `tokio::sync::Notify` has for one waiter), made of a flag and an `AtomicWaker`:
+    /// waiting registers the task's waker without a lock and leaves nothing to clean up.
+    pub(crate) fn notify(&self) {
+        self.woken.store(true, Ordering::Release);
         self.waker.wake();
     }
 
-    /// Completes when `notify_one` has been called since the last wait completed.
-    pub(crate) fn notified(&self) -> Notified<'_> {
-        Notified(self)
-    }
-}
-
-/// The future of [`Wake::notified`].
-#[derive(Debug)]
-pub(crate) struct Notified<'a>(&'a Wake);
-
-impl Future for Notified<'_> {
-    type Output = ();
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        let wake = self.0;
-        if wake.pending.swap(false, Ordering::AcqRel) {
+    /// Ready when `notify` has been called since the last time it was ready; otherwise
+    /// registers the task to be woken by the next `notify`.
+    pub(crate) fn poll_notified(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.woken.swap(false, Ordering::AcqRel) {
             return std::task::Poll::Ready(());
         }
-        wake.waker.register(cx.waker());
+        self.waker.register(cx.waker());
         // A notification between the check and the registration found no waker to wake.
-        if wake.pending.swap(false, Ordering::AcqRel) {
+        if self.woken.swap(false, Ordering::AcqRel) {
             return std::task::Poll::Ready(());
         }
         std::task::Poll::Pending
+    }
+
+    /// Cancels a pending Will (the client came back, or the Will was published).
+    pub(crate) fn cancel_will(&self) -> u32 {
+        self.will_generation
+            .fetch_add(1, Ordering::SeqCst)
+            .wrapping_add(1)
+    }
+}
+
+/// Who a session's client is, for the ACL and bans.
+#[derive(Debug, Default)]
+struct ClientInfo {
+    /// The client's ACL, when deliveries are filtered.
+    acl: Option<ClientAcl>,
+    /// The username the client last connected as.
+    username: Option<Box<str>>,
+    /// Whether an ACL applies to the client (then it is compiled again for `username` when
+    /// the rules are reloaded, also while the session is offline).
+    under_acl: bool,
+    /// The address of the connection attached now, for bans made while it is connected.
+    addr: Option<IpAddr>,
+}
+
+/// Sessions by a key of their own (client identifier, subscriber id), held as a table of
+/// slots: 8 bytes an entry, where a map would also hold a copy of the key.
+#[derive(Debug, Default)]
+pub(crate) struct SlotTable<K: SlotKey> {
+    table: hashbrown::HashTable<Arc<SessionSlot>>,
+    hasher: K,
+}
+
+/// What a `SlotTable` is keyed by.
+pub(crate) trait SlotKey: Default {
+    /// The key as looked up.
+    type Key: ?Sized + PartialEq;
+    /// The key of a slot.
+    fn key(slot: &SessionSlot) -> &Self::Key;
+    /// The key's hash.
+    fn hash(&self, key: &Self::Key) -> u64;
+}
+
+/// Keyed by client identifier, hashed with a random state (client identifiers are chosen
+/// by clients).
+#[derive(Debug, Default)]
+pub(crate) struct ClientIdKey(std::hash::RandomState);
+
+impl SlotKey for ClientIdKey {
+    type Key = str;
+
+    fn key(slot: &SessionSlot) -> &str {
+        slot.client_id.as_str()
+    }
+
+    fn hash(&self, key: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.0, key)
+    }
+}
+
+/// Keyed by subscriber id (the node numbers sessions in order: a multiply spreads them).
+#[derive(Debug, Default)]
+pub(crate) struct IdKey;
+
+impl SlotKey for IdKey {
+    type Key = u64;
+
+    fn key(slot: &SessionSlot) -> &u64 {
+        &slot.id
+    }
+
+    fn hash(&self, key: &u64) -> u64 {
+        key.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+}
+
+impl<K: SlotKey> SlotTable<K> {
+    /// The slot with this key.
+    pub(crate) fn get(&self, key: &K::Key) -> Option<&Arc<SessionSlot>> {
+        self.table
+            .find(self.hasher.hash(key), |slot| K::key(slot) == key)
+    }
+
+    /// Adds a slot; returns the one it replaces (with the same key).
+    pub(crate) fn insert(&mut self, slot: Arc<SessionSlot>) -> Option<Arc<SessionSlot>> {
+        let Self { table, hasher } = self;
+        let key = K::key(&slot);
+        let entry = table.entry(
+            hasher.hash(key),
+            |other| K::key(other) == key,
+            |other| hasher.hash(K::key(other)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut occupied) => {
+                Some(std::mem::replace(occupied.get_mut(), slot))
+            }
+            hashbrown::hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(slot);
+                None
+            }
+        }
+    }
+
+    /// Removes this very slot, if the table holds it (and not another with its key).
+    pub(crate) fn remove(&mut self, slot: &Arc<SessionSlot>) {
+        let key = K::key(slot);
+        if let Ok(found) = self
+            .table
+            .find_entry(self.hasher.hash(key), |other| Arc::ptr_eq(other, slot))
+        {
+            found.remove();
+        }
+    }
+
+    /// How many slots there are.
+    pub(crate) fn len(&self) -> usize {
+        self.table.len()
+    }
+
+    /// Every slot.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<SessionSlot>> {
+        self.table.iter()
     }
 }

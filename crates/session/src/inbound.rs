@@ -113,12 +113,18 @@ impl Session {
                 ));
             }
             if publish.topic.is_empty() {
-                publish.topic = link.inbound_aliases.get(&alias.get()).cloned().ok_or((
+                let known = link
+                    .aliases
+                    .as_ref()
+                    .and_then(|a| a.inbound.get(&alias.get()));
+                publish.topic = known.cloned().ok_or((
                     DisconnectReasonCode::ProtocolError,
                     "empty topic name with a Topic Alias that was never set (§3.3.2.3.4)",
                 ))?;
             } else {
-                link.inbound_aliases
+                link.aliases
+                    .get_or_insert_with(Default::default)
+                    .inbound
                     .insert(alias.get(), publish.topic.clone());
             }
         }

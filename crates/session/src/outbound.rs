@@ -31,19 +31,19 @@ impl Session {
         subscription_ids: Vec<NonZeroU32>,
     ) -> Delivery {
         if message.is_expired(now) {
-            self.drops.expired += 1;
+            self.drops.expired = self.drops.expired.saturating_add(1);
             return Delivery::Expired;
         }
         let qos = message.qos.min(granted);
         if qos == QoS::AtMostOnce && self.link.is_none() && !self.config.queue_qos0_offline {
-            self.drops.qos0_offline += 1;
+            self.drops.qos0_offline = self.drops.qos0_offline.saturating_add(1);
             return Delivery::Offline;
         }
         let weight = message.weight();
         if self.queued() >= self.config.max_queued_messages
             || self.queued_bytes + weight > self.config.max_queued_bytes
         {
-            self.drops.queue_full += 1;
+            self.drops.queue_full = self.drops.queue_full.saturating_add(1);
             return Delivery::QueueFull;
         }
         let seq = self.next_seq;
@@ -84,8 +84,11 @@ impl Session {
             return None;
         }
         let link = self.link.as_ref()?;
-        let (version, max_size, window) =
-            (link.version, link.maximum_packet_size, link.receive_maximum);
+        let (version, max_size, window) = (
+            link.version,
+            link.maximum_packet_size,
+            usize::from(link.receive_maximum),
+        );
         loop {
             let (_, front) = self.pending.front()?;
             if front.qos != QoS::AtMostOnce && self.inflight.len() >= window {
@@ -93,7 +96,7 @@ impl Session {
             }
             let (seq, mut outbound) = self.pending.pop_front()?;
             if outbound.message.is_expired(now) {
-                self.drops.expired += 1;
+                self.drops.expired = self.drops.expired.saturating_add(1);
                 self.forget(seq, &outbound);
                 continue;
             }
@@ -105,7 +108,7 @@ impl Session {
                 .map_or(true, |len| len as u64 > u64::from(max_size));
             if too_large {
                 // Dropped for this client as if delivered [MQTT-3.1.2-25].
-                self.drops.too_large += 1;
+                self.drops.too_large = self.drops.too_large.saturating_add(1);
                 self.forget(seq, &outbound);
                 continue;
             }
@@ -167,15 +170,16 @@ impl Session {
         if link.outbound_alias_max == 0 {
             return;
         }
-        if let Some(&alias) = link.outbound_aliases.get(&publish.topic) {
+        let aliases = &mut link.aliases.get_or_insert_with(Default::default).outbound;
+        if let Some(&alias) = aliases.get(&publish.topic) {
             publish.properties.topic_alias = Some(alias);
             publish.topic = shoal_codec::MqttString::empty();
-        } else if let Some(alias) = u16::try_from(link.outbound_aliases.len() + 1)
+        } else if let Some(alias) = u16::try_from(aliases.len() + 1)
             .ok()
             .filter(|&n| n <= link.outbound_alias_max)
             .and_then(NonZeroU16::new)
         {
-            link.outbound_aliases.insert(publish.topic.clone(), alias);
+            aliases.insert(publish.topic.clone(), alias);
             publish.properties.topic_alias = Some(alias);
         }
     }

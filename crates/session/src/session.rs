@@ -21,19 +21,27 @@ use crate::time::Timestamp;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DropCounts {
     /// The queue was at its message or byte limit.
-    pub queue_full: u64,
+    pub queue_full: u32,
     /// The message expired before it could be sent.
-    pub expired: u64,
+    pub expired: u32,
     /// The message was larger than the client's Maximum Packet Size [MQTT-3.1.2-25].
-    pub too_large: u64,
+    pub too_large: u32,
     /// QoS 0 for an offline session, which does not queue them.
-    pub qos0_offline: u64,
+    pub qos0_offline: u32,
 }
 
 impl DropCounts {
     /// The total.
     pub fn total(&self) -> u64 {
-        self.queue_full + self.expired + self.too_large + self.qos0_offline
+        [
+            self.queue_full,
+            self.expired,
+            self.too_large,
+            self.qos0_offline,
+        ]
+        .into_iter()
+        .map(u64::from)
+        .sum()
     }
 }
 
@@ -69,21 +77,54 @@ pub(crate) struct Link {
     pub(crate) keep_alive: u16,
     pub(crate) last_received: Timestamp,
     /// The client's Receive Maximum: QoS 1/2 messages we may have unacknowledged.
-    pub(crate) receive_maximum: usize,
+    pub(crate) receive_maximum: u16,
     /// The client's Maximum Packet Size.
     pub(crate) maximum_packet_size: u32,
     /// Topic aliases we may use towards the client.
     pub(crate) outbound_alias_max: u16,
-    pub(crate) outbound_aliases: HashMap<MqttString, NonZeroU16>,
-    /// Topic aliases the client set towards us.
-    pub(crate) inbound_aliases: HashMap<u16, MqttString>,
+    /// The topic aliases in use, once one is (most clients never use them).
+    pub(crate) aliases: Option<Box<Aliases>>,
     /// QoS 1/2 messages from the client that we have not acknowledged yet, with their QoS.
-    pub(crate) unacked: HashMap<PacketId, QoS>,
+    pub(crate) unacked: IdMap<QoS>,
     /// Whether the CONNECT had Session Expiry Interval 0 ([MQTT-3.14.2-2]).
     pub(crate) connected_with_zero_expiry: bool,
     /// The Authentication Method of CONNECT, for re-authentication.
-    pub(crate) authentication_method: Option<MqttString>,
+    pub(crate) authentication_method: Option<Box<MqttString>>,
 }
+
+/// The topic aliases of a connection, both ways.
+#[derive(Debug, Default)]
+pub(crate) struct Aliases {
+    /// Topic aliases we use towards the client.
+    pub(crate) outbound: HashMap<MqttString, NonZeroU16>,
+    /// Topic aliases the client set towards us.
+    pub(crate) inbound: HashMap<u16, MqttString>,
+}
+
+/// Hashes a packet identifier by multiplying it (Fibonacci hashing): identifiers are small
+/// distinct integers, and maps keyed by them then need no random state, which would cost
+/// each map 16 bytes in every session.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &byte in bytes {
+            self.0 = (self.0 << 8) | u64::from(byte);
+        }
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n);
+    }
+}
+
+/// A map keyed by packet identifier.
+pub(crate) type IdMap<V> = HashMap<PacketId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// One client's session. See the crate documentation for how a driver uses it.
 #[derive(Debug)]
@@ -95,7 +136,7 @@ pub struct Session {
     /// QoS 1/2 messages sent and not completed, by sequence number (send order).
     pub(crate) inflight: BTreeMap<u64, OutboundMessage>,
     /// The sequence number of each packet identifier in flight.
-    pub(crate) inflight_ids: HashMap<PacketId, u64>,
+    pub(crate) inflight_ids: IdMap<u64>,
     pub(crate) next_seq: u64,
     pub(crate) next_packet_id: u16,
     /// Weight (`Message::weight`) of everything pending or in flight.
@@ -106,8 +147,7 @@ pub struct Session {
     pub(crate) events: VecDeque<Event>,
     pub(crate) changes: VecDeque<Change>,
     /// SUBSCRIBE requests waiting for the broker's decision.
-    pub(crate) pending_subscribes:
-        HashMap<PacketId, Vec<Result<SubscribeRequest, SubAckReasonCode>>>,
+    pub(crate) pending_subscribes: IdMap<Vec<Result<SubscribeRequest, SubAckReasonCode>>>,
     pub(crate) drops: DropCounts,
     pub(crate) closing: Option<CloseReason>,
     /// Whether the store holds this session (it was persistent when last changed).
@@ -139,7 +179,7 @@ impl Session {
             record,
             pending: VecDeque::new(),
             inflight: BTreeMap::new(),
-            inflight_ids: HashMap::new(),
+            inflight_ids: IdMap::default(),
             next_seq: 0,
             next_packet_id: 1,
             queued_bytes: 0,
@@ -147,7 +187,7 @@ impl Session {
             control: VecDeque::new(),
             events: VecDeque::new(),
             changes: VecDeque::new(),
-            pending_subscribes: HashMap::new(),
+            pending_subscribes: IdMap::default(),
             drops: DropCounts::default(),
             closing: None,
             stored: false,
@@ -256,8 +296,8 @@ impl Session {
             last_received: now,
             receive_maximum: client_props
                 .receive_maximum
-                .map_or(65_535, |n| usize::from(n.get()))
-                .min(usize::from(self.config.max_inflight.get())),
+                .map_or(u16::MAX, |n| n.get())
+                .min(self.config.max_inflight.get()),
             maximum_packet_size: client_props
                 .maximum_packet_size
                 .map_or(u32::MAX, |n| n.get()),
@@ -265,11 +305,10 @@ impl Session {
                 .topic_alias_maximum
                 .unwrap_or(0)
                 .min(config.outbound_topic_aliases),
-            outbound_aliases: HashMap::new(),
-            inbound_aliases: HashMap::new(),
-            unacked: HashMap::new(),
+            aliases: None,
+            unacked: IdMap::default(),
             connected_with_zero_expiry: requested_expiry == 0,
-            authentication_method: client_props.authentication_method.clone(),
+            authentication_method: client_props.authentication_method.clone().map(Box::new),
         });
         self.closing = None;
         self.control.clear();
@@ -430,7 +469,7 @@ impl Session {
     /// The Authentication Method the attached client authenticated with (enhanced
     /// authentication, MQTT 5).
     pub fn authentication_method(&self) -> Option<&MqttString> {
-        self.link.as_ref()?.authentication_method.as_ref()
+        self.link.as_ref()?.authentication_method.as_deref()
     }
 
     /// Queues an AUTH packet of the broker's authentication hook (re-authentication).
