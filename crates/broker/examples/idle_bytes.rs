@@ -28,17 +28,7 @@ async fn main() {
         return tls(std::path::Path::new(&certs)).await;
     }
     let dir = tempfile::tempdir().expect("tempdir");
-    let raw = shoal_broker::RawConfig {
-        listen: Some("127.0.0.1:0".parse().expect("addr")),
-        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        data_dir: Some(dir.path().into()),
-        sys_interval: Some(0),
-        ..Default::default()
-    };
-    let config = shoal_broker::Config::from_raw(raw).expect("config");
-    let node = shoal_broker::Node::start(config, None)
-        .await
-        .expect("node starts");
+    let node = idle::node(dir.path()).await;
     let addr = node.mqtt_addr();
     let mut clients = Vec::new();
     // Warm up: maps and pools reach their working size before measuring.

@@ -46,7 +46,7 @@ const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection's byte stream, as its task polls it: one task reads and writes the whole
 /// stream (no split halves, no lock between them).
-pub(crate) trait Transport: Send + Unpin {
+pub(crate) trait Transport: AsyncWrite + Send + Unpin + Sized {
     /// Whether the transport can wait for data without a buffer: then an idle connection
     /// holds no read buffer at all.
     const WAITS_WITHOUT_BUFFER: bool;
@@ -65,10 +65,14 @@ pub(crate) trait Transport: Send + Unpin {
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>>;
+    ) -> Poll<io::Result<usize>> {
+        poll_once(self.write_buf(buf), cx)
+    }
 
     /// Shuts the stream down for writing.
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(self).poll_shutdown(cx)
+    }
 }
 
 /// Makes room for `want` more bytes; returns the room there is.
@@ -106,18 +110,6 @@ impl Transport for tokio::net::TcpStream {
             }
         }
     }
-
-    fn poll_write_from(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>> {
-        poll_once(self.write_buf(buf), cx)
-    }
-
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self).poll_shutdown(cx)
-    }
 }
 
 /// Every other transport (TLS, WebSocket, QUIC, PROXY) is one boxed state machine.
@@ -132,18 +124,6 @@ impl Transport for Box<dyn crate::listener::Io> {
     ) -> Poll<io::Result<(usize, usize)>> {
         let room = make_room(buf, want);
         poll_once(self.read_buf(buf), cx).map_ok(|n| (n, room))
-    }
-
-    fn poll_write_from(
-        &mut self,
-        cx: &mut Context<'_>,
-        buf: &mut BytesMut,
-    ) -> Poll<io::Result<usize>> {
-        poll_once(self.write_buf(buf), cx)
-    }
-
-    fn poll_close(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(self).poll_shutdown(cx)
     }
 }
 

@@ -16,17 +16,7 @@ const CLIENTS: usize = 1000;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_connection_stays_within_its_heap_budget() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let raw = shoal_broker::RawConfig {
-        listen: Some("127.0.0.1:0".parse().expect("addr")),
-        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
-        data_dir: Some(dir.path().into()),
-        sys_interval: Some(0),
-        ..Default::default()
-    };
-    let config = shoal_broker::Config::from_raw(raw).expect("config");
-    let node = shoal_broker::Node::start(config, None)
-        .await
-        .expect("node starts");
+    let node = idle::node(dir.path()).await;
     let addr = node.mqtt_addr();
     let mut clients = Vec::with_capacity(CLIENTS + CLIENTS / 10);
     // Warm up: maps and pools reach their working size before measuring.

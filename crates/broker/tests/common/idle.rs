@@ -77,3 +77,18 @@ pub(crate) async fn open(addr: std::net::SocketAddr, client_id: &str) -> tokio::
     assert!(n > 0 && connack[0] == 0x20, "expected CONNACK");
     stream
 }
+
+/// A node with the defaults on loopback ports, its data in `dir`.
+pub(crate) async fn node(dir: &std::path::Path) -> shoal_broker::Node {
+    let raw = shoal_broker::RawConfig {
+        listen: Some("127.0.0.1:0".parse().expect("addr")),
+        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        data_dir: Some(dir.into()),
+        sys_interval: Some(0),
+        ..Default::default()
+    };
+    let config = shoal_broker::Config::from_raw(raw).expect("config");
+    shoal_broker::Node::start(config, None)
+        .await
+        .expect("node starts")
+}
