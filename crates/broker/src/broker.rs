@@ -367,12 +367,12 @@ impl Broker {
         }
     }
 
-    /// Every session, as a snapshot (the map's lock is not held while they are visited).
     /// The session with this subscriber id, if it still exists.
     pub(crate) fn slot_by_id(&self, id: u64) -> Option<Arc<SessionSlot>> {
         read(&self.by_id).get(&id).cloned()
     }
 
+    /// Every session, as a snapshot (the map's lock is not held while they are visited).
     fn slots(&self) -> Vec<Arc<SessionSlot>> {
         lock(&self.sessions).values().cloned().collect()
     }

@@ -48,9 +48,8 @@ impl KeepAlive {
     }
 
     /// Looks at every session due by `now`: closes the connections silent past their keep
-    /// alive and files the others again. Returns how many it closed.
-    pub(crate) fn run_due(&self, broker: &Broker, now: Timestamp) -> usize {
-        let mut closed = 0;
+    /// alive and files the others again.
+    pub(crate) fn run_due(&self, broker: &Broker, now: Timestamp) {
         loop {
             let due = {
                 let mut ticks = lock(&self.ticks);
@@ -59,7 +58,7 @@ impl KeepAlive {
                         let tick = *entry.key();
                         (tick, entry.remove())
                     }
-                    _ => return closed,
+                    _ => return,
                 }
             };
             let (tick, ids) = due;
@@ -73,11 +72,7 @@ impl KeepAlive {
                 if slot.keep_alive_tick.load(Ordering::Acquire) != tick {
                     continue;
                 }
-                let was_closing = session.closing().is_some();
                 session.handle_timeout(now);
-                if !was_closing && session.closing().is_some() {
-                    closed += 1;
-                }
                 let next = session.poll_timeout();
                 self.watch(&slot, next);
                 drop(session);

@@ -382,6 +382,51 @@ async fn keep_alive_timeout_closes_and_publishes_the_will() {
 }
 
 #[tokio::test]
+async fn a_client_that_keeps_talking_outlives_many_keep_alive_periods() {
+    // The node's keep-alive wheel looks at the session at each deadline and, finding that
+    // packets came in since, files it again under the new one.
+    let node = TestNode::start().await;
+    let (mut client, _) = Raw::connect(node.addr(), V5, "pinger", |c| c.keep_alive = 1).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        client.send(Packet::PingReq).await;
+        assert_eq!(client.recv().await, Some(Packet::PingResp));
+    }
+    // Then silence closes it, as keep alive says.
+    assert_eq!(
+        client.recv_within(Duration::from_secs(3)).await,
+        Some(Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::KeepAliveTimeout
+        )))
+    );
+}
+
+#[tokio::test]
+async fn a_clean_start_takes_the_client_id_over_with_a_new_session() {
+    let node = TestNode::start().await;
+    let (mut first, _) = Raw::connect(node.addr(), V5, "again", |c| {
+        c.properties.session_expiry_interval = Some(60)
+    })
+    .await;
+    first.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
+    let (mut second, ack) = Raw::connect(node.addr(), V5, "again", |_| {}).await;
+    assert!(!ack.session_present);
+    assert_eq!(
+        first.recv().await,
+        Some(Packet::Disconnect(Disconnect::new(
+            DisconnectReasonCode::SessionTakenOver
+        )))
+    );
+    assert!(first.closed().await);
+    // The old subscription went with the old session.
+    let (mut publisher, _) = Raw::connect(node.addr(), V5, "pub", |_| {}).await;
+    publisher
+        .publish("t", b"x", QosPid::AtMostOnce, false)
+        .await;
+    assert!(second.silent_for(Duration::from_millis(300)).await);
+}
+
+#[tokio::test]
 async fn a_will_delay_is_cancelled_when_the_client_comes_back() {
     let node = TestNode::start().await;
     let (mut watcher, _) = Raw::connect(node.addr(), V5, "watcher", |_| {}).await;
