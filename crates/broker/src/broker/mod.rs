@@ -1,0 +1,264 @@
+//! `Broker`: the state of a node that its connection tasks share: sessions, the
+//! subscription index, retained messages, the store, and dispatch between them.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use shoal_codec::MqttString;
+use shoal_session::{Message, Session, SessionConfig, Timestamp};
+use shoal_store::{Loaded, Store};
+use shoal_topic::{RetainedIndex, SubscriptionIndex};
+use tokio::sync::watch;
+
+use crate::access::Access;
+use crate::auth::Hooks;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::slot::{ClientIdKey, IdKey, SessionSlot, SlotTable};
+use crate::stats::Stats;
+
+/// The shared state of one node.
+#[derive(Debug)]
+pub struct Broker {
+    pub(crate) config: Config,
+    /// Extensions: enhanced authentication methods.
+    pub(crate) hooks: Hooks,
+    pub(crate) session_config: Arc<SessionConfig>,
+    pub(crate) clock: Clock,
+    pub(crate) store: Store,
+    /// Sessions by client identifier.
+    sessions: Mutex<SlotTable<ClientIdKey>>,
+    /// Sessions by subscriber id (the ids the subscription index holds).
+    by_id: RwLock<SlotTable<IdKey>>,
+    pub(crate) index: RwLock<SubscriptionIndex<u64>>,
+    pub(crate) retained: RwLock<RetainedIndex<Arc<Message>>>,
+    next_id: AtomicU64,
+    /// Rotates the choice of member in shared subscription groups.
+    shared_cursor: AtomicUsize,
+    pub(crate) stats: Stats,
+    /// Becomes true when the node shuts down.
+    pub(crate) shutdown: watch::Sender<bool>,
+    /// Authentication, ACL, bans.
+    pub(crate) access: Access,
+    /// Handshakes (TLS, WebSocket, PROXY, QUIC) allowed at once.
+    pub(crate) handshakes: Arc<tokio::sync::Semaphore>,
+    /// Signalled whenever a connection lets go of its session (for takeovers).
+    pub(crate) detached: tokio::sync::Notify,
+    /// Every connection's keep alive.
+    pub(crate) keep_alive: crate::keepalive::KeepAlive,
+}
+
+mod acl;
+mod dispatch;
+mod expiry;
+mod persist;
+mod retained;
+mod will;
+
+impl Broker {
+    /// A node with this configuration over an open store: loads the persistent sessions,
+    /// their queues and the retained messages back.
+    pub(crate) fn new(
+        config: Config,
+        store: Store,
+        hooks: Hooks,
+        access: Access,
+        clock: Clock,
+    ) -> Result<Arc<Self>, shoal_store::StoreError> {
+        let session_config = Arc::new(config.session.clone());
+        let (shutdown, _) = watch::channel(false);
+        let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes));
+        let broker = Arc::new(Self {
+            config,
+            hooks,
+            session_config,
+            clock,
+            access,
+            handshakes,
+            detached: tokio::sync::Notify::new(),
+            keep_alive: Default::default(),
+            store,
+            sessions: Mutex::default(),
+            by_id: RwLock::default(),
+            index: RwLock::new(SubscriptionIndex::new()),
+            retained: RwLock::new(RetainedIndex::new()),
+            next_id: AtomicU64::new(1),
+            shared_cursor: AtomicUsize::new(0),
+            stats: Stats::default(),
+            shutdown,
+        });
+        broker.restore()?;
+        Ok(broker)
+    }
+
+    fn restore(self: &Arc<Self>) -> Result<(), shoal_store::StoreError> {
+        let now = self.clock.now();
+        for message in loaded(self.store.load_retained()?, "retained message") {
+            let message = Arc::new(message);
+            write(&self.retained).insert(&message.topic, message.clone());
+        }
+        for mut record in loaded(self.store.load_sessions()?, "session") {
+            let queue = loaded(self.store.load_queue(&record.client_id)?, "queued message");
+            // A session that was connected when the node stopped lost its connection
+            // abnormally: its Will is due.
+            let crashed = record.disconnected_at.is_none();
+            if crashed {
+                record.disconnected_at = Some(now);
+            }
+            let session = Session::restore(record, queue, Arc::clone(&self.session_config));
+            let slot = self.insert_slot(session);
+            let mut session = slot.lock();
+            for sub in session.subscriptions().to_vec() {
+                let _ =
+                    write(&self.index).insert(slot.id, &sub.filter, sub.options, sub.identifier);
+            }
+            let will = if crashed {
+                session.record().will.as_deref().cloned()
+            } else {
+                None
+            };
+            if let Some(will) = will {
+                session.set_will(None);
+                drop(session);
+                self.schedule_will(&slot, will);
+            }
+        }
+        let sessions = lock(&self.sessions).len();
+        tracing::info!(
+            sessions,
+            retained = read(&self.retained).len(),
+            "state restored"
+        );
+        Ok(())
+    }
+
+    /// The time now.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn insert_slot(&self, session: Session) -> Arc<SessionSlot> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(SessionSlot::new(id, session));
+        lock(&self.sessions).insert(Arc::clone(&slot));
+        write(&self.by_id).insert(Arc::clone(&slot));
+        slot
+    }
+
+    /// The session of `client_id`, if the node has one.
+    pub(crate) fn session(&self, client_id: &str) -> Option<Arc<SessionSlot>> {
+        lock(&self.sessions).get(client_id).cloned()
+    }
+
+    /// A fresh session for `client_id`, replacing (and discarding) any session it had.
+    pub(crate) fn new_session(&self, client_id: MqttString) -> Arc<SessionSlot> {
+        if let Some(old) = self.session(&client_id) {
+            self.discard(&old);
+        }
+        self.insert_slot(Session::new(client_id, Arc::clone(&self.session_config)))
+    }
+
+    /// Removes a session: its subscriptions leave the index and its state leaves the store.
+    pub(crate) fn discard(&self, slot: &Arc<SessionSlot>) {
+        let (filters, stored) = {
+            let session = slot.lock();
+            let filters: Vec<MqttString> = session
+                .subscriptions()
+                .iter()
+                .map(|s| s.filter.clone())
+                .collect();
+            (filters, session.is_persistent())
+        };
+        write(&self.index).remove_all(slot.id, filters.iter().map(|f| f.as_str()));
+        lock(&self.sessions).remove(slot);
+        write(&self.by_id).remove(slot);
+        if stored && let Err(e) = self.store.remove_session(&slot.client_id) {
+            tracing::error!(client_id = %slot.client_id, error = %e, "removing a session from the store failed");
+        }
+    }
+
+    /// The session with this subscriber id, if it still exists.
+    pub(crate) fn slot_by_id(&self, id: u64) -> Option<Arc<SessionSlot>> {
+        read(&self.by_id).get(&id).cloned()
+    }
+
+    /// Every session, as a snapshot (the map's lock is not held while they are visited).
+    fn slots(&self) -> Vec<Arc<SessionSlot>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
+    /// Asks every attached connection to end with `reason`.
+    pub(crate) fn kick_all(&self, reason: shoal_codec::DisconnectReasonCode) {
+        for slot in self.slots() {
+            if slot.connected_as().is_some() {
+                slot.kick(reason);
+            }
+        }
+    }
+
+    /// Ends the connections a new ban covers (DISCONNECT 0x98, administrative action).
+    pub(crate) fn kick_banned(&self, ban: &shoal_access::ban::Ban) {
+        let mut only = shoal_access::ban::Bans::new();
+        only.add(ban.clone());
+        let now = self.access.now();
+        for slot in self.slots() {
+            let Some((username, addr)) = slot.connected_as() else {
+                continue;
+            };
+            if only
+                .check(now, &slot.client_id, username.as_deref(), addr)
+                .is_some()
+            {
+                slot.kick(shoal_codec::DisconnectReasonCode::AdministrativeAction);
+            }
+        }
+    }
+
+    /// Sessions held, subscriptions, retained messages, queued messages: for metrics and
+    /// $SYS.
+    pub(crate) fn census(&self) -> Census {
+        let sessions = lock(&self.sessions);
+        let queued = sessions.values().map(|s| s.lock().queued()).sum();
+        Census {
+            sessions: sessions.len(),
+            subscriptions: read(&self.index).len(),
+            retained: read(&self.retained).len(),
+            queued,
+        }
+    }
+}
+
+/// Counts of what the node holds.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Census {
+    pub(crate) sessions: usize,
+    pub(crate) subscriptions: usize,
+    pub(crate) retained: usize,
+    pub(crate) queued: usize,
+}
+
+/// The records a load read; corrupt ones are logged and left in the store (an operator
+/// must look at them), not allowed to stop the node.
+fn loaded<T>(loaded: Loaded<T>, what: &str) -> Vec<T> {
+    for corrupt in &loaded.corrupt {
+        tracing::error!(what, record = ?corrupt, "a stored record does not decode; left aside");
+    }
+    loaded.records
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}

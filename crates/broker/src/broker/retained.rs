@@ -1,0 +1,47 @@
+//! Retained messages: keeping, clearing, finding them for a subscription.
+
+use std::sync::Arc;
+
+use super::{Broker, read, write};
+use shoal_session::{Message, Timestamp};
+
+impl Broker {
+    /// Keeps (or with an empty payload, clears) the retained message of a topic. Returns
+    /// whether the store was written.
+    pub(crate) fn retain(&self, message: &Arc<Message>, persist: bool) -> bool {
+        let topic = message.topic.as_str();
+        let result = if message.payload.is_empty() {
+            let removed = write(&self.retained).remove(topic).is_some();
+            if removed && persist {
+                Some(self.store.remove_retained(&message.topic).map(|_| ()))
+            } else {
+                None
+            }
+        } else {
+            // Kept for long: its own allocation, not its packet's read buffer.
+            let kept = Arc::new(message.detached());
+            let stored = persist.then(|| self.store.put_retained(&kept));
+            write(&self.retained).insert(topic, kept);
+            stored
+        };
+        match result {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                tracing::error!(topic, error = %e, "writing a retained message to the store failed");
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Retained messages whose topics match `filter` (a plain filter), unexpired at `now`.
+    pub(crate) fn retained_for(&self, filter: &str, now: Timestamp) -> Vec<Arc<Message>> {
+        let mut found = Vec::new();
+        read(&self.retained).for_each_match_value(filter, |message| {
+            if !message.is_expired(now) {
+                found.push(Arc::clone(message));
+            }
+        });
+        found
+    }
+}

@@ -1,0 +1,43 @@
+//! The end of a connection: the last packets, detaching, the Will.
+
+use std::sync::Arc;
+
+use shoal_codec::ProtocolVersion;
+use shoal_session::{CloseReason, ClosedBy};
+
+use super::{Conn, Transport};
+use crate::metrics as m;
+use crate::slot::SessionSlot;
+
+impl<T: Transport> Conn<T> {
+    /// Sends what is left (DISCONNECT), detaches the session, schedules the Will.
+    pub(super) async fn finish(&mut self, slot: &Arc<SessionSlot>, reason: CloseReason) {
+        let version = slot.lock().version().unwrap_or(ProtocolVersion::V3_1_1);
+        {
+            let mut session = slot.lock();
+            while let Some(packet) = session.poll_transmit(self.broker.now()) {
+                let _ = packet.encode(version, &mut self.wbuf);
+            }
+        }
+        if reason.by != ClosedBy::Network {
+            self.write_and_close().await;
+        }
+        slot.set_connected_as(None);
+        let (will, persistent) = {
+            let mut session = slot.lock();
+            let will = session.detach(self.broker.now(), reason);
+            self.broker.persist(&slot.client_id, &mut session);
+            (will, session.is_persistent())
+        };
+        metrics::counter!(m::DISCONNECTS, "reason" => format!("{:?}", reason.reason), "by" => format!("{:?}", reason.by)).increment(1);
+        tracing::debug!(reason = %reason.reason, by = ?reason.by, "disconnected");
+        if let Some(will) = will {
+            self.broker.schedule_will(slot, will);
+        }
+        // Still ours (not taken over)? Then a session that does not outlive its connection
+        // ends here.
+        if slot.detach(self.attachment) && !persistent {
+            self.broker.discard(slot);
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! CONNECT: reading and checking it, authentication (the chain and enhanced
+//! authentication), authorization of the Will, refusals.
+
+use std::sync::Arc;
+
+use shoal_access::chain::{Credentials, Rejection, Verdict};
+use shoal_codec::{
+    AuthReasonCode, ConnAck, Connect, ConnectReasonCode, DecodeError, DisconnectReasonCode,
+    MqttString, Packet, ProtocolVersion,
+};
+use shoal_session::AttachOptions;
+use shoal_topic::validate_topic_name;
+
+use super::{Conn, ConnAcl, Refused, Transport, count_protocol_error};
+use crate::auth::AuthStep;
+use crate::broker::Broker;
+use crate::metrics as m;
+use crate::slot::SessionSlot;
+use crate::stats::Stats;
+
+/// How long a new connection has to send CONNECT.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl<T: Transport> Conn<T> {
+    /// CONNECT: reads and checks it, authenticates, authorizes, takes the session and
+    /// attaches; `None` when the connection was refused or closed.
+    pub(super) async fn open(&mut self) -> Option<(Arc<SessionSlot>, ProtocolVersion)> {
+        let connect = match tokio::time::timeout(CONNECT_TIMEOUT, self.read_connect()).await {
+            Ok(Ok(connect)) => connect,
+            Ok(Err(refused)) => {
+                self.refuse(refused).await;
+                return None;
+            }
+            Err(_) => {
+                tracing::debug!("no CONNECT in time");
+                metrics::counter!(m::CONNECTS, "result" => "timeout").increment(1);
+                return None;
+            }
+        };
+        let version = connect.protocol;
+        let (client_id, assigned) = match check_connect(&self.broker, &connect) {
+            Ok(ok) => ok,
+            Err((code, why)) => {
+                self.refuse(Refused::ConnAck(version, code, Some(why.to_string())))
+                    .await;
+                return None;
+            }
+        };
+        tracing::Span::current().record("client_id", client_id.as_str());
+        let ip = self.peer.addr.ip();
+        let claimed = connect.username.as_ref().map(|u| u.as_str());
+        let banned = self
+            .broker
+            .access
+            .banned(&client_id, claimed, ip)
+            .or_else(|| self.broker.access.flapping(&client_id));
+        if let Some(why) = banned {
+            metrics::counter!(m::AUTH_FAILURES, "reason" => "banned").increment(1);
+            tracing::info!(%why, "CONNECT refused");
+            self.refuse(Refused::ConnAck(
+                version,
+                ConnectReasonCode::Banned,
+                Some(why),
+            ))
+            .await;
+            return None;
+        }
+        let authentication =
+            match tokio::time::timeout(CONNECT_TIMEOUT, self.authenticate(&connect, &client_id))
+                .await
+            {
+                Ok(Ok(authentication)) => authentication,
+                Ok(Err(refused)) => {
+                    self.refuse(refused).await;
+                    return None;
+                }
+                Err(_) => {
+                    self.refuse(Refused::Close).await;
+                    return None;
+                }
+            };
+        let username = match self
+            .check_credentials(&connect, &client_id, authentication.as_ref())
+            .await
+        {
+            Ok(username) => username,
+            Err(refused) => {
+                self.refuse(refused).await;
+                return None;
+            }
+        };
+        self.username = username;
+        if let Some(refused) = self.authorize(&connect, &client_id) {
+            self.refuse(refused).await;
+            return None;
+        }
+        let (slot, present) = self.take_session(&connect, client_id.clone()).await;
+        let now = self.broker.now();
+        {
+            let mut session = slot.lock();
+            let options = AttachOptions {
+                session_present: present,
+                assigned_client_id: assigned.then(|| client_id.clone()),
+                authentication,
+            };
+            session.attach(now, &connect, options);
+            self.broker.keep_alive.watch(&slot, session.poll_timeout());
+            self.filter_resumed(&slot, &mut session);
+            self.broker.persist(&slot.client_id, &mut session);
+        }
+        metrics::counter!(m::CONNECTS, "result" => "success").increment(1);
+        metrics::gauge!(m::CONNECTIONS).increment(1.0);
+        Stats::add(&self.broker.stats.connected, 1);
+        tracing::debug!(
+            ?version,
+            present,
+            keep_alive = connect.keep_alive,
+            "connected"
+        );
+        // The CONNECT's frame shares the first read buffer: it goes with this future.
+        Some((slot, version))
+    }
+
+    /// Runs the authenticator chain; returns the client's username from now on, or the
+    /// refusal (sent after the failure delay of its address).
+    pub(super) async fn check_credentials(
+        &mut self,
+        connect: &Connect,
+        client_id: &MqttString,
+        enhanced: Option<&(MqttString, Option<bytes::Bytes>)>,
+    ) -> Result<Option<String>, Refused> {
+        let listener = self.peer.listener();
+        let identity_required = listener
+            .kind
+            .tls()
+            .is_some_and(|tls| tls.identity.is_some());
+        let credentials = Credentials {
+            listener: listener.name.clone(),
+            client_id: client_id.as_str().to_owned(),
+            username: connect.username.as_ref().map(|u| u.as_str().to_owned()),
+            password: connect.password.as_ref().map(|p| p.to_vec()),
+            peer: self.peer.addr.ip(),
+            certificate_identity: self.peer.identity.clone(),
+            identity_required,
+            enhanced_method: enhanced.map(|(method, _)| method.as_str().to_owned()),
+            allow_anonymous: listener.allow_anonymous,
+        };
+        let decision = self.broker.access.authenticate(credentials).await;
+        let rejection = match decision.verdict {
+            Verdict::Accept { username } => {
+                self.broker.access.succeeded(self.peer.addr.ip());
+                return Ok(username);
+            }
+            Verdict::Reject(rejection) => rejection,
+            Verdict::Abstain => Rejection::NotAuthorized,
+        };
+        let (code, label, why) = match rejection {
+            Rejection::BadCredentials => (
+                ConnectReasonCode::BadUserNameOrPassword,
+                "bad_credentials",
+                "bad user name or password",
+            ),
+            Rejection::NotAuthorized => (
+                ConnectReasonCode::NotAuthorized,
+                "not_authorized",
+                "not authorized: credentials are required here",
+            ),
+        };
+        metrics::counter!(m::AUTH_FAILURES, "reason" => label).increment(1);
+        tracing::info!(by = decision.by, reason = label, "authentication failed");
+        // Each failure from an address makes its next answers slower: guessing gets slow,
+        // and every refusal of one address takes the same time whatever the user name.
+        let delay = self.broker.access.failed(self.peer.addr.ip());
+        tokio::time::sleep(delay).await;
+        Err(Refused::ConnAck(connect.protocol, code, Some(why.into())))
+    }
+
+    /// Compiles the client's ACL and checks its Will; `Some` refuses the CONNECT.
+    pub(super) fn authorize(
+        &mut self,
+        connect: &Connect,
+        client_id: &MqttString,
+    ) -> Option<Refused> {
+        let max_levels = self.broker.config.limits.max_topic_levels;
+        if let Some(will) = &connect.will
+            && will.topic.split('/').count() > max_levels
+        {
+            return Some(Refused::ConnAck(
+                connect.protocol,
+                ConnectReasonCode::TopicNameInvalid,
+                Some(format!(
+                    "the Will topic has more than {max_levels} levels (max_topic_levels)"
+                )),
+            ));
+        }
+        let (generation, acl) = self
+            .broker
+            .access
+            .client_acl(self.username.as_deref(), client_id);
+        if acl.is_unrestricted() {
+            return None;
+        }
+        if let Some(will) = &connect.will
+            && !acl.may_publish(&will.topic)
+        {
+            metrics::counter!(m::ACL_DENIED, "action" => "will").increment(1);
+            return Some(Refused::ConnAck(
+                connect.protocol,
+                ConnectReasonCode::NotAuthorized,
+                Some(format!(
+                    "the ACL does not allow publishing the Will topic {:?}",
+                    will.topic.as_str()
+                )),
+            ));
+        }
+        self.extras().acl = Some(ConnAcl {
+            generation,
+            acl,
+            client_id: client_id.as_str().to_owned(),
+        });
+        None
+    }
+
+    /// A resumed session under this connection's ACL: its subscriptions are judged again
+    /// (deliveries are checked when one reaches denied topics) and queued messages the ACL
+    /// keeps from the client are dropped (they may have queued under older rules, or before
+    /// a restart, when the session's identity was not known).
+    pub(super) fn filter_resumed(
+        &mut self,
+        slot: &SessionSlot,
+        session: &mut shoal_session::Session,
+    ) {
+        let username = self
+            .extras
+            .as_ref()
+            .is_some_and(|extras| extras.acl.is_some())
+            .then(|| self.username.clone());
+        slot.set_acl_username(username);
+        slot.set_connected_as(Some((self.username.clone(), self.peer.addr.ip())));
+        // Connected while the node began to shut down: the sweep may have missed us.
+        if *self.broker.shutdown.borrow() {
+            slot.kick(DisconnectReasonCode::ServerShuttingDown);
+        }
+        match self.acl() {
+            None => slot.filter_with(None),
+            Some(acl) => {
+                let acl = acl.clone();
+                self.broker.judge_subscriptions(slot, session, &acl);
+            }
+        }
+    }
+
+    /// Reads until a whole CONNECT is decoded.
+    pub(super) async fn read_connect(&mut self) -> Result<Connect, Refused> {
+        match self.read_packet().await? {
+            Packet::Connect(connect) => Ok(*connect),
+            _ => Err(Refused::Close),
+        }
+    }
+
+    /// Reads one whole packet, before the session is attached.
+    pub(super) async fn read_packet(&mut self) -> Result<Packet, Refused> {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(packet)) => return Ok(packet),
+                Ok(None) => {}
+                Err(e) => {
+                    count_protocol_error(&e);
+                    tracing::debug!(error = %e, "bad CONNECT");
+                    return Err(match (&e, self.decoder.version()) {
+                        // An unknown level is answered in 3.1.1's form (return code 1), which
+                        // every client understands [MQTT-3.1.2-2].
+                        (
+                            DecodeError::UnsupportedProtocolVersion(_)
+                            | DecodeError::InvalidProtocolName(_),
+                            _,
+                        ) => Refused::ConnAck(
+                            ProtocolVersion::V3_1_1,
+                            ConnectReasonCode::UnsupportedProtocolVersion,
+                            None,
+                        ),
+                        (_, Some(ProtocolVersion::V5)) => Refused::ConnAck(
+                            ProtocolVersion::V5,
+                            e.connect_reason_code(),
+                            Some(e.to_string()),
+                        ),
+                        _ => Refused::Close,
+                    });
+                }
+            }
+            self.release_idle_buffer();
+            if let Ok(0) | Err(_) = self.read_some().await {
+                return Err(Refused::Close);
+            }
+        }
+    }
+
+    /// Runs the enhanced authentication exchange a CONNECT asks for (§4.12): AUTH 0x18
+    /// steps until the method decides. Returns the method and final data for CONNACK.
+    pub(super) async fn authenticate(
+        &mut self,
+        connect: &Connect,
+        client_id: &MqttString,
+    ) -> Result<Option<(MqttString, Option<bytes::Bytes>)>, Refused> {
+        let Some(method) = connect.properties.authentication_method.clone() else {
+            return Ok(None);
+        };
+        let version = connect.protocol;
+        let Some(hook) = self.broker.hooks.method(&method).cloned() else {
+            return Err(Refused::ConnAck(
+                version,
+                ConnectReasonCode::BadAuthenticationMethod,
+                Some(format!("no authentication method {method:?} here (§4.12)")),
+            ));
+        };
+        let mut exchange = hook.begin(client_id);
+        let mut data = connect.properties.authentication_data.clone();
+        loop {
+            match exchange.step(data.as_deref()) {
+                AuthStep::Success(data) => return Ok(Some((method, data))),
+                AuthStep::Fail(code) => return Err(Refused::ConnAck(version, code, None)),
+                AuthStep::Continue(challenge) => {
+                    let auth = auth_packet(
+                        AuthReasonCode::ContinueAuthentication,
+                        &method,
+                        Some(challenge),
+                    );
+                    let _ = Packet::Auth(auth).encode(version, &mut self.wbuf);
+                    if self.write_all().await.is_err() {
+                        return Err(Refused::Close);
+                    }
+                    match self.read_packet().await? {
+                        Packet::Auth(reply)
+                            if reply.reason_code == AuthReasonCode::ContinueAuthentication
+                                && reply.properties.authentication_method.as_ref()
+                                    == Some(&method) =>
+                        {
+                            data = reply.properties.authentication_data;
+                        }
+                        // Anything else in the middle of an exchange breaks §4.12.
+                        _ => {
+                            return Err(Refused::ConnAck(
+                                version,
+                                ConnectReasonCode::ProtocolError,
+                                Some("not an AUTH continuing the exchange (§4.12)".into()),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// AUTH after CONNECT: re-authentication with the method of CONNECT (§4.12.1).
+    pub(super) fn reauthenticate(&mut self, slot: &SessionSlot, auth: shoal_codec::Auth) {
+        let mut session = slot.lock();
+        let Some(method) = session.authentication_method().cloned() else {
+            session.close(DisconnectReasonCode::ProtocolError, true);
+            return;
+        };
+        if auth.properties.authentication_method.as_ref() != Some(&method) {
+            session.close(DisconnectReasonCode::ProtocolError, true);
+            return;
+        }
+        let waiting = self.extras.as_mut().and_then(|extras| extras.reauth.take());
+        let exchange = match (auth.reason_code, waiting) {
+            (AuthReasonCode::ReAuthenticate, _) => self
+                .broker
+                .hooks
+                .method(&method)
+                .map(|hook| hook.begin(&slot.client_id)),
+            (AuthReasonCode::ContinueAuthentication, Some(exchange)) => Some(exchange),
+            _ => None,
+        };
+        let Some(mut exchange) = exchange else {
+            session.close(DisconnectReasonCode::ProtocolError, true);
+            return;
+        };
+        match exchange.step(auth.properties.authentication_data.as_deref()) {
+            AuthStep::Success(data) => {
+                session.send_auth(auth_packet(AuthReasonCode::Success, &method, data))
+            }
+            AuthStep::Continue(data) => {
+                session.send_auth(auth_packet(
+                    AuthReasonCode::ContinueAuthentication,
+                    &method,
+                    Some(data),
+                ));
+                self.extras().reauth = Some(exchange);
+            }
+            AuthStep::Fail(_) => session.close(DisconnectReasonCode::NotAuthorized, true),
+        }
+    }
+
+    pub(super) async fn refuse(&mut self, refused: Refused) {
+        let Refused::ConnAck(version, code, explanation) = refused else {
+            metrics::counter!(m::CONNECTS, "result" => "closed").increment(1);
+            return;
+        };
+        metrics::counter!(m::CONNECTS, "result" => format!("{code:?}")).increment(1);
+        tracing::debug!(%code, "CONNECT refused");
+        let mut connack = ConnAck::new(code, false);
+        connack.properties.reason_string =
+            explanation.and_then(|text| MqttString::try_from(text).ok());
+        let _ = Packet::ConnAck(Box::new(connack)).encode(version, &mut self.wbuf);
+        self.write_and_close().await;
+    }
+}
+
+pub(super) fn auth_packet(
+    reason_code: AuthReasonCode,
+    method: &MqttString,
+    data: Option<bytes::Bytes>,
+) -> shoal_codec::Auth {
+    shoal_codec::Auth {
+        reason_code,
+        properties: shoal_codec::AuthProperties {
+            authentication_method: Some(method.clone()),
+            authentication_data: data,
+            ..Default::default()
+        },
+    }
+}
+
+/// Checks a CONNECT beyond the codec: client identifier rules, features the Will needs. Returns the client identifier to use and whether the server
+/// assigned it.
+pub(super) fn check_connect(
+    broker: &Broker,
+    connect: &Connect,
+) -> Result<(MqttString, bool), (ConnectReasonCode, &'static str)> {
+    let config = &broker.config.session;
+    if let Some(will) = &connect.will {
+        if will.qos > config.maximum_qos {
+            return Err((
+                ConnectReasonCode::QosNotSupported,
+                "Will QoS above the Maximum QoS",
+            ));
+        }
+        if will.retain && !config.retain_available {
+            return Err((
+                ConnectReasonCode::RetainNotSupported,
+                "Will Retain set but retain is not available",
+            ));
+        }
+        if validate_topic_name(&will.topic).is_err() {
+            return Err((
+                ConnectReasonCode::TopicNameInvalid,
+                "invalid Will topic (§4.7)",
+            ));
+        }
+    }
+    if connect.client_id.is_empty() {
+        return match connect.protocol {
+            // 3.1 needs an identifier of 1 to 23 characters; 3.1.1 allows an empty one with
+            // a clean session only [MQTT-3.1.3-8].
+            ProtocolVersion::V3_1 => Err((
+                ConnectReasonCode::ClientIdentifierNotValid,
+                "MQTT 3.1 needs a client identifier",
+            )),
+            ProtocolVersion::V3_1_1 if !connect.clean_start => Err((
+                ConnectReasonCode::ClientIdentifierNotValid,
+                "an empty client identifier needs a clean session [MQTT-3.1.3-8]",
+            )),
+            _ => Ok((assign_client_id(broker), true)),
+        };
+    }
+    if connect.protocol == ProtocolVersion::V3_1 && connect.client_id.len() > 23 {
+        return Err((
+            ConnectReasonCode::ClientIdentifierNotValid,
+            "MQTT 3.1 allows 23 characters of client identifier",
+        ));
+    }
+    Ok((connect.client_id.clone(), false))
+}
+
+/// A client identifier that no client chose: unique on this node.
+pub(super) fn assign_client_id(broker: &Broker) -> MqttString {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let id = format!("shoal-{:x}-{n:x}", broker.clock.now().as_millis());
+    MqttString::try_from(id).expect("hex digits and a dash are a valid MQTT string")
+}

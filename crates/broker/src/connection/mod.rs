@@ -1,0 +1,409 @@
+//! The connection driver: one task per client connection. It reads and decodes packets,
+//! feeds them to the session, acts on the session's events (dispatch, subscriptions,
+//! durability), and writes what the session has to send, waiting in one hand-written poll
+//! (`Conn::poll_wait`) that keeps an idle connection's task small.
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use shoal_access::acl::ClientAcl;
+use shoal_codec::{
+    ConnectReasonCode, DecodeError, Decoder, DisconnectReasonCode, Packet, ProtocolVersion,
+};
+use shoal_session::{CloseReason, ClosedBy};
+use shoal_topic::Recipients;
+use tracing::Instrument;
+
+use crate::auth::AuthExchange;
+use crate::broker::Broker;
+use crate::listener::Peer;
+use crate::metrics as m;
+use crate::slot::SessionSlot;
+use crate::stats::Stats;
+
+/// The read size of a quiet connection, and the largest one.
+const MIN_READ: usize = 512;
+const MAX_READ: usize = 16 * 1024;
+/// A write buffer grown past this is released once empty.
+const KEEP_WRITE_BUFFER: usize = 16 * 1024;
+/// How long the last packets (DISCONNECT) may take to leave.
+const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(1);
+
+mod ack;
+mod close;
+mod connect;
+mod ownership;
+mod subscribe;
+mod throttle;
+mod transport;
+
+use ack::{flush_store, flush_then};
+use throttle::Throttle;
+pub(crate) use transport::Transport;
+
+/// Serves one client connection until it ends.
+///
+/// The connection's state is built here, outside the future, and the future uses it in
+/// place: an async fn's arguments stay in its future for its whole life, and moving them
+/// into a local would hold them twice.
+pub(crate) fn serve<T: Transport>(
+    broker: Arc<Broker>,
+    io: T,
+    peer: Peer,
+) -> impl Future<Output = ()> + Send {
+    let span = tracing::debug_span!("conn", peer = %peer.addr, listener = %peer.listener().name, client_id = tracing::field::Empty);
+    let decoder = Decoder::new(broker.config.session.maximum_packet_size);
+    let extras = Throttle::new(&broker.config.limits).map(|throttle| {
+        Box::new(Extras {
+            throttle: Some(throttle),
+            ..Default::default()
+        })
+    });
+    let mut conn = Conn {
+        broker,
+        io,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        read_size: MIN_READ,
+        decoder,
+        extras,
+        username: None,
+        peer,
+        attachment: 0,
+    };
+    async move { conn.run().await }.instrument(span)
+}
+
+/// What woke a connection waiting for work.
+enum Woke {
+    /// The session was taken over, or the node asked the connection to end.
+    Kicked(DisconnectReasonCode),
+    /// A read completed (bytes, room).
+    Read(io::Result<(usize, usize)>),
+    /// The publish rate allows reading again.
+    Resume,
+    /// A write completed.
+    Wrote(io::Result<usize>),
+    /// The session has something to send.
+    Wake,
+}
+
+struct Conn<T> {
+    broker: Arc<Broker>,
+    io: T,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    decoder: Decoder,
+    /// What only some connections need.
+    extras: Option<Box<Extras>>,
+    /// Who is connected, through which listener.
+    peer: Peer,
+    /// The username the client was authenticated as.
+    username: Option<String>,
+    /// How much the next read asks for: grows while reads fill it, shrinks when they do
+    /// not, so an idle connection holds a small buffer and a busy one reads in bulk.
+    read_size: usize,
+    /// This connection's number on its session (`SessionSlot::serving`), once attached.
+    attachment: u32,
+}
+
+/// What only some connections need, boxed so that the others do not carry it.
+#[derive(Default)]
+struct Extras {
+    /// A re-authentication exchange waiting for the client's next AUTH.
+    reauth: Option<Box<dyn AuthExchange>>,
+    /// The client's ACL, once authenticated (`None`: the node has no ACL).
+    acl: Option<ConnAcl>,
+    /// The publish rate limit, when configured.
+    throttle: Option<Throttle>,
+}
+
+/// Why the CONNECT phase ended without a session.
+enum Refused {
+    /// Answer with this CONNACK, in this version (MQTT 5: with this Reason String), then
+    /// close.
+    ConnAck(ProtocolVersion, ConnectReasonCode, Option<String>),
+    /// Just close.
+    Close,
+}
+
+impl<T: Transport> Conn<T> {
+    async fn run(&mut self) {
+        // The CONNECT phase and the close are boxed: their futures are large and short-lived,
+        // and an idle connection's task should hold only the serving loop's state.
+        let Some((slot, version)) = Box::pin(self.open()).await else {
+            return;
+        };
+        let reason = self.serve_session(&slot, version).await;
+        Box::pin(self.finish(&slot, reason)).await;
+        metrics::gauge!(m::CONNECTIONS).decrement(1.0);
+        self.broker
+            .stats
+            .connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        // A connection taking the session over may be waiting for this one to let go.
+        self.broker.detached.notify_waiters();
+    }
+
+    /// The connection's extras, made on first use.
+    fn extras(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Default::default)
+    }
+
+    /// The publish rate limit, if there is one.
+    fn throttle(&mut self) -> Option<&mut Throttle> {
+        self.extras.as_mut()?.throttle.as_mut()
+    }
+
+    /// The client's ACL, recompiled if the ACL file was reloaded; `None` when unrestricted.
+    fn acl(&mut self) -> Option<&ClientAcl> {
+        let conn = self.extras.as_mut()?.acl.as_mut()?;
+        let generation = self.broker.access.generation();
+        if conn.generation != generation {
+            let (generation, acl) = self
+                .broker
+                .access
+                .client_acl(self.username.as_deref(), &conn.client_id);
+            conn.generation = generation;
+            conn.acl = acl;
+        }
+        Some(&conn.acl)
+    }
+
+    /// The main loop: returns why the connection ends.
+    ///
+    /// Its state between turns is small on purpose: an idle connection's task holds the
+    /// `Conn`, the slot and this loop's few locals. The wait is one hand-written poll
+    /// (`poll_wait`), the store flushes are boxed, and keep alive is watched by the node's
+    /// wheel (`KeepAlive`), not by a timer per connection.
+    async fn serve_session(
+        &mut self,
+        slot: &Arc<SessionSlot>,
+        version: ProtocolVersion,
+    ) -> CloseReason {
+        // Made on the first PUBLISH: a client that only listens never needs it.
+        let mut recipients: Option<Box<Recipients<u64>>> = None;
+        loop {
+            // A QoS 2 message must be known as sent, with its identifier, before it leaves:
+            // after a crash it is resent with that identifier and the client drops the copy.
+            if self.fill_output(slot, version) {
+                Box::pin(flush_store(&self.broker)).await;
+            }
+            self.release_idle_buffer();
+            let woke = std::future::poll_fn(|cx| self.poll_wait(cx, slot)).await;
+            let stats = &self.broker.stats;
+            match woke {
+                Woke::Kicked(reason) => {
+                    if reason != DisconnectReasonCode::ServerShuttingDown
+                        && reason != DisconnectReasonCode::SessionTakenOver
+                    {
+                        tracing::info!(%reason, "disconnected by the server");
+                    }
+                    // Wills are not published on a graceful shutdown.
+                    let will = reason != DisconnectReasonCode::ServerShuttingDown;
+                    slot.lock().close(reason, will);
+                }
+                Woke::Read(Ok((0, _)) | Err(_)) | Woke::Wrote(Ok(0) | Err(_)) => {
+                    return CloseReason {
+                        reason: DisconnectReasonCode::UnspecifiedError,
+                        publish_will: true,
+                        by: ClosedBy::Network,
+                    };
+                }
+                Woke::Read(Ok((n, room))) => {
+                    Stats::add(&stats.bytes_received, n as u64);
+                    self.adapt_read(n, room);
+                    self.handle_throttled(slot, n);
+                }
+                Woke::Resume => {
+                    if let Some(throttle) = self.throttle() {
+                        throttle.resume = None;
+                    }
+                    // Packets held back by the rate come first.
+                    self.handle_throttled(slot, 0);
+                }
+                Woke::Wrote(Ok(n)) => {
+                    Stats::add(&stats.bytes_sent, n as u64);
+                    if self.wbuf.is_empty() && self.wbuf.capacity() > KEEP_WRITE_BUFFER {
+                        self.wbuf = BytesMut::new();
+                    }
+                }
+                Woke::Wake => {}
+            }
+            let Some((done, needs_flush)) = self.take_events(slot, version, &mut recipients) else {
+                continue;
+            };
+            let done = match needs_flush {
+                // Boxed with the flush: the loop's state holds one pointer while it waits.
+                true => Box::pin(flush_then(&self.broker, done)).await,
+                false => done,
+            };
+            match self.complete_events(slot, done) {
+                Ok(0) => {}
+                // This read woke other connections: let them write before reading more,
+                // or a flood of publishers starves its subscribers' tasks.
+                Ok(_) => tokio::task::yield_now().await,
+                Err(reason) => return reason,
+            }
+        }
+    }
+
+    /// Waits for the next thing to do, in this order: being told to end, data to read (or
+    /// the publish rate allowing more), room to write, output from the session.
+    fn poll_wait(&mut self, cx: &mut Context<'_>, slot: &SessionSlot) -> Poll<Woke> {
+        // Registered first, so that a wake-up between the checks below and the wait is not
+        // lost. The output it announces is picked up by the next turn whatever woke it.
+        let woken = slot.poll_notified(cx).is_ready();
+        if let Some(reason) = slot.kicked(self.attachment) {
+            return Poll::Ready(Woke::Kicked(reason));
+        }
+        let resume = self
+            .extras
+            .as_mut()
+            .and_then(|extras| extras.throttle.as_mut());
+        match resume.and_then(|throttle| throttle.resume.as_mut()) {
+            None => {
+                if let Poll::Ready(read) =
+                    self.io.poll_read_into(cx, &mut self.rbuf, self.read_size)
+                {
+                    return Poll::Ready(Woke::Read(read));
+                }
+            }
+            Some(resume) => {
+                if resume.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Resume);
+                }
+            }
+        }
+        if !self.wbuf.is_empty()
+            && let Poll::Ready(written) = self.io.poll_write_from(cx, &mut self.wbuf)
+        {
+            return Poll::Ready(Woke::Wrote(written));
+        }
+        if woken {
+            return Poll::Ready(Woke::Wake);
+        }
+        Poll::Pending
+    }
+
+    /// Writes all of `wbuf`.
+    async fn write_all(&mut self) -> io::Result<()> {
+        while !self.wbuf.is_empty() {
+            let n = std::future::poll_fn(|cx| self.io.poll_write_from(cx, &mut self.wbuf)).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            Stats::add(&self.broker.stats.bytes_sent, n as u64);
+        }
+        Ok(())
+    }
+
+    /// Writes what is left and shuts the stream down, within `CLOSE_FLUSH_TIMEOUT`.
+    async fn write_and_close(&mut self) {
+        let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, async {
+            self.write_all().await?;
+            std::future::poll_fn(|cx| self.io.poll_close(cx)).await
+        })
+        .await;
+    }
+
+    /// Reads once; returns the bytes read (0: the stream ended).
+    async fn read_some(&mut self) -> io::Result<usize> {
+        let want = self.read_size;
+        let (n, _) =
+            std::future::poll_fn(|cx| self.io.poll_read_into(cx, &mut self.rbuf, want)).await?;
+        Stats::add(&self.broker.stats.bytes_received, n as u64);
+        Ok(n)
+    }
+
+    /// Gives back an empty read buffer that the connection does not need while it waits:
+    /// what a busy spell left it, and, where the transport can wait without one, the whole
+    /// buffer of a connection reading little (an idle client holds none).
+    ///
+    /// An empty write buffer of a control packet's size (what CONNACK or PINGRESP left) is
+    /// given back too: an idle connection holds none, and a busy one grows past it.
+    fn release_idle_buffer(&mut self) {
+        if self.wbuf.is_empty() && self.wbuf.capacity() > 0 && self.wbuf.capacity() <= 64 {
+            self.wbuf = BytesMut::new();
+        }
+        if !self.rbuf.is_empty() || self.rbuf.capacity() == 0 {
+            return;
+        }
+        let quiet = T::WAITS_WITHOUT_BUFFER && self.read_size == MIN_READ;
+        if quiet || self.rbuf.capacity() > 2 * self.read_size {
+            self.rbuf = BytesMut::new();
+        }
+    }
+
+    /// Grows the read size when a read filled its room, shrinks it when reads stay small.
+    fn adapt_read(&mut self, read: usize, room: usize) {
+        if read == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if read < self.read_size / 8 {
+            self.read_size = (self.read_size / 2).max(MIN_READ);
+        }
+    }
+
+    /// Handles what was read (`bytes` more), within the publish rate if there is one: the
+    /// packets past the allowance stay in the buffer, and reading pauses until the rate
+    /// allows more.
+    fn handle_throttled(&mut self, slot: &Arc<SessionSlot>, bytes: usize) {
+        // Without a rate (the usual case) no clock is read.
+        let Some(throttle) = self.throttle() else {
+            self.handle_input(slot, usize::MAX);
+            return;
+        };
+        let now = tokio::time::Instant::now();
+        let allowance = throttle.allowance(now);
+        let published = self.handle_input(slot, allowance);
+        if let Some(throttle) = self.throttle() {
+            throttle.take(now, published, bytes);
+        }
+    }
+
+    /// Decodes whole packets read and hands them to the session, stopping after `limit`
+    /// PUBLISH packets; returns how many PUBLISH it handled.
+    fn handle_input(&mut self, slot: &Arc<SessionSlot>, limit: usize) -> usize {
+        let now = self.broker.now();
+        let mut session = slot.lock();
+        let mut published = 0;
+        loop {
+            if published >= limit {
+                return published;
+            }
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(packet)) => {
+                    if let Packet::Publish(p) = &packet {
+                        published += 1;
+                        Stats::add(&self.broker.stats.messages_received[p.qos() as usize], 1);
+                    }
+                    session.handle_packet(now, packet);
+                    if session.closing().is_some() {
+                        return published;
+                    }
+                }
+                Ok(None) => return published,
+                Err(e) => {
+                    count_protocol_error(&e);
+                    tracing::debug!(error = %e, "malformed packet");
+                    session.close_explained(e.reason_code(), true, Some(&e.to_string()));
+                    return published;
+                }
+            }
+        }
+    }
+}
+
+fn count_protocol_error(e: &DecodeError) {
+    metrics::counter!(m::PROTOCOL_ERRORS, "rule" => e.rule()).increment(1);
+}
+
+/// A connection's compiled ACL, for its client id and `Conn::username`.
+struct ConnAcl {
+    generation: u64,
+    acl: ClientAcl,
+    client_id: String,
+}
