@@ -102,6 +102,10 @@ async fn respond(
     let path = words.next().unwrap_or("");
     match (method, path) {
         ("GET", "/healthz") => ("200 OK", "ok\n".to_string()),
+        ("GET", "/readyz") if broker.is_store_broken() => (
+            "503 Service Unavailable",
+            "not ready: the store failed\n".to_string(),
+        ),
         ("GET", "/readyz") if ready.load(Ordering::Relaxed) && !*broker.shutdown.borrow() => {
             ("200 OK", "ready\n".to_string())
         }

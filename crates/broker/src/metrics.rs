@@ -29,6 +29,11 @@ pub const SESSIONS: &str = "shoal_sessions";
 pub const SUBSCRIPTIONS: &str = "shoal_subscriptions";
 /// Gauge: retained messages held.
 pub const RETAINED_MESSAGES: &str = "shoal_retained_messages";
+/// Counter: store writes and flushes that failed (each answered with failure codes).
+pub const STORE_FAILURES: &str = "shoal_store_failures_total";
+/// Counter: acknowledgements answered with a failure because what they confirm is not
+/// durable (`kind`: puback, pubrec, suback, connack).
+pub const ACKS_FAILED: &str = "shoal_acks_failed_total";
 /// Histogram: how long a durable flush of the store took.
 pub const STORE_FLUSH_SECONDS: &str = "shoal_store_flush_seconds";
 /// Counter: Wills published.

@@ -41,6 +41,10 @@ pub(crate) struct SessionSlot {
     /// Set (then the session woken) to end the attached connection, with this DISCONNECT
     /// reason (a ban, the node shutting down); 0 when none.
     kick_reason: AtomicU8,
+    /// Set once another session replaced this one under its client id (a clean start):
+    /// the session no longer writes to the store and no connection attaches to it. Set
+    /// while the session's lock is held, so a write under that lock sees it.
+    retired: AtomicBool,
 }
 
 impl SessionSlot {
@@ -59,6 +63,7 @@ impl SessionSlot {
             filtered: AtomicBool::new(false),
             client: Mutex::new(ClientInfo::default()),
             kick_reason: AtomicU8::new(0),
+            retired: AtomicBool::new(false),
         }
     }
 
@@ -89,7 +94,8 @@ impl SessionSlot {
     }
 
     /// Hands the session to the connection numbered `attachment` (0: to none): the
-    /// connection serving it is woken and sees that it was taken over.
+    /// connection serving it is woken and sees that it was taken over. Called only under the
+    /// node's session table lock (`Broker::claim`), which orders every change of owner.
     pub(crate) fn hand_over(&self, attachment: u32) {
         {
             let _attached = crate::broker::lock(&self.attached);
@@ -98,15 +104,48 @@ impl SessionSlot {
         self.notify();
     }
 
-    /// Attaches the connection numbered `attachment` (0: nothing) once no connection is
-    /// attached, or at once with `force`; returns whether it did.
-    pub(crate) fn try_attach(&self, attachment: u32, force: bool) -> bool {
+    /// Attaches the connection numbered `attachment` once no other connection is attached
+    /// (at once with `force`). `Lost` when the session was handed to another connection
+    /// meanwhile, or retired: the caller must not touch it.
+    pub(crate) fn try_attach(&self, attachment: u32, force: bool) -> Attach {
         let mut attached = crate::broker::lock(&self.attached);
+        if self.serving.load(Ordering::Acquire) != attachment
+            || self.retired.load(Ordering::Acquire)
+        {
+            return Attach::Lost;
+        }
         if *attached != 0 && !force {
-            return false;
+            return Attach::Wait;
         }
         *attached = attachment;
-        true
+        Attach::Attached
+    }
+
+    /// Whether a connection is attached (it may have been told to end and not yet let go).
+    pub(crate) fn is_attached(&self) -> bool {
+        *crate::broker::lock(&self.attached) != 0
+    }
+
+    /// Whether no connection serves or holds the session (nobody claimed it).
+    pub(crate) fn is_free(&self) -> bool {
+        let attached = crate::broker::lock(&self.attached);
+        *attached == 0 && self.serving.load(Ordering::Acquire) == 0
+    }
+
+    /// Retires the session: another replaced it under its client id. It writes nothing to
+    /// the store from now on, and the connection serving it ends (taken over). Takes the
+    /// session's lock, so no write of it is under way once this returns.
+    pub(crate) fn retire(&self) {
+        {
+            let _session = self.lock();
+            self.retired.store(true, Ordering::Release);
+        }
+        self.hand_over(0);
+    }
+
+    /// Whether the session was retired (see `retire`).
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
     }
 
     /// Detaches the connection numbered `attachment`; returns whether it still served the
@@ -210,6 +249,17 @@ impl SessionSlot {
             .fetch_add(1, Ordering::SeqCst)
             .wrapping_add(1)
     }
+}
+
+/// What `SessionSlot::try_attach` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Attach {
+    /// The connection is attached.
+    Attached,
+    /// Another connection is still attached: wait until it lets go.
+    Wait,
+    /// The session went to another connection, or was retired.
+    Lost,
 }
 
 /// Who a session's client is, for the ACL and bans.

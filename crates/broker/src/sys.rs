@@ -101,12 +101,12 @@ fn publish(broker: &Arc<Broker>, recipients: &mut Recipients<u64>) {
             received_at: now,
         });
         // Kept in memory only: $SYS values are rebuilt at start.
-        broker.retain(&message, false);
+        let _ = broker.retain(&message, false);
         let plain = Arc::new(Message {
             retain: false,
             ..(*message).clone()
         });
-        let _ = broker.dispatch(&plain, None, recipients);
+        let _ = broker.dispatch(&plain, None, recipients, None);
     }
 }
 

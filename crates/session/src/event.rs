@@ -80,7 +80,7 @@ pub enum ClosedBy {
 /// messages that caused them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// The record (subscriptions, Will, expiry, QoS 2 receipts) is now this.
+    /// The record (subscriptions, Will, expiry) is now this.
     Record(Box<SessionRecord>),
     /// A message entered the queue at this sequence number.
     Enqueued {
@@ -100,6 +100,18 @@ pub enum Change {
     Removed {
         /// The position in the session's queue.
         seq: u64,
+    },
+    /// A QoS 2 message with this packet identifier was received and is acknowledged with
+    /// PUBREC: a resend of it must not be delivered again until its PUBREL [MQTT-4.3.3-10].
+    /// Written atomically with the copies the message queued for subscribers.
+    Received {
+        /// The packet identifier.
+        packet_id: PacketId,
+    },
+    /// The QoS 2 receipt of this packet identifier ends (PUBREL came, or PUBREC refused it).
+    Released {
+        /// The packet identifier.
+        packet_id: PacketId,
     },
     /// The session no longer outlives its connection: remove it and its queue from the store.
     Discarded,

@@ -10,7 +10,7 @@ use shoal_codec::{
 };
 use shoal_topic::{FilterKind, validate_topic_name};
 
-use crate::event::{CloseReason, ClosedBy, Event, SubscribeRequest};
+use crate::event::{Change, CloseReason, ClosedBy, Event, SubscribeRequest};
 use crate::message::Message;
 use crate::record::SubscriptionRecord;
 use crate::session::Session;
@@ -140,16 +140,21 @@ impl Session {
                 // A resend of a message we are still dispatching: it is acknowledged once.
                 return Ok(());
             }
-            if qos == QoS::ExactlyOnce && self.record.incoming_qos2.contains(&id) {
+            if qos == QoS::ExactlyOnce && self.incoming_qos2.contains(&id) {
                 // Received before and acknowledged with PUBREC: not delivered again
                 // [MQTT-4.3.3-10]; the PUBREC may have been lost.
                 crate::session::push(&mut self.control, Packet::PubRec(PubAck::new(id)));
                 return Ok(());
             }
-            if link.unacked.len() >= usize::from(config.receive_maximum.get()) {
+            // The quota counts a QoS 1 message until its PUBACK and a QoS 2 one until its
+            // PUBCOMP (§4.9): what awaits acknowledgement, and the receipts awaiting PUBREL
+            // (QoS 2 messages not yet acknowledged are in both). MQTT 3.1.1 clients, who
+            // cannot be told the Receive Maximum, are held to it too: they are closed.
+            let in_use = link.unacked.len() + self.incoming_qos2.len() - link.unacked_qos2;
+            if in_use >= usize::from(config.receive_maximum.get()) {
                 return Err((
                     DisconnectReasonCode::ReceiveMaximumExceeded,
-                    "more unacknowledged QoS 1/2 PUBLISH than the Receive Maximum (§3.3.4)",
+                    "more QoS 1/2 PUBLISH in flight than the Receive Maximum (§3.3.4, §4.9)",
                 ));
             }
         }
@@ -172,8 +177,10 @@ impl Session {
         if let Some(id) = packet_id {
             link.unacked.insert(id, qos);
             if qos == QoS::ExactlyOnce {
-                self.record.incoming_qos2.push(id);
-                self.record_changed();
+                link.unacked_qos2 += 1;
+                // The broker writes the receipt itself, in one atomic step with the copies
+                // the message queues (`Event::Publish`): it is not a change logged here.
+                self.incoming_qos2.insert(id);
             }
         }
         let mut properties = publish.properties;
@@ -204,14 +211,17 @@ impl Session {
     /// PUBREL: the client releases a QoS 2 message; complete with PUBCOMP.
     fn handle_pubrel(&mut self, id: PacketId) {
         let mut comp = PubComp::new(id);
-        if let Some(pos) = self
-            .record
-            .incoming_qos2
-            .iter()
-            .position(|&known| known == id)
-        {
-            self.record.incoming_qos2.swap_remove(pos);
-            self.record_changed();
+        let awaiting_pubrec = self
+            .link
+            .as_ref()
+            .is_some_and(|link| link.unacked.contains_key(&id));
+        if awaiting_pubrec {
+            // PUBREL before our PUBREC: the message is still being made durable. Ignored;
+            // the client sends PUBREL again once it has the PUBREC.
+            return;
+        }
+        if self.incoming_qos2.remove(&id) {
+            self.receipt_changed(Change::Released { packet_id: id });
         } else {
             comp.reason_code = PubRelReasonCode::PacketIdentifierNotFound;
         }

@@ -289,14 +289,16 @@ impl Session {
         let Some(qos) = link.unacked.remove(&packet_id) else {
             return;
         };
+        if qos == QoS::ExactlyOnce {
+            link.unacked_qos2 -= 1;
+        }
         let mut ack = PubAck::new(packet_id);
         ack.reason_code = reason;
         match qos {
             QoS::AtLeastOnce => crate::session::push(&mut self.control, Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
-                if reason.is_error() {
-                    self.record.incoming_qos2.retain(|&id| id != packet_id);
-                    self.record_changed();
+                if reason.is_error() && self.incoming_qos2.remove(&packet_id) {
+                    self.receipt_changed(Change::Released { packet_id });
                 }
                 crate::session::push(&mut self.control, Packet::PubRec(ack));
             }

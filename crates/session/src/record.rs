@@ -50,7 +50,9 @@ pub struct SessionRecord {
     pub disconnected_at: Option<Timestamp>,
     /// QoS 2 messages received from the client and acknowledged with PUBREC, whose PUBREL
     /// has not come yet: a resend of one of them must not be delivered again
-    /// [MQTT-4.3.3-10].
+    /// [MQTT-4.3.3-10]. Filled by the store when it loads a session (the receipts are kept
+    /// as entries of their own, `Change::Received`); `Session::restore` takes them into the
+    /// session, and the records a session logs leave it empty.
     pub incoming_qos2: Vec<PacketId>,
 }
 

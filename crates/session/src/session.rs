@@ -86,6 +86,8 @@ pub(crate) struct Link {
     pub(crate) aliases: Option<Box<Aliases>>,
     /// QoS 1/2 messages from the client that we have not acknowledged yet, with their QoS.
     pub(crate) unacked: IdMap<QoS>,
+    /// How many of `unacked` are QoS 2 (they are in `Session::incoming_qos2` too).
+    pub(crate) unacked_qos2: usize,
     /// Whether the CONNECT had Session Expiry Interval 0 ([MQTT-3.14.2-2]).
     pub(crate) connected_with_zero_expiry: bool,
     /// The Authentication Method of CONNECT, for re-authentication.
@@ -125,6 +127,9 @@ impl std::hash::Hasher for IdHasher {
 
 /// A map keyed by packet identifier.
 pub(crate) type IdMap<V> = HashMap<PacketId, V, std::hash::BuildHasherDefault<IdHasher>>;
+/// A set of packet identifiers.
+pub(crate) type IdSet =
+    std::collections::HashSet<PacketId, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// One client's session. See the crate documentation for how a driver uses it.
 #[derive(Debug)]
@@ -152,6 +157,9 @@ pub struct Session {
     pub(crate) closing: Option<CloseReason>,
     /// Whether the store holds this session (it was persistent when last changed).
     pub(crate) stored: bool,
+    /// QoS 2 receipts: packet identifiers received from the client and acknowledged (or
+    /// being acknowledged) with PUBREC, whose PUBREL has not come yet [MQTT-4.3.3-10].
+    pub(crate) incoming_qos2: IdSet,
 }
 
 impl Session {
@@ -170,10 +178,13 @@ impl Session {
 
     /// A session as the store kept it: its record and queue (in sequence order).
     pub fn restore(
-        record: SessionRecord,
+        mut record: SessionRecord,
         queue: Vec<(u64, OutboundMessage)>,
         config: Arc<SessionConfig>,
     ) -> Self {
+        let incoming_qos2 = std::mem::take(&mut record.incoming_qos2)
+            .into_iter()
+            .collect();
         let mut session = Self {
             config,
             record,
@@ -191,6 +202,7 @@ impl Session {
             drops: DropCounts::default(),
             closing: None,
             stored: false,
+            incoming_qos2,
         };
         session.stored = session.is_persistent();
         for (seq, message) in queue {
@@ -226,6 +238,11 @@ impl Session {
     /// The protocol version of the attached client.
     pub fn version(&self) -> Option<ProtocolVersion> {
         self.link.as_ref().map(|l| l.version)
+    }
+
+    /// Whether the store holds the session: its changes are logged (`poll_change`).
+    pub fn is_stored(&self) -> bool {
+        self.stored
     }
 
     /// Whether the session outlives its connection (Session Expiry Interval above 0).
@@ -307,6 +324,7 @@ impl Session {
                 .min(config.outbound_topic_aliases),
             aliases: None,
             unacked: IdMap::default(),
+            unacked_qos2: 0,
             connected_with_zero_expiry: requested_expiry == 0,
             authentication_method: client_props.authentication_method.clone().map(Box::new),
         });
@@ -488,15 +506,35 @@ impl Session {
     /// Records that the persistent record changed.
     pub(crate) fn record_changed(&mut self) {
         if self.is_persistent() {
+            let newly = !self.stored;
             self.stored = true;
             self.changes
                 .push_back(Change::Record(Box::new(self.record.clone())));
+            if newly {
+                // Receipts taken while the session was not stored go with it from now on.
+                let receipts: Vec<PacketId> = self.incoming_qos2.iter().copied().collect();
+                for packet_id in receipts {
+                    self.changes.push_back(Change::Received { packet_id });
+                }
+            }
         } else if self.stored {
             // A session that stops being persistent leaves the store.
             self.stored = false;
             self.changes.clear();
             push(&mut self.changes, Change::Discarded);
         }
+    }
+
+    /// Records a QoS 2 receipt (`Change::Received` or `Released`), for persistent sessions.
+    pub(crate) fn receipt_changed(&mut self, change: Change) {
+        if self.stored {
+            push(&mut self.changes, change);
+        }
+    }
+
+    /// The QoS 2 receipts awaiting PUBREL, in no particular order.
+    pub fn incoming_qos2(&self) -> impl Iterator<Item = PacketId> + '_ {
+        self.incoming_qos2.iter().copied()
     }
 
     /// Records a change to the queue, for persistent sessions and QoS 1/2 messages.

@@ -221,12 +221,9 @@ fn qos2_publish_is_delivered_exactly_once() {
     client.changes();
     client.send(publish("a/b", QosPid::ExactlyOnce(pid(3))));
     assert_eq!(client.events().len(), 1);
-    // The receipt is recorded before PUBREC can be sent.
-    let changes = client.changes();
-    assert!(
-        matches!(changes.as_slice(), [Change::Record(r)] if r.incoming_qos2 == vec![pid(3)]),
-        "{changes:?}"
-    );
+    // The receipt is held; the broker writes it with the message's queued copies.
+    assert_eq!(client.session.incoming_qos2().collect::<Vec<_>>(), [pid(3)]);
+    assert!(client.changes().is_empty());
     client
         .session
         .handle_publish_done(pid(3), PubAckReasonCode::Success);
@@ -240,7 +237,12 @@ fn qos2_publish_is_delivered_exactly_once() {
     assert_eq!(client.out(), vec![Packet::PubRec(PubRec::new(pid(3)))]);
     client.send(Packet::PubRel(PubRel::new(pid(3))));
     assert_eq!(client.out(), vec![Packet::PubComp(PubComp::new(pid(3)))]);
-    assert!(client.session.record().incoming_qos2.is_empty());
+    assert_eq!(client.session.incoming_qos2().count(), 0);
+    // Its end is logged, so that the store forgets the receipt.
+    assert_eq!(
+        client.changes(),
+        vec![Change::Released { packet_id: pid(3) }]
+    );
     // An unknown PUBREL gets PUBCOMP with Packet Identifier not found.
     client.send(Packet::PubRel(PubRel::new(pid(9))));
     let mut comp = PubComp::new(pid(9));

@@ -12,10 +12,11 @@
 //! same way on every replica.
 
 use bytes::Bytes;
-use shoal_codec::MqttString;
+use shoal_codec::{MqttString, PacketId};
 use shoal_session::{Message, OutboundMessage, OutboundState, SessionRecord, Timestamp};
 
 use crate::error::StoreError;
+use crate::keys::{Kind, queue_key, receipt_key, state_key};
 use crate::record::{encode_outbound, encode_retained, encode_session};
 use crate::store::Store;
 
@@ -58,6 +59,14 @@ enum Op {
     },
     RemoveRetained {
         topic: MqttString,
+    },
+    PutReceipt {
+        client_id: MqttString,
+        packet_id: PacketId,
+    },
+    RemoveReceipt {
+        client_id: MqttString,
+        packet_id: PacketId,
     },
 }
 
@@ -162,6 +171,25 @@ impl WriteBatch {
         Ok(self)
     }
 
+    /// Records a QoS 2 receipt of `client_id`: packet identifier `packet_id` was received
+    /// and its PUBREL has not come yet. Loaded back into the session's `incoming_qos2`.
+    pub fn put_receipt(&mut self, client_id: &MqttString, packet_id: PacketId) -> &mut Self {
+        self.ops.push(Op::PutReceipt {
+            client_id: client_id.clone(),
+            packet_id,
+        });
+        self
+    }
+
+    /// Removes a QoS 2 receipt (its PUBREL came).
+    pub fn remove_receipt(&mut self, client_id: &MqttString, packet_id: PacketId) -> &mut Self {
+        self.ops.push(Op::RemoveReceipt {
+            client_id: client_id.clone(),
+            packet_id,
+        });
+        self
+    }
+
     /// [`Store::remove_retained`].
     pub fn remove_retained(&mut self, topic: &MqttString) -> &mut Self {
         self.ops.push(Op::RemoveRetained {
@@ -210,8 +238,68 @@ impl Store {
                 Op::RemoveRetained { topic } => {
                     self.remove_retained(topic)?;
                 }
+                Op::PutReceipt {
+                    client_id,
+                    packet_id,
+                } => {
+                    let key = receipt_key(client_id, packet_id.get());
+                    self.inner.queues.insert(key, &[][..])?;
+                }
+                Op::RemoveReceipt {
+                    client_id,
+                    packet_id,
+                } => {
+                    self.inner
+                        .queues
+                        .remove(receipt_key(client_id, packet_id.get()))?;
+                }
             }
         }
+        Ok(())
+    }
+
+    /// Applies `batch` so that its queue writes (messages entering queues, QoS 2 receipts)
+    /// happen as one atomic step, also across a crash: either all of them are in the store
+    /// afterwards or none. That is what makes a QoS 2 message exactly once across a crash:
+    /// the publisher's receipt and the copies it queued for subscribers go together, so a
+    /// resend after a restart is either known (not delivered again) or delivered for the
+    /// first time.
+    ///
+    /// The other writes are applied first, in order, as [`apply`](Self::apply) does, and
+    /// so are the expiry index entries of the queued messages (an index entry without its
+    /// record is dropped later, see `remove_expired`). Only enqueues of new sequence numbers
+    /// may be in the atomic part (a message's first write): their keys hold nothing yet.
+    /// sled's batch takes a lock that stalls other writers meanwhile: use it only where the
+    /// atomicity is needed.
+    pub fn apply_atomic(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let mut queues = sled::Batch::default();
+        let mut rest = WriteBatch::new();
+        for op in &batch.ops {
+            match op {
+                Op::Enqueue {
+                    client_id,
+                    seq,
+                    value,
+                    expires_at,
+                } => {
+                    let key = queue_key(client_id, *seq);
+                    self.index_add(Kind::Queued, &key, *expires_at)?;
+                    queues.remove(state_key(&key));
+                    queues.insert(key, value.as_ref());
+                }
+                Op::PutReceipt {
+                    client_id,
+                    packet_id,
+                } => queues.insert(receipt_key(client_id, packet_id.get()), &[][..]),
+                Op::RemoveReceipt {
+                    client_id,
+                    packet_id,
+                } => queues.remove(receipt_key(client_id, packet_id.get())),
+                other => rest.ops.push(other.clone()),
+            }
+        }
+        self.apply(&rest)?;
+        self.inner.queues.apply_batch(queues)?;
         Ok(())
     }
 }

@@ -51,6 +51,30 @@ pub(crate) enum QueueEntry {
     Message,
     /// The delivery state of the message with the same sequence number.
     State,
+    /// A QoS 2 receipt of the client (a packet identifier awaiting PUBREL), kept in the
+    /// queues tree so that it is written in one atomic batch with the copies that its
+    /// message queued for subscribers.
+    Receipt(u16),
+}
+
+/// The sequence-number position of receipts: after every message (sequence numbers count
+/// up from 0 and never reach it).
+const RECEIPT_SEQ: u64 = u64::MAX;
+/// The byte after `RECEIPT_SEQ` that marks a receipt.
+const RECEIPT_SUFFIX: u8 = 0x02;
+
+/// The prefix of every receipt of `client_id`.
+pub(crate) fn receipt_prefix(client_id: &MqttString) -> Vec<u8> {
+    let mut key = queue_key(client_id, RECEIPT_SEQ);
+    key.push(RECEIPT_SUFFIX);
+    key
+}
+
+/// The key of the receipt of packet identifier `packet_id` of `client_id`.
+pub(crate) fn receipt_key(client_id: &MqttString, packet_id: u16) -> Vec<u8> {
+    let mut key = receipt_prefix(client_id);
+    key.extend_from_slice(&packet_id.to_be_bytes());
+    key
 }
 
 /// A `queues` key taken apart: client id bytes, sequence number, entry.
@@ -62,6 +86,10 @@ pub(crate) fn parse_queue_key(key: &[u8]) -> Option<(&[u8], u64, QueueEntry)> {
     let (seq, entry) = match rest.len() {
         8 => (rest, QueueEntry::Message),
         9 if rest[8] == STATE_SUFFIX => (&rest[..8], QueueEntry::State),
+        11 if rest[8] == RECEIPT_SUFFIX => (
+            &rest[..8],
+            QueueEntry::Receipt(u16::from_be_bytes([rest[9], rest[10]])),
+        ),
         _ => return None,
     };
     let seq = u64::from_be_bytes(seq.try_into().ok()?);

@@ -4,7 +4,7 @@ use shoal_codec::MqttString;
 use shoal_session::{SessionRecord, Timestamp};
 
 use crate::error::{CorruptRecord, RecordKey, StoreError};
-use crate::keys::Kind;
+use crate::keys::{Kind, QueueEntry, parse_queue_key, receipt_prefix};
 use crate::loaded::Loaded;
 use crate::record::{decode_session_at, encode_session, peek_session_expiry};
 use crate::store::{SESSIONS, Store};
@@ -61,7 +61,10 @@ impl Store {
         for item in self.inner.sessions.iter() {
             let (key, value) = item?;
             match decode_session_at(&key, &value) {
-                Ok(session) => loaded.records.push(session),
+                Ok(mut session) => {
+                    self.load_receipts(&mut session, &mut loaded)?;
+                    loaded.records.push(session);
+                }
                 Err(source) => loaded.corrupt.push(CorruptRecord {
                     tree: SESSIONS,
                     key: RecordKey(key.to_vec()),
@@ -70,5 +73,36 @@ impl Store {
             }
         }
         Ok(loaded)
+    }
+
+    /// Adds the QoS 2 receipts stored beside the session (`WriteBatch::put_receipt`) to its
+    /// record's `incoming_qos2`.
+    fn load_receipts(
+        &self,
+        session: &mut SessionRecord,
+        loaded: &mut Loaded<SessionRecord>,
+    ) -> Result<(), StoreError> {
+        for item in self
+            .inner
+            .queues
+            .scan_prefix(receipt_prefix(&session.client_id))
+        {
+            let (key, _) = item?;
+            match parse_queue_key(&key) {
+                Some((_, _, QueueEntry::Receipt(id))) => {
+                    if let Some(id) = shoal_codec::PacketId::new(id)
+                        && !session.incoming_qos2.contains(&id)
+                    {
+                        session.incoming_qos2.push(id);
+                    }
+                }
+                _ => loaded.corrupt.push(CorruptRecord {
+                    tree: crate::store::QUEUES,
+                    key: RecordKey(key.to_vec()),
+                    source: crate::error::DecodeRecordError::MalformedKey,
+                }),
+            }
+        }
+        Ok(())
     }
 }

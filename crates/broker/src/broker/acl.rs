@@ -31,7 +31,7 @@ impl Broker {
             let dropped = session.retain_queued(|m| acl.may_receive(&m.topic));
             if dropped > 0 {
                 metrics::counter!(m::ACL_DENIED, "action" => "deliver").increment(dropped as u64);
-                self.persist(&slot.client_id, session);
+                let _ = self.persist(slot, session);
             }
         }
     }

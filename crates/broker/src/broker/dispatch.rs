@@ -4,39 +4,84 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use shoal_codec::QoS;
+use std::num::NonZeroU32;
+
 use shoal_session::{Delivery, Message, Session, Timestamp};
+use shoal_store::WriteBatch;
 use shoal_topic::Recipients;
 
-use super::{Broker, read};
+use super::{Broker, Receipts, read};
 use crate::metrics as m;
 use crate::slot::SessionSlot;
 
-/// What a dispatch needs before its publisher may be acknowledged.
+/// What a dispatch did, for its publisher's acknowledgement.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[must_use]
 pub(crate) struct Dispatched {
-    /// Something was written to the store: flush before acknowledging.
-    pub(crate) needs_flush: bool,
+    /// What the acknowledgement must wait for (the writes of the queued copies).
+    pub(crate) receipts: Receipts,
     /// How many sessions the message went to.
     pub(crate) recipients: usize,
+}
+
+/// One session a message goes to, and how.
+struct Target {
+    slot: Arc<SessionSlot>,
+    qos: QoS,
+    retain: bool,
+    ids: Vec<NonZeroU32>,
 }
 
 impl Broker {
     /// Sends a message to every session that subscribed to its topic, and keeps it if it
     /// is retained. `publisher` is the publishing session (for No Local).
+    ///
+    /// With `atomic`, the copies queued for persistent sessions are written together with
+    /// what `atomic` already holds (the publisher's QoS 2 receipt), as one atomic step
+    /// (`Store::apply_atomic`), while every receiving session is locked: after a crash the
+    /// receipt and the copies are either all there or none is, so a resent QoS 2 message is
+    /// never delivered twice, and each session's own writes stay in order.
     pub(crate) fn dispatch(
         &self,
         message: &Arc<Message>,
         publisher: Option<u64>,
         recipients: &mut Recipients<u64>,
+        atomic: Option<WriteBatch>,
     ) -> Dispatched {
         let now = self.now();
         let mut out = Dispatched::default();
         if message.retain {
-            out.needs_flush |= self.retain(message, true);
+            out.receipts = out.receipts.and(self.retain(message, true));
         }
+        let targets = self.targets(message, publisher, recipients);
+        out.recipients = targets.len();
+        if out.recipients == 0 {
+            metrics::counter!(m::MESSAGES_DROPPED, "cause" => "no_subscribers").increment(1);
+        }
+        let receipts = match atomic {
+            Some(batch) => self.deliver_atomic(now, message, targets, batch),
+            None => targets
+                .into_iter()
+                .fold(Receipts::default(), |receipts, t| {
+                    receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
+                }),
+        };
+        out.receipts = out.receipts.and(receipts);
+        out
+    }
+
+    /// The sessions a message goes to: every plain subscriber the ACL lets receive it, and
+    /// one member of each shared group (a connected one if there is one). The tables are
+    /// read-locked only while this runs: nothing is written meanwhile.
+    fn targets(
+        &self,
+        message: &Message,
+        publisher: Option<u64>,
+        recipients: &mut Recipients<u64>,
+    ) -> Vec<Target> {
         read(&self.index).match_topic(&message.topic, publisher, recipients);
         let by_id = read(&self.by_id);
+        let mut targets = Vec::new();
         for recipient in recipients.subscribers() {
             let Some(slot) = by_id.get(&recipient.subscriber) else {
                 continue;
@@ -44,16 +89,12 @@ impl Broker {
             if !slot.may_receive(&message.topic) {
                 continue;
             }
-            let retain = message.retain && recipient.retain_as_published;
-            out.needs_flush |= self.deliver(
-                slot,
-                now,
-                message,
-                recipient.qos,
-                retain,
-                recipient.identifiers.to_vec(),
-            );
-            out.recipients += 1;
+            targets.push(Target {
+                slot: Arc::clone(slot),
+                qos: recipient.qos,
+                retain: message.retain && recipient.retain_as_published,
+                ids: recipient.identifiers.to_vec(),
+            });
         }
         for group in recipients.shared_groups() {
             let members = group.members;
@@ -85,19 +126,17 @@ impl Broker {
             let Some(slot) = by_id.get(&pick.subscriber) else {
                 continue;
             };
-            let ids = pick.identifier.into_iter().collect();
-            let retain = message.retain && pick.options.retain_as_published;
-            out.needs_flush |= self.deliver(slot, now, message, pick.options.qos, retain, ids);
-            out.recipients += 1;
+            targets.push(Target {
+                slot: Arc::clone(slot),
+                qos: pick.options.qos,
+                retain: message.retain && pick.options.retain_as_published,
+                ids: pick.identifier.into_iter().collect(),
+            });
         }
-        if out.recipients == 0 {
-            metrics::counter!(m::MESSAGES_DROPPED, "cause" => "no_subscribers").increment(1);
-        }
-        out
+        targets
     }
 
-    /// Gives one session a message; wakes its connection. Returns whether the store was
-    /// written.
+    /// Gives one session a message and writes what it queued; wakes its connection.
     pub(crate) fn deliver(
         &self,
         slot: &SessionSlot,
@@ -105,11 +144,11 @@ impl Broker {
         message: &Arc<Message>,
         qos: QoS,
         retain: bool,
-        ids: Vec<std::num::NonZeroU32>,
-    ) -> bool {
+        ids: Vec<NonZeroU32>,
+    ) -> Receipts {
         let mut session = slot.lock();
         let delivery = session.deliver(now, Arc::clone(message), qos, retain, ids);
-        let wrote = self.persist(&slot.client_id, &mut session);
+        let receipts = self.persist(slot, &mut session);
         let connected = session.is_connected();
         if delivery != Delivery::Queued {
             self.count_drops(slot, &mut session);
@@ -118,7 +157,53 @@ impl Broker {
         if connected {
             slot.notify();
         }
-        wrote
+        receipts
+    }
+
+    /// Gives every target the message with all their sessions locked (in subscriber id
+    /// order, each once), and writes what they queued together with `batch` as one atomic
+    /// step before any of them can move on.
+    fn deliver_atomic(
+        &self,
+        now: Timestamp,
+        message: &Arc<Message>,
+        mut targets: Vec<Target>,
+        mut batch: WriteBatch,
+    ) -> Receipts {
+        targets.sort_by_key(|t| t.slot.id);
+        let mut locked: Vec<(&SessionSlot, std::sync::MutexGuard<'_, Session>)> = Vec::new();
+        for target in &targets {
+            if locked
+                .last()
+                .is_none_or(|(slot, _)| slot.id != target.slot.id)
+            {
+                locked.push((&target.slot, target.slot.lock()));
+            }
+            let (slot, session) = locked.last_mut().expect("just pushed");
+            let delivery = session.deliver(
+                now,
+                Arc::clone(message),
+                target.qos,
+                target.retain,
+                target.ids.clone(),
+            );
+            if delivery != Delivery::Queued {
+                self.count_drops(slot, session);
+            }
+        }
+        for (slot, session) in &mut locked {
+            self.collect_changes(slot, session, &mut batch);
+        }
+        let receipts = self.apply(&batch, true);
+        let connected: Vec<&SessionSlot> = locked
+            .into_iter()
+            .filter(|(_, session)| session.is_connected())
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in connected {
+            slot.notify();
+        }
+        receipts
     }
 
     pub(crate) fn count_drops(&self, slot: &SessionSlot, session: &mut Session) {

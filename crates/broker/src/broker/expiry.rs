@@ -23,12 +23,22 @@ impl Broker {
             .collect();
         for slot in expired {
             // The Will is due at the latest when the session ends (§3.1.3.2.2).
-            let will = slot.lock().record().will.as_deref().cloned();
+            let mut will = None;
+            let ended = self.remove_if_unclaimed(&slot, |session| {
+                let ended = !session.is_connected()
+                    && session.record().expires_at().is_some_and(|at| at <= now);
+                if ended {
+                    will = session.record().will.as_deref().cloned();
+                }
+                ended
+            });
+            if !ended {
+                continue;
+            }
             if let Some(will) = will {
                 slot.cancel_will();
                 self.publish_will(will);
             }
-            self.discard(&slot);
             metrics::counter!(m::SESSIONS_EXPIRED).increment(1);
             tracing::debug!(client_id = %slot.client_id, "session expired");
         }

@@ -46,14 +46,19 @@ pub struct Broker {
     pub(crate) detached: tokio::sync::Notify,
     /// Every connection's keep alive.
     pub(crate) keep_alive: crate::keepalive::KeepAlive,
+    /// Set once a store write or flush failed (`Broker::store_failed`).
+    store_broken: std::sync::atomic::AtomicBool,
 }
 
 mod acl;
 mod dispatch;
 mod expiry;
+mod ownership;
 mod persist;
 mod retained;
 mod will;
+
+pub(crate) use persist::Receipts;
 
 impl Broker {
     /// A node with this configuration over an open store: loads the persistent sessions,
@@ -77,6 +82,7 @@ impl Broker {
             handshakes,
             detached: tokio::sync::Notify::new(),
             keep_alive: Default::default(),
+            store_broken: Default::default(),
             store,
             sessions: Mutex::default(),
             by_id: RwLock::default(),
@@ -142,29 +148,25 @@ impl Broker {
         &self.config
     }
 
-    fn insert_slot(&self, session: Session) -> Arc<SessionSlot> {
+    /// A slot for `session`, with a new subscriber id; not yet in the tables.
+    fn new_slot(&self, session: Session) -> Arc<SessionSlot> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let slot = Arc::new(SessionSlot::new(id, session));
+        Arc::new(SessionSlot::new(id, session))
+    }
+
+    /// Puts a restored session in the tables.
+    fn insert_slot(&self, session: Session) -> Arc<SessionSlot> {
+        let slot = self.new_slot(session);
         lock(&self.sessions).insert(Arc::clone(&slot));
         write(&self.by_id).insert(Arc::clone(&slot));
         slot
     }
 
-    /// The session of `client_id`, if the node has one.
-    pub(crate) fn session(&self, client_id: &str) -> Option<Arc<SessionSlot>> {
-        lock(&self.sessions).get(client_id).cloned()
-    }
-
-    /// A fresh session for `client_id`, replacing (and discarding) any session it had.
-    pub(crate) fn new_session(&self, client_id: MqttString) -> Arc<SessionSlot> {
-        if let Some(old) = self.session(&client_id) {
-            self.discard(&old);
-        }
-        self.insert_slot(Session::new(client_id, Arc::clone(&self.session_config)))
-    }
-
-    /// Removes a session: its subscriptions leave the index and its state leaves the store.
-    pub(crate) fn discard(&self, slot: &Arc<SessionSlot>) {
+    /// Ends a session that the client id table no longer lists (see `ownership.rs`, the
+    /// only callers): its subscriptions leave the index, its subscriber id is forgotten,
+    /// and its state leaves the store. Called under the table's lock, so that removing the
+    /// stored state orders before any write of a session that takes the client id next.
+    fn discard_unlisted(&self, slot: &Arc<SessionSlot>) {
         let (filters, stored) = {
             let session = slot.lock();
             let filters: Vec<MqttString> = session
@@ -175,7 +177,6 @@ impl Broker {
             (filters, session.is_persistent())
         };
         write(&self.index).remove_all(slot.id, filters.iter().map(|f| f.as_str()));
-        lock(&self.sessions).remove(slot);
         write(&self.by_id).remove(slot);
         if stored && let Err(e) = self.store.remove_session(&slot.client_id) {
             tracing::error!(client_id = %slot.client_id, error = %e, "removing a session from the store failed");

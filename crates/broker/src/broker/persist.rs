@@ -1,16 +1,66 @@
-//! Writing what sessions changed to the store.
+//! Writing what sessions changed to the store, and the receipts that a read's
+//! acknowledgements wait for.
 
-use super::Broker;
-use shoal_codec::MqttString;
+use std::sync::atomic::Ordering;
+
 use shoal_session::{Change, Session};
 use shoal_store::WriteBatch;
 
+use super::Broker;
+use crate::metrics as m;
+use crate::slot::SessionSlot;
+
+/// What the acknowledgements of a read (PUBACK, PUBREC, SUBACK, CONNACK, PUBREL, PUBCOMP)
+/// wait for before they leave: its receipts. On a single node that is the store's flush of
+/// what the read wrote; a write that failed already makes them failures. The cluster adds
+/// Raft commits and peers' acceptance of forwarded messages here.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[must_use]
+pub(crate) struct Receipts {
+    /// Something was written to the store: it must flush before acknowledging.
+    pub(crate) flush: bool,
+    /// A write failed: what it carried is not durable, the acknowledgements are failures.
+    pub(crate) failed: bool,
+}
+
+impl Receipts {
+    /// Both sets of receipts.
+    pub(crate) fn and(self, other: Self) -> Self {
+        Self {
+            flush: self.flush || other.flush,
+            failed: self.failed || other.failed,
+        }
+    }
+
+    /// Whether nothing needs waiting for.
+    pub(crate) fn is_empty(self) -> bool {
+        !self.flush && !self.failed
+    }
+}
+
 impl Broker {
-    /// Writes the changes a session logged to the store. Returns whether anything was
-    /// written (so a flush is due before what caused it is acknowledged).
-    pub(crate) fn persist(&self, client_id: &MqttString, session: &mut Session) -> bool {
+    /// Writes the changes a session logged to the store; returns what its acknowledgements
+    /// must wait for. A retired session (replaced under its client id) writes nothing: the
+    /// caller holds its lock, and `SessionSlot::retire` sets the flag under that lock.
+    pub(crate) fn persist(&self, slot: &SessionSlot, session: &mut Session) -> Receipts {
         let mut batch = WriteBatch::new();
+        self.collect_changes(slot, session, &mut batch);
+        self.apply(&batch, false)
+    }
+
+    /// Adds the changes a session logged to `batch` (nothing for a retired session).
+    pub(crate) fn collect_changes(
+        &self,
+        slot: &SessionSlot,
+        session: &mut Session,
+        batch: &mut WriteBatch,
+    ) {
+        let retired = slot.is_retired();
+        let client_id = &slot.client_id;
         while let Some(change) = session.poll_change() {
+            if retired {
+                continue;
+            }
             let encoded = match change {
                 Change::Record(record) => batch.put_session(&record).map(|_| ()),
                 Change::Enqueued { seq, message } => {
@@ -24,6 +74,14 @@ impl Broker {
                     batch.remove_outbound(client_id, seq);
                     Ok(())
                 }
+                Change::Received { packet_id } => {
+                    batch.put_receipt(client_id, packet_id);
+                    Ok(())
+                }
+                Change::Released { packet_id } => {
+                    batch.remove_receipt(client_id, packet_id);
+                    Ok(())
+                }
                 Change::Discarded => {
                     batch.remove_session(client_id);
                     Ok(())
@@ -33,13 +91,46 @@ impl Broker {
                 tracing::error!(%client_id, error = %e, "session state cannot be encoded for the store");
             }
         }
+    }
+
+    /// Applies `batch` (its queue writes as one atomic step with `atomic`); returns what
+    /// acknowledgements of its contents must wait for.
+    pub(crate) fn apply(&self, batch: &WriteBatch, atomic: bool) -> Receipts {
         if batch.is_empty() {
-            return false;
+            return Receipts::default();
         }
-        if let Err(e) = self.store.apply(&batch) {
-            // The store is failing: acknowledged messages would not be durable.
-            tracing::error!(%client_id, error = %e, "writing session state to the store failed");
+        let result = match atomic {
+            true => self.store.apply_atomic(batch),
+            false => self.store.apply(batch),
+        };
+        match result {
+            Ok(()) => Receipts {
+                flush: true,
+                failed: false,
+            },
+            Err(e) => {
+                self.store_failed(&e);
+                Receipts {
+                    flush: true,
+                    failed: true,
+                }
+            }
         }
-        true
+    }
+
+    /// The store failed (a write or a flush): nothing acknowledged from now on is durable.
+    /// The node says it is not ready (`/readyz`), and the failure is counted and logged.
+    pub(crate) fn store_failed(&self, error: &shoal_store::StoreError) {
+        metrics::counter!(m::STORE_FAILURES).increment(1);
+        if !self.store_broken.swap(true, Ordering::AcqRel) {
+            tracing::error!(%error, "the store failed: acknowledgements now answer with failure codes, and the node reports not ready; restart it once the disk is fixed");
+        } else {
+            tracing::debug!(%error, "store failure");
+        }
+    }
+
+    /// Whether the store has failed since the node started.
+    pub(crate) fn is_store_broken(&self) -> bool {
+        self.store_broken.load(Ordering::Acquire)
     }
 }

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use super::{Broker, read, write};
+use super::{Broker, Receipts, read, write};
 use shoal_session::{Message, Timestamp};
 
 impl Broker {
     /// Keeps (or with an empty payload, clears) the retained message of a topic. Returns
-    /// whether the store was written.
-    pub(crate) fn retain(&self, message: &Arc<Message>, persist: bool) -> bool {
+    /// what an acknowledgement of it waits for.
+    pub(crate) fn retain(&self, message: &Arc<Message>, persist: bool) -> Receipts {
         let topic = message.topic.as_str();
         let result = if message.payload.is_empty() {
             let removed = write(&self.retained).remove(topic).is_some();
@@ -25,12 +25,18 @@ impl Broker {
             stored
         };
         match result {
-            Some(Ok(())) => true,
+            Some(Ok(())) => Receipts {
+                flush: true,
+                failed: false,
+            },
             Some(Err(e)) => {
-                tracing::error!(topic, error = %e, "writing a retained message to the store failed");
-                true
+                self.store_failed(&e);
+                Receipts {
+                    flush: true,
+                    failed: true,
+                }
             }
-            None => false,
+            None => Receipts::default(),
         }
     }
 

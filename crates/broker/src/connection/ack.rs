@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use shoal_codec::{Packet, PacketId, ProtocolVersion, PubAckReasonCode, QoS};
 use shoal_session::{CloseReason, Event};
+use shoal_store::WriteBatch;
 use shoal_topic::Recipients;
 
 use super::subscribe::Subscribed;
 use super::{Conn, Transport};
-use crate::broker::{Broker, write};
+use crate::broker::{Broker, Receipts, write};
 use crate::metrics as m;
 use crate::slot::SessionSlot;
 use crate::stats::Stats;
@@ -20,24 +21,25 @@ const WRITE_HIGH_WATER: usize = 64 * 1024;
 
 impl<T: Transport> Conn<T> {
     /// Acts on what the session asked for: dispatches, subscribes, persists. Returns what
-    /// is left to do once the store has flushed (`complete_events`) and whether it must
-    /// flush first; `None` when there was nothing to do.
+    /// is left to do once its receipts hold (`complete_events`) and the receipts; `None`
+    /// when there was nothing to do.
     pub(super) fn take_events(
         &mut self,
         slot: &Arc<SessionSlot>,
         version: ProtocolVersion,
         recipients: &mut Option<Box<Recipients<u64>>>,
-    ) -> Option<(Done, bool)> {
+    ) -> Option<(Done, Receipts)> {
         let broker = Arc::clone(&self.broker);
-        let events: Vec<Event> = {
+        let (events, stored): (Vec<Event>, bool) = {
             let mut session = slot.lock();
-            std::iter::from_fn(|| session.poll_event()).collect()
+            let events = std::iter::from_fn(|| session.poll_event()).collect();
+            (events, session.is_stored())
         };
         if events.is_empty() {
             return None;
         }
         let mut woken = 0;
-        let mut needs_flush = false;
+        let mut receipts = Receipts::default();
         let mut acks: Vec<(PacketId, PubAckReasonCode)> = Vec::new();
         let mut subacks = Vec::new();
         let mut close = None;
@@ -58,11 +60,23 @@ impl<T: Transport> Conn<T> {
                         continue;
                     }
                     let recipients = recipients.get_or_insert_with(|| Box::new(Recipients::new()));
-                    let dispatched = broker.dispatch(&message, Some(slot.id), recipients);
-                    needs_flush |= dispatched.needs_flush;
+                    // A QoS 2 receipt of a stored session is written in one atomic step with
+                    // the copies its message queues (exactly once across a crash).
+                    let atomic = match packet_id {
+                        Some(id) if stored && message.qos == QoS::ExactlyOnce => {
+                            let mut batch = WriteBatch::new();
+                            batch.put_receipt(&slot.client_id, id);
+                            Some(batch)
+                        }
+                        _ => None,
+                    };
+                    let dispatched = broker.dispatch(&message, Some(slot.id), recipients, atomic);
+                    receipts = receipts.and(dispatched.receipts);
                     woken += dispatched.recipients;
                     if let Some(id) = packet_id {
-                        let reason = if dispatched.recipients == 0 && version.is_v5() {
+                        let reason = if dispatched.receipts.failed {
+                            PubAckReasonCode::UnspecifiedError
+                        } else if dispatched.recipients == 0 && version.is_v5() {
                             PubAckReasonCode::NoMatchingSubscribers
                         } else {
                             PubAckReasonCode::Success
@@ -88,7 +102,7 @@ impl<T: Transport> Conn<T> {
         }
         {
             let mut session = slot.lock();
-            needs_flush |= broker.persist(&slot.client_id, &mut session);
+            receipts = receipts.and(broker.persist(slot, &mut session));
         }
         let done = Done {
             acks,
@@ -96,15 +110,20 @@ impl<T: Transport> Conn<T> {
             close,
             woken,
         };
-        Some((done, needs_flush))
+        Some((done, receipts))
     }
 
     /// Answers what `take_events` handled, now that it is durable; returns how many
     /// deliveries it made, or the close reason once the connection ends.
+    ///
+    /// `durable` false: a write or the flush failed, so nothing this read did is known to be
+    /// durable. MQTT 5 clients get failure codes (PUBACK/PUBREC 0x80); MQTT 3.1.1, which has
+    /// none for a publication, is disconnected without its acknowledgements.
     pub(super) fn complete_events(
         &mut self,
         slot: &SessionSlot,
         done: Done,
+        durable: bool,
     ) -> Result<usize, CloseReason> {
         let Done {
             acks,
@@ -115,7 +134,24 @@ impl<T: Transport> Conn<T> {
         let broker = &self.broker;
         let now = broker.now();
         let mut session = slot.lock();
+        let v5 = session.version().is_some_and(ProtocolVersion::is_v5);
+        if !durable && !acks.is_empty() {
+            metrics::counter!(m::ACKS_FAILED, "kind" => "publish").increment(acks.len() as u64);
+            if !v5 {
+                session.close(shoal_codec::DisconnectReasonCode::UnspecifiedError, true);
+                return Err(CloseReason {
+                    reason: shoal_codec::DisconnectReasonCode::UnspecifiedError,
+                    publish_will: true,
+                    by: shoal_session::ClosedBy::Server,
+                });
+            }
+        }
         for (id, reason) in acks {
+            let reason = if durable {
+                reason
+            } else {
+                PubAckReasonCode::UnspecifiedError
+            };
             session.handle_publish_done(id, reason);
         }
         for (packet_id, (results, retained)) in subacks {
@@ -124,7 +160,8 @@ impl<T: Transport> Conn<T> {
                 let _ = session.deliver(now, message, qos, true, id.into_iter().collect());
             }
         }
-        broker.persist(&slot.client_id, &mut session);
+        // The subscriptions just recorded are confirmed by SUBACK: `fill_output` flushes.
+        self.unflushed |= !broker.persist(slot, &mut session).is_empty();
         broker.count_drops(slot, &mut session);
         match close {
             Some(reason) => Err(reason),
@@ -148,29 +185,48 @@ impl<T: Transport> Conn<T> {
     }
 
     /// Encodes what the session has to send, up to the high-water mark; returns whether
-    /// the store must flush before it leaves (a QoS 2 PUBLISH was recorded as sent).
+    /// the store must flush before it leaves: what the output confirms was written and must
+    /// be durable first. That is a CONNACK or SUBACK of a stored session (the session and
+    /// its subscriptions), a QoS 2 PUBLISH (recorded as sent with its identifier: after a
+    /// crash it is resent with it, and the client drops the copy), a PUBREL (recorded as
+    /// released: after a crash it is not sent again as a new PUBLISH), and a PUBCOMP (the
+    /// receipt gone: after a crash a new message with the identifier is not mistaken for a
+    /// resend).
     pub(super) fn fill_output(&mut self, slot: &SessionSlot, version: ProtocolVersion) -> bool {
         let broker = &self.broker;
-        let mut qos2_sent = false;
-        let wrote = {
+        let mut confirms = false;
+        let receipts = {
             let now = broker.now();
             let mut session = slot.lock();
             while self.wbuf.len() < WRITE_HIGH_WATER {
                 let Some(packet) = session.poll_transmit(now) else {
                     break;
                 };
-                if let Packet::Publish(p) = &packet {
-                    qos2_sent |= p.qos() == QoS::ExactlyOnce;
-                    Stats::add(&broker.stats.messages_sent[p.qos() as usize], 1);
-                }
+                confirms |= match &packet {
+                    Packet::Publish(p) => {
+                        Stats::add(&broker.stats.messages_sent[p.qos() as usize], 1);
+                        p.qos() == QoS::ExactlyOnce
+                    }
+                    Packet::ConnAck(_)
+                    | Packet::SubAck(_)
+                    | Packet::UnsubAck(_)
+                    | Packet::PubRel(_)
+                    | Packet::PubComp(_) => true,
+                    _ => false,
+                };
                 if let Err(e) = packet.encode(version, &mut self.wbuf) {
                     tracing::warn!(error = %e, "a packet could not be encoded; dropped");
                 }
             }
             broker.count_drops(slot, &mut session);
-            broker.persist(&slot.client_id, &mut session)
+            broker.persist(slot, &mut session)
         };
-        wrote && qos2_sent
+        self.unflushed |= !receipts.is_empty();
+        let flush = self.unflushed && confirms;
+        if flush {
+            self.unflushed = false;
+        }
+        flush
     }
 }
 
@@ -182,20 +238,23 @@ pub(super) struct Done {
     woken: usize,
 }
 
-/// Waits for the store to flush, then hands `done` back.
-pub(super) async fn flush_then(broker: &Broker, done: Done) -> Done {
-    flush_store(broker).await;
-    done
+/// Waits until `receipts` hold, then hands `done` back with whether they did (everything
+/// the read did is durable).
+pub(super) async fn wait_receipts(broker: &Broker, done: Done, receipts: Receipts) -> (Done, bool) {
+    let flushed = !receipts.flush || flush_store(broker).await;
+    (done, flushed && !receipts.failed)
 }
 
-/// Waits for the store to make everything written so far durable.
-pub(super) async fn flush_store(broker: &Broker) {
+/// Waits for the store to make everything written so far durable; returns whether it did.
+pub(super) async fn flush_store(broker: &Broker) -> bool {
     match broker.store.flush().await {
         Ok(receipt) => {
             metrics::histogram!(m::STORE_FLUSH_SECONDS).record(receipt.duration.as_secs_f64());
+            true
         }
         Err(e) => {
-            tracing::error!(error = %e, "store flush failed: acknowledgements are not durable")
+            broker.store_failed(&e);
+            false
         }
     }
 }

@@ -26,7 +26,7 @@ impl<T: Transport> Conn<T> {
         let (will, persistent) = {
             let mut session = slot.lock();
             let will = session.detach(self.broker.now(), reason);
-            self.broker.persist(&slot.client_id, &mut session);
+            let _ = self.broker.persist(slot, &mut session);
             (will, session.is_persistent())
         };
         metrics::counter!(m::DISCONNECTS, "reason" => format!("{:?}", reason.reason), "by" => format!("{:?}", reason.by)).increment(1);
@@ -36,8 +36,6 @@ impl<T: Transport> Conn<T> {
         }
         // Still ours (not taken over)? Then a session that does not outlive its connection
         // ends here.
-        if slot.detach(self.attachment) && !persistent {
-            self.broker.discard(slot);
-        }
+        self.broker.release(slot, self.attachment, persistent);
     }
 }

@@ -94,7 +94,10 @@ impl<T: Transport> Conn<T> {
             self.refuse(refused).await;
             return None;
         }
-        let (slot, present) = self.take_session(&connect, client_id.clone()).await;
+        let Some((slot, present)) = self.take_session(&connect, client_id.clone()).await else {
+            self.taken_over_at_once(version).await;
+            return None;
+        };
         let now = self.broker.now();
         {
             let mut session = slot.lock();
@@ -106,7 +109,8 @@ impl<T: Transport> Conn<T> {
             session.attach(now, &connect, options);
             self.broker.keep_alive.watch(&slot, session.poll_timeout());
             self.filter_resumed(&slot, &mut session);
-            self.broker.persist(&slot.client_id, &mut session);
+            // CONNACK confirms a stored session: `fill_output` flushes before it leaves.
+            self.unflushed = !self.broker.persist(&slot, &mut session).is_empty();
         }
         metrics::counter!(m::CONNECTS, "result" => "success").increment(1);
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
@@ -390,6 +394,21 @@ impl<T: Transport> Conn<T> {
             }
             AuthStep::Fail(_) => session.close(DisconnectReasonCode::NotAuthorized, true),
         }
+    }
+
+    /// A later CONNECT with the same client id claimed the session before this one could
+    /// attach: this connection is taken over before it began. It is answered as a taken-over
+    /// connection is (CONNACK, then DISCONNECT 0x8E where MQTT 5 allows), and closed.
+    async fn taken_over_at_once(&mut self, version: ProtocolVersion) {
+        metrics::counter!(m::CONNECTS, "result" => "taken_over").increment(1);
+        tracing::debug!("taken over by a concurrent CONNECT before it attached");
+        let connack = ConnAck::new(ConnectReasonCode::Success, false);
+        let _ = Packet::ConnAck(Box::new(connack)).encode(version, &mut self.wbuf);
+        if version.is_v5() {
+            let disconnect = shoal_codec::Disconnect::new(DisconnectReasonCode::SessionTakenOver);
+            let _ = Packet::Disconnect(disconnect).encode(version, &mut self.wbuf);
+        }
+        self.write_and_close().await;
     }
 
     pub(super) async fn refuse(&mut self, refused: Refused) {

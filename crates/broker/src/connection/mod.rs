@@ -40,7 +40,7 @@ mod subscribe;
 mod throttle;
 mod transport;
 
-use ack::{flush_store, flush_then};
+use ack::{flush_store, wait_receipts};
 use throttle::Throttle;
 pub(crate) use transport::Transport;
 
@@ -73,6 +73,7 @@ pub(crate) fn serve<T: Transport>(
         username: None,
         peer,
         attachment: 0,
+        unflushed: false,
     };
     async move { conn.run().await }.instrument(span)
 }
@@ -108,6 +109,9 @@ struct Conn<T> {
     read_size: usize,
     /// This connection's number on its session (`SessionSlot::serving`), once attached.
     attachment: u32,
+    /// Whether this connection wrote to the store since its last flush: output that confirms
+    /// state (`fill_output`) waits for a flush then.
+    unflushed: bool,
 }
 
 /// What only some connections need, boxed so that the others do not carry it.
@@ -187,10 +191,11 @@ impl<T: Transport> Conn<T> {
         // Made on the first PUBLISH: a client that only listens never needs it.
         let mut recipients: Option<Box<Recipients<u64>>> = None;
         loop {
-            // A QoS 2 message must be known as sent, with its identifier, before it leaves:
-            // after a crash it is resent with that identifier and the client drops the copy.
-            if self.fill_output(slot, version) {
-                Box::pin(flush_store(&self.broker)).await;
+            // What the output confirms must be durable before it leaves (`fill_output`). If
+            // the store cannot make it so, the connection ends without it: MQTT 5 clients
+            // are told 0x80, and nothing unconfirmed is acknowledged.
+            if self.fill_output(slot, version) && !Box::pin(flush_store(&self.broker)).await {
+                return self.store_failed(slot, version);
             }
             self.release_idle_buffer();
             let woke = std::future::poll_fn(|cx| self.poll_wait(cx, slot)).await;
@@ -202,8 +207,14 @@ impl<T: Transport> Conn<T> {
                     {
                         tracing::info!(%reason, "disconnected by the server");
                     }
-                    // Wills are not published on a graceful shutdown.
-                    let will = reason != DisconnectReasonCode::ServerShuttingDown;
+                    // Wills are not published on a graceful shutdown, nor when a connection
+                    // resuming the session took it over (§3.1.4): the session goes on. A
+                    // clean start ended it (the slot is retired): then the Will is due.
+                    let will = match reason {
+                        DisconnectReasonCode::ServerShuttingDown => false,
+                        DisconnectReasonCode::SessionTakenOver => slot.is_retired(),
+                        _ => true,
+                    };
                     slot.lock().close(reason, will);
                 }
                 Woke::Read(Ok((0, _)) | Err(_)) | Woke::Wrote(Ok(0) | Err(_)) => {
@@ -233,21 +244,39 @@ impl<T: Transport> Conn<T> {
                 }
                 Woke::Wake => {}
             }
-            let Some((done, needs_flush)) = self.take_events(slot, version, &mut recipients) else {
+            let Some((done, receipts)) = self.take_events(slot, version, &mut recipients) else {
                 continue;
             };
-            let done = match needs_flush {
-                // Boxed with the flush: the loop's state holds one pointer while it waits.
-                true => Box::pin(flush_then(&self.broker, done)).await,
-                false => done,
+            // Nothing this read did is acknowledged before its receipts hold.
+            let (done, durable) = match receipts.is_empty() {
+                true => (done, true),
+                // Boxed with the wait: the loop's state holds one pointer while it waits.
+                false => Box::pin(wait_receipts(&self.broker, done, receipts)).await,
             };
-            match self.complete_events(slot, done) {
+            match self.complete_events(slot, done, durable) {
                 Ok(0) => {}
                 // This read woke other connections: let them write before reading more,
                 // or a flood of publishers starves its subscribers' tasks.
                 Ok(_) => tokio::task::yield_now().await,
                 Err(reason) => return reason,
             }
+        }
+    }
+
+    /// The store could not make the output durable: the output is dropped unsent, MQTT 5
+    /// clients get DISCONNECT 0x80, and the connection ends.
+    fn store_failed(&mut self, slot: &SessionSlot, version: ProtocolVersion) -> CloseReason {
+        metrics::counter!(m::ACKS_FAILED, "kind" => "output").increment(1);
+        self.wbuf.clear();
+        let reason = DisconnectReasonCode::UnspecifiedError;
+        let mut session = slot.lock();
+        session.close_explained(reason, true, Some("the broker's store failed"));
+        // The DISCONNECT (MQTT 5) is what is left to send; `finish` writes it.
+        let _ = version;
+        CloseReason {
+            reason,
+            publish_will: true,
+            by: ClosedBy::Server,
         }
     }
 

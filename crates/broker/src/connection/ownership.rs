@@ -6,59 +6,60 @@ use shoal_codec::{Connect, MqttString};
 
 use super::{Conn, Transport};
 use crate::broker::Broker;
-use crate::slot::SessionSlot;
+use crate::slot::{Attach, SessionSlot};
 
 /// How long a taken-over connection has to let go of its session.
 const TAKEOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl<T: Transport> Conn<T> {
-    /// Finds or creates the session, taking it over from another connection if one holds
-    /// it, and attaches this connection. Returns the slot and Session Present.
+    /// Claims the session of `client_id` (see `Broker::claim`) and attaches this connection
+    /// once the connection that held it has let go. Returns the slot and Session Present;
+    /// `None` when a later CONNECT with the same client id claimed it first (this one is
+    /// then taken over before it began).
     pub(super) async fn take_session(
         &mut self,
         connect: &Connect,
         client_id: MqttString,
-    ) -> (Arc<SessionSlot>, bool) {
-        let existing = self.broker.session(&client_id);
-        let resume = !connect.clean_start && existing.is_some();
-        if let Some(old) = &existing
-            && !resume
-        {
-            // Its connection lets go before the session is replaced.
-            take_over(&self.broker, old, 0).await;
-        }
-        let slot = match existing {
-            Some(slot) if resume => slot,
-            _ => self.broker.new_session(client_id),
-        };
-        // A new connection cancels a Will still waiting for its delay (§3.1.3.2.2).
-        slot.cancel_will();
+    ) -> Option<(Arc<SessionSlot>, bool)> {
         self.attachment = next_attachment();
-        take_over(&self.broker, &slot, self.attachment).await;
-        (slot, resume)
+        let claim = self
+            .broker
+            .claim(client_id, connect.clean_start, self.attachment);
+        if let Some(old) = &claim.replaced {
+            // The connection of the replaced session closes before this CONNACK.
+            wait_until(&self.broker, || !old.is_attached()).await;
+        }
+        // A new connection cancels a Will still waiting for its delay (§3.1.3.2.2).
+        claim.slot.cancel_will();
+        let mut attach = Attach::Wait;
+        let attached = wait_until(&self.broker, || {
+            attach = claim.slot.try_attach(self.attachment, false);
+            attach != Attach::Wait
+        })
+        .await;
+        if !attached {
+            tracing::warn!("a taken-over connection did not let go of its session in time");
+            attach = claim.slot.try_attach(self.attachment, true);
+        }
+        (attach == Attach::Attached).then_some((claim.slot, claim.resumed))
     }
 }
 
-/// Hands a session to the connection numbered `attachment` (0: to none): the connection
-/// serving it sees that it was taken over and ends. Waits until it has let go
-/// (`TAKEOVER_TIMEOUT` at most), then attaches `attachment`.
-///
-/// Connections that let go signal `Broker::detached`, one notification for the whole node:
-/// takeovers are rare, and a session then holds no signal of its own.
-pub(super) async fn take_over(broker: &Broker, slot: &SessionSlot, attachment: u32) {
-    slot.hand_over(attachment);
+/// Waits until `done` holds, checking it again whenever a connection lets go of its session
+/// (`Broker::detached`, one notification for the whole node: takeovers are rare, and a
+/// session then holds no signal of its own); `TAKEOVER_TIMEOUT` at most. Returns whether it
+/// held.
+async fn wait_until(broker: &Broker, mut done: impl FnMut() -> bool) -> bool {
     let deadline = tokio::time::Instant::now() + TAKEOVER_TIMEOUT;
     loop {
         let detached = broker.detached.notified();
         tokio::pin!(detached);
         detached.as_mut().enable();
-        if slot.try_attach(attachment, false) {
-            return;
+        if done() {
+            return true;
         }
         if tokio::time::timeout_at(deadline, detached).await.is_err() {
-            tracing::warn!("a taken-over connection did not let go of its session in time");
-            slot.try_attach(attachment, true);
-            return;
+            return done();
         }
     }
 }
