@@ -5,8 +5,6 @@
 mod common;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -64,62 +62,6 @@ async fn sessions_queues_and_retained_messages_survive_a_restart() {
         b"kept",
         "the retained message survived"
     );
-}
-
-/// The real `shoal` binary on a free loopback port, data in `dir`.
-struct Process {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Process {
-    async fn start(dir: &std::path::Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .expect("bind")
-            .local_addr()
-            .expect("addr")
-            .port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args([
-                "--listen",
-                &addr.to_string(),
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--sys-interval",
-                "0",
-                "--log",
-                "warn",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start shoal");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "shoal did not start listening"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Self { child, addr }
-    }
-
-    fn kill_9(mut self) {
-        // `Child::kill` sends SIGKILL: no shutdown, no flush.
-        self.child.kill().expect("kill");
-        self.child.wait().expect("reap");
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

@@ -262,3 +262,64 @@ impl Raw {
         }
     }
 }
+
+/// The real `shoal` binary on a free loopback port, data in `dir`.
+pub struct Process {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl Process {
+    pub async fn start(dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        Self::start_on(dir, port).await
+    }
+
+    /// The binary on loopback port `port` (a restart on the port its clients know).
+    pub async fn start_on(dir: &std::path::Path, port: u16) -> Self {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args([
+                "--listen",
+                &addr.to_string(),
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--sys-interval",
+                "0",
+                "--log",
+                "warn",
+            ])
+            .arg("--data-dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start shoal");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "shoal did not start listening"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self { child, addr }
+    }
+
+    pub fn kill_9(mut self) {
+        // `Child::kill` sends SIGKILL: no shutdown, no flush.
+        self.child.kill().expect("kill");
+        self.child.wait().expect("reap");
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
