@@ -107,8 +107,14 @@ raw_config! {
     queue_qos0_messages: bool = "SHOAL_QUEUE_QOS0_MESSAGES",
     /// Longest Session Expiry Interval granted, seconds. Default 604800 (7 days).
     max_session_expiry: u32 = "SHOAL_MAX_SESSION_EXPIRY",
-    /// Keep alive imposed on every client, seconds (Server Keep Alive); unset: the client's.
+    /// Keep alive imposed on MQTT 5 clients, seconds (Server Keep Alive); unset: the
+    /// client's. MQTT 3.1.1 clients cannot be told, so they keep theirs.
     server_keep_alive: u16 = "SHOAL_SERVER_KEEP_ALIVE",
+    /// Longest keep alive a client may use, seconds; unset: no cap. An MQTT 5 client asking
+    /// for more, or for 0 (none), gets Server Keep Alive = the cap; an MQTT 3.1.1 or 3.1
+    /// client, which cannot be told, is refused (CONNACK 2, identifier rejected, as Mosquitto
+    /// does).
+    max_keep_alive: u16 = "SHOAL_MAX_KEEP_ALIVE",
     /// Interval of the $SYS topics, seconds; 0 turns them off. Default 10.
     sys_interval: u64 = "SHOAL_SYS_INTERVAL",
     /// Log filter (tracing's EnvFilter syntax). Default "info".
@@ -398,6 +404,7 @@ impl Config {
             maximum_qos,
             retain_available: raw.retain_available.unwrap_or(true),
             server_keep_alive: raw.server_keep_alive,
+            max_keep_alive: raw.max_keep_alive.filter(|&cap| cap > 0),
             max_queued_messages,
             max_queued_bytes,
             queue_qos0_offline: raw.queue_qos0_messages.unwrap_or(false),

@@ -29,8 +29,13 @@ pub struct SessionConfig {
     pub shared_subscription_available: bool,
     /// Whether subscription identifiers are supported. Default true.
     pub subscription_identifiers_available: bool,
-    /// Keep alive we impose instead of the client's (Server Keep Alive), if any. Default none.
+    /// Keep alive we impose instead of an MQTT 5 client's (Server Keep Alive), if any.
+    /// MQTT 3.1.1 clients cannot be told, so they keep theirs. Default none.
     pub server_keep_alive: Option<u16>,
+    /// Longest keep alive an MQTT 5 client may use: one asking for more, or for none (0),
+    /// is told this one (Server Keep Alive). Default none. (The broker refuses MQTT 3.1.1
+    /// clients past it, who cannot be told.)
+    pub max_keep_alive: Option<u16>,
     /// Messages to send that a session may hold (queued while offline, or waiting for the
     /// client's Receive Maximum or a slow socket). Default 1000: beyond it new messages are
     /// dropped and counted, so a client that stops reading costs bounded memory.
@@ -61,11 +66,27 @@ impl Default for SessionConfig {
             shared_subscription_available: true,
             subscription_identifiers_available: true,
             server_keep_alive: None,
+            max_keep_alive: None,
             max_queued_messages: 1000,
             max_queued_bytes: 16 << 20,
             queue_qos0_offline: false,
             max_session_expiry: 7 * 24 * 3600,
             max_inflight: NonZeroU16::MAX,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The keep alive an MQTT 5 client asking for `requested` seconds (0: none) gets: the
+    /// Server Keep Alive if one is imposed, else the request capped by `max_keep_alive`
+    /// (a request for none gets the cap).
+    pub fn keep_alive_for(&self, requested: u16) -> u16 {
+        if let Some(imposed) = self.server_keep_alive {
+            return imposed;
+        }
+        match self.max_keep_alive {
+            Some(cap) if requested == 0 || requested > cap => cap,
+            _ => requested,
         }
     }
 }

@@ -274,7 +274,11 @@ impl Session {
             NEVER_EXPIRES
         };
         let expiry = requested_expiry.min(config.max_session_expiry);
-        let keep_alive = config.server_keep_alive.unwrap_or(connect.keep_alive);
+        let keep_alive = if v5 {
+            config.keep_alive_for(connect.keep_alive)
+        } else {
+            connect.keep_alive
+        };
         self.record.expiry_interval = expiry;
         self.record.disconnected_at = None;
         self.record.will = connect.will.as_ref().map(|will| {
@@ -367,7 +371,8 @@ impl Session {
             maximum_packet_size: std::num::NonZeroU32::new(config.maximum_packet_size),
             topic_alias_maximum: Some(config.topic_alias_maximum),
             assigned_client_identifier: options.assigned_client_id,
-            server_keep_alive: config.server_keep_alive,
+            server_keep_alive: Some(config.keep_alive_for(connect.keep_alive))
+                .filter(|&keep_alive| keep_alive != connect.keep_alive),
             ..Default::default()
         };
         if expiry != requested_expiry {

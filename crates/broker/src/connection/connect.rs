@@ -448,6 +448,17 @@ pub(super) fn check_connect(
     connect: &Connect,
 ) -> Result<(MqttString, bool), (ConnectReasonCode, &'static str)> {
     let config = &broker.config.session;
+    if let Some(cap) = config.max_keep_alive
+        && !connect.protocol.is_v5()
+        && (connect.keep_alive == 0 || connect.keep_alive > cap)
+    {
+        // MQTT 3.1.1 has no Server Keep Alive to tell the client the cap (Mosquitto's
+        // answer).
+        return Err((
+            ConnectReasonCode::ClientIdentifierNotValid,
+            "keep alive above max_keep_alive (or 0), which MQTT 3.1.1 cannot be told",
+        ));
+    }
     if let Some(will) = &connect.will {
         if will.qos > config.maximum_qos {
             return Err((
