@@ -29,8 +29,6 @@ pub(crate) struct SessionSlot {
     serving: AtomicU32,
     /// The keep-alive wheel's tick this session is filed under (0: none), see `KeepAlive`.
     pub(crate) keep_alive_tick: AtomicU64,
-    /// Bumped whenever a Will is scheduled or cancelled for this session.
-    pub(crate) will_generation: AtomicU32,
     /// Whether a full queue was logged for this session (it is logged once).
     pub(crate) queue_full_logged: AtomicBool,
     /// Whether deliveries are checked against the client's ACL: some subscription of the
@@ -58,7 +56,6 @@ impl SessionSlot {
             attached: Mutex::new(0),
             serving: AtomicU32::new(0),
             keep_alive_tick: AtomicU64::new(0),
-            will_generation: AtomicU32::new(0),
             queue_full_logged: AtomicBool::new(false),
             filtered: AtomicBool::new(false),
             client: Mutex::new(ClientInfo::default()),
@@ -241,13 +238,6 @@ impl SessionSlot {
             return std::task::Poll::Ready(());
         }
         std::task::Poll::Pending
-    }
-
-    /// Cancels a pending Will (the client came back, or the Will was published).
-    pub(crate) fn cancel_will(&self) -> u32 {
-        self.will_generation
-            .fetch_add(1, Ordering::SeqCst)
-            .wrapping_add(1)
     }
 }
 

@@ -186,16 +186,18 @@ async fn subscribe(
     assert!(matches!(client.recv().await, Some(Packet::SubAck(_))));
     ready.send(()).await.expect("test waits");
     let mut awaiting_rel: HashSet<PacketId> = HashSet::new();
-    let expected = publishers * PER_PUBLISHER;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
     loop {
-        let total: usize = {
+        // Done once every message of every publisher has arrived (duplicates aside).
+        let complete = {
             let ledger = ledger.lock().expect("lock");
-            (0..publishers)
-                .map(|p| ledger.delivered.get(&(n, p)).map_or(0, Vec::len))
-                .sum()
+            (0..publishers).all(|p| {
+                ledger.delivered.get(&(n, p)).is_some_and(|got| {
+                    got.iter().copied().collect::<HashSet<u32>>().len() as u32 == PER_PUBLISHER
+                })
+            })
         };
-        if total as u32 >= expected || tokio::time::Instant::now() > deadline {
+        if complete || tokio::time::Instant::now() > deadline {
             return;
         }
         match client.recv().await {
@@ -301,14 +303,14 @@ async fn qos2_run(kill_after: usize) {
                 .copied()
                 .filter(|s| !got_set.contains(s))
                 .collect();
-            assert!(
-                lost.is_empty(),
-                "subscriber {sub}, publisher {publisher}: acknowledged and lost {lost:?}"
-            );
             assert_eq!(
                 got_set.len(),
                 got.len(),
                 "subscriber {sub}, publisher {publisher}: QoS 2 delivered twice: {got:?}"
+            );
+            assert!(
+                lost.is_empty(),
+                "subscriber {sub}, publisher {publisher}: acknowledged and lost {lost:?}"
             );
             let mut sorted = got.clone();
             sorted.sort_unstable();

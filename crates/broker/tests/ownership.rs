@@ -91,13 +91,13 @@ async fn race(version: ProtocolVersion, clean_start: bool, tries: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_simultaneous_clean_start_connects_leave_one_live_connection() {
-    race(ProtocolVersion::V5, true, 200).await;
+    race(ProtocolVersion::V5, true, 1000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_simultaneous_resuming_connects_leave_one_live_connection() {
-    race(ProtocolVersion::V5, false, 100).await;
-    race(ProtocolVersion::V3_1_1, false, 100).await;
+    race(ProtocolVersion::V5, false, 500).await;
+    race(ProtocolVersion::V3_1_1, false, 500).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -57,6 +57,19 @@ pub struct SessionRecord {
 }
 
 impl SessionRecord {
+    /// When the Will of a disconnected session is due: when its delay has passed or the
+    /// session ends, whichever is first (§3.1.3.2.2). `None` while connected or without a
+    /// Will.
+    pub fn will_due_at(&self) -> Option<Timestamp> {
+        let at = self.disconnected_at?;
+        let will = self.will.as_ref()?;
+        let delay = match self.expiry_interval {
+            NEVER_EXPIRES => will.delay,
+            expiry => will.delay.min(expiry),
+        };
+        Some(at.plus_secs(delay))
+    }
+
     /// When the session expires, if it is disconnected and expires at all.
     pub fn expires_at(&self) -> Option<Timestamp> {
         if self.expiry_interval == NEVER_EXPIRES {

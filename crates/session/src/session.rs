@@ -403,21 +403,37 @@ impl Session {
     }
 
     /// The connection is gone (after a `Close` event, or when the network broke): the link
-    /// is dropped, what was in flight stays for the next connection. Returns the Will to
-    /// publish, if the connection ended in a way that publishes it (the caller applies its
-    /// delay) — and the session keeps no Will after this.
+    /// is dropped, what was in flight stays for the next connection.
+    ///
+    /// The Will: dropped when the connection ended in a way that does not publish it
+    /// (DISCONNECT 0x00). Otherwise it is due when the Will Delay Interval has passed or
+    /// the session ends, whichever is first (§3.1.3.2.2): returned to publish now when
+    /// that is now (no delay, or a session that ends with its connection); else it stays
+    /// in the record, and `SessionRecord::will_due_at` says when it is due, unless a new
+    /// connection resumes the session before.
     pub fn detach(&mut self, now: Timestamp, reason: CloseReason) -> Option<WillRecord> {
         self.link = None;
         self.control.clear();
         self.pending_subscribes.clear();
         self.record.disconnected_at = Some(now);
         self.closing = Some(reason);
-        let will = self
-            .record
-            .will
-            .take()
-            .filter(|_| reason.publish_will)
-            .map(|will| *will);
+        if !reason.publish_will {
+            self.record.will = None;
+        }
+        let will = match self.record.will_due_at() {
+            Some(due) if due <= now => self.record.will.take().map(|will| *will),
+            _ => None,
+        };
+        self.record_changed();
+        will
+    }
+
+    /// Takes the Will out of the record if it is due at `now` (see `detach`), to publish.
+    pub fn take_due_will(&mut self, now: Timestamp) -> Option<WillRecord> {
+        if self.is_connected() || self.record.will_due_at().is_none_or(|due| due > now) {
+            return None;
+        }
+        let will = self.record.will.take().map(|will| *will);
         self.record_changed();
         will
     }

@@ -1,57 +1,40 @@
-//! Expiry: sessions and retained messages whose time is up.
+//! Expiry: what falls due (`Deadlines`): delayed Wills, sessions whose time is up, retained
+//! messages past their Message Expiry Interval; and expired records in the store.
 
 use std::sync::Arc;
 
-use super::{Broker, lock, write};
+use super::deadlines::Due;
+use super::{Broker, read, write};
 use crate::metrics as m;
 use crate::slot::SessionSlot;
 
 /// Most store expiry-index entries looked at per sweep.
 const EXPIRY_BATCH: usize = 10_000;
+/// Most deadlines acted on per sweep (the rest wait for the next second).
+const DEADLINE_BATCH: usize = 10_000;
 
 impl Broker {
-    /// Removes sessions whose expiry passed, and expired messages from the store.
-    pub(crate) fn expire(self: &Arc<Self>) {
+    /// Acts on what is due now: Wills, session expiry, retained expiry; removes expired
+    /// records from the store.
+    pub(crate) fn expire(&self) {
         let now = self.now();
-        let expired: Vec<Arc<SessionSlot>> = lock(&self.sessions)
-            .values()
-            .filter(|slot| {
-                let session = slot.lock();
-                !session.is_connected() && session.record().expires_at().is_some_and(|at| at <= now)
-            })
-            .cloned()
-            .collect();
-        for slot in expired {
-            // The Will is due at the latest when the session ends (§3.1.3.2.2).
-            let mut will = None;
-            let ended = self.remove_if_unclaimed(&slot, |session| {
-                let ended = !session.is_connected()
-                    && session.record().expires_at().is_some_and(|at| at <= now);
-                if ended {
-                    will = session.record().will.as_deref().cloned();
+        for due in self.deadlines.take_due(now, DEADLINE_BATCH) {
+            match due {
+                Due::Session(id) => {
+                    if let Some(slot) = self.slot_by_id(id) {
+                        self.session_due(&slot);
+                    }
                 }
-                ended
-            });
-            if !ended {
-                continue;
+                Due::Retained(topic) => {
+                    let expired = read(&self.retained)
+                        .get(&topic)
+                        .is_some_and(|message| message.is_expired(now));
+                    if expired {
+                        write(&self.retained).remove(&topic);
+                        let _ = self.store.remove_retained(&topic);
+                    }
+                }
             }
-            if let Some(will) = will {
-                slot.cancel_will();
-                self.publish_will(will);
-            }
-            metrics::counter!(m::SESSIONS_EXPIRED).increment(1);
-            tracing::debug!(client_id = %slot.client_id, "session expired");
-        }
-        let mut gone = Vec::new();
-        write(&self.retained).retain(|_, message| {
-            let expired = message.is_expired(now);
-            if expired {
-                gone.push(message.topic.clone());
-            }
-            !expired
-        });
-        for topic in gone {
-            let _ = self.store.remove_retained(&topic);
         }
         match self.store.remove_expired(now, EXPIRY_BATCH) {
             Ok(report) if !report.corrupt.is_empty() => {
@@ -62,6 +45,60 @@ impl Broker {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "removing expired state from the store failed"),
+        }
+    }
+
+    /// Files the next deadline of a disconnected session: its Will or its end, whichever
+    /// comes first.
+    pub(crate) fn file_session_deadline(
+        &self,
+        slot: &SessionSlot,
+        session: &shoal_session::Session,
+    ) {
+        let record = session.record();
+        let next = [record.will_due_at(), record.expires_at()]
+            .into_iter()
+            .flatten()
+            .min();
+        if let Some(at) = next {
+            self.deadlines.file(at, Due::Session(slot.id));
+        }
+    }
+
+    /// A session's deadline came: its Will is published if due, and the session ends if
+    /// its time is up (publishing a Will it still holds: the Will is due at the latest
+    /// when the session ends, §3.1.3.2.2). A session a client resumed meanwhile is left.
+    fn session_due(&self, slot: &Arc<SessionSlot>) {
+        let now = self.now();
+        let will = {
+            let mut session = slot.lock();
+            let will = session.take_due_will(now);
+            let _ = self.persist(slot, &mut session);
+            will
+        };
+        if let Some(will) = will {
+            self.publish_will(will);
+        }
+        let mut last_will = None;
+        let ended = self.remove_if_unclaimed(slot, |session| {
+            let ended = !session.is_connected()
+                && session.record().expires_at().is_some_and(|at| at <= now);
+            if ended {
+                last_will = session.record().will.as_deref().cloned();
+            }
+            ended
+        });
+        if ended {
+            if let Some(will) = last_will {
+                self.publish_will(will);
+            }
+            metrics::counter!(m::SESSIONS_EXPIRED).increment(1);
+            tracing::debug!(client_id = %slot.client_id, "session expired");
+            return;
+        }
+        let session = slot.lock();
+        if !session.is_connected() {
+            self.file_session_deadline(slot, &session);
         }
     }
 }

@@ -48,9 +48,12 @@ pub struct Broker {
     pub(crate) keep_alive: crate::keepalive::KeepAlive,
     /// Set once a store write or flush failed (`Broker::store_failed`).
     store_broken: std::sync::atomic::AtomicBool,
+    /// Delayed Wills, session and retained expiry, by time.
+    deadlines: deadlines::Deadlines,
 }
 
 mod acl;
+mod deadlines;
 mod dispatch;
 mod expiry;
 mod ownership;
@@ -83,6 +86,7 @@ impl Broker {
             detached: tokio::sync::Notify::new(),
             keep_alive: Default::default(),
             store_broken: Default::default(),
+            deadlines: Default::default(),
             store,
             sessions: Mutex::default(),
             by_id: RwLock::default(),
@@ -101,33 +105,27 @@ impl Broker {
         let now = self.clock.now();
         for message in loaded(self.store.load_retained()?, "retained message") {
             let message = Arc::new(message);
+            if let Some(at) = message.expires_at {
+                self.deadlines
+                    .file(at, deadlines::Due::Retained(message.topic.clone()));
+            }
             write(&self.retained).insert(&message.topic, message.clone());
         }
         for mut record in loaded(self.store.load_sessions()?, "session") {
             let queue = loaded(self.store.load_queue(&record.client_id)?, "queued message");
             // A session that was connected when the node stopped lost its connection
-            // abnormally: its Will is due.
-            let crashed = record.disconnected_at.is_none();
-            if crashed {
+            // abnormally now: its Will is due after its delay, as if it had just dropped.
+            if record.disconnected_at.is_none() {
                 record.disconnected_at = Some(now);
             }
             let session = Session::restore(record, queue, Arc::clone(&self.session_config));
             let slot = self.insert_slot(session);
-            let mut session = slot.lock();
-            for sub in session.subscriptions().to_vec() {
+            let session = slot.lock();
+            for sub in session.subscriptions() {
                 let _ =
                     write(&self.index).insert(slot.id, &sub.filter, sub.options, sub.identifier);
             }
-            let will = if crashed {
-                session.record().will.as_deref().cloned()
-            } else {
-                None
-            };
-            if let Some(will) = will {
-                session.set_will(None);
-                drop(session);
-                self.schedule_will(&slot, will);
-            }
+            self.file_session_deadline(&slot, &session);
         }
         let sessions = lock(&self.sessions).len();
         tracing::info!(
@@ -223,8 +221,9 @@ impl Broker {
     /// Sessions held, subscriptions, retained messages, queued messages: for metrics and
     /// $SYS.
     pub(crate) fn census(&self) -> Census {
-        let sessions = lock(&self.sessions);
-        let queued = sessions.values().map(|s| s.lock().queued()).sum();
+        // A snapshot: no session is locked under the table's lock.
+        let sessions = self.slots();
+        let queued = sessions.iter().map(|s| s.lock().queued()).sum();
         Census {
             sessions: sessions.len(),
             subscriptions: read(&self.index).len(),

@@ -20,6 +20,10 @@ impl Broker {
         } else {
             // Kept for long: its own allocation, not its packet's read buffer.
             let kept = Arc::new(message.detached());
+            if let Some(at) = kept.expires_at {
+                self.deadlines
+                    .file(at, super::deadlines::Due::Retained(kept.topic.clone()));
+            }
             let stored = persist.then(|| self.store.put_retained(&kept));
             write(&self.retained).insert(topic, kept);
             stored

@@ -1,35 +1,18 @@
-//! Wills: scheduling after the Will Delay, publishing.
+//! Wills: publishing. When a Will is due is the session's decision
+//! (`SessionRecord::will_due_at`); a delayed one waits in the session's record (persisted
+//! with it) and in the node's deadlines (`expiry.rs`).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use shoal_session::WillRecord;
 use shoal_topic::Recipients;
 
 use super::Broker;
 use crate::metrics as m;
-use crate::slot::SessionSlot;
 
 impl Broker {
-    /// Publishes a Will now, or after its delay unless the session is resumed before.
-    pub(crate) fn schedule_will(self: &Arc<Self>, slot: &Arc<SessionSlot>, will: WillRecord) {
-        let generation = slot.cancel_will();
-        if will.delay == 0 {
-            self.publish_will(will);
-            return;
-        }
-        let broker = Arc::clone(self);
-        let slot = Arc::clone(slot);
-        let delay = std::time::Duration::from_secs(u64::from(will.delay));
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if slot.will_generation.load(Ordering::SeqCst) == generation {
-                broker.publish_will(will);
-            }
-        });
-    }
-
-    pub(super) fn publish_will(&self, will: WillRecord) {
+    /// Publishes a Will now.
+    pub(crate) fn publish_will(&self, will: WillRecord) {
         let mut message = will.message;
         let now = self.now();
         message.expires_at = message

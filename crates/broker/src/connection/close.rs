@@ -25,14 +25,22 @@ impl<T: Transport> Conn<T> {
         slot.set_connected_as(None);
         let (will, persistent) = {
             let mut session = slot.lock();
-            let will = session.detach(self.broker.now(), reason);
+            let mut will = session.detach(self.broker.now(), reason);
+            if slot.is_retired() && will.is_none() && reason.publish_will {
+                // A clean start replaced the session: it ended, so its Will is due now.
+                will = session.record().will.as_deref().cloned();
+            }
             let _ = self.broker.persist(slot, &mut session);
+            if !slot.is_retired() {
+                // A delayed Will, and the session's end, wait in the node's deadlines.
+                self.broker.file_session_deadline(slot, &session);
+            }
             (will, session.is_persistent())
         };
         metrics::counter!(m::DISCONNECTS, "reason" => format!("{:?}", reason.reason), "by" => format!("{:?}", reason.by)).increment(1);
         tracing::debug!(reason = %reason.reason, by = ?reason.by, "disconnected");
         if let Some(will) = will {
-            self.broker.schedule_will(slot, will);
+            self.broker.publish_will(will);
         }
         // Still ours (not taken over)? Then a session that does not outlive its connection
         // ends here.

@@ -29,8 +29,9 @@ impl<T: Transport> Conn<T> {
             // The connection of the replaced session closes before this CONNACK.
             wait_until(&self.broker, || !old.is_attached()).await;
         }
-        // A new connection cancels a Will still waiting for its delay (§3.1.3.2.2).
-        claim.slot.cancel_will();
+        // A Will still waiting for its delay is cancelled by this connection (§3.1.3.2.2):
+        // a resumed session's record takes the new CONNECT's Will at attach, and a replaced
+        // session was discarded with its Will.
         let mut attach = Attach::Wait;
         let attached = wait_until(&self.broker, || {
             attach = claim.slot.try_attach(self.attachment, false);
