@@ -1,13 +1,18 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process runs),
 //! `/readyz` (the node accepts clients), and `/bans` (list, add, lift bans). A deliberately
-//! small HTTP/1.1 responder: one request per connection, bodies of at most 8 KiB. With
-//! `admin_token` set, `/bans` requires `Authorization: Bearer <token>`.
+//! small HTTP/1.1 responder: one request per connection, bodies of at most 8 KiB.
+//!
+//! The probes and `/metrics` are open. The API (`/bans`) requires
+//! `Authorization: Bearer <admin_token>`; a node without `admin_token` serves it to
+//! loopback clients only (403 to others), so a default node cannot be steered from the
+//! network.
 //!
 //! - `GET /bans`: the bans in force, as JSON.
 //! - `POST /bans` with `{"target": "client:ID" | "user:NAME" | "addr:IP" | "net:CIDR",
 //!   "seconds": 3600, "reason": "..."}` (`seconds` absent: permanent): 201.
 //! - `DELETE /bans/<target>` (percent-encoded, e.g. `net:10.0.0.0%2F8`): 204, or 404.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,7 +35,7 @@ pub(crate) async fn run(
 ) {
     let mut shutdown = broker.shutdown.subscribe();
     loop {
-        let (mut stream, _) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -66,6 +71,7 @@ pub(crate) async fn run(
             let after_head = &head[head_len..];
             let (status, body) = respond(
                 &broker,
+                peer.ip(),
                 &request,
                 after_head,
                 prometheus.as_ref(),
@@ -91,6 +97,7 @@ pub(crate) async fn run(
 /// Answers one request: its status line and body.
 async fn respond(
     broker: &Broker,
+    peer: IpAddr,
     request: &str,
     head: &[u8],
     prometheus: Option<&PrometheusHandle>,
@@ -111,8 +118,8 @@ async fn respond(
             ("200 OK", prometheus.map(|p| p.render()).unwrap_or_default())
         }
         (_, path) if path == "/bans" || path.starts_with("/bans/") => {
-            if !authorized(broker, request) {
-                return ("401 Unauthorized", "admin_token required\n".to_string());
+            if let Err(refusal) = authorized(broker, peer, request) {
+                return refusal;
             }
             bans(broker, method, path, request, head, stream).await
         }
@@ -121,17 +128,33 @@ async fn respond(
     }
 }
 
-/// Whether the request carries the admin token (or none is configured).
-fn authorized(broker: &Broker, request: &str) -> bool {
+/// Whether the API may answer: the request carries the admin token, or none is configured
+/// and the client is on loopback. Else the refusal to send.
+fn authorized(broker: &Broker, peer: IpAddr, request: &str) -> Result<(), (&'static str, String)> {
     let Some(token) = &broker.config.admin_token else {
-        return true;
+        return if peer.is_loopback() {
+            Ok(())
+        } else {
+            Err((
+                "403 Forbidden",
+                "no admin_token is set: the admin API answers loopback clients only\n".into(),
+            ))
+        };
     };
-    request.lines().any(|line| {
+    let carried = request.lines().any(|line| {
         line.split_once(':').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("authorization")
                 && value.trim().strip_prefix("Bearer ") == Some(token.as_str())
         })
-    })
+    });
+    if carried {
+        Ok(())
+    } else {
+        Err((
+            "401 Unauthorized",
+            "Authorization: Bearer <admin_token> required\n".into(),
+        ))
+    }
 }
 
 #[derive(serde::Deserialize)]

@@ -221,6 +221,9 @@ fn the_image_serves_mqtt_and_probes_as_a_non_root_user_and_stops_cleanly() {
     )));
     wait_ok(admin, "/healthz", logs);
     wait_ok(admin, "/readyz", logs);
+    // No admin_token: the API refuses the host, which is not the container's loopback.
+    let (status, body) = http_get(admin, "/bans").expect("bans");
+    assert_eq!(status, 403, "{body}");
     mqtt_round_trip(mqtt);
     let (status, metrics) = http_get(admin, "/metrics").expect("metrics");
     assert_eq!(status, 200);
