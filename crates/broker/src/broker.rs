@@ -373,7 +373,7 @@ impl Broker {
     }
 
     /// Every session, as a snapshot (the map's lock is not held while they are visited).
-    fn slots(&self) -> Vec<Arc<SessionSlot>> {
+    pub(crate) fn slots(&self) -> Vec<Arc<SessionSlot>> {
         lock(&self.sessions).values().cloned().collect()
     }
 

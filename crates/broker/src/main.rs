@@ -21,6 +21,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("passwd") => std::process::exit(shoal_access::password::passwd_command(&args[2..])),
+        Some("ctl") => std::process::exit(shoal_broker::ctl::command(&args[2..])),
         _ => {}
     }
     let config = match Config::load() {
