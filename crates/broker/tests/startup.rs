@@ -306,47 +306,80 @@ fn readme_examples() -> Vec<String> {
     blocks
 }
 
+/// Starts the binary with `example` as its config file, as written but for its addresses
+/// (free loopback ports) and files (test certificates); waits for `/readyz`.
+fn start_example(name: &str, example: &str, pki: &common::pki::Pki) {
+    let mut rewritten = String::new();
+    for line in example.lines() {
+        let (key, value) = match line.split_once('=') {
+            Some((k, v)) => (
+                k.trim(),
+                v.split('#').next().unwrap_or("").trim().trim_matches('"'),
+            ),
+            None => ("", ""),
+        };
+        let line = match key {
+            "bind" | "listen" | "admin_listen" => {
+                let addr: SocketAddr = value.parse().expect("an address");
+                // No example takes the admin listener's default port for MQTT.
+                if key != "admin_listen" {
+                    assert_ne!(addr.port(), 18083, "{name}: {line}");
+                }
+                format!("{key} = \"127.0.0.1:0\"")
+            }
+            "cert" => format!("cert = {:?}", pki.server.cert),
+            "key" => format!("key = {:?}", pki.server.key),
+            "client_ca" => format!("client_ca = {:?}", pki.ca),
+            "data_dir" => String::new(),
+            _ => line.to_string(),
+        };
+        rewritten.push_str(&line);
+        rewritten.push('\n');
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("shoal.toml");
+    std::fs::write(&file, &rewritten).expect("write");
+    let mut cmd = shoal();
+    cmd.arg("--config")
+        .arg(&file)
+        .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"));
+    let mut node = Running::start(cmd);
+    let (status, _) = http(node.admin(), "GET", "/readyz");
+    assert_eq!(status, 200, "{name}:\n{example}");
+}
+
 #[test]
 fn every_readme_config_example_starts_a_node() {
     let examples = readme_examples();
     assert!(examples.len() >= 7, "{} examples", examples.len());
     let pki = common::pki::Pki::new();
-    let default_admin = 18083;
     for (i, example) in examples.iter().enumerate() {
-        // No example takes the admin listener's default port, or each other's.
-        let mut rewritten = String::new();
-        for line in example.lines() {
-            let (key, value) = match line.split_once('=') {
-                Some((k, v)) => (k.trim(), v.trim().trim_matches('"')),
-                None => ("", ""),
-            };
-            let line = match key {
-                "bind" | "listen" => {
-                    let addr: SocketAddr = value.parse().expect("an address");
-                    assert_ne!(addr.port(), default_admin, "example {i}: {line}");
-                    format!("{key} = \"127.0.0.1:0\"")
-                }
-                "cert" => format!("cert = {:?}", pki.server.cert),
-                "key" => format!("key = {:?}", pki.server.key),
-                "client_ca" => format!("client_ca = {:?}", pki.ca),
-                "data_dir" => String::new(),
-                _ => line.to_string(),
-            };
-            rewritten.push_str(&line);
-            rewritten.push('\n');
-        }
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("shoal.toml");
-        std::fs::write(&file, &rewritten).expect("write");
-        let mut cmd = shoal();
-        cmd.arg("--config")
-            .arg(&file)
-            .args(["--admin-listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path().join("data"));
-        let mut node = Running::start(cmd);
-        let (status, _) = http(node.admin(), "GET", "/readyz");
-        assert_eq!(status, 200, "example {i}:\n{example}");
+        start_example(&format!("README example {i}"), example, &pki);
     }
+}
+
+#[test]
+fn the_systemd_sample_configs_start_a_node() {
+    let pki = common::pki::Pki::new();
+    for (name, example) in [
+        (
+            "deploy/systemd/shoal.toml",
+            include_str!("../../../deploy/systemd/shoal.toml"),
+        ),
+        (
+            "deploy/systemd/cluster-node.toml",
+            include_str!("../../../deploy/systemd/cluster-node.toml"),
+        ),
+    ] {
+        start_example(name, example, &pki);
+    }
+    let unit = include_str!("../../../deploy/systemd/shoal.service");
+    assert!(unit.contains("ExecStart=/usr/local/bin/shoal --config /etc/shoal/shoal.toml"));
+    assert!(
+        unit.contains("RestartPreventExitStatus=2 3"),
+        "the documented start-up statuses"
+    );
 }
 
 #[test]
