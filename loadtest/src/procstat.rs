@@ -177,7 +177,10 @@ mod tests {
     #[test]
     fn a_process_that_exits_keeps_its_cpu_in_the_total() {
         let mut child = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; read _"])
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; read _",
+            ])
             .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("sh");
@@ -198,6 +201,9 @@ mod tests {
         child.wait().expect("exits");
         meter.sample();
         let after = meter.summary().cpu_seconds;
-        assert!(after >= before, "the exited child's CPU still counts: {after} < {before}");
+        assert!(
+            after >= before,
+            "the exited child's CPU still counts: {after} < {before}"
+        );
     }
 }
