@@ -57,6 +57,10 @@ fn page_size() -> u64 {
 #[derive(Debug)]
 pub struct Meter {
     pids: Vec<u32>,
+    /// Each process's CPU time at its last successful reading: a process that has exited
+    /// (a worker at the end of a run) keeps counting with what it had used, instead of
+    /// vanishing from the sum and making the total go backwards.
+    last_cpu: Vec<Duration>,
     first: Option<(Instant, Duration)>,
     last: Option<(Instant, Duration)>,
     peak_rss: u64,
@@ -80,6 +84,7 @@ impl Meter {
     /// A meter of these processes.
     pub fn new(pids: Vec<u32>) -> Self {
         Self {
+            last_cpu: vec![Duration::ZERO; pids.len()],
             pids,
             first: None,
             last: None,
@@ -91,6 +96,7 @@ impl Meter {
     /// Adds a process (a worker started later).
     pub fn add_pid(&mut self, pid: u32) {
         self.pids.push(pid);
+        self.last_cpu.push(Duration::ZERO);
     }
 
     /// The CPU time the processes have used so far.
@@ -103,17 +109,18 @@ impl Meter {
     }
 
     /// Takes a reading; returns the CPU use since the previous one (percent of one core)
-    /// and the current resident set. Processes that have exited are skipped.
+    /// and the current resident set. A process that has exited counts the CPU time of its
+    /// last reading and no memory.
     pub fn sample(&mut self) -> (f64, u64) {
         let now = Instant::now();
-        let mut cpu = Duration::ZERO;
         let mut rss = 0;
-        for &pid in &self.pids {
+        for (&pid, last) in self.pids.iter().zip(self.last_cpu.iter_mut()) {
             if let Ok(u) = read(pid) {
-                cpu += u.cpu;
+                *last = u.cpu.max(*last);
                 rss += u.rss;
             }
         }
+        let cpu: Duration = self.last_cpu.iter().sum();
         self.peak_rss = self.peak_rss.max(rss);
         self.last_rss = rss;
         let pct = match self.last {
@@ -165,5 +172,38 @@ mod tests {
     fn reads_its_own_process() {
         let u = read(std::process::id()).expect("/proc/self is readable");
         assert!(u.rss > 0);
+    }
+
+    #[test]
+    fn a_process_that_exits_keeps_its_cpu_in_the_total() {
+        let mut child = std::process::Command::new("sh")
+            .args([
+                "-c",
+                "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; read _",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("sh");
+        let mut meter = Meter::new(vec![]);
+        meter.sample();
+        meter.add_pid(child.id());
+        // Wait until the child has burnt measurable CPU (it then blocks on stdin).
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while read(child.id()).map_or(Duration::ZERO, |u| u.cpu) < Duration::from_millis(50) {
+            assert!(Instant::now() < deadline, "the child used no CPU");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        meter.sample();
+        let before = meter.summary().cpu_seconds;
+        assert!(before >= 0.05, "{before}");
+        drop(child.stdin.take());
+        child.wait().expect("exits");
+        meter.sample();
+        let after = meter.summary().cpu_seconds;
+        assert!(
+            after >= before,
+            "the exited child's CPU still counts: {after} < {before}"
+        );
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 use shoal_access::acl::{Acl, ClientAcl};
 use shoal_access::ban::{Ban, BanTarget, Bans, Flapping, FlappingConfig};
 use shoal_access::chain::{Chain, Credentials, Decision, FailureDelay};
-use shoal_access::password::PasswordFile;
+use shoal_access::password::{PasswordError, PasswordFile};
 
 use crate::broker::{lock, read, write};
 use crate::config::Config;
@@ -43,8 +43,15 @@ impl Access {
     pub(crate) fn load(config: &Config, clock: crate::clock::Clock) -> Result<Self, String> {
         let chain = build_chain(config.password_file.as_deref())?;
         let acl = match &config.acl_file {
-            Some(path) => Acl::load(path).map_err(|e| e.to_string())?,
-            None => Acl::allow_all(),
+            Some(path) => {
+                let acl = Acl::load(path).map_err(|e| e.to_string())?;
+                tracing::info!(path = %path.display(), rules = acl.len(), "ACL loaded");
+                acl
+            }
+            None => {
+                tracing::info!("no acl_file: every client may publish and subscribe anywhere");
+                Acl::allow_all()
+            }
         };
         let flapping = config.flapping.map(|f| {
             Mutex::new(Flapping::new(FlappingConfig {
@@ -318,9 +325,18 @@ fn load_bans(path: &Path, now: u64) -> Vec<Ban> {
 }
 
 fn build_chain(password_file: Option<&Path>) -> Result<Chain, String> {
-    let passwords = password_file
-        .map(|path| PasswordFile::load(path).map_err(|e| e.to_string()))
-        .transpose()?;
+    let passwords = match password_file {
+        Some(path) => {
+            let passwords = PasswordFile::load(path).map_err(|e| match e {
+                // The parse error knows the line, not the file.
+                PasswordError::Parse { .. } => format!("{}: {e}", path.display()),
+                other => other.to_string(),
+            })?;
+            tracing::info!(path = %path.display(), users = passwords.users().count(), "password file loaded");
+            Some(passwords)
+        }
+        None => None,
+    };
     Ok(Chain::standard(passwords.map(Arc::new)))
 }
 

@@ -1,18 +1,24 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process runs),
-//! `/readyz` (the node accepts clients), and `/bans` (list, add, lift bans). A deliberately
-//! small HTTP/1.1 responder: one request per connection, bodies of at most 8 KiB. With
-//! `admin_token` set, `/bans` requires `Authorization: Bearer <token>`.
+//! `/readyz` (the node accepts clients), and the admin API: `/api/v1` (crate::api) and
+//! `/bans` (its bans, at their older path). A deliberately small HTTP/1.1 responder: one
+//! request per connection, request bodies of at most 8 KiB (operators' tools and probes
+//! need no more; see docs/ARCHITECTURE.md, "Admin API").
+//!
+//! The probes and `/metrics` are open. The API (`/api/v1`, `/bans`) requires
+//! `Authorization: Bearer <admin_token>`; a node without `admin_token` serves it to
+//! loopback clients only (403 to others), so a default node cannot be steered from the
+//! network.
 //!
 //! - `GET /bans`: the bans in force, as JSON.
 //! - `POST /bans` with `{"target": "client:ID" | "user:NAME" | "addr:IP" | "net:CIDR",
 //!   "seconds": 3600, "reason": "..."}` (`seconds` absent: permanent): 201.
 //! - `DELETE /bans/<target>` (percent-encoded, e.g. `net:10.0.0.0%2F8`): 204, or 404.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use shoal_access::ban::{Ban, BanTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -30,7 +36,7 @@ pub(crate) async fn run(
 ) {
     let mut shutdown = broker.shutdown.subscribe();
     loop {
-        let (mut stream, _) = tokio::select! {
+        let (mut stream, peer) = tokio::select! {
             _ = shutdown.changed() => return,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -66,6 +72,7 @@ pub(crate) async fn run(
             let after_head = &head[head_len..];
             let (status, body) = respond(
                 &broker,
+                peer.ip(),
                 &request,
                 after_head,
                 prometheus.as_ref(),
@@ -91,6 +98,7 @@ pub(crate) async fn run(
 /// Answers one request: its status line and body.
 async fn respond(
     broker: &Broker,
+    peer: IpAddr,
     request: &str,
     head: &[u8],
     prometheus: Option<&PrometheusHandle>,
@@ -99,7 +107,8 @@ async fn respond(
 ) -> (&'static str, String) {
     let mut words = request.split_whitespace();
     let method = words.next().unwrap_or("");
-    let path = words.next().unwrap_or("");
+    let target = words.next().unwrap_or("");
+    let path = target.split('?').next().unwrap_or("");
     match (method, path) {
         ("GET", "/healthz") => ("200 OK", "ok\n".to_string()),
         ("GET", "/readyz") if broker.is_store_broken() => (
@@ -114,96 +123,56 @@ async fn respond(
             crate::sys::sample(broker);
             ("200 OK", prometheus.map(|p| p.render()).unwrap_or_default())
         }
-        (_, path) if path == "/bans" || path.starts_with("/bans/") => {
-            if !authorized(broker, request) {
-                return ("401 Unauthorized", "admin_token required\n".to_string());
+        (_, path)
+            if path == "/bans"
+                || path.starts_with("/bans/")
+                || path == "/api/v1"
+                || path.starts_with("/api/v1/") =>
+        {
+            if let Err(refusal) = authorized(broker, peer, request) {
+                return refusal;
             }
-            bans(broker, method, path, request, head, stream).await
+            let body = if method == "POST" {
+                match read_body(request, head, stream).await {
+                    Ok(body) => body,
+                    Err(why) => return ("400 Bad Request", format!("{why}\n")),
+                }
+            } else {
+                Vec::new()
+            };
+            crate::api::handle(broker, method, target, &body).await
         }
         ("GET", _) => ("404 Not Found", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "method not allowed\n".to_string()),
     }
 }
 
-/// Whether the request carries the admin token (or none is configured).
-fn authorized(broker: &Broker, request: &str) -> bool {
+/// Whether the API may answer: the request carries the admin token, or none is configured
+/// and the client is on loopback. Else the refusal to send.
+fn authorized(broker: &Broker, peer: IpAddr, request: &str) -> Result<(), (&'static str, String)> {
     let Some(token) = &broker.config.admin_token else {
-        return true;
+        return if peer.is_loopback() {
+            Ok(())
+        } else {
+            Err((
+                "403 Forbidden",
+                "no admin_token is set: the admin API answers loopback clients only\n".into(),
+            ))
+        };
     };
-    request.lines().any(|line| {
+    let carried = request.lines().any(|line| {
         line.split_once(':').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("authorization")
                 && value.trim().strip_prefix("Bearer ") == Some(token.as_str())
         })
-    })
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewBan {
-    target: String,
-    seconds: Option<u64>,
-    reason: Option<String>,
-}
-
-/// `/bans`: list, add, lift.
-async fn bans(
-    broker: &Broker,
-    method: &str,
-    path: &str,
-    request: &str,
-    head: &[u8],
-    stream: &mut TcpStream,
-) -> (&'static str, String) {
-    match (method, path) {
-        ("GET", "/bans") => ("200 OK", crate::access::bans_json(&broker.access.bans())),
-        ("POST", "/bans") => {
-            let body = match read_body(request, head, stream).await {
-                Ok(body) => body,
-                Err(why) => return ("400 Bad Request", format!("{why}\n")),
-            };
-            let new: NewBan = match serde_json::from_slice(&body) {
-                Ok(new) => new,
-                Err(e) => return ("400 Bad Request", format!("bad ban: {e}\n")),
-            };
-            let target: BanTarget = match new.target.parse() {
-                Ok(target) => target,
-                Err(e) => return ("400 Bad Request", format!("bad target: {e}\n")),
-            };
-            let now = broker.access.now();
-            let ban = Ban {
-                target,
-                until: new
-                    .seconds
-                    .map(|s| now.saturating_add(s.saturating_mul(1000))),
-                reason: new.reason.unwrap_or_else(|| "banned by an operator".into()),
-                created: now,
-            };
-            tracing::info!(target = %ban.target, until = ?ban.until, reason = %ban.reason, "ban added");
-            broker.kick_banned(&ban);
-            broker.access.add_ban(ban);
-            ("201 Created", "banned\n".to_string())
-        }
-        ("DELETE", path) if path.len() > "/bans/".len() => {
-            let target = match percent_decode(&path["/bans/".len()..]) {
-                Some(text) => text,
-                None => return ("400 Bad Request", "bad percent-encoding\n".to_string()),
-            };
-            let target: BanTarget = match target.parse() {
-                Ok(target) => target,
-                Err(e) => return ("400 Bad Request", format!("bad target: {e}\n")),
-            };
-            if broker.access.remove_ban(&target) {
-                tracing::info!(%target, "ban lifted");
-                ("204 No Content", String::new())
-            } else {
-                ("404 Not Found", "no such ban\n".to_string())
-            }
-        }
-        _ => (
-            "405 Method Not Allowed",
-            "GET, POST /bans; DELETE /bans/<target>\n".to_string(),
-        ),
+    });
+    if carried {
+        Ok(())
+    } else {
+        Err((
+            "401 Unauthorized",
+            "Authorization: Bearer <admin_token> required\n".into(),
+        ))
     }
 }
 
@@ -233,22 +202,4 @@ async fn read_body(request: &str, head: &[u8], stream: &mut TcpStream) -> Result
         }
     }
     Ok(body)
-}
-
-/// `%XX` decoding of a path segment.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }

@@ -12,6 +12,10 @@ use serde::Deserialize;
 use shoal_codec::QoS;
 use shoal_session::SessionConfig;
 
+/// The admin listener's default address (EMQX's dashboard port: clear of MQTT's 1883,
+/// 8883, 8083 and 8084).
+pub const DEFAULT_ADMIN_LISTEN: &str = "0.0.0.0:18083";
+
 /// A configuration that cannot be used: which key, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -31,6 +35,12 @@ pub enum ConfigError {
         /// What the parser says, with the key and line.
         message: String,
     },
+    /// An environment variable's value cannot be parsed.
+    #[error("{message}")]
+    Environment {
+        /// Which variable, its value and why.
+        message: String,
+    },
     /// A value is out of its range.
     #[error("config key `{key}`: {reason}")]
     Invalid {
@@ -41,14 +51,28 @@ pub enum ConfigError {
     },
 }
 
+/// The end of `shoal --help`: the other commands and the exit statuses.
+const HELP_FOOTER: &str = "Other commands:
+  shoal passwd add|remove|list FILE [USER]   manage a password file (password_file)
+  shoal ctl [--admin URL] [--token T] ...    talk to a node's admin API (shoal ctl help)
+
+Exit status:
+  0  stopped in order (SIGTERM, SIGINT)
+  1  failed while running
+  2  the configuration is refused: a bad key or value, or a file it names (config, TLS,
+     password, ACL) that cannot be read or parsed
+  3  the node cannot start here: an address in use, the data folder locked by another
+     shoal or not writable";
+
 macro_rules! raw_config {
     ($( $(#[doc = $doc:literal])* $key:ident : $ty:ty = $env:literal, )*) => {
         /// Every key, as the file, the environment (`SHOAL_<KEY>`) and the flags
         /// (`--<key>`, with `-` for `_`) say it. Absent keys take their documented defaults.
         #[derive(Debug, Clone, Default, Deserialize, Parser)]
         #[serde(deny_unknown_fields)]
-        #[command(name = "shoal", version, about = "shoal: a clustered MQTT broker (MQTT 3.1, 3.1.1, 5.0)",
-            long_about = "shoal: a clustered MQTT broker (MQTT 3.1, 3.1.1, 5.0).\n\nEvery key can be set in the TOML file given by --config, by the environment variable SHOAL_<KEY> (upper case), or by the flag --<key>; flags override the environment, which overrides the file.")]
+        #[command(name = "shoal", version, about = "shoal: an MQTT broker node (MQTT 3.1, 3.1.1, 5.0)",
+            long_about = "shoal: an MQTT broker node (MQTT 3.1, 3.1.1, 5.0). Clustering is not available yet: a node is a complete broker on its own.\n\nEvery key can be set in the TOML file given by --config, by the environment variable SHOAL_<KEY> (upper case), or by the flag --<key>; flags override the environment, which overrides the file. TLS, WebSocket, QUIC and more TCP listeners are [[listeners]] tables in the file (README, \"Listeners\").",
+            after_long_help = HELP_FOOTER)]
         pub struct RawConfig {
             /// A TOML file of keys (the same names as the flags, with `_`).
             #[arg(long, env = "SHOAL_CONFIG")]
@@ -84,8 +108,9 @@ raw_config! {
     listen: SocketAddr = "SHOAL_LISTEN",
     /// Where the node keeps its data (sessions, queues, retained messages). Default ./data.
     data_dir: PathBuf = "SHOAL_DATA_DIR",
-    /// Admin HTTP listener: /metrics (Prometheus), /healthz, /readyz. Default 0.0.0.0:8080;
-    /// "off" is not a value: bind it to 127.0.0.1 to keep it local.
+    /// Admin HTTP listener: /metrics (Prometheus), /healthz, /readyz, and the admin API
+    /// (/api/v1, /bans), which needs `admin_token` from any address but loopback. Default
+    /// 0.0.0.0:18083; bind it to 127.0.0.1 to keep it local.
     admin_listen: SocketAddr = "SHOAL_ADMIN_LISTEN",
     /// Largest packet accepted, in bytes, fixed header included (1 to 268435460). Default
     /// 1048576. Larger lets clients send bigger messages; each connection may buffer one.
@@ -119,8 +144,8 @@ raw_config! {
     sys_interval: u64 = "SHOAL_SYS_INTERVAL",
     /// Log filter (tracing's EnvFilter syntax). Default "info".
     log: String = "SHOAL_LOG",
-    /// A token the admin API's `/bans` requires (`Authorization: Bearer <token>`).
-    /// Default: none (keep `admin_listen` on a private address).
+    /// The token the admin API (/api/v1, /bans) requires (`Authorization: Bearer <token>`).
+    /// Default: none, and then the API answers loopback clients only.
     admin_token: String = "SHOAL_ADMIN_TOKEN",
     /// Password file (`user:$7$...` lines, PBKDF2-SHA512; Mosquitto's format), managed with
     /// `shoal passwd`. Reloaded when it changes. Default: none (any credentials pass).
@@ -339,8 +364,17 @@ pub struct Config {
 
 impl Config {
     /// The configuration of this process: flags and environment, over the file they name.
+    /// A flag or variable clap cannot parse ends the process (exit status 2) with clap's
+    /// message, naming the `SHOAL_*` variable when the value came from the environment.
     pub fn load() -> Result<Self, ConfigError> {
-        Self::load_from(RawConfig::parse())
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        match RawConfig::try_parse_from(&args) {
+            Ok(raw) => Self::load_from(raw),
+            Err(e) => match env_error(&e, &args, |name| std::env::var_os(name).is_some()) {
+                Some(message) => Err(ConfigError::Environment { message }),
+                None => e.exit(),
+            },
+        }
     }
 
     /// `cli` (flags and environment) over the file it names, if any.
@@ -501,9 +535,11 @@ impl Config {
             flapping,
             limits,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
-            admin_listen: raw
-                .admin_listen
-                .unwrap_or_else(|| "0.0.0.0:8080".parse().expect("a valid address literal")),
+            admin_listen: raw.admin_listen.unwrap_or_else(|| {
+                DEFAULT_ADMIN_LISTEN
+                    .parse()
+                    .expect("a valid address literal")
+            }),
             session,
             sys_interval: match raw.sys_interval.unwrap_or(10) {
                 0 => None,
@@ -649,6 +685,40 @@ fn listener_config(
     })
 }
 
+/// When clap refused a value that came from a `SHOAL_*` variable rather than from the
+/// command line: the message, naming the variable (clap names the flag).
+fn env_error(
+    error: &clap::Error,
+    args: &[std::ffi::OsString],
+    is_set: impl Fn(&str) -> bool,
+) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    let ContextValue::String(arg) = error.get(ContextKind::InvalidArg)? else {
+        return None;
+    };
+    // `--max-qos <MAX_QOS>` -> `--max-qos`, `max_qos`.
+    let flag = arg.split_whitespace().next()?;
+    let key = flag.strip_prefix("--")?.replace('-', "_");
+    let on_command_line = args.iter().any(|a| {
+        a.to_str()
+            .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+    });
+    let variable = format!("SHOAL_{}", key.to_uppercase());
+    if on_command_line || !is_set(&variable) {
+        return None;
+    }
+    let value = match error.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => value.clone(),
+        _ => String::new(),
+    };
+    let reason = std::error::Error::source(error)
+        .map(|source| source.to_string())
+        .unwrap_or_else(|| error.kind().to_string());
+    Some(format!(
+        "environment variable {variable} (config key `{key}`): invalid value {value:?}: {reason}"
+    ))
+}
+
 fn read_file(path: &Path) -> Result<RawConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
@@ -680,6 +750,23 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("data"));
         assert_eq!(config.session.maximum_packet_size, 1 << 20);
         assert_eq!(config.sys_interval, Some(Duration::from_secs(10)));
+        assert_eq!(config.admin_listen.port(), 18083);
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable_not_the_flag() {
+        let args: Vec<std::ffi::OsString> = vec!["shoal".into()];
+        let err = RawConfig::try_parse_from(["shoal", "--max-qos", "x"]).expect_err("refused");
+        let message = env_error(&err, &args, |name| name == "SHOAL_MAX_QOS").expect("from env");
+        assert!(
+            message.starts_with(
+                "environment variable SHOAL_MAX_QOS (config key `max_qos`): invalid value \"x\""
+            ),
+            "{message}"
+        );
+        // Given on the command line, clap's own message (naming the flag) stands.
+        let args: Vec<std::ffi::OsString> = vec!["shoal".into(), "--max-qos".into(), "x".into()];
+        assert_eq!(env_error(&err, &args, |_| true), None);
     }
 
     #[test]

@@ -13,11 +13,14 @@
 
 mod access;
 mod admin;
+mod api;
 mod auth;
 mod broker;
 mod clock;
 pub mod config;
 mod connection;
+pub mod ctl;
+mod inspect;
 mod keepalive;
 mod listener;
 pub mod metrics;

@@ -2,7 +2,14 @@
 //! subscriber and the metrics exporter, runs until SIGTERM or SIGINT (SIGHUP reloads the
 //! password file, the ACL and TLS certificates), then shuts down in order.
 //!
-//! `shoal passwd add|remove|list FILE [USER]` manages a password file instead.
+//! `shoal passwd add|remove|list FILE [USER]` manages a password file instead, and
+//! `shoal ctl ...` talks to a running node's admin API.
+//!
+//! Exit status: 0 stopped in order, 1 failed while running, 2 configuration refused, 3 the
+//! node cannot start here (an address in use, the data folder locked). An error is printed
+//! once, as one line: each error's message already names its cause.
+
+use std::io::IsTerminal;
 
 use anyhow::Context;
 use shoal_broker::{Config, Node};
@@ -10,10 +17,12 @@ use shoal_broker::{Config, Node};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn main() -> anyhow::Result<()> {
+fn main() {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("passwd") {
-        std::process::exit(shoal_access::password::passwd_command(&args[2..]));
+    match args.get(1).map(String::as_str) {
+        Some("passwd") => std::process::exit(shoal_access::password::passwd_command(&args[2..])),
+        Some("ctl") => std::process::exit(shoal_broker::ctl::command(&args[2..])),
+        _ => {}
     }
     let config = match Config::load() {
         Ok(config) => config,
@@ -24,7 +33,32 @@ fn main() -> anyhow::Result<()> {
     };
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&config.log))
+        .with_ansi(std::io::stdout().is_terminal())
         .init();
+    if let Err(e) = run(config) {
+        let status = e
+            .downcast_ref::<shoal_broker::StartError>()
+            .map_or(1, shoal_broker::StartError::exit_status);
+        // `{:#}`: the message and its causes on one line, each said once (our errors
+        // already carry their source's text, so the chain is not printed again).
+        eprintln!("shoal: {}", one_line(&e));
+        std::process::exit(status);
+    }
+}
+
+/// The error's message, then each cause whose text it does not already contain.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
     let prometheus = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .context("installing the metrics recorder")?;

@@ -22,9 +22,15 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-/// Why a node could not start.
+/// Why a node could not start. [`StartError::exit_status`] is the process's exit status.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
+    /// Another process (another shoal) holds the data folder's lock.
+    #[error("another shoal is using {} (lock held): stop it, or give this node its own data_dir", path.display())]
+    Locked {
+        /// The data folder.
+        path: std::path::PathBuf,
+    },
     /// The store could not be opened or loaded.
     #[error("store in {path}: {source}")]
     Store {
@@ -51,6 +57,27 @@ pub enum StartError {
         /// Why.
         reason: String,
     },
+}
+
+impl StartError {
+    /// The exit status the binary ends with (documented in `shoal --help`): 2 for a
+    /// configuration to fix (a file it names cannot be used), 3 for a node that cannot run
+    /// here (an address in use, the data folder locked or unusable).
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Self::Access { .. } => 2,
+            Self::Locked { .. } | Self::Store { .. } | Self::Bind { .. } => 3,
+        }
+    }
+
+    fn store(path: std::path::PathBuf, source: StoreError) -> Self {
+        // sled reports a held lock as an IO error with this text (and EWOULDBLOCK).
+        if source.to_string().contains("could not acquire lock") {
+            Self::Locked { path }
+        } else {
+            Self::Store { path, source }
+        }
+    }
 }
 
 /// How often the password file, the ACL and TLS files are checked for changes.
@@ -124,11 +151,8 @@ impl Node {
             what: "admin".into(),
             source,
         })?;
-        let store =
-            Store::open(&path, StoreConfig::default()).map_err(|source| StartError::Store {
-                path: path.clone(),
-                source,
-            })?;
+        let store = Store::open(&path, StoreConfig::default())
+            .map_err(|source| StartError::store(path.clone(), source))?;
         let broker = Broker::new(config, store, hooks, access, clock)
             .map_err(|source| StartError::Store { path, source })?;
         let config = broker.config().clone();

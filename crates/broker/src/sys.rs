@@ -1,5 +1,9 @@
 //! $SYS topics, as Mosquitto publishes them, every `sys_interval`; and the gauges sampled
-//! for Prometheus at the same time. $SYS messages are retained in memory only.
+//! for Prometheus at the same time. $SYS messages are retained in memory only, and a $SYS
+//! topic no one subscribed to is only retained, not dispatched (nor counted as dropped).
+//!
+//! `$SYS/broker/load/{messages,bytes}/{received,sent}/{1min,5min,15min}` are Mosquitto's
+//! load figures: exponentially weighted moving averages of the rate per minute.
 
 use std::sync::Arc;
 
@@ -17,10 +21,23 @@ pub(crate) async fn run(broker: Arc<Broker>, interval: std::time::Duration) {
     let mut shutdown = broker.shutdown.subscribe();
     let mut ticker = tokio::time::interval(interval);
     let mut recipients = Recipients::new();
+    let mut load = Load::default();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = ticker.tick() => publish(&broker, &mut recipients),
+            _ = ticker.tick() => {
+                let stats = &broker.stats;
+                load.handle_sample(
+                    broker.clock.uptime().as_secs_f64(),
+                    [
+                        Stats::total(&stats.messages_received),
+                        Stats::total(&stats.messages_sent),
+                        Stats::get(&stats.bytes_received),
+                        Stats::get(&stats.bytes_sent),
+                    ],
+                );
+                publish(&broker, &load, &mut recipients);
+            }
         }
     }
 }
@@ -36,11 +53,10 @@ pub(crate) fn sample(broker: &Broker) -> crate::broker::Census {
     census
 }
 
-fn publish(broker: &Arc<Broker>, recipients: &mut Recipients<u64>) {
+fn publish(broker: &Arc<Broker>, load: &Load, recipients: &mut Recipients<u64>) {
     let census = sample(broker);
     let stats = &broker.stats;
-    let loads = load_averages();
-    let values: Vec<(&str, String)> = vec![
+    let mut values: Vec<(String, String)> = vec![
         (
             "$SYS/broker/version",
             format!("shoal {}", env!("CARGO_PKG_VERSION")),
@@ -82,13 +98,14 @@ fn publish(broker: &Arc<Broker>, recipients: &mut Recipients<u64>) {
             "$SYS/broker/store messages/count",
             census.queued.to_string(),
         ),
-        ("$SYS/broker/load/1min", loads.0),
-        ("$SYS/broker/load/5min", loads.1),
-        ("$SYS/broker/load/15min", loads.2),
-    ];
+    ]
+    .into_iter()
+    .map(|(topic, value)| (topic.to_string(), value))
+    .collect();
+    values.extend(load.topics());
     let now = broker.now();
     for (topic, value) in values {
-        let Ok(topic) = MqttString::try_from(topic) else {
+        let Ok(topic) = MqttString::try_from(topic.as_str()) else {
             continue;
         };
         let message = Arc::new(Message {
@@ -102,6 +119,10 @@ fn publish(broker: &Arc<Broker>, recipients: &mut Recipients<u64>) {
         });
         // Kept in memory only: $SYS values are rebuilt at start.
         let _ = broker.retain(&message, false);
+        crate::broker::read(&broker.index).match_topic(&message.topic, None, recipients);
+        if recipients.is_empty() {
+            continue;
+        }
         let plain = Arc::new(Message {
             retain: false,
             ..(*message).clone()
@@ -110,13 +131,88 @@ fn publish(broker: &Arc<Broker>, recipients: &mut Recipients<u64>) {
     }
 }
 
-/// The system's load averages (1, 5, 15 minutes), from /proc/loadavg where there is one.
-fn load_averages() -> (String, String, String) {
-    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let mut fields = text.split_whitespace().map(str::to_string);
-    (
-        fields.next().unwrap_or_default(),
-        fields.next().unwrap_or_default(),
-        fields.next().unwrap_or_default(),
-    )
+/// The averaging windows of the load topics, with their names.
+const WINDOWS: [(&str, f64); 3] = [("1min", 60.0), ("5min", 300.0), ("15min", 900.0)];
+/// The load topics' quantities, in the order of [`Load::handle_sample`]'s totals.
+const QUANTITIES: [&str; 4] = [
+    "messages/received",
+    "messages/sent",
+    "bytes/received",
+    "bytes/sent",
+];
+
+/// Mosquitto's `$SYS/broker/load/...`: per quantity and window, an exponentially weighted
+/// moving average of the rate per minute. Sans-IO: time and totals come in.
+#[derive(Debug, Default)]
+pub(crate) struct Load {
+    /// The previous sample: when (seconds since start) and the totals then.
+    last: Option<(f64, [u64; 4])>,
+    /// The averages, per quantity and window (per minute).
+    averages: [[f64; 3]; 4],
+}
+
+impl Load {
+    /// Takes the totals at `now` (seconds): each average moves towards the rate since the
+    /// previous sample, by `1 - exp(-elapsed / window)`.
+    pub(crate) fn handle_sample(&mut self, now: f64, totals: [u64; 4]) {
+        if let Some((then, before)) = self.last {
+            let elapsed = now - then;
+            if elapsed <= 0.0 {
+                return;
+            }
+            for (q, averages) in self.averages.iter_mut().enumerate() {
+                let per_minute = totals[q].saturating_sub(before[q]) as f64 * 60.0 / elapsed;
+                for (w, (_, window)) in WINDOWS.iter().enumerate() {
+                    let keep = (-elapsed / window).exp();
+                    averages[w] = per_minute + keep * (averages[w] - per_minute);
+                }
+            }
+        }
+        self.last = Some((now, totals));
+    }
+
+    /// The topics and their values (two decimals, as Mosquitto prints them).
+    pub(crate) fn topics(&self) -> Vec<(String, String)> {
+        let mut topics = Vec::with_capacity(12);
+        for (q, quantity) in QUANTITIES.iter().enumerate() {
+            for (w, (window, _)) in WINDOWS.iter().enumerate() {
+                topics.push((
+                    format!("$SYS/broker/load/{quantity}/{window}"),
+                    format!("{:.2}", self.averages[q][w]),
+                ));
+            }
+        }
+        topics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_steady_rate_converges_to_its_per_minute_value_faster_in_short_windows() {
+        let mut load = Load::default();
+        load.handle_sample(0.0, [0; 4]);
+        // 10 messages a second received, nothing else, sampled every 10 s for 2 minutes.
+        for i in 1..=12u64 {
+            load.handle_sample(i as f64 * 10.0, [i * 100, 0, i * 1000, 0]);
+        }
+        let [one, five, fifteen] = load.averages[0];
+        assert!((one - 600.0).abs() < 600.0 * 0.15, "1min {one}");
+        assert!(five < one && fifteen < five, "{one} {five} {fifteen}");
+        assert_eq!(load.averages[1], [0.0; 3]);
+        let topics = load.topics();
+        assert_eq!(topics.len(), 12);
+        assert_eq!(topics[0].0, "$SYS/broker/load/messages/received/1min");
+        assert_eq!(topics[9].0, "$SYS/broker/load/bytes/sent/1min");
+        assert_eq!(topics[9].1, "0.00");
+    }
+
+    #[test]
+    fn the_first_sample_sets_no_rate() {
+        let mut load = Load::default();
+        load.handle_sample(5.0, [1_000_000, 0, 0, 0]);
+        assert_eq!(load.averages[0], [0.0; 3]);
+    }
 }

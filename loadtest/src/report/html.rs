@@ -1,6 +1,8 @@
 //! `report`: one or more results as one self-contained HTML page (inline SVG, no scripts,
-//! no external resources): a comparison table, throughput and latency over time, and the
-//! latency distribution of each run.
+//! no external resources): when, where and against what each run ran, a comparison table,
+//! a table per stream (telemetry apart from commands), throughput and latency over time,
+//! and the latency distribution of each run. Charts take the page's width, with their
+//! legends beside the plot, never over it.
 
 use std::fmt::Write;
 
@@ -10,10 +12,11 @@ use crate::units::{fmt_bytes, fmt_count, fmt_micros};
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
-const WIDTH: f64 = 860.0;
-const HEIGHT: f64 = 300.0;
+const WIDTH: f64 = 1320.0;
+const HEIGHT: f64 = 320.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 45.0;
+/// The right margin holds the legend.
+const RIGHT: f64 = 260.0;
 const TOP: f64 = 30.0;
 const BOTTOM: f64 = 45.0;
 
@@ -85,7 +88,7 @@ fn chart(
         .collect();
     let _ = write!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" font-family="sans-serif" font-size="11">"#
+        r#"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT}" width="100%" font-family="sans-serif" font-size="11">"#
     );
     let _ = write!(
         svg,
@@ -205,14 +208,16 @@ fn chart(
             s.color,
             points.join(" ")
         );
-        let ly = TOP + 12.0 + 14.0 * i as f64;
+        // The legend, in the right margin beside the plot.
+        let ly = TOP + 8.0 + 15.0 * i as f64;
+        let lx = WIDTH - RIGHT + 20.0;
         let _ = write!(
             svg,
             r#"<line x1="{}" x2="{}" y1="{ly}" y2="{ly}" stroke="{}" stroke-width="2"{dash}/><text x="{}" y="{}">{}</text>"#,
-            LEFT + 10.0,
-            LEFT + 30.0,
+            lx,
+            lx + 20.0,
             s.color,
-            LEFT + 35.0,
+            lx + 25.0,
             ly + 4.0,
             esc(&s.name)
         );
@@ -285,9 +290,104 @@ fn table(results: &[RunResult]) -> String {
     t
 }
 
+/// Each run's streams apart (telemetry, commands, ...): rates, loss, latency.
+fn streams(results: &[RunResult]) -> String {
+    let mut t = String::from(
+        "<table><tr><th>run</th><th>stream</th><th>sent</th><th>received</th><th>sent/s</th>\
+         <th>received/s</th><th>lost</th><th>dups</th><th>reordered</th><th>p50</th><th>p99</th>\
+         <th>p99.9</th><th>max</th></tr>",
+    );
+    for (i, r) in results.iter().enumerate() {
+        for stream in &r.streams {
+            let l = &stream.latency;
+            let _ = write!(
+                t,
+                "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} ({:.3}%)</td><td>{}</td>\
+                 <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                COLORS[i % COLORS.len()],
+                esc(&r.label),
+                esc(&stream.name),
+                fmt_count(stream.sent as f64),
+                fmt_count(stream.received as f64),
+                fmt_count(stream.sent_per_s),
+                fmt_count(stream.received_per_s),
+                stream.lost,
+                stream.loss_percent,
+                stream.duplicates,
+                stream.reordered,
+                fmt_micros(l.p50_us),
+                fmt_micros(l.p99_us),
+                fmt_micros(l.p999_us),
+                fmt_micros(l.max_us),
+            );
+        }
+    }
+    t.push_str("</table>");
+    t
+}
+
+/// `YYYY-MM-DD HH:MM:SS UTC` of Unix milliseconds (Howard Hinnant's civil-from-days).
+fn utc(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// When, where and against what each run ran.
+fn provenance(results: &[RunResult]) -> String {
+    let mut p = String::from(
+        "<table><tr><th>run</th><th>started</th><th>host</th><th>broker</th><th>MQTT</th>\
+         <th>workers</th><th>tool</th></tr>",
+    );
+    for (i, r) in results.iter().enumerate() {
+        let brokers = if r.brokers.is_empty() {
+            r.broker.clone()
+        } else {
+            r.brokers.join(", ")
+        };
+        let _ = write!(
+            p,
+            "<tr><td><span class=\"sw\" style=\"background:{}\"></span>{}</td><td>{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} {}</td></tr>",
+            COLORS[i % COLORS.len()],
+            esc(&r.label),
+            utc(r.started_unix_ms),
+            esc(if r.host.is_empty() { "–" } else { &r.host }),
+            esc(&brokers),
+            match r.mqtt_version {
+                3 => "3.1",
+                4 => "3.1.1",
+                5 => "5.0",
+                _ => "?",
+            },
+            r.workers,
+            esc(&r.tool),
+            esc(&r.version),
+        );
+    }
+    p.push_str("</table>");
+    p
+}
+
 fn details(r: &RunResult) -> String {
     let mut d = format!(
-        "<details><summary>{}</summary><pre>{}</pre></details>",
+        "<details open><summary>{}</summary><pre>{}</pre></details>",
         esc(&r.label),
         esc(&crate::report::summary::render(r))
     );
@@ -355,10 +455,15 @@ pub fn render(results: &[RunResult], title: &str) -> String {
          td:first-child,th:first-child{{text-align:left}}th{{background:#f3f3f3}}\
          .sw{{display:inline-block;width:10px;height:10px;margin-right:6px}}\
          pre{{background:#f7f7f7;padding:8px;font-size:12px}}.cmd{{font-size:12px;color:#555}}\
+         svg{{max-width:100%;height:auto}}\
          </style></head><body><h1>{t}</h1>",
         t = esc(title)
     );
+    page.push_str(&provenance(results));
+    page.push_str("<h2>Results</h2>");
     page.push_str(&table(results));
+    page.push_str("<h2>Streams</h2>");
+    page.push_str(&streams(results));
     page.push_str("<h2>Throughput</h2>");
     page.push_str(&chart(
         "messages per second (solid: received, dashed: sent)",
@@ -422,6 +527,56 @@ mod tests {
         assert_eq!(page.matches("<polyline").count(), 10);
         assert!(page.contains("a &lt;b&gt;"));
         assert!(!page.contains("<script"));
+        assert!(page.contains("<details open>"), "the summary is shown");
+    }
+
+    #[test]
+    fn the_page_says_when_where_and_splits_the_streams() {
+        let mut r = RunResult {
+            label: "fleet".to_owned(),
+            started_unix_ms: 1_764_806_400_000,
+            host: "bench-1".to_owned(),
+            broker: "mqtt://127.0.0.1:1883".to_owned(),
+            ..RunResult::default()
+        };
+        for name in ["telemetry", "commands"] {
+            r.streams.push(crate::report::result::StreamResult {
+                name: name.to_owned(),
+                sent: 10,
+                received: 10,
+                ..Default::default()
+            });
+        }
+        let page = render(&[r], "t");
+        assert!(page.contains("2025-12-04 00:00:00 UTC"), "{page}");
+        assert!(page.contains("bench-1"));
+        assert!(page.contains("mqtt://127.0.0.1:1883"));
+        assert!(page.contains("<td>telemetry</td>") && page.contains("<td>commands</td>"));
+    }
+
+    #[test]
+    fn legends_sit_beside_the_plot_not_over_it() {
+        let series: Vec<Series> = (0..6)
+            .map(|i| Series {
+                name: format!("s{i}"),
+                color: COLORS[i],
+                dashed: false,
+                points: vec![(0.0, 1.0), (10.0, 2.0)],
+            })
+            .collect();
+        let svg = chart("t", "x", "y", &series, Scale::Linear, None);
+        let plot_right = WIDTH - RIGHT;
+        for part in svg.split("<line x1=\"").skip(1) {
+            let x: f64 = part
+                .split('"')
+                .next()
+                .and_then(|x| x.parse().ok())
+                .expect("x1");
+            if part.contains("stroke-width=\"2\"") {
+                assert!(x > plot_right, "legend at {x}, plot ends at {plot_right}");
+            }
+        }
+        assert!(svg.contains("width=\"100%\""));
     }
 
     #[test]

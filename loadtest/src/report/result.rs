@@ -30,6 +30,9 @@ pub struct RunResult {
     pub mqtt_version: u8,
     /// Start time, Unix milliseconds.
     pub started_unix_ms: u64,
+    /// The host the tool ran on (empty in results written before it was recorded).
+    #[serde(default)]
+    pub host: String,
     /// Groups and their sizes.
     pub groups: Vec<GroupInfo>,
     /// Worker processes (1: this process alone).

@@ -354,6 +354,9 @@ pub(crate) fn assemble(
             .collect(),
         mqtt_version: config.session.version,
         started_unix_ms,
+        host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default(),
         groups: scenario
             .groups()
             .map(|(name, count)| GroupInfo {

@@ -160,6 +160,11 @@ impl Broker {
         slot
     }
 
+    /// The session of `client_id`, if the node has one.
+    pub(crate) fn session(&self, client_id: &str) -> Option<Arc<SessionSlot>> {
+        lock(&self.sessions).get(client_id).cloned()
+    }
+
     /// Ends a session that the client id table no longer lists (see `ownership.rs`, the
     /// only callers): its subscriptions leave the index, its subscriber id is forgotten,
     /// and its state leaves the store. Called under the table's lock, so that removing the
@@ -187,7 +192,7 @@ impl Broker {
     }
 
     /// Every session, as a snapshot (the map's lock is not held while they are visited).
-    fn slots(&self) -> Vec<Arc<SessionSlot>> {
+    pub(crate) fn slots(&self) -> Vec<Arc<SessionSlot>> {
         lock(&self.sessions).values().cloned().collect()
     }
 
