@@ -19,6 +19,7 @@ mod clock;
 pub mod config;
 mod connection;
 mod keepalive;
+mod limits;
 mod listener;
 pub mod metrics;
 mod node;

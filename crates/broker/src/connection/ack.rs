@@ -138,7 +138,9 @@ impl<T: Transport> Conn<T> {
         if topic.len() >= max_levels && topic.split('/').count() > max_levels {
             return Some(PubAckReasonCode::TopicNameInvalid);
         }
-        let acl = self.acl()?;
+        let Some(acl) = self.acl() else {
+            return crate::limits::refuse_reserved_topic(topic);
+        };
         if acl.may_publish(topic) {
             return None;
         }

@@ -198,6 +198,20 @@ impl<T: Transport> Conn<T> {
             .access
             .client_acl(self.username.as_deref(), client_id);
         if acl.is_unrestricted() {
+            // Without ACL rules, `$` topics stay the broker's: no Will there either.
+            if let Some(will) = &connect.will
+                && crate::limits::is_reserved(&will.topic)
+            {
+                metrics::counter!(m::ACL_DENIED, "action" => "will").increment(1);
+                return Some(Refused::ConnAck(
+                    connect.protocol,
+                    ConnectReasonCode::NotAuthorized,
+                    Some(format!(
+                        "the Will topic {:?} is reserved to the broker",
+                        will.topic.as_str()
+                    )),
+                ));
+            }
             return None;
         }
         if let Some(will) = &connect.will
