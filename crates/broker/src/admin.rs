@@ -128,10 +128,18 @@ fn authorized(broker: &Broker, request: &str) -> bool {
     };
     request.lines().any(|line| {
         line.split_once(':').is_some_and(|(name, value)| {
-            name.trim().eq_ignore_ascii_case("authorization")
-                && value.trim().strip_prefix("Bearer ") == Some(token.as_str())
+            name.trim().eq_ignore_ascii_case("authorization") && bearer(value) == Some(token)
         })
     })
+}
+
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
 }
 
 #[derive(serde::Deserialize)]
@@ -247,4 +255,18 @@ fn percent_decode(text: &str) -> Option<String> {
         }
     }
     String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer(" Bearer t0ken"), Some("t0ken"));
+        assert_eq!(bearer("bearer t0ken"), Some("t0ken"));
+        assert_eq!(bearer("BEARER t0ken"), Some("t0ken"));
+        assert_eq!(bearer("Basic t0ken"), None);
+        assert_eq!(bearer("Bearert0ken"), None);
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use shoal_codec::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
@@ -36,6 +37,27 @@ async fn publish_qos1(raw: &mut Raw, id: u16, topic: &str, payload: &[u8], retai
         Some(Packet::PubAck(ack)) => ack.reason_code.into(),
         other => panic!("expected PUBACK, got {other:?}"),
     }
+}
+
+/// One request to the admin listener; returns the status code.
+async fn admin_status(node: &TestNode, request: &str) -> u16 {
+    let mut stream = tokio::net::TcpStream::connect(node.node.admin_addr())
+        .await
+        .expect("connect admin");
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write the request");
+    let mut response = String::new();
+    tokio::time::timeout(WAIT, stream.read_to_string(&mut response))
+        .await
+        .expect("the admin API answers in time")
+        .expect("read the response");
+    response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -125,4 +147,52 @@ async fn an_acl_rule_naming_a_dollar_topic_lets_that_user_publish_there() {
     let got = watcher.next_publish().await;
     assert_eq!(&got.payload[..], b"ops");
     assert!(watcher.silent_for(QUIET).await);
+}
+
+// ---------------------------------------------------------------------------------------
+// Protocol errors
+
+#[tokio::test]
+async fn authentication_data_without_a_method_is_a_protocol_error() {
+    let node = TestNode::start().await;
+    let (_c, ack) = Raw::connect(node.addr(), V5, "authdata", |c| {
+        c.properties.authentication_data = Some(Bytes::from_static(b"secret"))
+    })
+    .await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::ProtocolError);
+}
+
+#[tokio::test]
+async fn a_client_publish_with_a_subscription_identifier_is_a_protocol_error() {
+    let node = TestNode::start().await;
+    let (mut sub, _) = Raw::connect(node.addr(), V5, "sub", |_| {}).await;
+    sub.subscribe(1, &[("t", QoS::AtLeastOnce)]).await;
+    let (mut client, _) = Raw::connect(node.addr(), V5, "subid", |_| {}).await;
+    let mut publish = Publish::new(s("t"), Bytes::from_static(b"x"));
+    publish.qos_pid = QosPid::AtLeastOnce(pid(1));
+    publish.properties.subscription_identifiers =
+        vec![std::num::NonZeroU32::new(7).expect("non-zero")];
+    client.send(Packet::Publish(publish)).await;
+    match client.recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, DisconnectReasonCode::ProtocolError)
+        }
+        other => panic!("expected DISCONNECT, got {other:?}"),
+    }
+    assert!(client.closed().await);
+    assert!(sub.silent_for(QUIET).await, "the message was delivered");
+}
+
+#[tokio::test]
+async fn the_admin_bearer_scheme_is_case_insensitive() {
+    let node = TestNode::start_with(|raw| raw.admin_token = Some("t0ken".into())).await;
+    for (auth, status) in [
+        ("Bearer t0ken", 200),
+        ("bearer t0ken", 200),
+        ("BEARER t0ken", 200),
+        ("bearer wrong", 401),
+    ] {
+        let request = format!("GET /bans HTTP/1.1\r\nhost: shoal\r\nauthorization: {auth}\r\n\r\n");
+        assert_eq!(admin_status(&node, &request).await, status, "{auth}");
+    }
 }

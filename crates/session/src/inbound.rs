@@ -105,6 +105,12 @@ impl Session {
                 "RETAIN set but Retain Available is 0 (§3.2.2.3.5)",
             ));
         }
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err((
+                DisconnectReasonCode::ProtocolError,
+                "a PUBLISH from a client carries a Subscription Identifier [MQTT-3.3.4-6]",
+            ));
+        }
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias.get() > config.topic_alias_maximum {
                 return Err((
@@ -181,7 +187,6 @@ impl Session {
             .message_expiry_interval
             .take()
             .map(|s| now.plus_secs(s));
-        properties.subscription_identifiers.clear();
         let message = Message {
             topic: publish.topic,
             payload: publish.payload,
