@@ -149,6 +149,12 @@ raw_config! {
     publish_rate: u32 = "SHOAL_PUBLISH_RATE",
     /// PUBLISH bytes per second one client may send, the same way. Default 0 (no limit).
     publish_bytes_rate: u64 = "SHOAL_PUBLISH_BYTES_RATE",
+    /// Whether a client id belongs to the username that created its session: another user
+    /// (or an anonymous client) connecting with it is refused with CONNACK 0x87 (3.1.1:
+    /// return code 5), clean start or not. Default false (any authenticated client may
+    /// take over any client id, as in Mosquitto). Sessions restored after a restart are
+    /// claimed by the first client that resumes them.
+    bind_client_id_to_username: bool = "SHOAL_BIND_CLIENT_ID_TO_USERNAME",
 }
 
 /// One `[[listeners]]` table as the file says it.
@@ -317,6 +323,8 @@ pub struct Config {
     pub password_file: Option<PathBuf>,
     /// The ACL file.
     pub acl_file: Option<PathBuf>,
+    /// Whether a client id belongs to the username that created its session.
+    pub bind_client_id_to_username: bool,
     /// Handshakes at once.
     pub max_handshakes: usize,
     /// Flapping detection, if on.
@@ -490,6 +498,7 @@ impl Config {
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
             password_file: raw.password_file,
             acl_file: raw.acl_file,
+            bind_client_id_to_username: raw.bind_client_id_to_username.unwrap_or(false),
             max_handshakes,
             flapping,
             limits,

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
+use shoal_access::password::PasswordFile;
 use shoal_codec::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -21,6 +22,28 @@ const QUIET: Duration = Duration::from_millis(300);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
+
+/// Writes a password file of `users` (name, password) at `dir/passwd`.
+fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
+    let path = dir.join("passwd");
+    let mut file = PasswordFile::new();
+    for (user, password) in users {
+        file.set(user, password.as_bytes())
+            .expect("a valid user name");
+    }
+    file.save(&path).expect("password file written");
+    path
+}
+
+/// A CONNECT tweak that logs in as `user` with `password`.
+fn login(user: &str, password: &str) -> impl FnOnce(&mut Connect) {
+    let user = s(user);
+    let password = Bytes::copy_from_slice(password.as_bytes());
+    move |c| {
+        c.username = Some(user);
+        c.password = Some(password);
+    }
+}
 
 /// Writes `text` as the ACL file `dir/acl`.
 fn acl_file(dir: &Path, text: &str) -> PathBuf {
@@ -58,6 +81,182 @@ async fn admin_status(node: &TestNode, request: &str) -> u16 {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------------------------------
+// A session that changes hands is judged again, in-flight messages included
+
+/// alice (client id V, persistent) subscribes to `secret/#` and leaves a retained message
+/// and a published one unacknowledged; bob resumes V (clean start 0) and must receive
+/// neither. With `restart`, the node is restarted after bob left and alice's client id is
+/// resumed without any ACL: what the takeover dropped must be gone from the store too.
+async fn takeover_sends_nothing_the_new_user_may_not_read(
+    version: ProtocolVersion,
+    qos: QoS,
+    alice_online: bool,
+    restart: bool,
+) {
+    let files = tempfile::tempdir().expect("tempdir");
+    let passwd = password_file(files.path(), &[("alice", "apw"), ("bob", "bpw")]);
+    let acl = acl_file(files.path(), "allow user:alice all secret/#\n");
+    let node = TestNode::start_with(|raw| {
+        raw.password_file = Some(passwd);
+        raw.acl_file = Some(acl);
+    })
+    .await;
+    let persistent = move |c: &mut Connect| {
+        c.clean_start = false;
+        if c.protocol.is_v5() {
+            c.properties.session_expiry_interval = Some(3600);
+        }
+    };
+    let qos_pid = |id| QosPid::from_parts(qos, pid(id));
+    // A retained message before alice subscribes, sent to her by her SUBSCRIBE.
+    let (mut publisher, _) = Raw::connect(node.addr(), version, "pub", login("alice", "apw")).await;
+    publisher
+        .publish("secret/r", b"retained", qos_pid(1), true)
+        .await;
+    assert!(publisher.recv().await.is_some(), "no acknowledgement");
+    let (mut alice, ack) = Raw::connect(node.addr(), version, "V", |c| {
+        login("alice", "apw")(c);
+        persistent(c);
+    })
+    .await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    alice.subscribe(1, &[("secret/#", qos)]).await;
+    publisher
+        .publish("secret/data", b"payload", qos_pid(2), false)
+        .await;
+    // alice receives both and acknowledges neither.
+    let mut topics = Vec::new();
+    while topics.len() < 2 {
+        match alice.recv().await {
+            Some(Packet::Publish(p)) => topics.push(p.topic.to_string()),
+            Some(_) => {}
+            None => panic!("alice received {topics:?} only"),
+        }
+    }
+    topics.sort();
+    assert_eq!(topics, ["secret/data", "secret/r"]);
+    if !alice_online {
+        alice
+            .send(Packet::Disconnect(Disconnect::new(
+                DisconnectReasonCode::NormalDisconnection,
+            )))
+            .await;
+        assert!(alice.closed().await);
+    }
+    let (mut bob, ack) = Raw::connect(node.addr(), version, "V", |c| {
+        login("bob", "bpw")(c);
+        persistent(c);
+    })
+    .await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    assert!(ack.session_present, "bob did not resume alice's session");
+    if alice_online {
+        assert!(alice.closed().await, "alice was not taken over");
+    }
+    let mut leaked = Vec::new();
+    while let Some(packet) = bob.recv_within(QUIET).await {
+        if let Packet::Publish(p) = packet {
+            leaked.push(p.topic.to_string());
+        }
+    }
+    assert!(leaked.is_empty(), "bob received {leaked:?}");
+    // Nor anything published later.
+    publisher
+        .publish("secret/data", b"later", qos_pid(3), false)
+        .await;
+    assert!(bob.silent_for(QUIET).await, "bob received a later message");
+    if !restart {
+        return;
+    }
+    bob.send(Packet::Disconnect(Disconnect::new(
+        DisconnectReasonCode::NormalDisconnection,
+    )))
+    .await;
+    assert!(bob.closed().await);
+    drop(publisher);
+    let node = node.restart().await;
+    let (mut again, ack) = Raw::connect(node.addr(), version, "V", persistent).await;
+    assert!(ack.session_present);
+    assert!(
+        again.silent_for(QUIET).await,
+        "a dropped message came back from the store"
+    );
+}
+
+macro_rules! takeover_cases {
+    ($($name:ident: $version:expr, $qos:expr, $online:expr, $restart:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            takeover_sends_nothing_the_new_user_may_not_read($version, $qos, $online, $restart)
+                .await;
+        }
+    )*};
+}
+
+takeover_cases! {
+    takeover_v5_qos1_owner_offline_leaks_nothing: V5, QoS::AtLeastOnce, false, false;
+    takeover_v5_qos1_owner_online_leaks_nothing: V5, QoS::AtLeastOnce, true, false;
+    takeover_v5_qos2_owner_offline_leaks_nothing_and_the_store_forgets: V5, QoS::ExactlyOnce, false, true;
+    takeover_v5_qos2_owner_online_leaks_nothing: V5, QoS::ExactlyOnce, true, false;
+    takeover_v311_qos1_owner_offline_leaks_nothing_and_the_store_forgets: V4, QoS::AtLeastOnce, false, true;
+    takeover_v311_qos1_owner_online_leaks_nothing: V4, QoS::AtLeastOnce, true, false;
+    takeover_v311_qos2_owner_offline_leaks_nothing: V4, QoS::ExactlyOnce, false, false;
+    takeover_v311_qos2_owner_online_leaks_nothing: V4, QoS::ExactlyOnce, true, false;
+}
+
+#[tokio::test]
+async fn with_client_ids_bound_to_usernames_another_user_is_refused() {
+    let files = tempfile::tempdir().expect("tempdir");
+    let passwd = password_file(files.path(), &[("alice", "apw"), ("bob", "bpw")]);
+    let node = TestNode::start_with(|raw| {
+        raw.password_file = Some(passwd);
+        raw.bind_client_id_to_username = Some(true);
+    })
+    .await;
+    let persistent = |c: &mut Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+    };
+    let (mut alice, ack) = Raw::connect(node.addr(), V5, "V", |c| {
+        login("alice", "apw")(c);
+        persistent(c);
+    })
+    .await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    // bob may neither resume alice's session nor start it anew (throwing her off).
+    for clean_start in [false, true] {
+        let (_bob, ack) = Raw::connect(node.addr(), V5, "V", |c| {
+            login("bob", "bpw")(c);
+            c.clean_start = clean_start;
+        })
+        .await;
+        assert_eq!(ack.reason_code, ConnectReasonCode::NotAuthorized);
+        let (_bob, ack) = Raw::connect(node.addr(), V4, "V", |c| {
+            login("bob", "bpw")(c);
+            c.clean_start = clean_start;
+        })
+        .await;
+        assert_eq!(ack.reason_code.to_v3_return_code(), 5);
+    }
+    assert!(alice.silent_for(QUIET).await, "alice was disturbed");
+    // alice herself resumes it, from another connection.
+    let (_again, ack) = Raw::connect(node.addr(), V5, "V", |c| {
+        login("alice", "apw")(c);
+        persistent(c);
+    })
+    .await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    assert!(ack.session_present);
+    // Without the option, bob may take it over (the default, as in Mosquitto).
+    let files = tempfile::tempdir().expect("tempdir");
+    let passwd = password_file(files.path(), &[("alice", "apw"), ("bob", "bpw")]);
+    let open = TestNode::start_with(|raw| raw.password_file = Some(passwd)).await;
+    let (_alice, _) = Raw::connect(open.addr(), V5, "W", login("alice", "apw")).await;
+    let (_bob, ack) = Raw::connect(open.addr(), V5, "W", login("bob", "bpw")).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
 }
 
 // ---------------------------------------------------------------------------------------
