@@ -1,6 +1,7 @@
 //! The admin HTTP listener: `/metrics` (Prometheus text), `/healthz` (the process runs),
 //! `/readyz` (the node accepts clients), and `/bans` (list, add, lift bans). A deliberately
-//! small HTTP/1.1 responder: one request per connection, bodies of at most 8 KiB. With
+//! small HTTP/1.1 responder: one request per connection, bodies of at most 8 KiB, the
+//! whole request within `admin_request_timeout` however slowly it comes. With
 //! `admin_token` set, `/bans` requires `Authorization: Bearer <token>`.
 //!
 //! - `GET /bans`: the bans in force, as JSON.
@@ -41,15 +42,12 @@ pub(crate) async fn run(
         let ready = Arc::clone(&ready);
         let broker = Arc::clone(&broker);
         tokio::spawn(async move {
+            // The whole request (head and body) by then, however it trickles.
+            let deadline = tokio::time::Instant::now() + broker.config.admin_request_timeout;
             let mut head = Vec::with_capacity(512);
             let mut chunk = [0u8; 1024];
             let (request, head_len) = loop {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stream.read(&mut chunk),
-                )
-                .await
-                {
+                match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
                     Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
                     _ => return,
                 }
@@ -71,6 +69,7 @@ pub(crate) async fn run(
                 prometheus.as_ref(),
                 &ready,
                 &mut stream,
+                deadline,
             )
             .await;
             let content_type = if body.starts_with('[') || body.starts_with('{') {
@@ -96,6 +95,7 @@ async fn respond(
     prometheus: Option<&PrometheusHandle>,
     ready: &AtomicBool,
     stream: &mut TcpStream,
+    deadline: tokio::time::Instant,
 ) -> (&'static str, String) {
     let mut words = request.split_whitespace();
     let method = words.next().unwrap_or("");
@@ -114,7 +114,7 @@ async fn respond(
             if !authorized(broker, request) {
                 return ("401 Unauthorized", "admin_token required\n".to_string());
             }
-            bans(broker, method, path, request, head, stream).await
+            bans(broker, method, path, request, head, stream, deadline).await
         }
         ("GET", _) => ("404 Not Found", "not found\n".to_string()),
         _ => ("405 Method Not Allowed", "method not allowed\n".to_string()),
@@ -158,11 +158,12 @@ async fn bans(
     request: &str,
     head: &[u8],
     stream: &mut TcpStream,
+    deadline: tokio::time::Instant,
 ) -> (&'static str, String) {
     match (method, path) {
         ("GET", "/bans") => ("200 OK", crate::access::bans_json(&broker.access.bans())),
         ("POST", "/bans") => {
-            let body = match read_body(request, head, stream).await {
+            let body = match read_body(request, head, stream, deadline).await {
                 Ok(body) => body,
                 Err(why) => return ("400 Bad Request", format!("{why}\n")),
             };
@@ -212,8 +213,13 @@ async fn bans(
 }
 
 /// The request body (Content-Length bytes, at most `MAX_REQUEST`): `head`, what followed
-/// the request head in the first reads, then the rest from the stream.
-async fn read_body(request: &str, head: &[u8], stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+/// the request head in the first reads, then the rest from the stream, by `deadline`.
+async fn read_body(
+    request: &str,
+    head: &[u8],
+    stream: &mut TcpStream,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<u8>, String> {
     let length = request
         .lines()
         .find_map(|line| {
@@ -230,8 +236,7 @@ async fn read_body(request: &str, head: &[u8], stream: &mut TcpStream) -> Result
     body.truncate(length);
     while body.len() < length {
         let mut chunk = vec![0u8; length - body.len()];
-        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk)).await
-        {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
             _ => return Err("body incomplete".into()),
         }

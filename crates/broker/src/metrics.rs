@@ -29,6 +29,12 @@ pub const SESSIONS: &str = "shoal_sessions";
 pub const SUBSCRIPTIONS: &str = "shoal_subscriptions";
 /// Gauge: retained messages held.
 pub const RETAINED_MESSAGES: &str = "shoal_retained_messages";
+/// Counter: retained PUBLISH refused (PUBACK 0x97) because the node holds
+/// `max_retained_messages` or `max_retained_bytes`.
+pub const RETAINED_REFUSED: &str = "shoal_retained_refused_total";
+/// Counter: connections closed because a started packet did not complete within
+/// `packet_timeout`.
+pub const PACKET_TIMEOUTS: &str = "shoal_packet_timeouts_total";
 /// Histogram: how long a durable flush of the store took.
 pub const STORE_FLUSH_SECONDS: &str = "shoal_store_flush_seconds";
 /// Counter: Wills published.

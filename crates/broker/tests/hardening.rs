@@ -395,3 +395,181 @@ async fn the_admin_bearer_scheme_is_case_insensitive() {
         assert_eq!(admin_status(&node, &request).await, status, "{auth}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Limits
+
+#[tokio::test]
+async fn retained_messages_past_the_limits_get_quota_exceeded_and_replacing_one_still_works() {
+    let node = TestNode::start_with(|raw| {
+        raw.max_retained_messages = Some(3);
+        raw.max_retained_bytes = Some(2000);
+    })
+    .await;
+    let (mut c, _) = Raw::connect(node.addr(), V5, "keeper", |_| {}).await;
+    for i in 1..=3 {
+        assert_eq!(
+            publish_qos1(&mut c, i, &format!("r/{i}"), b"v1", true).await,
+            0x10
+        );
+    }
+    // A flood of new topics past the count: every one refused, quickly.
+    let flood = tokio::time::timeout(Duration::from_secs(5), async {
+        for i in 4..200u16 {
+            assert_eq!(
+                publish_qos1(&mut c, i, &format!("r/{i}"), b"v", true).await,
+                0x97
+            );
+        }
+    });
+    flood.await.expect("refusals come promptly");
+    // Replacing a topic's message works at the limit; clearing one makes room.
+    assert_eq!(publish_qos1(&mut c, 1, "r/1", b"v2", true).await, 0x10);
+    assert_eq!(publish_qos1(&mut c, 2, "r/2", b"", true).await, 0x10);
+    assert_eq!(publish_qos1(&mut c, 3, "r/9", b"v1", true).await, 0x10);
+    // MQTT 3.1.1: acknowledged, not kept.
+    let (mut old, _) = Raw::connect(node.addr(), V4, "old", |_| {}).await;
+    assert_eq!(publish_qos1(&mut old, 1, "r/10", b"v1", true).await, 0);
+    let (mut reader, _) = Raw::connect(node.addr(), V5, "reader", |_| {}).await;
+    reader.subscribe(1, &[("r/#", QoS::AtMostOnce)]).await;
+    let mut kept = Vec::new();
+    while let Some(Packet::Publish(p)) = reader.recv_within(QUIET).await {
+        kept.push((p.topic.to_string(), p.payload.to_vec()));
+    }
+    kept.sort();
+    assert_eq!(
+        kept,
+        [
+            ("r/1".to_string(), b"v2".to_vec()),
+            ("r/3".to_string(), b"v1".to_vec()),
+            ("r/9".to_string(), b"v1".to_vec()),
+        ]
+    );
+    // The byte limit (the reader subscribes now: accepted messages get 0): two messages of
+    // ~900 bytes fit in 2000, and a replacement that would pass it is refused.
+    let big = vec![b'x'; 830];
+    let (mut c, _) = Raw::connect(node.addr(), V5, "bytes", |_| {}).await;
+    assert_eq!(publish_qos1(&mut c, 1, "r/1", &big, true).await, 0);
+    assert_eq!(publish_qos1(&mut c, 2, "r/3", &big, true).await, 0);
+    assert_eq!(publish_qos1(&mut c, 3, "r/3", &[b'y'; 100], true).await, 0);
+    assert_eq!(publish_qos1(&mut c, 4, "r/3", &big, true).await, 0);
+    assert_eq!(publish_qos1(&mut c, 5, "r/9", &big, true).await, 0x97);
+}
+
+/// Sends the first `sent` bytes of a QoS 0 PUBLISH of `size` payload bytes.
+async fn start_publish(raw: &mut Raw, size: usize, sent: usize) -> Vec<u8> {
+    let publish = Publish::new(s("big"), Bytes::from(vec![7u8; size]));
+    let mut buf = bytes::BytesMut::new();
+    Packet::Publish(publish)
+        .encode(raw.version, &mut buf)
+        .expect("encodes");
+    raw.send_bytes(&buf[..sent]).await;
+    buf[sent..].to_vec()
+}
+
+#[tokio::test]
+async fn a_packet_not_completed_in_time_closes_the_connection_whatever_the_keep_alive() {
+    let node = TestNode::start_with(|raw| raw.packet_timeout = Some(1)).await;
+    // Many connections with keep alive 0 each hold most of a 64 KiB PUBLISH.
+    let started = std::time::Instant::now();
+    let mut holders = Vec::new();
+    for i in 0..50 {
+        let version = if i % 2 == 0 { V5 } else { V4 };
+        let (mut raw, _) = Raw::connect(node.addr(), version, &format!("slow-{i}"), |c| {
+            c.keep_alive = 0
+        })
+        .await;
+        start_publish(&mut raw, 64 * 1024, 60 * 1024).await;
+        holders.push(raw);
+    }
+    for (i, raw) in holders.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            match raw.recv().await {
+                Some(Packet::Disconnect(d)) => {
+                    assert_eq!(d.reason_code, DisconnectReasonCode::KeepAliveTimeout)
+                }
+                other => panic!("expected DISCONNECT, got {other:?}"),
+            }
+        }
+        assert!(raw.closed().await, "connection {i} still open");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_busy_connection_whose_reads_end_mid_packet_is_not_closed() {
+    let node = TestNode::start_with(|raw| raw.packet_timeout = Some(1)).await;
+    let (mut sub, _) = Raw::connect(node.addr(), V5, "sub", |_| {}).await;
+    sub.subscribe(1, &[("big", QoS::AtMostOnce)]).await;
+    let (mut raw, _) = Raw::connect(node.addr(), V5, "busy", |c| c.keep_alive = 0).await;
+    // For 2.5 s, every write ends inside a packet, and each packet completes within the
+    // timeout: a packet every 250 ms, split in two.
+    let until = std::time::Instant::now() + Duration::from_millis(2500);
+    let mut rest = start_publish(&mut raw, 1000, 500).await;
+    let mut sent = 1;
+    while std::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let next = {
+            let publish = Publish::new(s("big"), Bytes::from(vec![7u8; 1000]));
+            let mut buf = bytes::BytesMut::new();
+            Packet::Publish(publish)
+                .encode(V5, &mut buf)
+                .expect("encodes");
+            buf.to_vec()
+        };
+        rest.extend_from_slice(&next[..500]);
+        raw.send_bytes(&rest).await;
+        rest = next[500..].to_vec();
+        sent += 1;
+    }
+    raw.send_bytes(&rest).await;
+    for _ in 0..sent {
+        assert_eq!(sub.next_publish().await.payload.len(), 1000);
+    }
+    assert!(
+        raw.silent_for(QUIET).await,
+        "the busy connection was closed"
+    );
+}
+
+#[tokio::test]
+async fn the_admin_listener_closes_a_request_that_trickles_past_its_deadline() {
+    let node = TestNode::start_with(|raw| raw.admin_request_timeout = Some(1)).await;
+    let mut stream = tokio::net::TcpStream::connect(node.node.admin_addr())
+        .await
+        .expect("connect admin");
+    let started = std::time::Instant::now();
+    // One byte every 200 ms: never 5 s without a byte, never a whole request.
+    let mut closed = false;
+    for byte in b"GET /healthz HTTP/1.1\r\nhost: shoal\r\nx-slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+        .iter()
+        .cycle()
+        .take(50)
+    {
+        if stream.write_all(&[*byte]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match tokio::time::timeout(Duration::from_millis(200), stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(closed, "the trickling request was kept open");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    // A prompt request is still served.
+    let status = admin_status(&node, "GET /healthz HTTP/1.1\r\nhost: shoal\r\n\r\n").await;
+    assert_eq!(status, 200);
+}

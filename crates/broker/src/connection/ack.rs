@@ -44,7 +44,10 @@ impl<T: Transport> Conn<T> {
         for event in events {
             match event {
                 Event::Publish { message, packet_id } => {
-                    if let Some(denied) = self.refuse_publish(&message.topic) {
+                    let refused = self
+                        .refuse_publish(&message.topic)
+                        .or_else(|| broker.refuse_retained(&message));
+                    if let Some(denied) = refused {
                         if let Some(id) = packet_id {
                             // MQTT 3.1.1 has no reason codes: the message is dropped and
                             // acknowledged, and the connection stays (Mosquitto's way).
