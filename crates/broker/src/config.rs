@@ -139,7 +139,8 @@ raw_config! {
     /// Receive Maximum, if lower, wins). Default 65535.
     max_inflight: u16 = "SHOAL_MAX_INFLIGHT",
     /// Subscriptions one client may hold; more get SUBACK 0x97 (quota exceeded). Default
-    /// 0 (no limit).
+    /// 100000, far past what a device or a backend service using wildcards holds, and a
+    /// bound on what one client can make the node keep; 0: no limit.
     max_subscriptions: usize = "SHOAL_MAX_SUBSCRIPTIONS",
     /// Levels a topic name or filter may have; more: PUBACK 0x90 / SUBACK 0x8F. Default
     /// 128.
@@ -526,7 +527,7 @@ impl Config {
             max_retained_messages: raw.max_retained_messages.unwrap_or(1_000_000),
             max_retained_bytes: raw.max_retained_bytes.unwrap_or(1 << 30),
             packet_timeout: Duration::from_secs(packet_timeout),
-            max_subscriptions: raw.max_subscriptions.filter(|&n| n > 0),
+            max_subscriptions: Some(raw.max_subscriptions.unwrap_or(100_000)).filter(|&n| n > 0),
             max_topic_levels,
             publish_rate: raw.publish_rate.filter(|&n| n > 0),
             publish_bytes_rate: raw.publish_bytes_rate.filter(|&n| n > 0),

@@ -308,11 +308,7 @@ impl Session {
                         },
                         identifier: request.identifier,
                     };
-                    let subs = &mut self.record.subscriptions;
-                    match subs.iter_mut().find(|s| s.filter == record.filter) {
-                        Some(existing) => *existing = record,
-                        None => subs.push(record),
-                    }
+                    self.filters.upsert(&mut self.record.subscriptions, record);
                     codes.push(SubAckReasonCode::granted(granted));
                 }
                 Err(code) => codes.push(code),
@@ -342,14 +338,11 @@ impl Session {
                 if FilterKind::parse(&filter).is_err() {
                     return UnsubAckReasonCode::TopicFilterInvalid;
                 }
-                let subs = &mut self.record.subscriptions;
-                match subs.iter().position(|s| s.filter == filter) {
-                    Some(pos) => {
-                        subs.remove(pos);
-                        removed.push(filter);
-                        UnsubAckReasonCode::Success
-                    }
-                    None => UnsubAckReasonCode::NoSubscriptionExisted,
+                if self.filters.remove(&mut self.record.subscriptions, &filter) {
+                    removed.push(filter);
+                    UnsubAckReasonCode::Success
+                } else {
+                    UnsubAckReasonCode::NoSubscriptionExisted
                 }
             })
             .collect();
@@ -397,5 +390,13 @@ impl Session {
     /// The subscriptions of the session.
     pub fn subscriptions(&self) -> &[SubscriptionRecord] {
         &self.record.subscriptions
+    }
+
+    /// Whether the session holds a subscription to `filter` (as subscribed, `$share/`
+    /// prefix included). Constant time, whatever the number it holds.
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.filters
+            .position(&self.record.subscriptions, filter)
+            .is_some()
     }
 }

@@ -152,6 +152,8 @@ pub struct Session {
     pub(crate) closing: Option<CloseReason>,
     /// Whether the store holds this session (it was persistent when last changed).
     pub(crate) stored: bool,
+    /// Where each subscription sits in `record.subscriptions`, by filter.
+    pub(crate) filters: crate::filters::FilterIndex,
 }
 
 impl Session {
@@ -191,8 +193,10 @@ impl Session {
             drops: DropCounts::default(),
             closing: None,
             stored: false,
+            filters: Default::default(),
         };
         session.stored = session.is_persistent();
+        session.filters.rebuild(&session.record.subscriptions);
         for (seq, message) in queue {
             session.next_seq = session.next_seq.max(seq + 1);
             session.queued_bytes += message.message.weight();
