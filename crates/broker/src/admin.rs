@@ -47,15 +47,12 @@ pub(crate) async fn run(
         let ready = Arc::clone(&ready);
         let broker = Arc::clone(&broker);
         tokio::spawn(async move {
+            // The whole request (head and body) by then, however it trickles.
+            let deadline = tokio::time::Instant::now() + broker.config.admin_request_timeout;
             let mut head = Vec::with_capacity(512);
             let mut chunk = [0u8; 1024];
             let (request, head_len) = loop {
-                match tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    stream.read(&mut chunk),
-                )
-                .await
-                {
+                match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
                     Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
                     _ => return,
                 }
@@ -70,9 +67,13 @@ pub(crate) async fn run(
                 }
             };
             let after_head = &head[head_len..];
+            let caller = Caller {
+                peer: peer.ip(),
+                deadline,
+            };
             let (status, body) = respond(
                 &broker,
-                peer.ip(),
+                caller,
                 &request,
                 after_head,
                 prometheus.as_ref(),
@@ -95,16 +96,24 @@ pub(crate) async fn run(
     }
 }
 
+/// Who sent a request, and by when all of it must have come.
+#[derive(Debug, Clone, Copy)]
+struct Caller {
+    peer: IpAddr,
+    deadline: tokio::time::Instant,
+}
+
 /// Answers one request: its status line and body.
 async fn respond(
     broker: &Broker,
-    peer: IpAddr,
+    caller: Caller,
     request: &str,
     head: &[u8],
     prometheus: Option<&PrometheusHandle>,
     ready: &AtomicBool,
     stream: &mut TcpStream,
 ) -> (&'static str, String) {
+    let Caller { peer, deadline } = caller;
     let mut words = request.split_whitespace();
     let method = words.next().unwrap_or("");
     let target = words.next().unwrap_or("");
@@ -133,7 +142,7 @@ async fn respond(
                 return refusal;
             }
             let body = if method == "POST" {
-                match read_body(request, head, stream).await {
+                match read_body(request, head, stream, deadline).await {
                     Ok(body) => body,
                     Err(why) => return ("400 Bad Request", format!("{why}\n")),
                 }
@@ -163,7 +172,7 @@ fn authorized(broker: &Broker, peer: IpAddr, request: &str) -> Result<(), (&'sta
     let carried = request.lines().any(|line| {
         line.split_once(':').is_some_and(|(name, value)| {
             name.trim().eq_ignore_ascii_case("authorization")
-                && value.trim().strip_prefix("Bearer ") == Some(token.as_str())
+                && bearer(value) == Some(token.as_str())
         })
     });
     if carried {
@@ -176,9 +185,23 @@ fn authorized(broker: &Broker, peer: IpAddr, request: &str) -> Result<(), (&'sta
     }
 }
 
+/// The token of an `Authorization: Bearer <token>` value; the scheme is case-insensitive
+/// (RFC 9110 §11.1).
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start())
+}
+
 /// The request body (Content-Length bytes, at most `MAX_REQUEST`): `head`, what followed
-/// the request head in the first reads, then the rest from the stream.
-async fn read_body(request: &str, head: &[u8], stream: &mut TcpStream) -> Result<Vec<u8>, String> {
+/// the request head in the first reads, then the rest from the stream, by `deadline`.
+async fn read_body(
+    request: &str,
+    head: &[u8],
+    stream: &mut TcpStream,
+    deadline: tokio::time::Instant,
+) -> Result<Vec<u8>, String> {
     let length = request
         .lines()
         .find_map(|line| {
@@ -195,11 +218,24 @@ async fn read_body(request: &str, head: &[u8], stream: &mut TcpStream) -> Result
     body.truncate(length);
     while body.len() < length {
         let mut chunk = vec![0u8; length - body.len()];
-        match tokio::time::timeout(std::time::Duration::from_secs(5), stream.read(&mut chunk)).await
-        {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => body.extend_from_slice(&chunk[..n]),
             _ => return Err("body incomplete".into()),
         }
     }
     Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bearer;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer(" Bearer t0ken"), Some("t0ken"));
+        assert_eq!(bearer("bearer t0ken"), Some("t0ken"));
+        assert_eq!(bearer("BEARER t0ken"), Some("t0ken"));
+        assert_eq!(bearer("Basic t0ken"), None);
+        assert_eq!(bearer("Bearert0ken"), None);
+    }
 }

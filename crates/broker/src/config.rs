@@ -170,7 +170,8 @@ raw_config! {
     /// Receive Maximum, if lower, wins). Default 65535.
     max_inflight: u16 = "SHOAL_MAX_INFLIGHT",
     /// Subscriptions one client may hold; more get SUBACK 0x97 (quota exceeded). Default
-    /// 0 (no limit).
+    /// 100000, far past what a device or a backend service using wildcards holds, and a
+    /// bound on what one client can make the node keep; 0: no limit.
     max_subscriptions: usize = "SHOAL_MAX_SUBSCRIPTIONS",
     /// Levels a topic name or filter may have; more: PUBACK 0x90 / SUBACK 0x8F. Default
     /// 128.
@@ -180,6 +181,27 @@ raw_config! {
     publish_rate: u32 = "SHOAL_PUBLISH_RATE",
     /// PUBLISH bytes per second one client may send, the same way. Default 0 (no limit).
     publish_bytes_rate: u64 = "SHOAL_PUBLISH_BYTES_RATE",
+    /// Retained messages the node keeps, at most; a retained PUBLISH on a new topic past it
+    /// gets PUBACK/PUBREC 0x97 (Quota exceeded; 3.1.1: acknowledged and dropped), counted
+    /// in `shoal_retained_refused_total`. Replacing or clearing a topic's message still
+    /// works. Default 1000000.
+    max_retained_messages: usize = "SHOAL_MAX_RETAINED_MESSAGES",
+    /// Bytes of retained messages (topic, payload and 64 bytes each) the node keeps, at
+    /// most, the same way. Default 1073741824 (1 GiB).
+    max_retained_bytes: usize = "SHOAL_MAX_RETAINED_BYTES",
+    /// Seconds a client has to complete a packet it started sending, whatever its keep
+    /// alive; then the connection is closed (counted in `shoal_packet_timeouts_total`).
+    /// Bounds what slow senders of large packets hold. Default 30.
+    packet_timeout: u64 = "SHOAL_PACKET_TIMEOUT",
+    /// Seconds a client of the admin listener has to send a whole request, however slowly
+    /// it trickles. Default 10.
+    admin_request_timeout: u64 = "SHOAL_ADMIN_REQUEST_TIMEOUT",
+    /// Whether a client id belongs to the username that created its session: another user
+    /// (or an anonymous client) connecting with it is refused with CONNACK 0x87 (3.1.1:
+    /// return code 5), clean start or not. Default false (any authenticated client may
+    /// take over any client id, as in Mosquitto). Sessions restored after a restart are
+    /// claimed by the first client that resumes them.
+    bind_client_id_to_username: bool = "SHOAL_BIND_CLIENT_ID_TO_USERNAME",
 }
 
 /// One `[[listeners]]` table as the file says it.
@@ -320,6 +342,12 @@ pub struct ClientLimits {
     pub publish_rate: Option<u32>,
     /// PUBLISH bytes per second.
     pub publish_bytes_rate: Option<u64>,
+    /// Retained messages the node keeps.
+    pub max_retained_messages: usize,
+    /// Bytes of retained messages the node keeps.
+    pub max_retained_bytes: usize,
+    /// How long a started packet may take to complete.
+    pub packet_timeout: Duration,
 }
 
 /// Flapping detection settings.
@@ -344,10 +372,14 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     /// The admin API token.
     pub admin_token: Option<String>,
+    /// How long an admin client has to send a whole request.
+    pub admin_request_timeout: Duration,
     /// The password file.
     pub password_file: Option<PathBuf>,
     /// The ACL file.
     pub acl_file: Option<PathBuf>,
+    /// Whether a client id belongs to the username that created its session.
+    pub bind_client_id_to_username: bool,
     /// Handshakes at once.
     pub max_handshakes: usize,
     /// Flapping detection, if on.
@@ -518,8 +550,25 @@ impl Config {
                 "0 would refuse every topic".into(),
             ));
         }
+        let admin_request_timeout = raw.admin_request_timeout.unwrap_or(10);
+        if admin_request_timeout == 0 {
+            return Err(invalid(
+                "admin_request_timeout",
+                "must be at least 1 second".into(),
+            ));
+        }
+        let packet_timeout = raw.packet_timeout.unwrap_or(30);
+        if packet_timeout == 0 {
+            return Err(invalid(
+                "packet_timeout",
+                "must be at least 1 second".into(),
+            ));
+        }
         let limits = ClientLimits {
-            max_subscriptions: raw.max_subscriptions.filter(|&n| n > 0),
+            max_retained_messages: raw.max_retained_messages.unwrap_or(1_000_000),
+            max_retained_bytes: raw.max_retained_bytes.unwrap_or(1 << 30),
+            packet_timeout: Duration::from_secs(packet_timeout),
+            max_subscriptions: Some(raw.max_subscriptions.unwrap_or(100_000)).filter(|&n| n > 0),
             max_topic_levels,
             publish_rate: raw.publish_rate.filter(|&n| n > 0),
             publish_bytes_rate: raw.publish_bytes_rate.filter(|&n| n > 0),
@@ -529,8 +578,10 @@ impl Config {
         Ok(Self {
             listeners,
             admin_token: raw.admin_token.filter(|t| !t.is_empty()),
+            admin_request_timeout: Duration::from_secs(admin_request_timeout),
             password_file: raw.password_file,
             acl_file: raw.acl_file,
+            bind_client_id_to_username: raw.bind_client_id_to_username.unwrap_or(false),
             max_handshakes,
             flapping,
             limits,

@@ -22,6 +22,7 @@ mod connection;
 pub mod ctl;
 mod inspect;
 mod keepalive;
+mod limits;
 mod listener;
 pub mod metrics;
 mod node;

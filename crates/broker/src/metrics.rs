@@ -34,6 +34,12 @@ pub const STORE_FAILURES: &str = "shoal_store_failures_total";
 /// Counter: acknowledgements answered with a failure because what they confirm is not
 /// durable (`kind`: puback, pubrec, suback, connack).
 pub const ACKS_FAILED: &str = "shoal_acks_failed_total";
+/// Counter: retained PUBLISH refused (PUBACK 0x97) because the node holds
+/// `max_retained_messages` or `max_retained_bytes`.
+pub const RETAINED_REFUSED: &str = "shoal_retained_refused_total";
+/// Counter: connections closed because a started packet did not complete within
+/// `packet_timeout`.
+pub const PACKET_TIMEOUTS: &str = "shoal_packet_timeouts_total";
 /// Histogram: how long a durable flush of the store took.
 pub const STORE_FLUSH_SECONDS: &str = "shoal_store_flush_seconds";
 /// Counter: Wills published.

@@ -181,6 +181,21 @@ impl SessionSlot {
         }
     }
 
+    /// The username that created the session, once known (`Some(None)`: anonymous).
+    pub(crate) fn owner(&self) -> Option<Option<String>> {
+        let client = crate::broker::lock(&self.client);
+        client
+            .owner
+            .as_ref()
+            .map(|owner| owner.as_deref().map(str::to_owned))
+    }
+
+    /// Records the username that created the session (or claims one whose creator is not
+    /// known).
+    pub(crate) fn set_owner(&self, username: Option<&str>) {
+        crate::broker::lock(&self.client).owner = Some(username.map(Box::from));
+    }
+
     /// Who the session's client was last authorized as, if an ACL applies to it.
     pub(crate) fn acl_username(&self) -> Option<Option<String>> {
         let client = crate::broker::lock(&self.client);
@@ -264,6 +279,9 @@ struct ClientInfo {
     under_acl: bool,
     /// The address of the connection attached now, for bans made while it is connected.
     addr: Option<IpAddr>,
+    /// The username that created the session (`Some(None)`: an anonymous client), for
+    /// `bind_client_id_to_username`; `None` while unknown (restored after a restart).
+    owner: Option<Option<Box<str>>>,
 }
 
 /// Sessions by a key of their own (client identifier, subscriber id), held as a table of

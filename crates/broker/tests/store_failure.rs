@@ -1,5 +1,5 @@
 //! A store that fails (a full disk) never acknowledges: PUBACK says 0x80 from the first
-//! write that failed on, `/readyz` says the node is not ready, and SIGTERM still stops the
+//! write that failed on (an MQTT 3.1.1 client is disconnected instead), `/readyz` says the node is not ready, and SIGTERM still stops the
 //! node promptly. The data folder is a 3 MiB tmpfs that this test mounts (root only).
 
 mod common;
@@ -123,6 +123,17 @@ async fn a_full_disk_answers_failures_reports_not_ready_and_still_stops_on_sigte
         http_get(admin, "/readyz").await,
         503,
         "not ready once the store failed"
+    );
+    // MQTT 3.1.1 has no failure code for a publication: the connection is closed instead
+    // of acknowledging.
+    let (mut v3, _) = Raw::connect(mqtt, ProtocolVersion::V3_1_1, "filler3", |_| {}).await;
+    let mut p = Publish::new(s("fill/t"), payload.clone());
+    p.qos_pid = QosPid::AtLeastOnce(pid(1));
+    v3.send(Packet::Publish(p)).await;
+    assert_eq!(
+        v3.recv().await,
+        None,
+        "MQTT 3.1.1: closed, not acknowledged"
     );
 
     // SAFETY: kill(2) with a pid this test spawned and a valid signal number.

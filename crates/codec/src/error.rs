@@ -163,6 +163,12 @@ pub enum DecodeError {
     /// No Local on a shared subscription [MQTT-3.8.3-4].
     #[error("No Local set on shared subscription {0:?} [MQTT-3.8.3-4]")]
     NoLocalOnShared(String),
+    /// Authentication Data without an Authentication Method (§3.1.2.11.10).
+    #[error("Authentication Data without an Authentication Method in {packet} (§3.1.2.11.10)")]
+    AuthenticationDataWithoutMethod {
+        /// The packet type.
+        packet: PacketType,
+    },
 }
 
 impl DecodeError {
@@ -209,6 +215,7 @@ impl DecodeError {
             },
             Self::InvalidSubscriptionOptions(_) => "MQTT-3.8.3-5",
             Self::NoLocalOnShared(_) => "MQTT-3.8.3-4",
+            Self::AuthenticationDataWithoutMethod { .. } => "§3.1.2.11.10",
         }
     }
 
@@ -225,6 +232,7 @@ impl DecodeError {
                 | Self::NoTopicFilters { .. }
                 | Self::NoLocalOnShared(_)
                 | Self::SessionPresentWithError(_)
+                | Self::AuthenticationDataWithoutMethod { .. }
         )
     }
 

@@ -253,6 +253,17 @@ fn table() -> Vec<(&'static str, &'static str, Side, Vec<u8>)> {
             ),
         ),
         (
+            "§3.1.2.11.10",
+            "CONNECT with Authentication Data and no Authentication Method",
+            Side::Server,
+            connect(
+                b"MQTT",
+                5,
+                0x02,
+                &[0x04, 0x16, 0x00, 0x01, b'x', 0x00, 0x00],
+            ),
+        ),
+        (
             "MQTT-3.1.2-22",
             "3.1.1 password without user name",
             Side::Server,

@@ -105,6 +105,12 @@ impl Session {
                 "RETAIN set but Retain Available is 0 (§3.2.2.3.5)",
             ));
         }
+        if !publish.properties.subscription_identifiers.is_empty() {
+            return Err((
+                DisconnectReasonCode::ProtocolError,
+                "a PUBLISH from a client carries a Subscription Identifier [MQTT-3.3.4-6]",
+            ));
+        }
         if let Some(alias) = publish.properties.topic_alias.take() {
             if alias.get() > config.topic_alias_maximum {
                 return Err((
@@ -188,7 +194,6 @@ impl Session {
             .message_expiry_interval
             .take()
             .map(|s| now.plus_secs(s));
-        properties.subscription_identifiers.clear();
         let message = Message {
             topic: publish.topic,
             payload: publish.payload,
@@ -313,11 +318,7 @@ impl Session {
                         },
                         identifier: request.identifier,
                     };
-                    let subs = &mut self.record.subscriptions;
-                    match subs.iter_mut().find(|s| s.filter == record.filter) {
-                        Some(existing) => *existing = record,
-                        None => subs.push(record),
-                    }
+                    self.filters.upsert(&mut self.record.subscriptions, record);
                     codes.push(SubAckReasonCode::granted(granted));
                 }
                 Err(code) => codes.push(code),
@@ -347,14 +348,11 @@ impl Session {
                 if FilterKind::parse(&filter).is_err() {
                     return UnsubAckReasonCode::TopicFilterInvalid;
                 }
-                let subs = &mut self.record.subscriptions;
-                match subs.iter().position(|s| s.filter == filter) {
-                    Some(pos) => {
-                        subs.remove(pos);
-                        removed.push(filter);
-                        UnsubAckReasonCode::Success
-                    }
-                    None => UnsubAckReasonCode::NoSubscriptionExisted,
+                if self.filters.remove(&mut self.record.subscriptions, &filter) {
+                    removed.push(filter);
+                    UnsubAckReasonCode::Success
+                } else {
+                    UnsubAckReasonCode::NoSubscriptionExisted
                 }
             })
             .collect();
@@ -402,5 +400,13 @@ impl Session {
     /// The subscriptions of the session.
     pub fn subscriptions(&self) -> &[SubscriptionRecord] {
         &self.record.subscriptions
+    }
+
+    /// Whether the session holds a subscription to `filter` (as subscribed, `$share/`
+    /// prefix included). Constant time, whatever the number it holds.
+    pub fn has_subscription(&self, filter: &str) -> bool {
+        self.filters
+            .position(&self.record.subscriptions, filter)
+            .is_some()
     }
 }

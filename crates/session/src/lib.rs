@@ -21,6 +21,7 @@
 
 mod config;
 mod event;
+mod filters;
 mod inbound;
 mod message;
 mod outbound;

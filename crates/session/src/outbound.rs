@@ -195,9 +195,12 @@ impl Session {
         }
     }
 
-    /// Drops the queued messages (not yet sent) that `keep` refuses, e.g. those an access
-    /// policy no longer lets this client receive; each is logged as removed. Returns how
-    /// many were dropped. Messages in flight are left to complete.
+    /// Drops the messages the session holds, queued or in flight, that `keep` refuses,
+    /// e.g. those an access policy does not let the client now attached receive (a session
+    /// taken over by another user, an ACL reloaded). Each is logged as removed, and a
+    /// message in flight frees its packet identifier and is not resent. Returns how many
+    /// were dropped. Call it before `attach`, which queues the resends of what is in
+    /// flight.
     pub fn retain_queued(&mut self, mut keep: impl FnMut(&Message) -> bool) -> usize {
         let pending = std::mem::take(&mut self.pending);
         let mut dropped = 0;
@@ -208,6 +211,22 @@ impl Session {
                 self.forget(seq, &outbound);
                 dropped += 1;
             }
+        }
+        let refused: Vec<u64> = self
+            .inflight
+            .iter()
+            .filter(|(_, outbound)| !keep(&outbound.message))
+            .map(|(&seq, _)| seq)
+            .collect();
+        for seq in refused {
+            let Some(outbound) = self.inflight.remove(&seq) else {
+                continue;
+            };
+            if let OutboundState::Sent(id) | OutboundState::Released(id) = outbound.state {
+                self.inflight_ids.remove(&id);
+            }
+            self.forget(seq, &outbound);
+            dropped += 1;
         }
         dropped
     }

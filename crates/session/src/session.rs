@@ -160,6 +160,8 @@ pub struct Session {
     /// QoS 2 receipts: packet identifiers received from the client and acknowledged (or
     /// being acknowledged) with PUBREC, whose PUBREL has not come yet [MQTT-4.3.3-10].
     pub(crate) incoming_qos2: IdSet,
+    /// Where each subscription sits in `record.subscriptions`, by filter.
+    pub(crate) filters: crate::filters::FilterIndex,
 }
 
 impl Session {
@@ -203,8 +205,10 @@ impl Session {
             closing: None,
             stored: false,
             incoming_qos2,
+            filters: Default::default(),
         };
         session.stored = session.is_persistent();
+        session.filters.rebuild(&session.record.subscriptions);
         for (seq, message) in queue {
             session.next_seq = session.next_seq.max(seq + 1);
             session.queued_bytes += message.message.weight();

@@ -344,6 +344,55 @@ fn inflight_messages_are_resent_in_order_with_dup_after_reconnect() {
 }
 
 #[test]
+fn retain_queued_drops_refused_messages_in_flight_too_and_frees_their_identifiers() {
+    let mut client = Client::connect(V5, |c| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(300);
+    });
+    client.out();
+    client.deliver("secret/a", QoS::AtLeastOnce, QoS::AtLeastOnce);
+    client.deliver("open/b", QoS::ExactlyOnce, QoS::ExactlyOnce);
+    client.deliver("secret/c", QoS::ExactlyOnce, QoS::ExactlyOnce);
+    assert_eq!(published(&client.out()).len(), 3);
+    // c has its PUBREC: released, waiting for PUBCOMP.
+    client.send(Packet::PubRec(PubRec::new(pid(3))));
+    client.out();
+    client.deliver("secret/d", QoS::AtLeastOnce, QoS::AtLeastOnce);
+    let close = CloseReason {
+        reason: DisconnectReasonCode::UnspecifiedError,
+        publish_will: true,
+        by: ClosedBy::Network,
+    };
+    client.session.detach(client.now, close);
+    client.changes();
+    let dropped = client
+        .session
+        .retain_queued(|m| !m.topic.starts_with("secret/"));
+    assert_eq!(dropped, 3);
+    assert_eq!(client.session.queued(), 1);
+    let mut removed: Vec<u64> = client
+        .changes()
+        .into_iter()
+        .filter_map(|c| match c {
+            Change::Removed { seq } => Some(seq),
+            _ => None,
+        })
+        .collect();
+    removed.sort_unstable();
+    assert_eq!(removed, vec![0, 2, 3]);
+    // Only b is resent; a PUBACK for a's identifier completes nothing.
+    client.attach(|c| c.clean_start = false);
+    let out = client.out();
+    assert_eq!(
+        published(&out[1..]),
+        vec![("open/b".into(), QoS::ExactlyOnce, Some(2), true)]
+    );
+    assert_eq!(out.len(), 2, "{out:?}");
+    client.send(Packet::PubAck(PubAck::new(pid(1))));
+    assert_eq!(client.session.queued(), 1);
+}
+
+#[test]
 fn expired_messages_are_dropped_and_the_rest_carry_their_remaining_time() {
     let mut client = Client::connect(V5, |_| {});
     client.out();

@@ -8,10 +8,12 @@ use crate::slot::SessionSlot;
 use shoal_access::acl::{ClientAcl, SubscribeDecision};
 
 impl Broker {
-    /// Counts the drops a session reports, and logs them once per session.
     /// Judges a session's subscriptions under `acl`: when one reaches topics the ACL keeps
-    /// from the client, deliveries to the session are checked from now on, and queued
-    /// messages it may not receive are dropped (and the drop persisted).
+    /// from the client, deliveries to the session are checked from now on. Every message
+    /// the session holds, queued or in flight, that the client may not receive is dropped
+    /// (and the drop persisted): a session resumed by another user, or under new rules,
+    /// sends nothing its client may not read. Called before `Session::attach` queues the
+    /// resends.
     pub(crate) fn judge_subscriptions(
         &self,
         slot: &SessionSlot,
@@ -27,12 +29,12 @@ impl Broker {
             acl.subscribe(inner) != SubscribeDecision::Allow
         });
         slot.filter_with(restricted.then(|| acl.clone()));
-        if restricted {
-            let dropped = session.retain_queued(|m| acl.may_receive(&m.topic));
-            if dropped > 0 {
-                metrics::counter!(m::ACL_DENIED, "action" => "deliver").increment(dropped as u64);
-                let _ = self.persist(slot, session);
-            }
+        // Judged whatever the subscriptions are now: a message may have come through one
+        // the previous client held and removed.
+        let dropped = session.retain_queued(|m| acl.may_receive(&m.topic));
+        if dropped > 0 {
+            metrics::counter!(m::ACL_DENIED, "action" => "deliver").increment(dropped as u64);
+            let _ = self.persist(slot, session);
         }
     }
 

@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use shoal_codec::MqttString;
-use shoal_session::{Message, Session, SessionConfig, Timestamp};
+use shoal_session::{Session, SessionConfig, Timestamp};
 use shoal_store::{Loaded, Store};
-use shoal_topic::{RetainedIndex, SubscriptionIndex};
+use shoal_topic::SubscriptionIndex;
 use tokio::sync::watch;
 
 use crate::access::Access;
@@ -31,7 +31,7 @@ pub struct Broker {
     /// Sessions by subscriber id (the ids the subscription index holds).
     by_id: RwLock<SlotTable<IdKey>>,
     pub(crate) index: RwLock<SubscriptionIndex<u64>>,
-    pub(crate) retained: RwLock<RetainedIndex<Arc<Message>>>,
+    pub(crate) retained: RwLock<retained::Retained>,
     next_id: AtomicU64,
     /// Rotates the choice of member in shared subscription groups.
     shared_cursor: AtomicUsize,
@@ -91,7 +91,7 @@ impl Broker {
             sessions: Mutex::default(),
             by_id: RwLock::default(),
             index: RwLock::new(SubscriptionIndex::new()),
-            retained: RwLock::new(RetainedIndex::new()),
+            retained: RwLock::default(),
             next_id: AtomicU64::new(1),
             shared_cursor: AtomicUsize::new(0),
             stats: Stats::default(),

@@ -1,11 +1,100 @@
-//! Retained messages: keeping, clearing, finding them for a subscription.
+//! Retained messages: keeping, clearing, finding them for a subscription, and their
+//! limits (`max_retained_messages`, `max_retained_bytes`).
 
 use std::sync::Arc;
 
-use super::{Broker, Receipts, read, write};
+use shoal_codec::PubAckReasonCode;
 use shoal_session::{Message, Timestamp};
+use shoal_topic::RetainedIndex;
+
+use super::{Broker, Receipts, read, write};
+use crate::metrics as m;
+
+/// The retained messages of the node: the index by topic, and what they weigh
+/// (`Message::weight`), for `max_retained_bytes`.
+#[derive(Debug, Default)]
+pub(crate) struct Retained {
+    index: RetainedIndex<Arc<Message>>,
+    bytes: usize,
+}
+
+impl Retained {
+    /// Keeps `message` as the retained message of `topic`; returns the one it replaces.
+    pub(crate) fn insert(&mut self, topic: &str, message: Arc<Message>) -> Option<Arc<Message>> {
+        self.bytes += message.weight();
+        let old = self.index.insert(topic, message);
+        if let Some(old) = &old {
+            self.bytes -= old.weight();
+        }
+        old
+    }
+
+    /// Clears the retained message of `topic`; returns it.
+    pub(crate) fn remove(&mut self, topic: &str) -> Option<Arc<Message>> {
+        let old = self.index.remove(topic);
+        if let Some(old) = &old {
+            self.bytes -= old.weight();
+        }
+        old
+    }
+
+    /// The retained message of `topic`.
+    pub(crate) fn get(&self, topic: &str) -> Option<&Arc<Message>> {
+        self.index.get(topic)
+    }
+
+    /// How many messages are retained.
+    pub(crate) fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Calls `f` for each message whose topic `filter` matches.
+    pub(crate) fn for_each_match_value(&self, filter: &str, f: impl FnMut(&Arc<Message>)) {
+        self.index.for_each_match_value(filter, f);
+    }
+
+    /// Whether keeping `message` stays within `max_messages` and `max_bytes`: a new topic
+    /// needs room for one more message and its bytes; replacing a topic's message needs
+    /// room only for what it adds, and clearing one (an empty payload) always fits.
+    pub(crate) fn has_room_for(
+        &self,
+        message: &Message,
+        max_messages: usize,
+        max_bytes: usize,
+    ) -> bool {
+        if message.payload.is_empty() {
+            return true;
+        }
+        let weight = message.weight();
+        match self.index.get(&message.topic) {
+            Some(old) => weight <= old.weight() || self.bytes - old.weight() + weight <= max_bytes,
+            None => self.index.len() < max_messages && self.bytes + weight <= max_bytes,
+        }
+    }
+}
 
 impl Broker {
+    /// Why a retained PUBLISH is refused, if it is: the node holds `max_retained_messages`
+    /// or `max_retained_bytes` already (PUBACK/PUBREC 0x97, Quota exceeded; counted in
+    /// `shoal_retained_refused_total`). Replacing or clearing a topic's message still works.
+    pub(crate) fn refuse_retained(&self, message: &Message) -> Option<PubAckReasonCode> {
+        if !message.retain {
+            return None;
+        }
+        let limits = &self.config.limits;
+        let room = read(&self.retained).has_room_for(
+            message,
+            limits.max_retained_messages,
+            limits.max_retained_bytes,
+        );
+        if room {
+            return None;
+        }
+        metrics::counter!(m::RETAINED_REFUSED).increment(1);
+        tracing::debug!(topic = %message.topic, "retained message refused: the node holds its maximum");
+        Some(PubAckReasonCode::QuotaExceeded)
+    }
+
     /// Keeps (or with an empty payload, clears) the retained message of a topic. Returns
     /// what an acknowledgement of it waits for.
     pub(crate) fn retain(&self, message: &Arc<Message>, persist: bool) -> Receipts {

@@ -46,7 +46,10 @@ impl<T: Transport> Conn<T> {
         for event in events {
             match event {
                 Event::Publish { message, packet_id } => {
-                    if let Some(denied) = self.refuse_publish(&message.topic) {
+                    let refused = self
+                        .refuse_publish(&message.topic)
+                        .or_else(|| broker.refuse_retained(&message));
+                    if let Some(denied) = refused {
                         if let Some(id) = packet_id {
                             // MQTT 3.1.1 has no reason codes: the message is dropped and
                             // acknowledged, and the connection stays (Mosquitto's way).
@@ -175,7 +178,9 @@ impl<T: Transport> Conn<T> {
         if topic.len() >= max_levels && topic.split('/').count() > max_levels {
             return Some(PubAckReasonCode::TopicNameInvalid);
         }
-        let acl = self.acl()?;
+        let Some(acl) = self.acl() else {
+            return crate::limits::refuse_reserved_topic(topic);
+        };
         if acl.may_publish(topic) {
             return None;
         }

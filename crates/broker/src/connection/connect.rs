@@ -94,10 +94,17 @@ impl<T: Transport> Conn<T> {
             self.refuse(refused).await;
             return None;
         }
+        if let Some(refused) = self.check_owner(&connect, &client_id) {
+            self.refuse(refused).await;
+            return None;
+        }
         let Some((slot, present)) = self.take_session(&connect, client_id.clone()).await else {
             self.taken_over_at_once(version).await;
             return None;
         };
+        if !present || slot.owner().is_none() {
+            slot.set_owner(self.username.as_deref());
+        }
         let now = self.broker.now();
         {
             let mut session = slot.lock();
@@ -106,9 +113,11 @@ impl<T: Transport> Conn<T> {
                 assigned_client_id: assigned.then(|| client_id.clone()),
                 authentication,
             };
+            // Judged before `attach` queues the resends of what is in flight: a session
+            // that changes hands sends nothing the new client may not receive.
+            self.filter_resumed(&slot, &mut session);
             session.attach(now, &connect, options);
             self.broker.keep_alive.watch(&slot, session.poll_timeout());
-            self.filter_resumed(&slot, &mut session);
             // CONNACK confirms a stored session: `fill_output` flushes before it leaves.
             self.unflushed = !self.broker.persist(&slot, &mut session).is_empty();
         }
@@ -202,6 +211,20 @@ impl<T: Transport> Conn<T> {
             .access
             .client_acl(self.username.as_deref(), client_id);
         if acl.is_unrestricted() {
+            // Without ACL rules, `$` topics stay the broker's: no Will there either.
+            if let Some(will) = &connect.will
+                && crate::limits::is_reserved(&will.topic)
+            {
+                metrics::counter!(m::ACL_DENIED, "action" => "will").increment(1);
+                return Some(Refused::ConnAck(
+                    connect.protocol,
+                    ConnectReasonCode::NotAuthorized,
+                    Some(format!(
+                        "the Will topic {:?} is reserved to the broker",
+                        will.topic.as_str()
+                    )),
+                ));
+            }
             return None;
         }
         if let Some(will) = &connect.will
@@ -223,6 +246,27 @@ impl<T: Transport> Conn<T> {
             client_id: client_id.as_str().to_owned(),
         });
         None
+    }
+
+    /// With `bind_client_id_to_username`, refuses a client whose username is not the one
+    /// that created the session of its client id (CONNACK 0x87, 3.1.1 return code 5),
+    /// whether it resumes the session or starts clean: another user may neither read the
+    /// session nor throw its owner off.
+    pub(super) fn check_owner(&self, connect: &Connect, client_id: &MqttString) -> Option<Refused> {
+        if !self.broker.config.bind_client_id_to_username {
+            return None;
+        }
+        let owner = self.broker.session(client_id)?.owner()?;
+        if owner == self.username {
+            return None;
+        }
+        metrics::counter!(m::AUTH_FAILURES, "reason" => "client_id_owner").increment(1);
+        tracing::info!("CONNECT refused: the client id belongs to another user");
+        Some(Refused::ConnAck(
+            connect.protocol,
+            ConnectReasonCode::NotAuthorized,
+            Some("this client identifier belongs to another user".into()),
+        ))
     }
 
     /// A resumed session under this connection's ACL: its subscriptions are judged again

@@ -88,6 +88,8 @@ enum Woke {
     Resume,
     /// A write completed.
     Wrote(io::Result<usize>),
+    /// The started packet's deadline came (`packet_timeout`).
+    PacketDeadline,
     /// The session has something to send.
     Wake,
 }
@@ -123,6 +125,10 @@ struct Extras {
     acl: Option<ConnAcl>,
     /// The publish rate limit, when configured.
     throttle: Option<Throttle>,
+    /// Since when the read buffer has held a packet started and not complete (`None`:
+    /// none), and the timer that looks at it again (`packet_timeout`).
+    partial_since: Option<shoal_session::Timestamp>,
+    packet_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
 }
 
 /// Why the CONNECT phase ended without a session.
@@ -248,6 +254,7 @@ impl<T: Transport> Conn<T> {
                         self.wbuf = BytesMut::new();
                     }
                 }
+                Woke::PacketDeadline => self.check_packet_deadline(slot),
                 Woke::Wake => {}
             }
             let Some((done, receipts)) = self.take_events(slot, version, &mut recipients) else {
@@ -294,6 +301,14 @@ impl<T: Transport> Conn<T> {
         let woken = slot.poll_notified(cx).is_ready();
         if let Some(reason) = slot.kicked(self.attachment) {
             return Poll::Ready(Woke::Kicked(reason));
+        }
+        if let Some(deadline) = self
+            .extras
+            .as_mut()
+            .and_then(|extras| extras.packet_deadline.as_mut())
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Woke::PacketDeadline);
         }
         let resume = self
             .extras
@@ -405,12 +420,14 @@ impl<T: Transport> Conn<T> {
         let now = self.broker.now();
         let mut session = slot.lock();
         let mut published = 0;
+        let mut decoded = false;
         loop {
             if published >= limit {
                 return published;
             }
             match self.decoder.decode(&mut self.rbuf) {
                 Ok(Some(packet)) => {
+                    decoded = true;
                     if let Packet::Publish(p) = &packet {
                         published += 1;
                         Stats::add(&self.broker.stats.messages_received[p.qos() as usize], 1);
@@ -420,7 +437,10 @@ impl<T: Transport> Conn<T> {
                         return published;
                     }
                 }
-                Ok(None) => return published,
+                Ok(None) => {
+                    self.note_partial(now, decoded);
+                    return published;
+                }
                 Err(e) => {
                     count_protocol_error(&e);
                     tracing::debug!(error = %e, "malformed packet");
@@ -429,6 +449,65 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
+    }
+}
+
+impl<T: Transport> Conn<T> {
+    /// After a read's whole packets were decoded: notes whether a started packet is left
+    /// in the buffer, and since when (a packet completed in this read starts the clock
+    /// again). The first partial packet arms the deadline; a busy connection only updates
+    /// `partial_since`, and the timer is moved when it fires (`check_packet_deadline`).
+    fn note_partial(&mut self, now: shoal_session::Timestamp, decoded: bool) {
+        if self.rbuf.is_empty() {
+            if let Some(extras) = self.extras.as_mut() {
+                extras.partial_since = None;
+            }
+            return;
+        }
+        let timeout = self.broker.config.limits.packet_timeout;
+        let extras = self.extras();
+        if decoded || extras.partial_since.is_none() {
+            extras.partial_since = Some(now);
+        }
+        if extras.packet_deadline.is_none() {
+            extras.packet_deadline = Some(Box::pin(tokio::time::sleep(timeout)));
+        }
+    }
+
+    /// The packet deadline fired: closes the connection if the packet started then is
+    /// still not complete `packet_timeout` later, else moves the deadline on (or drops it
+    /// when no packet is started).
+    fn check_packet_deadline(&mut self, slot: &SessionSlot) {
+        let now = self.broker.now();
+        let timeout = self.broker.config.limits.packet_timeout;
+        let Some(extras) = self.extras.as_mut() else {
+            return;
+        };
+        let Some(since) = extras.partial_since else {
+            extras.packet_deadline = None;
+            return;
+        };
+        let due = since + timeout;
+        if now < due {
+            let left = Duration::from_millis(due.as_millis().saturating_sub(now.as_millis()));
+            if let Some(deadline) = extras.packet_deadline.as_mut() {
+                deadline.as_mut().reset(tokio::time::Instant::now() + left);
+            }
+            return;
+        }
+        extras.packet_deadline = None;
+        extras.partial_since = None;
+        metrics::counter!(m::PACKET_TIMEOUTS).increment(1);
+        tracing::debug!(
+            buffered = self.rbuf.len(),
+            "a started packet did not complete in time"
+        );
+        let why = format!(
+            "a packet was not completed within {} s (packet_timeout)",
+            timeout.as_secs()
+        );
+        slot.lock()
+            .close_explained(DisconnectReasonCode::KeepAliveTimeout, true, Some(&why));
     }
 }
 

@@ -1,9 +1,10 @@
 //! SUBSCRIBE: the limits and the ACL's decision, the index, retained messages to send.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use shoal_access::acl::SubscribeDecision;
-use shoal_codec::{MqttString, QoS, SubAckReasonCode};
+use shoal_codec::{QoS, SubAckReasonCode};
 use shoal_session::SubscribeRequest;
 use shoal_topic::{FilterKind, Insertion};
 
@@ -25,16 +26,25 @@ impl<T: Transport> Conn<T> {
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
         let limits = &broker.config.limits;
-        let (mut existing, mut count) = {
+        // What the session holds already, asked once per request (a lookup, not a copy of
+        // its subscriptions): the cost of a SUBSCRIBE does not grow with their number.
+        let (held, mut count): (Vec<bool>, usize) = {
             let session = slot.lock();
-            let subs = session.subscriptions();
-            let existing: Vec<MqttString> = match limits.max_subscriptions {
-                Some(_) => subs.iter().map(|s| s.filter.clone()).collect(),
+            let held = match limits.max_subscriptions {
+                Some(_) => requests
+                    .iter()
+                    .map(|r| {
+                        r.as_ref()
+                            .is_some_and(|r| session.has_subscription(&r.filter))
+                    })
+                    .collect(),
                 None => Vec::new(),
             };
-            (existing, subs.len())
+            (held, session.subscriptions().len())
         };
-        for request in requests {
+        // Filters this SUBSCRIBE adds: one repeated in it replaces the first [MQTT-3.8.4-3].
+        let mut added: HashSet<&str> = HashSet::new();
+        for (i, request) in requests.iter().enumerate() {
             let Some(request) = request else {
                 results.push(Err(SubAckReasonCode::UnspecifiedError));
                 continue;
@@ -58,14 +68,13 @@ impl<T: Transport> Conn<T> {
                 continue;
             }
             if let Some(max) = limits.max_subscriptions {
-                let replaces = existing.contains(&request.filter);
+                let replaces = held[i] || added.contains(request.filter.as_str());
                 if !replaces && count >= max {
                     results.push(Err(SubAckReasonCode::QuotaExceeded));
                     continue;
                 }
                 if !replaces {
-                    // A filter repeated in this SUBSCRIBE replaces the first [MQTT-3.8.4-3].
-                    existing.push(request.filter.clone());
+                    added.insert(request.filter.as_str());
                     count += 1;
                 }
             }

@@ -282,7 +282,11 @@ impl Process {
     /// The binary on loopback port `port` (a restart on the port its clients know).
     pub async fn start_on(dir: &std::path::Path, port: u16) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        // `option_env!`: the examples share this file, and only tests have the binary.
+        let Some(shoal) = option_env!("CARGO_BIN_EXE_shoal") else {
+            panic!("the shoal binary is built with the tests, not the examples");
+        };
+        let child = std::process::Command::new(shoal)
             .args([
                 "--listen",
                 &addr.to_string(),

@@ -114,6 +114,11 @@ impl Connect {
         } else {
             ConnectProperties::default()
         };
+        if properties.authentication_data.is_some() && properties.authentication_method.is_none() {
+            return Err(DecodeError::AuthenticationDataWithoutMethod {
+                packet: PacketType::Connect,
+            });
+        }
         let client_id = r.string()?;
         let will = if has_will {
             let properties = if v5 {
