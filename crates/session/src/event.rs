@@ -80,7 +80,9 @@ pub enum ClosedBy {
 /// messages that caused them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    /// The record (subscriptions, Will, expiry) is now this.
+    /// The record's fields (Will, expiry, disconnection) are now these. Its `subscriptions`
+    /// and `incoming_qos2` are left empty: they are entries of their own
+    /// (`Subscribed`, `Received`), so a change writes what changed.
     Record(Box<SessionRecord>),
     /// A message entered the queue at this sequence number.
     Enqueued {
@@ -112,6 +114,13 @@ pub enum Change {
     Released {
         /// The packet identifier.
         packet_id: PacketId,
+    },
+    /// A subscription was added, or replaced one with the same filter [MQTT-3.8.4-3].
+    Subscribed(crate::record::SubscriptionRecord),
+    /// The subscription with this filter was removed.
+    Unsubscribed {
+        /// The topic filter.
+        filter: MqttString,
     },
     /// The session no longer outlives its connection: remove it and its queue from the store.
     Discarded,

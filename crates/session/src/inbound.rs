@@ -318,13 +318,17 @@ impl Session {
                         },
                         identifier: request.identifier,
                     };
+                    if self.stored {
+                        // Each subscription is an entry of its own in the store: a
+                        // SUBSCRIBE writes what it adds, never the whole list.
+                        crate::session::push(&mut self.changes, Change::Subscribed(record.clone()));
+                    }
                     self.filters.upsert(&mut self.record.subscriptions, record);
                     codes.push(SubAckReasonCode::granted(granted));
                 }
                 Err(code) => codes.push(code),
             }
         }
-        self.record_changed();
         self.send_suback(packet_id, codes);
     }
 
@@ -349,6 +353,14 @@ impl Session {
                     return UnsubAckReasonCode::TopicFilterInvalid;
                 }
                 if self.filters.remove(&mut self.record.subscriptions, &filter) {
+                    if self.stored {
+                        crate::session::push(
+                            &mut self.changes,
+                            Change::Unsubscribed {
+                                filter: filter.clone(),
+                            },
+                        );
+                    }
                     removed.push(filter);
                     UnsubAckReasonCode::Success
                 } else {
@@ -357,7 +369,6 @@ impl Session {
             })
             .collect();
         if !removed.is_empty() {
-            self.record_changed();
             self.events
                 .push_back(Event::Unsubscribed { filters: removed });
         }

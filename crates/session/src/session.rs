@@ -533,10 +533,21 @@ impl Session {
         if self.is_persistent() {
             let newly = !self.stored;
             self.stored = true;
-            self.changes
-                .push_back(Change::Record(Box::new(self.record.clone())));
+            // The fields only: subscriptions and receipts are entries of their own.
+            let fields = SessionRecord {
+                client_id: self.record.client_id.clone(),
+                expiry_interval: self.record.expiry_interval,
+                subscriptions: Vec::new(),
+                will: self.record.will.clone(),
+                disconnected_at: self.record.disconnected_at,
+                incoming_qos2: Vec::new(),
+            };
+            self.changes.push_back(Change::Record(Box::new(fields)));
             if newly {
-                // Receipts taken while the session was not stored go with it from now on.
+                // What the session held before it was stored goes with it from now on.
+                for sub in &self.record.subscriptions {
+                    self.changes.push_back(Change::Subscribed(sub.clone()));
+                }
                 let receipts: Vec<PacketId> = self.incoming_qos2.iter().copied().collect();
                 for packet_id in receipts {
                     self.changes.push_back(Change::Received { packet_id });

@@ -13,11 +13,13 @@
 
 use bytes::Bytes;
 use shoal_codec::{MqttString, PacketId};
-use shoal_session::{Message, OutboundMessage, OutboundState, SessionRecord, Timestamp};
+use shoal_session::{
+    Message, OutboundMessage, OutboundState, SessionRecord, SubscriptionRecord, Timestamp,
+};
 
 use crate::error::StoreError;
-use crate::keys::{Kind, queue_key, receipt_key, state_key};
-use crate::record::{encode_outbound, encode_retained, encode_session};
+use crate::keys::{Kind, queue_key, receipt_key, state_key, subscription_key};
+use crate::record::{encode_outbound, encode_retained, encode_session, encode_subscription};
 use crate::store::Store;
 
 /// Writes to apply together with [`Store::apply`].
@@ -67,6 +69,15 @@ enum Op {
     RemoveReceipt {
         client_id: MqttString,
         packet_id: PacketId,
+    },
+    PutSubscription {
+        client_id: MqttString,
+        filter: MqttString,
+        value: [u8; 6],
+    },
+    RemoveSubscription {
+        client_id: MqttString,
+        filter: MqttString,
     },
 }
 
@@ -181,6 +192,34 @@ impl WriteBatch {
         self
     }
 
+    /// Records a subscription of `client_id` (replacing one with the same filter); loaded
+    /// back into the session record's `subscriptions`.
+    pub fn put_subscription(
+        &mut self,
+        client_id: &MqttString,
+        subscription: &SubscriptionRecord,
+    ) -> &mut Self {
+        self.ops.push(Op::PutSubscription {
+            client_id: client_id.clone(),
+            filter: subscription.filter.clone(),
+            value: encode_subscription(subscription),
+        });
+        self
+    }
+
+    /// Removes the subscription of `client_id` to `filter`.
+    pub fn remove_subscription(
+        &mut self,
+        client_id: &MqttString,
+        filter: &MqttString,
+    ) -> &mut Self {
+        self.ops.push(Op::RemoveSubscription {
+            client_id: client_id.clone(),
+            filter: filter.clone(),
+        });
+        self
+    }
+
     /// Removes a QoS 2 receipt (its PUBREL came).
     pub fn remove_receipt(&mut self, client_id: &MqttString, packet_id: PacketId) -> &mut Self {
         self.ops.push(Op::RemoveReceipt {
@@ -252,6 +291,19 @@ impl Store {
                     self.inner
                         .queues
                         .remove(receipt_key(client_id, packet_id.get()))?;
+                }
+                Op::PutSubscription {
+                    client_id,
+                    filter,
+                    value,
+                } => {
+                    let key = subscription_key(client_id, filter);
+                    self.inner.queues.insert(key, &value[..])?;
+                }
+                Op::RemoveSubscription { client_id, filter } => {
+                    self.inner
+                        .queues
+                        .remove(subscription_key(client_id, filter))?;
                 }
             }
         }

@@ -55,6 +55,9 @@ pub(crate) enum QueueEntry {
     /// queues tree so that it is written in one atomic batch with the copies that its
     /// message queued for subscribers.
     Receipt(u16),
+    /// A subscription of the client (its filter follows the marker): each is an entry of
+    /// its own, so a SUBSCRIBE writes what it adds, not the session's whole list.
+    Subscription,
 }
 
 /// The sequence-number position of receipts: after every message (sequence numbers count
@@ -62,6 +65,22 @@ pub(crate) enum QueueEntry {
 const RECEIPT_SEQ: u64 = u64::MAX;
 /// The byte after `RECEIPT_SEQ` that marks a receipt.
 const RECEIPT_SUFFIX: u8 = 0x02;
+/// The byte after `RECEIPT_SEQ` that marks a subscription.
+const SUBSCRIPTION_SUFFIX: u8 = 0x03;
+
+/// The prefix of every subscription of `client_id`.
+pub(crate) fn subscription_prefix(client_id: &MqttString) -> Vec<u8> {
+    let mut key = queue_key(client_id, RECEIPT_SEQ);
+    key.push(SUBSCRIPTION_SUFFIX);
+    key
+}
+
+/// The key of the subscription of `client_id` to `filter`.
+pub(crate) fn subscription_key(client_id: &MqttString, filter: &str) -> Vec<u8> {
+    let mut key = subscription_prefix(client_id);
+    key.extend_from_slice(filter.as_bytes());
+    key
+}
 
 /// The prefix of every receipt of `client_id`.
 pub(crate) fn receipt_prefix(client_id: &MqttString) -> Vec<u8> {
@@ -90,6 +109,7 @@ pub(crate) fn parse_queue_key(key: &[u8]) -> Option<(&[u8], u64, QueueEntry)> {
             &rest[..8],
             QueueEntry::Receipt(u16::from_be_bytes([rest[9], rest[10]])),
         ),
+        n if n >= 9 && rest[8] == SUBSCRIPTION_SUFFIX => (&rest[..8], QueueEntry::Subscription),
         _ => return None,
     };
     let seq = u64::from_be_bytes(seq.try_into().ok()?);

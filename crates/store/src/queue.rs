@@ -121,7 +121,7 @@ impl Store {
                         loaded.records.push((seq, message));
                     }),
                 // Receipts belong to the session's record (`load_sessions`).
-                Some((_, _, QueueEntry::Receipt(_))) => Ok(()),
+                Some((_, _, QueueEntry::Receipt(_) | QueueEntry::Subscription)) => Ok(()),
                 Some((_, seq, QueueEntry::State)) => decode_state(&value).map(|state| {
                     // A state follows its message in key order. One without a message is
                     // what a crash inside `remove_outbound` leaves: nothing to apply it to.

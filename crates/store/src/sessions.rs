@@ -4,9 +4,9 @@ use shoal_codec::MqttString;
 use shoal_session::{SessionRecord, Timestamp};
 
 use crate::error::{CorruptRecord, RecordKey, StoreError};
-use crate::keys::{Kind, QueueEntry, parse_queue_key, receipt_prefix};
+use crate::keys::{Kind, QueueEntry, parse_queue_key, receipt_prefix, subscription_prefix};
 use crate::loaded::Loaded;
-use crate::record::{decode_session_at, encode_session, peek_session_expiry};
+use crate::record::{decode_session_at, decode_subscription, encode_session, peek_session_expiry};
 use crate::store::{SESSIONS, Store};
 
 impl Store {
@@ -63,6 +63,7 @@ impl Store {
             match decode_session_at(&key, &value) {
                 Ok(mut session) => {
                     self.load_receipts(&mut session, &mut loaded)?;
+                    self.load_subscriptions(&mut session, &mut loaded)?;
                     loaded.records.push(session);
                 }
                 Err(source) => loaded.corrupt.push(CorruptRecord {
@@ -73,6 +74,43 @@ impl Store {
             }
         }
         Ok(loaded)
+    }
+
+    /// Adds the subscriptions stored beside the session (`WriteBatch::put_subscription`)
+    /// to its record, replacing any of the same filter that an older record held.
+    fn load_subscriptions(
+        &self,
+        session: &mut SessionRecord,
+        loaded: &mut Loaded<SessionRecord>,
+    ) -> Result<(), StoreError> {
+        let prefix = subscription_prefix(&session.client_id);
+        let mut found = Vec::new();
+        for item in self.inner.queues.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let decoded = std::str::from_utf8(&key[prefix.len()..])
+                .ok()
+                .and_then(|filter| MqttString::try_from(filter.to_owned()).ok())
+                .ok_or(crate::error::DecodeRecordError::MalformedKey)
+                .and_then(|filter| decode_subscription(filter, &value));
+            match decoded {
+                Ok(sub) => found.push(sub),
+                Err(source) => loaded.corrupt.push(CorruptRecord {
+                    tree: crate::store::QUEUES,
+                    key: RecordKey(key.to_vec()),
+                    source,
+                }),
+            }
+        }
+        if !session.subscriptions.is_empty() {
+            // An older record listed subscriptions itself: the entries win.
+            let entries: std::collections::HashSet<&str> =
+                found.iter().map(|s| s.filter.as_str()).collect();
+            session
+                .subscriptions
+                .retain(|s| !entries.contains(s.filter.as_str()));
+        }
+        session.subscriptions.extend(found);
+        Ok(())
     }
 
     /// Adds the QoS 2 receipts stored beside the session (`WriteBatch::put_receipt`) to its

@@ -82,6 +82,14 @@ impl Broker {
                     batch.remove_receipt(client_id, packet_id);
                     Ok(())
                 }
+                Change::Subscribed(subscription) => {
+                    batch.put_subscription(client_id, &subscription);
+                    Ok(())
+                }
+                Change::Unsubscribed { filter } => {
+                    batch.remove_subscription(client_id, &filter);
+                    Ok(())
+                }
                 Change::Discarded => {
                     batch.remove_session(client_id);
                     Ok(())

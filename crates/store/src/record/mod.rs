@@ -16,7 +16,10 @@ pub(crate) use outbound::{
     decode_outbound, decode_state, encode_outbound, encode_state, peek_outbound_expiry,
 };
 pub(crate) use retained::{decode_retained_at, encode_retained, peek_retained_expiry};
-pub(crate) use session::{decode_session_at, encode_session, peek_session_expiry};
+pub(crate) use session::{
+    decode_session_at, decode_subscription, encode_session, encode_subscription,
+    peek_session_expiry,
+};
 
 use bytes::{BufMut, BytesMut};
 use shoal_codec::MqttString;

@@ -71,6 +71,44 @@ pub(crate) fn encode_session(session: &SessionRecord) -> Result<BytesMut, Encode
     Ok(buf)
 }
 
+/// The value of a subscription entry (its filter is in the key): the format version, the
+/// options as MQTT 5 writes them, and the Subscription Identifier (0 for none).
+pub(crate) fn encode_subscription(sub: &SubscriptionRecord) -> [u8; 6] {
+    let mut value = [0u8; 6];
+    value[0] = VERSION;
+    value[1] = sub.options.to_byte(ProtocolVersion::V5);
+    value[2..].copy_from_slice(&sub.identifier.map_or(0, NonZeroU32::get).to_be_bytes());
+    value
+}
+
+/// Decodes a subscription entry of `filter`.
+pub(crate) fn decode_subscription(
+    filter: MqttString,
+    value: &[u8],
+) -> Result<SubscriptionRecord, DecodeRecordError> {
+    let [version, options, id @ ..] = value else {
+        return Err(DecodeRecordError::Invalid {
+            field: "subscription length",
+            value: value.len() as u64,
+        });
+    };
+    if *version != VERSION {
+        return Err(DecodeRecordError::Invalid {
+            field: "subscription version",
+            value: u64::from(*version),
+        });
+    }
+    let id: [u8; 4] = id.try_into().map_err(|_| DecodeRecordError::Invalid {
+        field: "subscription length",
+        value: value.len() as u64,
+    })?;
+    Ok(SubscriptionRecord {
+        filter,
+        options: options_from_byte(*options)?,
+        identifier: NonZeroU32::new(u32::from_be_bytes(id)),
+    })
+}
+
 /// Decodes a session.
 pub(crate) fn decode_session(buf: BytesMut) -> Result<SessionRecord, DecodeRecordError> {
     let mut r = Reader::new(buf);
