@@ -379,6 +379,66 @@ fn the_three_node_compose_file_runs_three_nodes_under_one_discovery_name() {
     }
 }
 
+/// The runtime instructions of a Dockerfile (ENV with its continuation lines, USER,
+/// WORKDIR, VOLUME, EXPOSE, STOPSIGNAL, ENTRYPOINT), normalised, in order.
+fn runtime_instructions(dockerfile: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut continued: Option<String> = None;
+    for line in dockerfile.lines().map(str::trim) {
+        if let Some(mut text) = continued.take() {
+            text.push(' ');
+            text.push_str(line.trim_end_matches('\\').trim());
+            if line.ends_with('\\') {
+                continued = Some(text);
+            } else {
+                out.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            continue;
+        }
+        let keyword = line.split_whitespace().next().unwrap_or("");
+        if [
+            "ENV",
+            "USER",
+            "WORKDIR",
+            "VOLUME",
+            "EXPOSE",
+            "STOPSIGNAL",
+            "ENTRYPOINT",
+        ]
+        .contains(&keyword)
+        {
+            if line.ends_with('\\') {
+                continued = Some(line.trim_end_matches('\\').trim().to_string());
+            } else {
+                out.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_users_dockerfile_and_the_local_image_run_the_binary_alike() {
+    let users = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("Dockerfile");
+    let script =
+        std::fs::read_to_string(repo().join("deploy/image/build-local.sh")).expect("script");
+    let local = script
+        .split("<<'DOCKERFILE'")
+        .nth(1)
+        .and_then(|rest| rest.split("\nDOCKERFILE").next())
+        .expect("the local Dockerfile in build-local.sh");
+    // The final stage: what runs.
+    let final_stage = users.rsplit("\nFROM ").next().expect("a FROM");
+    let users = runtime_instructions(final_stage);
+    assert!(users.len() >= 7, "{users:?}");
+    assert_eq!(
+        users,
+        runtime_instructions(local),
+        "same user, volume, ports, defaults"
+    );
+    assert!(users.contains(&"USER 65532:65532".to_string()));
+}
+
 #[test]
 fn compose_files_are_valid_and_prometheus_scrapes_every_node() {
     let Some(_) = compose() else {
