@@ -178,7 +178,7 @@ fn build_local_image(cleanup: &mut Cleanup) -> String {
 }
 
 #[test]
-fn the_image_serves_mqtt_and_probes_as_a_non_root_user_and_stops_cleanly() {
+fn the_image_serves_mqtt_and_probes_as_a_non_root_user_on_a_read_only_root_and_stops_cleanly() {
     if !require("docker", docker_works()) {
         return;
     }
@@ -195,11 +195,19 @@ fn the_image_serves_mqtt_and_probes_as_a_non_root_user_and_stops_cleanly() {
     let mut rm = Command::new("docker");
     rm.args(["rm", "-f", "-v", &name]);
     cleanup.0.push(rm);
+    // As the Helm chart runs it: read-only root, no capabilities, no privilege gain.
     run(Command::new("docker").args([
         "run",
         "-d",
         "--name",
         &name,
+        "--read-only",
+        "--tmpfs",
+        "/tmp",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
         "-p",
         "127.0.0.1::1883",
         "-p",
@@ -301,6 +309,134 @@ fn the_single_node_compose_file_runs_the_local_image() {
         "hello from the container",
         "retained across a restart"
     );
+}
+
+#[test]
+fn the_three_node_compose_file_runs_three_nodes_under_one_discovery_name() {
+    if !require("docker", docker_works()) {
+        return;
+    }
+    let Some(_) = compose() else {
+        require("docker compose", false);
+        return;
+    };
+    let mut cleanup = Cleanup(Vec::new());
+    let tag = build_local_image(&mut cleanup);
+    let project = format!("shoaltest3n{}", std::process::id());
+    let dir = repo().join("deploy/compose");
+    let compose_cmd = |args: &[&str]| {
+        let mut cmd = compose().expect("compose was found");
+        cmd.current_dir(&dir)
+            .args(["-p", &project, "-f", "docker-compose.yml"])
+            .args(args)
+            .env("SHOAL_IMAGE", &tag)
+            .env("SHOAL_BIND", "127.0.0.1");
+        for n in 1..=3 {
+            cmd.env(format!("SHOAL_{n}_MQTT_PORT"), "")
+                .env(format!("SHOAL_{n}_ADMIN_PORT"), "");
+        }
+        cmd.env("PROMETHEUS_PORT", "").env("GRAFANA_PORT", "");
+        cmd
+    };
+    cleanup
+        .0
+        .push(compose_cmd(&["down", "-v", "--remove-orphans"]));
+    // The nodes only: Prometheus' and Grafana's images cannot be pulled here.
+    run(&mut compose_cmd(&[
+        "up",
+        "-d",
+        "--no-build",
+        "shoal-1",
+        "shoal-2",
+        "shoal-3",
+    ]));
+    for node in ["shoal-1", "shoal-2", "shoal-3"] {
+        let logs = || {
+            compose_cmd(&["logs", "--no-color", node])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default()
+        };
+        let admin = published(&stdout(&run(&mut compose_cmd(&["port", node, "18083"]))));
+        let mqtt = published(&stdout(&run(&mut compose_cmd(&["port", node, "1883"]))));
+        wait_ok(admin, "/readyz", logs);
+        mqtt_round_trip(mqtt);
+        // The name the nodes will discover each other by (pending the cluster) is an alias
+        // of every node on the compose network, as the headless Service is on Kubernetes.
+        let id = stdout(&run(&mut compose_cmd(&["ps", "-q", node])));
+        let aliases = run(Command::new("docker").args([
+            "inspect",
+            "--format",
+            "{{range $net, $cfg := .NetworkSettings.Networks}}{{$net}}={{join $cfg.Aliases \",\"}};{{end}}",
+            &id,
+        ]));
+        let aliases = stdout(&aliases);
+        assert!(
+            aliases.contains(&format!("{project}_shoal="))
+                && aliases.split([',', '=', ';']).any(|a| a == "shoal"),
+            "{node} is `shoal` on the compose network: {aliases}"
+        );
+    }
+}
+
+/// The runtime instructions of a Dockerfile (ENV with its continuation lines, USER,
+/// WORKDIR, VOLUME, EXPOSE, STOPSIGNAL, ENTRYPOINT), normalised, in order.
+fn runtime_instructions(dockerfile: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut continued: Option<String> = None;
+    for line in dockerfile.lines().map(str::trim) {
+        if let Some(mut text) = continued.take() {
+            text.push(' ');
+            text.push_str(line.trim_end_matches('\\').trim());
+            if line.ends_with('\\') {
+                continued = Some(text);
+            } else {
+                out.push(text.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+            continue;
+        }
+        let keyword = line.split_whitespace().next().unwrap_or("");
+        if [
+            "ENV",
+            "USER",
+            "WORKDIR",
+            "VOLUME",
+            "EXPOSE",
+            "STOPSIGNAL",
+            "ENTRYPOINT",
+        ]
+        .contains(&keyword)
+        {
+            if line.ends_with('\\') {
+                continued = Some(line.trim_end_matches('\\').trim().to_string());
+            } else {
+                out.push(line.split_whitespace().collect::<Vec<_>>().join(" "));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_users_dockerfile_and_the_local_image_run_the_binary_alike() {
+    let users = std::fs::read_to_string(repo().join("deploy/Dockerfile")).expect("Dockerfile");
+    let script =
+        std::fs::read_to_string(repo().join("deploy/image/build-local.sh")).expect("script");
+    let local = script
+        .split("<<'DOCKERFILE'")
+        .nth(1)
+        .and_then(|rest| rest.split("\nDOCKERFILE").next())
+        .expect("the local Dockerfile in build-local.sh");
+    // The final stage: what runs.
+    let final_stage = users.rsplit("\nFROM ").next().expect("a FROM");
+    let users = runtime_instructions(final_stage);
+    assert!(users.len() >= 7, "{users:?}");
+    assert_eq!(
+        users,
+        runtime_instructions(local),
+        "same user, volume, ports, defaults"
+    );
+    assert!(users.contains(&"USER 65532:65532".to_string()));
 }
 
 #[test]
