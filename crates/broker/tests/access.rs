@@ -188,15 +188,7 @@ async fn admin(
         .await
         .expect("the admin API answers in time")
         .expect("read the response");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
+    let (status, body) = http_response(&response);
     (status, body)
 }
 

@@ -7,11 +7,15 @@
 //! Docker, docker compose and promtool are required under CI (`CI=true`): a missing one
 //! fails the test there. Elsewhere a test without its tool says so and passes.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
+
+use common::http_response;
 
 /// How long a container gets to start serving.
 const START: Duration = Duration::from_secs(30);
@@ -89,15 +93,7 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
     )?;
     let mut response = String::new();
     stream.read_to_string(&mut response)?;
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, body) = http_response(&response);
     Ok((status, body))
 }
 

@@ -72,15 +72,7 @@ impl Shoal {
             .expect("write");
         let mut response = String::new();
         stream.read_to_string(&mut response).await.expect("read");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(0);
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default();
+        let (status, body) = http_response(&response);
         (status, body)
     }
 }

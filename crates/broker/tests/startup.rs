@@ -12,6 +12,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::http_response;
+
 const START: Duration = Duration::from_secs(20);
 
 fn shoal() -> Command {
@@ -119,15 +121,7 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
     .expect("write");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (status, body) = http_response(&response);
     (status, body)
 }
 

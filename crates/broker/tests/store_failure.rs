@@ -48,11 +48,7 @@ async fn http_get(addr: SocketAddr, path: &str) -> u16 {
     stream.write_all(request.as_bytes()).await.expect("write");
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response).await;
-    response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or(0)
+    http_response(&response).0
 }
 
 #[tokio::test]

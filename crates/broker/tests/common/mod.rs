@@ -327,3 +327,17 @@ impl Drop for Process {
         let _ = self.child.wait();
     }
 }
+
+/// The status code and body of an HTTP/1.1 response read whole (0 if it has no status).
+pub fn http_response(response: &str) -> (u16, String) {
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
