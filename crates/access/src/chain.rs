@@ -45,6 +45,30 @@ pub enum Rejection {
     BadCredentials,
     /// Not allowed here: MQTT 5 0x87, MQTT 3.1.1 return code 5.
     NotAuthorized,
+    /// Not tried: the password was not looked at. MQTT 5 0x89 (Server busy), MQTT 3.1.1
+    /// return code 3 (Server unavailable): a client retries later, as it should, rather
+    /// than taking its password for wrong.
+    Busy(Busy),
+}
+
+/// Why a password was not checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Busy {
+    /// Too many recent failures for this username (`guess::Limit::User`).
+    UserLimit,
+    /// Too many recent failures from this address (`guess::Limit::Address`).
+    AddressLimit,
+    /// Every hashing slot is taken and the queue for them is full.
+    HashQueueFull,
+}
+
+impl From<crate::guess::Limit> for Busy {
+    fn from(limit: crate::guess::Limit) -> Self {
+        match limit {
+            crate::guess::Limit::User => Self::UserLimit,
+            crate::guess::Limit::Address => Self::AddressLimit,
+        }
+    }
 }
 
 /// One authenticator's answer.
@@ -74,6 +98,13 @@ pub trait Authenticator: Send + Sync {
     fn may_block(&self, credentials: &Credentials) -> bool {
         let _ = credentials;
         true
+    }
+
+    /// Decides without blocking when it can (a verification remembered from an earlier
+    /// success); `None` when only [`Authenticator::authenticate`] can tell. The default
+    /// decides when `may_block` says no.
+    fn authenticate_cached(&self, credentials: &Credentials) -> Option<Verdict> {
+        (!self.may_block(credentials)).then(|| self.authenticate(credentials))
     }
 }
 
@@ -123,6 +154,24 @@ impl Chain {
         self.links.iter().any(|link| link.may_block(credentials))
     }
 
+    /// Runs the chain as far as it can without blocking: `Some` when every link before the
+    /// deciding one (and that one) could answer on the spot, e.g. a password the file's
+    /// cache remembers; `None` when a link would have to block (a hash).
+    pub fn decide_cached(&self, credentials: &Credentials) -> Option<Decision> {
+        for link in &self.links {
+            match link.authenticate_cached(credentials)? {
+                Verdict::Abstain => {}
+                verdict => {
+                    return Some(Decision {
+                        verdict,
+                        by: link.name(),
+                    });
+                }
+            }
+        }
+        Some(self.anonymous(credentials))
+    }
+
     /// Runs the chain: the first Accept or Reject decides; if every link abstains, the
     /// anonymous policy: clients are let in (with the username they sent, unchecked, as
     /// Mosquitto does without a password file) when the listener allows anonymous access,
@@ -139,6 +188,11 @@ impl Chain {
                 }
             }
         }
+        self.anonymous(credentials)
+    }
+
+    /// The listener's anonymous policy, when every link abstained.
+    fn anonymous(&self, credentials: &Credentials) -> Decision {
         let verdict = if credentials.allow_anonymous {
             Verdict::Accept {
                 username: credentials.username.clone(),
@@ -217,6 +271,20 @@ impl Authenticator for PasswordCheck {
     /// Only a username is checked (a PBKDF2 hash, unless the verify cache knows it).
     fn may_block(&self, credentials: &Credentials) -> bool {
         credentials.username.is_some()
+    }
+
+    /// A username whose password the file's cache remembers is accepted at once; any other
+    /// needs the hash.
+    fn authenticate_cached(&self, credentials: &Credentials) -> Option<Verdict> {
+        let Some(username) = &credentials.username else {
+            return Some(Verdict::Abstain);
+        };
+        let password = credentials.password.as_deref().unwrap_or_default();
+        self.0
+            .verify_cached(username, password)
+            .then(|| Verdict::Accept {
+                username: Some(username.clone()),
+            })
     }
 
     fn authenticate(&self, credentials: &Credentials) -> Verdict {
@@ -374,6 +442,39 @@ mod tests {
         assert_eq!(
             chain.decide(&anonymous).verdict,
             Verdict::Reject(Rejection::NotAuthorized)
+        );
+    }
+
+    #[test]
+    fn only_a_remembered_password_is_decided_without_blocking() {
+        let chain = Chain::standard(Some(passwords()));
+        let good = Credentials {
+            username: Some("alice".into()),
+            password: Some(b"secret".to_vec()),
+            allow_anonymous: false,
+            ..credentials()
+        };
+        assert_eq!(chain.decide_cached(&good), None, "not verified yet");
+        let wrong = Credentials {
+            password: Some(b"wrong".to_vec()),
+            ..good.clone()
+        };
+        assert_eq!(chain.decide_cached(&wrong), None);
+        assert!(matches!(
+            chain.decide(&good).verdict,
+            Verdict::Accept { .. }
+        ));
+        let decision = chain.decide_cached(&good).expect("remembered");
+        assert_eq!(decision.by, "password_file");
+        assert_eq!(chain.decide_cached(&wrong), None, "failures need the hash");
+        // Links that never block decide as `decide` does.
+        let anonymous = Credentials {
+            username: None,
+            ..good
+        };
+        assert_eq!(
+            chain.decide_cached(&anonymous).map(|d| d.verdict),
+            Some(Verdict::Reject(Rejection::NotAuthorized))
         );
     }
 

@@ -6,6 +6,8 @@
 //!   checks once per subscription.
 //! - [`chain`]: the authenticator chain (certificate identity, enhanced authentication,
 //!   password file, anonymous policy) and the per-address slow-down after failures.
+//! - [`guess`]: bounds on password guessing per username and per address, across
+//!   connections (token buckets, bounded memory).
 //! - [`ban`]: banned client ids, usernames, addresses and networks, with expiry; flapping
 //!   detection.
 //!
@@ -15,4 +17,5 @@
 pub mod acl;
 pub mod ban;
 pub mod chain;
+pub mod guess;
 pub mod password;

@@ -367,15 +367,13 @@ impl PasswordFile {
             let _ = dummy.matches(password);
             return false;
         };
-        let remembered = self.remembered(password);
-        if let Some(cached) = self.cache_lock().get(user)
-            && constant_time_eq(cached, &remembered)
-        {
+        if self.verify_cached(user, password) {
             return true;
         }
         if !entry.matches(password) {
             return false;
         }
+        let remembered = self.remembered(password);
         let mut cache = self.cache_lock();
         if cache.len() >= VERIFY_CACHE_CAPACITY
             && !cache.contains_key(user)
@@ -385,6 +383,19 @@ impl PasswordFile {
         }
         cache.insert(user.to_owned(), remembered);
         true
+    }
+
+    /// Whether `password` is the one `user` last logged in with, as the cache remembers it:
+    /// a SHA-256 and a comparison, no PBKDF2. False says nothing (not remembered, or
+    /// wrong); only [`PasswordFile::verify`] tells.
+    pub fn verify_cached(&self, user: &str, password: &[u8]) -> bool {
+        if !self.users.contains_key(user) {
+            return false;
+        }
+        let remembered = self.remembered(password);
+        self.cache_lock()
+            .get(user)
+            .is_some_and(|cached| constant_time_eq(cached, &remembered))
     }
 
     /// Inserts or replaces an entry, keeping the iteration counts and the cache right.

@@ -1,5 +1,7 @@
 //! The node's access control state: the authenticator chain over the password file, the
-//! ACL, bans and flapping detection, and the per-address slow-down after failed logins.
+//! ACL, bans and flapping detection, the per-address slow-down after failed logins, and
+//! the bounds on password guessing (per username and address: `shoal_access::guess`; on
+//! hashing at once: `hash_gate`).
 //! The files are reloaded when they change (checked every few seconds) and on SIGHUP; a
 //! file that fails to load leaves the previous version in force, with an error logged.
 
@@ -11,11 +13,13 @@ use std::time::{Duration, SystemTime};
 
 use shoal_access::acl::{Acl, ClientAcl};
 use shoal_access::ban::{Ban, BanTarget, Bans, Flapping, FlappingConfig};
-use shoal_access::chain::{Chain, Credentials, Decision, FailureDelay};
+use shoal_access::chain::{Busy, Chain, Credentials, Decision, FailureDelay, Rejection, Verdict};
+use shoal_access::guess::{GuessConfig, Guesses, Rate};
 use shoal_access::password::{PasswordError, PasswordFile};
 
 use crate::broker::{lock, read, write};
 use crate::config::Config;
+use crate::hash_gate::{HashGate, HashStats};
 use crate::metrics as m;
 
 /// Access control, shared by the node's tasks.
@@ -32,6 +36,10 @@ pub(crate) struct Access {
     ban_count: AtomicUsize,
     flapping: Option<Mutex<Flapping>>,
     failures: Mutex<FailureDelay>,
+    /// Password checks charged per username and per address.
+    guesses: Mutex<Guesses>,
+    /// Hashes at once, and the queue for them.
+    hashing: HashGate,
     stamps: Mutex<[Option<SystemTime>; 2]>,
     clock: crate::clock::Clock,
     /// Where bans are kept across restarts (`bans.json` in the data folder).
@@ -80,6 +88,8 @@ impl Access {
             generation: AtomicU64::new(0),
             flapping,
             failures: Mutex::new(FailureDelay::default()),
+            guesses: Mutex::new(Guesses::new(guess_config(config))),
+            hashing: HashGate::new(config.auth.max_concurrent_hashes, config.auth.hash_queue),
             clock,
         })
     }
@@ -135,25 +145,54 @@ impl Access {
         Arc::clone(&read(&self.chain))
     }
 
-    /// Runs the chain off the network threads (a password hash takes milliseconds).
+    /// Runs the chain. What needs no hash (no password file, no username, a certificate,
+    /// a password the file remembers from an earlier success) is decided on the spot;
+    /// anything that would check a password is first charged to its username and address
+    /// (`shoal_access::guess`: past their bounds it is refused without looking at the
+    /// password), then hashed off the network threads within the node's hashing bound
+    /// (refused at once when that is full).
     pub(crate) async fn authenticate(&self, credentials: Credentials) -> Decision {
         let chain = self.chain();
         // Most connections need no hash (no password file, or no username): no thread hop.
         if !chain.may_block(&credentials) {
             return chain.decide(&credentials);
         }
-        match tokio::task::spawn_blocking(move || chain.decide(&credentials)).await {
-            Ok(decision) => decision,
-            Err(e) => {
-                tracing::error!(error = %e, "authentication task failed");
-                Decision {
-                    verdict: shoal_access::chain::Verdict::Reject(
-                        shoal_access::chain::Rejection::NotAuthorized,
-                    ),
-                    by: "error",
+        let username = credentials.username.as_deref().unwrap_or_default();
+        // Charged before the cache is asked: unbounded cache lookups would be an oracle.
+        let ticket = match lock(&self.guesses).admit(self.now(), username, credentials.peer) {
+            Ok(ticket) => ticket,
+            Err(limit) => return busy(Busy::from(limit)),
+        };
+        let decision = match chain.decide_cached(&credentials) {
+            // A known-good password never waits behind guessers' hashes.
+            Some(decision) => decision,
+            None => match self.hashing.run(move || chain.decide(&credentials)).await {
+                Some(Ok(decision)) => decision,
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "authentication task failed");
+                    Decision {
+                        verdict: Verdict::Reject(Rejection::NotAuthorized),
+                        by: "error",
+                    }
                 }
-            }
+                None => {
+                    lock(&self.guesses).not_tried(self.now(), ticket);
+                    return busy(Busy::HashQueueFull);
+                }
+            },
+        };
+        let mut guesses = lock(&self.guesses);
+        match decision.verdict {
+            Verdict::Accept { .. } => guesses.succeeded(self.now(), ticket),
+            Verdict::Reject(Rejection::Busy(_)) => guesses.not_tried(self.now(), ticket),
+            Verdict::Reject(_) | Verdict::Abstain => guesses.failed(ticket),
         }
+        decision
+    }
+
+    /// What the node has hashed so far.
+    pub(crate) fn hash_stats(&self) -> HashStats {
+        self.hashing.stats()
     }
 
     /// Records a failed login from `addr`: how long to wait before answering it.
@@ -338,6 +377,32 @@ fn build_chain(password_file: Option<&Path>) -> Result<Chain, String> {
         None => None,
     };
     Ok(Chain::standard(passwords.map(Arc::new)))
+}
+
+/// A refusal without a password check.
+fn busy(why: Busy) -> Decision {
+    Decision {
+        verdict: Verdict::Reject(Rejection::Busy(why)),
+        by: match why {
+            Busy::UserLimit | Busy::AddressLimit => "guess_limit",
+            Busy::HashQueueFull => "hash_queue",
+        },
+    }
+}
+
+/// The guessing bounds of the configuration.
+fn guess_config(config: &Config) -> GuessConfig {
+    let rate = |limit: Option<(u32, Duration)>| {
+        limit.map(|(failures, window)| Rate {
+            failures,
+            window_ms: window.as_millis() as u64,
+        })
+    };
+    GuessConfig {
+        per_user: rate(config.auth.failures_per_user),
+        per_address: rate(config.auth.failures_per_address),
+        ..GuessConfig::default()
+    }
 }
 
 fn modified(path: Option<&Path>) -> Option<SystemTime> {

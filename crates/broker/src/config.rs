@@ -159,6 +159,27 @@ raw_config! {
     /// Connections in their handshake (PROXY header, TLS, WebSocket upgrade) at once; more
     /// wait their turn. Default 256.
     max_handshakes: usize = "SHOAL_MAX_HANDSHAKES",
+    /// Password hashes (PBKDF2, milliseconds of a core each) computed at once, at most;
+    /// more wait in `auth_hash_queue`. Default 2: a guessing flood takes at most two
+    /// cores, and 2 × 140 logins a second that need a hash get through. Logins whose
+    /// password the node remembers from an earlier success never wait here.
+    auth_max_concurrent_hashes: usize = "SHOAL_AUTH_MAX_CONCURRENT_HASHES",
+    /// Logins waiting for a hashing slot, at most; more are refused at once with CONNACK
+    /// 0x89 (3.1.1: return code 3). Default 32 (about 100 ms of waiting at the default).
+    auth_hash_queue: usize = "SHOAL_AUTH_HASH_QUEUE",
+    /// Failed logins one username may have within `auth_failures_per_user_window`
+    /// seconds, from all addresses that never logged in as it (token bucket); past it the
+    /// password is not checked: CONNACK 0x89 (3.1.1: 3) after the failure delay. Default
+    /// 10; 0: no limit.
+    auth_failures_per_user: u32 = "SHOAL_AUTH_FAILURES_PER_USER",
+    /// The window of `auth_failures_per_user`, seconds. Default 60.
+    auth_failures_per_user_window: u64 = "SHOAL_AUTH_FAILURES_PER_USER_WINDOW",
+    /// Failed logins one client address (IPv4, or IPv6 /64) may have within
+    /// `auth_failures_per_address_window` seconds, whatever the usernames, the same way.
+    /// Default 30; 0: no limit.
+    auth_failures_per_address: u32 = "SHOAL_AUTH_FAILURES_PER_ADDRESS",
+    /// The window of `auth_failures_per_address`, seconds. Default 60.
+    auth_failures_per_address_window: u64 = "SHOAL_AUTH_FAILURES_PER_ADDRESS_WINDOW",
     /// Flapping detection: this many connects of one client id within
     /// `flapping_window` seconds ban it for `flapping_ban` seconds. Default 0 (off).
     flapping_max_connects: u32 = "SHOAL_FLAPPING_MAX_CONNECTS",
@@ -350,6 +371,20 @@ pub struct ClientLimits {
     pub packet_timeout: Duration,
 }
 
+/// Bounds on password checking: how many hashes at once, and how many failures per
+/// username and per address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthLimits {
+    /// Hashes computed at once.
+    pub max_concurrent_hashes: usize,
+    /// Logins waiting for a hashing slot.
+    pub hash_queue: usize,
+    /// Failures per username, and the window; `None`: no limit.
+    pub failures_per_user: Option<(u32, Duration)>,
+    /// Failures per address, and the window; `None`: no limit.
+    pub failures_per_address: Option<(u32, Duration)>,
+}
+
 /// Flapping detection settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlappingSettings {
@@ -384,6 +419,8 @@ pub struct Config {
     pub max_handshakes: usize,
     /// Flapping detection, if on.
     pub flapping: Option<FlappingSettings>,
+    /// Bounds on password checking.
+    pub auth: AuthLimits,
     /// Per-client limits.
     pub limits: ClientLimits,
     /// What each session enforces and announces.
@@ -543,6 +580,28 @@ impl Config {
                 })
             }
         };
+        let auth = AuthLimits {
+            max_concurrent_hashes: match raw.auth_max_concurrent_hashes.unwrap_or(2) {
+                0 => {
+                    return Err(invalid(
+                        "auth_max_concurrent_hashes",
+                        "0 would check no password".into(),
+                    ));
+                }
+                n => n,
+            },
+            hash_queue: raw.auth_hash_queue.unwrap_or(32),
+            failures_per_user: failure_limit(
+                "auth_failures_per_user_window",
+                raw.auth_failures_per_user.unwrap_or(10),
+                raw.auth_failures_per_user_window.unwrap_or(60),
+            )?,
+            failures_per_address: failure_limit(
+                "auth_failures_per_address_window",
+                raw.auth_failures_per_address.unwrap_or(30),
+                raw.auth_failures_per_address_window.unwrap_or(60),
+            )?,
+        };
         let max_topic_levels = raw.max_topic_levels.unwrap_or(128);
         if max_topic_levels == 0 {
             return Err(invalid(
@@ -584,6 +643,7 @@ impl Config {
             bind_client_id_to_username: raw.bind_client_id_to_username.unwrap_or(false),
             max_handshakes,
             flapping,
+            auth,
             limits,
             data_dir: raw.data_dir.unwrap_or_else(|| PathBuf::from("data")),
             admin_listen: raw.admin_listen.unwrap_or_else(|| {
@@ -599,6 +659,21 @@ impl Config {
             log,
         })
     }
+}
+
+/// A failure limit: `None` when `failures` is 0 (no limit); a window of 0 is refused.
+fn failure_limit(
+    window_key: &str,
+    failures: u32,
+    window: u64,
+) -> Result<Option<(u32, Duration)>, ConfigError> {
+    if failures == 0 {
+        return Ok(None);
+    }
+    if window == 0 {
+        return Err(invalid(window_key, "must be at least 1 second".into()));
+    }
+    Ok(Some((failures, Duration::from_secs(window))))
 }
 
 fn invalid(key: impl Into<String>, reason: String) -> ConfigError {
@@ -802,6 +877,66 @@ mod tests {
         assert_eq!(config.session.maximum_packet_size, 1 << 20);
         assert_eq!(config.sys_interval, Some(Duration::from_secs(10)));
         assert_eq!(config.admin_listen.port(), 18083);
+        assert_eq!(
+            config.auth,
+            AuthLimits {
+                max_concurrent_hashes: 2,
+                hash_queue: 32,
+                failures_per_user: Some((10, Duration::from_secs(60))),
+                failures_per_address: Some((30, Duration::from_secs(60))),
+            }
+        );
+    }
+
+    #[test]
+    fn guessing_bounds_turn_off_with_zero_and_refuse_empty_windows_and_slots() {
+        let raw = RawConfig {
+            auth_failures_per_user: Some(0),
+            auth_failures_per_address: Some(0),
+            ..Default::default()
+        };
+        let config = Config::from_raw(raw).expect("valid");
+        assert_eq!(config.auth.failures_per_user, None);
+        assert_eq!(config.auth.failures_per_address, None);
+        for (raw, key) in [
+            (
+                RawConfig {
+                    auth_max_concurrent_hashes: Some(0),
+                    ..Default::default()
+                },
+                "auth_max_concurrent_hashes",
+            ),
+            (
+                RawConfig {
+                    auth_failures_per_user_window: Some(0),
+                    ..Default::default()
+                },
+                "auth_failures_per_user_window",
+            ),
+            (
+                RawConfig {
+                    auth_failures_per_address_window: Some(0),
+                    ..Default::default()
+                },
+                "auth_failures_per_address_window",
+            ),
+        ] {
+            let err = Config::from_raw(raw).expect_err("refused");
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let help = <RawConfig as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        for key in [
+            "--auth-max-concurrent-hashes",
+            "--auth-hash-queue",
+            "--auth-failures-per-user",
+            "--auth-failures-per-user-window",
+            "--auth-failures-per-address",
+            "--auth-failures-per-address-window",
+        ] {
+            assert!(help.contains(key), "{key} in --help");
+        }
     }
 
     #[test]

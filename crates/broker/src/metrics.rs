@@ -53,9 +53,13 @@ pub const CONNECTIONS_REFUSED: &str = "shoal_connections_refused_total";
 pub const HANDSHAKE_SECONDS: &str = "shoal_handshake_seconds";
 /// Counter: handshakes that failed or timed out, by `listener`.
 pub const HANDSHAKES_FAILED: &str = "shoal_handshakes_failed_total";
-/// Counter: authentication failures (wrong credentials, not authorized, banned), by
-/// `reason`.
+/// Counter: authentication failures, by `reason`: bad_credentials, not_authorized,
+/// banned, client_id_owner, and refusals without a password check: user_limit,
+/// address_limit (`auth_failures_per_*`), hash_queue_full (`auth_hash_queue`).
 pub const AUTH_FAILURES: &str = "shoal_auth_failures_total";
+/// Counter: password verifications that needed a hash (PBKDF2) and ran, within
+/// `auth_max_concurrent_hashes`.
+pub const AUTH_HASHES: &str = "shoal_auth_hashes_total";
 /// Counter: ACL denials, by `action` (publish, subscribe, will, deliver).
 pub const ACL_DENIED: &str = "shoal_acl_denied_total";
 /// Counter: client ids banned for flapping.

@@ -14,6 +14,7 @@ use crate::auth::Hooks;
 use crate::broker::Broker;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::hash_gate::HashStats;
 use crate::listener::Listener;
 use crate::{admin, listener, sys};
 
@@ -251,6 +252,12 @@ impl Node {
     /// The address the admin HTTP listener is bound to.
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
+    }
+
+    /// The password hashes the node has computed (tests, and the `/metrics` counter
+    /// `shoal_auth_hashes_total`).
+    pub fn hash_stats(&self) -> HashStats {
+        self.broker.access.hash_stats()
     }
 
     /// The node's shared state.

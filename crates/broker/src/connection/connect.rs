@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use shoal_access::chain::{Credentials, Rejection, Verdict};
+use shoal_access::chain::{Busy, Credentials, Rejection, Verdict};
 use shoal_codec::{
     AuthReasonCode, ConnAck, Connect, ConnectReasonCode, DecodeError, DisconnectReasonCode,
     MqttString, Packet, ProtocolVersion,
@@ -178,11 +178,41 @@ impl<T: Transport> Conn<T> {
                 "not_authorized",
                 "not authorized: credentials are required here",
             ),
+            Rejection::Busy(busy) => {
+                let (label, why) = match busy {
+                    Busy::UserLimit => (
+                        "user_limit",
+                        "too many failed logins for this user name: try again later",
+                    ),
+                    Busy::AddressLimit => (
+                        "address_limit",
+                        "too many failed logins from this address: try again later",
+                    ),
+                    // Refused at once: the node is busy, this client did nothing wrong.
+                    Busy::HashQueueFull => {
+                        metrics::counter!(m::AUTH_FAILURES, "reason" => "hash_queue_full")
+                            .increment(1);
+                        tracing::debug!("authentication refused: hashing queue full");
+                        return Err(Refused::ConnAck(
+                            connect.protocol,
+                            ConnectReasonCode::ServerBusy,
+                            Some("too many logins being checked: try again later".into()),
+                        ));
+                    }
+                };
+                (ConnectReasonCode::ServerBusy, label, why)
+            }
         };
         metrics::counter!(m::AUTH_FAILURES, "reason" => label).increment(1);
-        tracing::info!(by = decision.by, reason = label, "authentication failed");
+        if code == ConnectReasonCode::ServerBusy {
+            // A guessing flood must not flood the log: counted, logged at debug.
+            tracing::debug!(by = decision.by, reason = label, "authentication refused");
+        } else {
+            tracing::info!(by = decision.by, reason = label, "authentication failed");
+        }
         // Each failure from an address makes its next answers slower: guessing gets slow,
         // and every refusal of one address takes the same time whatever the user name.
+        // Guesses refused by their bounds wait too: a guesser learns nothing sooner.
         let delay = self.broker.access.failed(self.peer.addr.ip());
         tokio::time::sleep(delay).await;
         Err(Refused::ConnAck(connect.protocol, code, Some(why.into())))
