@@ -23,6 +23,9 @@ const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
 const GUESSERS: usize = 300;
 /// How soon a legitimate login must be answered during the attack.
 const PROMPT: Duration = Duration::from_millis(500);
+/// The same for a login whose password must be hashed: one PBKDF2 derivation, which takes
+/// 100-330 ms in a debug build and more on a loaded CI machine.
+const PROMPT_HASHED: Duration = Duration::from_millis(1500);
 /// How long a guesser waits for its CONNACK (the failure delay reaches 5 s).
 const ANSWER: Duration = Duration::from_secs(10);
 
@@ -172,7 +175,7 @@ async fn hundreds_of_parallel_guessers_get_a_handful_of_guesses_and_users_still_
     assert_eq!(alice, Some(ConnectReasonCode::Success));
     assert!(alice_took < PROMPT, "alice took {alice_took:?}");
     assert_eq!(carol, Some(ConnectReasonCode::Success));
-    assert!(carol_took < PROMPT, "carol took {carol_took:?}");
+    assert!(carol_took < PROMPT_HASHED, "carol took {carol_took:?}");
     assert_eq!(stranger, Some(ConnectReasonCode::ServerBusy));
     // Every guess was answered: a wrong password, or busy without a check.
     assert_eq!(codes.len(), 2 * GUESSERS);
