@@ -156,7 +156,8 @@ impl Session {
             // PUBCOMP (§4.9): what awaits acknowledgement, and the receipts awaiting PUBREL
             // (QoS 2 messages not yet acknowledged are in both). MQTT 3.1.1 clients, who
             // cannot be told the Receive Maximum, are held to it too: they are closed.
-            let in_use = link.unacked.len() + self.incoming_qos2.len() - link.unacked_qos2;
+            let in_use =
+                link.unacked.len() + self.incoming_qos2.len() - usize::from(link.unacked_qos2);
             if in_use >= usize::from(config.receive_maximum.get()) {
                 return Err((
                     DisconnectReasonCode::ReceiveMaximumExceeded,

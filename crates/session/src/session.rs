@@ -87,7 +87,7 @@ pub(crate) struct Link {
     /// QoS 1/2 messages from the client that we have not acknowledged yet, with their QoS.
     pub(crate) unacked: IdMap<QoS>,
     /// How many of `unacked` are QoS 2 (they are in `Session::incoming_qos2` too).
-    pub(crate) unacked_qos2: usize,
+    pub(crate) unacked_qos2: u16,
     /// Whether the CONNECT had Session Expiry Interval 0 ([MQTT-3.14.2-2]).
     pub(crate) connected_with_zero_expiry: bool,
     /// The Authentication Method of CONNECT, for re-authentication.
@@ -131,6 +131,48 @@ pub(crate) type IdMap<V> = HashMap<PacketId, V, std::hash::BuildHasherDefault<Id
 pub(crate) type IdSet =
     std::collections::HashSet<PacketId, std::hash::BuildHasherDefault<IdHasher>>;
 
+/// A set of packet identifiers made on first use: most sessions never hold one (a QoS 2
+/// receipt), and an idle session then carries one pointer instead of a table.
+#[derive(Debug, Default)]
+pub(crate) struct IdSetBox(Option<Box<IdSet>>);
+
+impl IdSetBox {
+    pub(crate) fn contains(&self, id: &PacketId) -> bool {
+        self.0.as_ref().is_some_and(|set| set.contains(id))
+    }
+
+    pub(crate) fn insert(&mut self, id: PacketId) -> bool {
+        self.0.get_or_insert_with(Default::default).insert(id)
+    }
+
+    /// Removes `id`; the table goes once empty.
+    pub(crate) fn remove(&mut self, id: &PacketId) -> bool {
+        let Some(set) = self.0.as_mut() else {
+            return false;
+        };
+        let removed = set.remove(id);
+        if set.is_empty() {
+            self.0 = None;
+        }
+        removed
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |set| set.len())
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &PacketId> + '_ {
+        self.0.iter().flat_map(|set| set.iter())
+    }
+}
+
+impl FromIterator<PacketId> for IdSetBox {
+    fn from_iter<I: IntoIterator<Item = PacketId>>(iter: I) -> Self {
+        let set: IdSet = iter.into_iter().collect();
+        Self((!set.is_empty()).then(|| Box::new(set)))
+    }
+}
+
 /// One client's session. See the crate documentation for how a driver uses it.
 #[derive(Debug)]
 pub struct Session {
@@ -159,7 +201,7 @@ pub struct Session {
     pub(crate) stored: bool,
     /// QoS 2 receipts: packet identifiers received from the client and acknowledged (or
     /// being acknowledged) with PUBREC, whose PUBREL has not come yet [MQTT-4.3.3-10].
-    pub(crate) incoming_qos2: IdSet,
+    pub(crate) incoming_qos2: IdSetBox,
     /// Where each subscription sits in `record.subscriptions`, by filter.
     pub(crate) filters: crate::filters::FilterIndex,
 }

@@ -198,7 +198,7 @@ impl<T: Transport> Conn<T> {
         let mut recipients: Option<Box<Recipients<u64>>> = None;
         // Packets that came in the same read as CONNECT are handled at once, not when the
         // client sends more.
-        let mut buffered = (!self.rbuf.is_empty()).then_some(Woke::Resume);
+        let mut buffered = !self.rbuf.is_empty();
         loop {
             // What the output confirms must be durable before it leaves (`fill_output`). If
             // the store cannot make it so, the connection ends without it: MQTT 5 clients
@@ -207,9 +207,9 @@ impl<T: Transport> Conn<T> {
                 return self.store_failed(slot, version);
             }
             self.release_idle_buffer();
-            let woke = match buffered.take() {
-                Some(woke) => woke,
-                None => std::future::poll_fn(|cx| self.poll_wait(cx, slot)).await,
+            let woke = match std::mem::take(&mut buffered) {
+                true => Woke::Resume,
+                false => std::future::poll_fn(|cx| self.poll_wait(cx, slot)).await,
             };
             let stats = &self.broker.stats;
             match woke {
