@@ -43,6 +43,9 @@ pub(crate) struct SessionSlot {
     /// the session no longer writes to the store and no connection attaches to it. Set
     /// while the session's lock is held, so a write under that lock sees it.
     retired: AtomicBool,
+    /// The earliest deadline filed for the session (`Broker::file_session_deadline`), in
+    /// seconds since the Unix epoch rounded down; 0 when none.
+    deadline_secs: AtomicU32,
 }
 
 impl SessionSlot {
@@ -61,6 +64,7 @@ impl SessionSlot {
             client: Mutex::new(ClientInfo::default()),
             kick_reason: AtomicU8::new(0),
             retired: AtomicBool::new(false),
+            deadline_secs: AtomicU32::new(0),
         }
     }
 
@@ -138,6 +142,30 @@ impl SessionSlot {
             self.retired.store(true, Ordering::Release);
         }
         self.hand_over(0);
+    }
+
+    /// Whether a deadline at `at` must be filed: none is, or only a later one. Records it.
+    pub(crate) fn file_deadline(&self, at: shoal_session::Timestamp) -> bool {
+        let secs = u32::try_from(at.as_millis() / 1000)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let filed = self.deadline_secs.load(Ordering::Acquire);
+        if filed != 0 && filed <= secs {
+            return false;
+        }
+        self.deadline_secs.store(secs, Ordering::Release);
+        true
+    }
+
+    /// The deadline filed for `at` came due: none is filed any more (unless an earlier one
+    /// replaced it).
+    pub(crate) fn deadline_taken(&self, at: shoal_session::Timestamp) {
+        let secs = u32::try_from(at.as_millis() / 1000)
+            .unwrap_or(u32::MAX)
+            .max(1);
+        let _ = self
+            .deadline_secs
+            .compare_exchange(secs, 0, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Whether the session was retired (see `retire`).
@@ -381,5 +409,29 @@ impl<K: SlotKey> SlotTable<K> {
     /// Every slot.
     pub(crate) fn values(&self) -> impl Iterator<Item = &Arc<SessionSlot>> {
         self.table.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_session::{SessionConfig, Timestamp};
+
+    #[test]
+    fn a_session_files_one_deadline_until_it_comes_due() {
+        let session = Session::new(
+            MqttString::from_static("c"),
+            Arc::new(SessionConfig::default()),
+        );
+        let slot = SessionSlot::new(1, session);
+        assert!(slot.file_deadline(Timestamp(60_000)));
+        // A reconnecting client's later deadlines are covered by the earlier one.
+        assert!(!slot.file_deadline(Timestamp(120_000)));
+        assert!(!slot.file_deadline(Timestamp(60_000)));
+        // An earlier one is filed.
+        assert!(slot.file_deadline(Timestamp(30_000)));
+        // Once it came due, the next is filed again.
+        slot.deadline_taken(Timestamp(30_000));
+        assert!(slot.file_deadline(Timestamp(120_000)));
     }
 }

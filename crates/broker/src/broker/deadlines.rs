@@ -36,15 +36,15 @@ impl Deadlines {
         lock(&self.queue).insert((at, due));
     }
 
-    /// Takes what is due at `now`, earliest first, `max` at most.
-    pub(crate) fn take_due(&self, now: Timestamp, max: usize) -> Vec<Due> {
+    /// Takes what is due at `now`, earliest first, `max` at most, with the time each was
+    /// filed for.
+    pub(crate) fn take_due(&self, now: Timestamp, max: usize) -> Vec<(Timestamp, Due)> {
         let mut queue = lock(&self.queue);
         let mut due = Vec::new();
         while due.len() < max {
             match queue.first() {
                 Some((at, _)) if *at <= now => {
-                    let (_, what) = queue.pop_first().expect("first exists");
-                    due.push(what);
+                    due.push(queue.pop_first().expect("first exists"));
                 }
                 _ => break,
             }
@@ -72,9 +72,15 @@ mod tests {
         assert!(deadlines.take_due(Timestamp(9), 10).is_empty());
         assert_eq!(
             deadlines.take_due(Timestamp(20), 10),
-            [Due::Retained(MqttString::from_static("t")), Due::Session(2)]
+            [
+                (Timestamp(10), Due::Retained(MqttString::from_static("t"))),
+                (Timestamp(20), Due::Session(2))
+            ]
         );
-        assert_eq!(deadlines.take_due(Timestamp(100), 10), [Due::Session(3)]);
+        assert_eq!(
+            deadlines.take_due(Timestamp(100), 10),
+            [(Timestamp(30), Due::Session(3))]
+        );
         assert_eq!(deadlines.len(), 0);
     }
 }

@@ -18,10 +18,11 @@ impl Broker {
     /// records from the store.
     pub(crate) fn expire(&self) {
         let now = self.now();
-        for due in self.deadlines.take_due(now, DEADLINE_BATCH) {
+        for (at, due) in self.deadlines.take_due(now, DEADLINE_BATCH) {
             match due {
                 Due::Session(id) => {
                     if let Some(slot) = self.slot_by_id(id) {
+                        slot.deadline_taken(at);
                         self.session_due(&slot);
                     }
                 }
@@ -60,7 +61,12 @@ impl Broker {
             .into_iter()
             .flatten()
             .min();
-        if let Some(at) = next {
+        // One entry per session is enough: an earlier one filed already comes first, and
+        // the sweep files the next from the session as it is then. So a client that
+        // reconnects often does not pile up entries until its expiry.
+        if let Some(at) = next
+            && slot.file_deadline(at)
+        {
             self.deadlines.file(at, Due::Session(slot.id));
         }
     }
