@@ -115,3 +115,31 @@ async fn server_keep_alive_binds_mqtt5_clients_only() {
     v3.send(Packet::PingReq).await;
     assert!(matches!(v3.recv().await, Some(Packet::PingResp)));
 }
+
+/// A retained message with this Message Expiry Interval.
+async fn retain_with_expiry(client: &mut Raw, seconds: u32, payload: &[u8], id: u16) {
+    let mut p = Publish::new(s("ret/exp"), bytes::Bytes::copy_from_slice(payload));
+    p.retain = true;
+    p.qos_pid = QosPid::AtLeastOnce(pid(id));
+    p.properties.message_expiry_interval = Some(seconds);
+    client.send(Packet::Publish(p)).await;
+    assert!(matches!(client.recv().await, Some(Packet::PubAck(_))));
+}
+
+#[tokio::test]
+async fn a_retained_message_expires_on_its_own_time_not_on_the_one_it_replaced() {
+    let node = TestNode::start().await;
+    let (mut publisher, _) = Raw::connect(node.addr(), V5, "retainer", |_| {}).await;
+    retain_with_expiry(&mut publisher, 1, b"short", 1).await;
+    retain_with_expiry(&mut publisher, 3, b"long", 2).await;
+    // Past the first message's expiry: the second is still retained.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    let (mut late, _) = Raw::connect(node.addr(), V5, "late", |_| {}).await;
+    late.subscribe(1, &[("ret/exp", QoS::AtMostOnce)]).await;
+    assert_eq!(&late.next_publish().await.payload[..], b"long");
+    // Past its own: gone.
+    tokio::time::sleep(Duration::from_millis(1_800)).await;
+    let (mut later, _) = Raw::connect(node.addr(), V5, "later", |_| {}).await;
+    later.subscribe(1, &[("ret/exp", QoS::AtMostOnce)]).await;
+    assert!(later.silent_for(Duration::from_millis(300)).await);
+}

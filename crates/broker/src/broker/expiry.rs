@@ -27,12 +27,17 @@ impl Broker {
                     }
                 }
                 Due::Retained(topic) => {
-                    let expired = read(&self.retained)
+                    let expires_at = read(&self.retained)
                         .get(&topic)
-                        .is_some_and(|message| message.is_expired(now));
-                    if expired {
-                        write(&self.retained).remove(&topic);
-                        let _ = self.store.remove_retained(&topic);
+                        .and_then(|message| message.expires_at);
+                    match expires_at {
+                        Some(at) if at <= now => {
+                            write(&self.retained).remove(&topic);
+                            let _ = self.store.remove_retained(&topic);
+                        }
+                        // Replaced by a message that expires later: its turn then.
+                        Some(at) => self.deadlines.file(at, Due::Retained(topic)),
+                        None => {}
                     }
                 }
             }

@@ -109,12 +109,19 @@ impl Broker {
         } else {
             // Kept for long: its own allocation, not its packet's read buffer.
             let kept = Arc::new(message.detached());
-            if let Some(at) = kept.expires_at {
-                self.deadlines
-                    .file(at, super::deadlines::Due::Retained(kept.topic.clone()));
-            }
+            let expires_at = kept.expires_at;
             let stored = persist.then(|| self.store.put_retained(&kept));
-            write(&self.retained).insert(topic, kept);
+            let replaced = write(&self.retained).insert(topic, kept);
+            // One deadline per topic is enough: the one filed for the message replaced, if
+            // earlier, comes first and files the next (`expire`).
+            if let Some(at) = expires_at
+                && replaced
+                    .and_then(|old| old.expires_at)
+                    .is_none_or(|earlier| earlier > at)
+            {
+                self.deadlines
+                    .file(at, super::deadlines::Due::Retained(message.topic.clone()));
+            }
             stored
         };
         match result {
