@@ -12,7 +12,7 @@ use crate::type_config::RaftNodeId;
 
 pub(crate) type Result<T> = std::result::Result<T, StorageError<RaftNodeId>>;
 
-/// Encodes `value`; `subject` and `verb` say what was being written, for the error.
+/// Encodes `value`; `subject` says what was being written, for the error.
 pub(crate) fn encode<T: Serialize>(
     value: &T,
     subject: ErrorSubject<RaftNodeId>,
