@@ -118,6 +118,21 @@ impl Store {
         self.inner.commit.flush_blocking()
     }
 
+    /// Opens (or creates) a tree of another crate in this node's database, so that its
+    /// writes share this store's flushes: [`flush`](Self::flush) makes them durable too.
+    /// shoal-cluster keeps each Raft group's log and state machine in trees named
+    /// `raft/<group>/...`. The store's own trees are not handed out.
+    ///
+    /// # Panics
+    /// If `name` is one of the store's own trees (a programming error, not an input).
+    pub fn open_tree(&self, name: &str) -> Result<sled::Tree, StoreError> {
+        assert!(
+            ![SESSIONS, QUEUES, RETAINED, EXPIRY].contains(&name),
+            "tree {name:?} belongs to the store"
+        );
+        Ok(self.inner.db.open_tree(name)?)
+    }
+
     /// Counters of the flushes since the store was opened.
     pub fn flush_stats(&self) -> FlushStats {
         self.inner.commit.stats()

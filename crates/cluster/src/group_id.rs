@@ -1,0 +1,45 @@
+//! `GroupId`: which Raft group a log, a state machine or a message belongs to.
+
+use std::fmt;
+
+/// A Raft group of the cluster. Displayed as it appears in tree names: `meta`,
+/// `routes/3`, `retained/0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupId {
+    /// The one group of membership, shard map and bans.
+    Meta,
+    /// Route shard `n`: which nodes have subscribers of which filters.
+    Routes(u16),
+    /// Retained message shard `n`.
+    Retained(u16),
+}
+
+impl GroupId {
+    /// The name of this group's sled tree `part` (`log`, `sm`): `raft/routes/0/log`. Every
+    /// group of a node lives in the node's one database, each in trees of its own.
+    pub fn tree_name(self, part: &str) -> String {
+        format!("raft/{self}/{part}")
+    }
+}
+
+impl fmt::Display for GroupId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Meta => f.write_str("meta"),
+            Self::Routes(n) => write!(f, "routes/{n}"),
+            Self::Retained(n) => write!(f, "retained/{n}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_names_start_with_the_group() {
+        assert_eq!(GroupId::Routes(0).tree_name("log"), "raft/routes/0/log");
+        assert_eq!(GroupId::Meta.tree_name("sm"), "raft/meta/sm");
+        assert_eq!(GroupId::Retained(7).tree_name("sm"), "raft/retained/7/sm");
+    }
+}
