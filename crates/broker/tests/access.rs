@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use shoal_access::password::PasswordFile;
 use shoal_broker::config::RawListener;
 use shoal_codec::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,18 +40,6 @@ const QUIET: Duration = Duration::from_millis(300);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// Writes a password file of `users` (name, password) at `dir/passwd`.
-fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
-    let path = dir.join("passwd");
-    let mut file = PasswordFile::new();
-    for (user, password) in users {
-        file.set(user, password.as_bytes())
-            .expect("a valid user name");
-    }
-    file.save(&path).expect("password file written");
-    path
-}
 
 /// Writes `text` as the ACL file `dir/acl`.
 fn acl_file(dir: &Path, text: &str) -> PathBuf {

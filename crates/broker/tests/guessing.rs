@@ -8,12 +8,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use common::*;
-use shoal_access::password::PasswordFile;
 use shoal_codec::*;
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
@@ -28,18 +26,6 @@ const PROMPT: Duration = Duration::from_millis(500);
 const PROMPT_HASHED: Duration = Duration::from_millis(1500);
 /// How long a guesser waits for its CONNACK (the failure delay reaches 5 s).
 const ANSWER: Duration = Duration::from_secs(10);
-
-/// Writes a password file of `users` (name, password) at `dir/passwd`.
-fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
-    let path = dir.join("passwd");
-    let mut file = PasswordFile::new();
-    for (user, password) in users {
-        file.set(user, password.as_bytes())
-            .expect("a valid user name");
-    }
-    file.save(&path).expect("password file written");
-    path
-}
 
 /// A connection to `addr` from the loopback address `source`.
 async fn open_from(source: &str, addr: SocketAddr, version: ProtocolVersion) -> Raw {

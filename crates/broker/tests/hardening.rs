@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::*;
-use shoal_access::password::PasswordFile;
 use shoal_codec::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -22,18 +21,6 @@ const QUIET: Duration = Duration::from_millis(300);
 
 // ---------------------------------------------------------------------------------------
 // Helpers
-
-/// Writes a password file of `users` (name, password) at `dir/passwd`.
-fn password_file(dir: &Path, users: &[(&str, &str)]) -> PathBuf {
-    let path = dir.join("passwd");
-    let mut file = PasswordFile::new();
-    for (user, password) in users {
-        file.set(user, password.as_bytes())
-            .expect("a valid user name");
-    }
-    file.save(&path).expect("password file written");
-    path
-}
 
 /// A CONNECT tweak that logs in as `user` with `password`.
 fn login(user: &str, password: &str) -> impl FnOnce(&mut Connect) {

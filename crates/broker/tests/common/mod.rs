@@ -341,3 +341,15 @@ pub fn http_response(response: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// Writes a password file of `users` (name, password) at `dir/passwd`.
+pub fn password_file(dir: &std::path::Path, users: &[(&str, &str)]) -> std::path::PathBuf {
+    let path = dir.join("passwd");
+    let mut file = shoal_access::password::PasswordFile::new();
+    for (user, password) in users {
+        file.set(user, password.as_bytes())
+            .expect("a valid user name");
+    }
+    file.save(&path).expect("password file written");
+    path
+}
