@@ -204,7 +204,7 @@ impl<T: Transport> Conn<T> {
             // the store cannot make it so, the connection ends without it: MQTT 5 clients
             // are told 0x80, and nothing unconfirmed is acknowledged.
             if self.fill_output(slot, version) && !Box::pin(flush_store(&self.broker)).await {
-                return self.store_failed(slot, version);
+                return self.store_failed(slot);
             }
             self.release_idle_buffer();
             let woke = match std::mem::take(&mut buffered) {
@@ -278,14 +278,13 @@ impl<T: Transport> Conn<T> {
 
     /// The store could not make the output durable: the output is dropped unsent, MQTT 5
     /// clients get DISCONNECT 0x80, and the connection ends.
-    fn store_failed(&mut self, slot: &SessionSlot, version: ProtocolVersion) -> CloseReason {
+    fn store_failed(&mut self, slot: &SessionSlot) -> CloseReason {
         metrics::counter!(m::ACKS_FAILED, "kind" => "output").increment(1);
         self.wbuf.clear();
         let reason = DisconnectReasonCode::UnspecifiedError;
         let mut session = slot.lock();
         session.close_explained(reason, true, Some("the broker's store failed"));
         // The DISCONNECT (MQTT 5) is what is left to send; `finish` writes it.
-        let _ = version;
         CloseReason {
             reason,
             publish_will: true,
