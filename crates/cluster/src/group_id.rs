@@ -32,6 +32,24 @@ impl fmt::Display for GroupId {
     }
 }
 
+impl std::str::FromStr for GroupId {
+    type Err = String;
+
+    /// Reads a group as displayed: `meta`, `routes/3`, `retained/0`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let shard = |n: &str| {
+            n.parse::<u16>()
+                .map_err(|_| format!("not a group: {s:?} (its shard is not a number)"))
+        };
+        match s.split_once('/') {
+            None if s == "meta" => Ok(Self::Meta),
+            Some(("routes", n)) => Ok(Self::Routes(shard(n)?)),
+            Some(("retained", n)) => Ok(Self::Retained(shard(n)?)),
+            _ => Err(format!("not a group: {s:?}")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +59,15 @@ mod tests {
         assert_eq!(GroupId::Routes(0).tree_name("log"), "raft/routes/0/log");
         assert_eq!(GroupId::Meta.tree_name("sm"), "raft/meta/sm");
         assert_eq!(GroupId::Retained(7).tree_name("sm"), "raft/retained/7/sm");
+    }
+
+    #[test]
+    fn groups_read_back_as_displayed_and_bad_names_are_errors() {
+        for group in [GroupId::Meta, GroupId::Routes(3), GroupId::Retained(0)] {
+            assert_eq!(group.to_string().parse::<GroupId>(), Ok(group));
+        }
+        assert!("routes/x".parse::<GroupId>().is_err());
+        assert!("sessions/1".parse::<GroupId>().is_err());
+        assert!("".parse::<GroupId>().is_err());
     }
 }

@@ -22,9 +22,9 @@ use shoal_store::Store;
 
 use crate::encoding::{Result, decode, encode, io_error};
 use crate::group_id::GroupId;
-use crate::type_config::{RaftNodeId, RouteGroupConfig};
+use crate::type_config::{GroupConfig, RaftNodeId};
 
-type Entry = openraft::Entry<RouteGroupConfig>;
+type Entry = openraft::Entry<GroupConfig>;
 
 const ENTRY_PREFIX: u8 = b'e';
 const VOTE: &[u8] = b"m:vote";
@@ -122,7 +122,7 @@ impl SledLogStore {
     }
 }
 
-impl RaftLogReader<RouteGroupConfig> for SledLogStore {
+impl RaftLogReader<GroupConfig> for SledLogStore {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
@@ -153,10 +153,10 @@ impl RaftLogReader<RouteGroupConfig> for SledLogStore {
     }
 }
 
-impl RaftLogStorage<RouteGroupConfig> for SledLogStore {
+impl RaftLogStorage<GroupConfig> for SledLogStore {
     type LogReader = Self;
 
-    async fn get_log_state(&mut self) -> Result<LogState<RouteGroupConfig>> {
+    async fn get_log_state(&mut self) -> Result<LogState<GroupConfig>> {
         let last_purged_log_id: Option<LogId<RaftNodeId>> =
             self.read_value(PURGED, ErrorSubject::Logs)?;
         let last_log_id = match self.last_entry()? {
@@ -197,7 +197,7 @@ impl RaftLogStorage<RouteGroupConfig> for SledLogStore {
         self.read_value(COMMITTED, ErrorSubject::Store)
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<RouteGroupConfig>) -> Result<()>
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<GroupConfig>) -> Result<()>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

@@ -1,20 +1,25 @@
-//! `SledStateMachine`: a route group's [`RouteTable`] applied from the log, kept in
-//! memory for lookups and written through to the tree `raft/<group>/sm`, with its
-//! snapshot.
+//! `SledStateMachine`: a group's [`GroupState`] applied from the log, kept in memory for
+//! lookups and written through to the tree `raft/<group>/sm`, with its snapshot. What an
+//! entry changed is reported to the group's [`Observer`] (the node's route index, the
+//! broker's retained messages), so that the memory of the node and the store change
+//! together in the apply and never disagree.
 //!
 //! Keys of the tree:
 //! - `r:` + filter: the nodes with subscribers of the filter (JSON list);
+//! - `o:` + client id: its owner (JSON); `a:epoch`: the last epoch handed out;
+//! - `t:` + topic: its retained message (the store's message format, raw);
+//! - `n:` + node id (decimal): a member (JSON);
 //! - `a:applied`, `a:membership`: the last applied log id and membership;
 //! - `s:meta`, `s:data`: the current snapshot, its metadata and its bytes.
 //!
-//! Each `apply` call writes its routes and the applied log id in one batch, so the tree
-//! never holds routes of entries it does not count as applied. Those writes are not
+//! Each `apply` call writes what it changed and the applied log id in one batch, so the
+//! tree never holds state of entries it does not count as applied. Those writes are not
 //! flushed: after a crash the applied log id may be older, and openraft re-applies the
 //! entries after it from the (flushed) log. Installing or building a snapshot does
 //! flush, since the log before it may then be purged.
-
 use std::collections::BTreeSet;
 use std::io::{self, Cursor};
+use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
@@ -25,21 +30,49 @@ use shoal_store::Store;
 
 use crate::encoding::{Result, decode, encode, io_error};
 use crate::group_id::GroupId;
-use crate::route_table::{RouteCommand, RouteResponse, RouteTable};
-use crate::type_config::{RaftNodeId, RouteGroupConfig};
+use crate::state::{GroupState, Response, Touched};
+use crate::type_config::{GroupConfig, RaftNodeId};
 
-type Entry = openraft::Entry<RouteGroupConfig>;
+type Entry = openraft::Entry<GroupConfig>;
 type Membership = StoredMembership<RaftNodeId, openraft::BasicNode>;
 type Meta = SnapshotMeta<RaftNodeId, openraft::BasicNode>;
 
 const ROUTE_PREFIX: &[u8] = b"r:";
+const OWNER_PREFIX: &[u8] = b"o:";
+const RETAINED_PREFIX: &[u8] = b"t:";
+const NODE_PREFIX: &[u8] = b"n:";
+const EPOCH: &[u8] = b"a:epoch";
+const PREFIXES: [&[u8]; 4] = [ROUTE_PREFIX, OWNER_PREFIX, RETAINED_PREFIX, NODE_PREFIX];
 const APPLIED: &[u8] = b"a:applied";
 const MEMBERSHIP: &[u8] = b"a:membership";
 const SNAPSHOT_META: &[u8] = b"s:meta";
 const SNAPSHOT_DATA: &[u8] = b"s:data";
 
-fn route_key(filter: &str) -> Vec<u8> {
-    [ROUTE_PREFIX, filter.as_bytes()].concat()
+fn key_of(touched: &Touched) -> Vec<u8> {
+    match touched {
+        Touched::Route(filter) => [ROUTE_PREFIX, filter.as_bytes()].concat(),
+        Touched::Owner(client) => [OWNER_PREFIX, client.as_bytes()].concat(),
+        Touched::Retained(topic) => [RETAINED_PREFIX, topic.as_bytes()].concat(),
+        Touched::Node(node) => [NODE_PREFIX, node.to_string().as_bytes()].concat(),
+        Touched::Epoch => EPOCH.to_vec(),
+    }
+}
+
+/// Who is told what the group's applies changed: called with the group's state after the
+/// change, for each key changed, while the state machine applies (so before the entry
+/// counts as applied for `WaitApplied`). Called for every key at start and after a
+/// snapshot is installed. Must not block.
+pub trait Observer: Send + Sync + 'static {
+    /// `key` changed; `state` is the group's state now.
+    fn changed(&self, group: GroupId, state: &GroupState, key: &Touched);
+}
+
+/// An observer that is told nothing (storage tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    fn changed(&self, _: GroupId, _: &GroupState, _: &Touched) {}
 }
 
 /// What a snapshot holds: the whole state at one log id.
@@ -47,20 +80,24 @@ fn route_key(filter: &str) -> Vec<u8> {
 struct Applied {
     last_applied: Option<LogId<RaftNodeId>>,
     membership: Membership,
-    routes: RouteTable,
+    state: GroupState,
 }
 
-/// The state machine of one route group.
+/// The state machine of one group.
 pub struct SledStateMachine {
+    group: GroupId,
     tree: sled::Tree,
     store: Store,
-    state: Applied,
+    applied: Applied,
+    /// The state as applied, shared with the node for lookups (read-locked briefly).
+    shared: Arc<RwLock<GroupState>>,
+    observer: Arc<dyn Observer>,
 }
 
 impl SledStateMachine {
-    /// Opens (or creates) the state machine of `group` in `store`'s database and reads
-    /// its routes back into memory.
-    pub fn open(store: &Store, group: GroupId) -> Result<Self> {
+    /// Opens (or creates) the state machine of `group` in `store`'s database, reads its
+    /// state back into memory and reports every key of it to `observer`.
+    pub fn open(store: &Store, group: GroupId, observer: Arc<dyn Observer>) -> Result<Self> {
         let tree = store
             .open_tree(&group.tree_name("sm"))
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
@@ -68,60 +105,121 @@ impl SledStateMachine {
             tree.get(key)
                 .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))
         };
-        let mut state = Applied::default();
+        let mut applied = Applied::default();
         if let Some(bytes) = read(APPLIED)? {
-            state.last_applied = decode(&bytes, &tree, APPLIED, ErrorSubject::StateMachine)?;
+            applied.last_applied = decode(&bytes, &tree, APPLIED, ErrorSubject::StateMachine)?;
         }
         if let Some(bytes) = read(MEMBERSHIP)? {
-            state.membership = decode(&bytes, &tree, MEMBERSHIP, ErrorSubject::StateMachine)?;
+            applied.membership = decode(&bytes, &tree, MEMBERSHIP, ErrorSubject::StateMachine)?;
         }
-        for item in tree.scan_prefix(ROUTE_PREFIX) {
-            let (key, value) =
-                item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
-            let filter = String::from_utf8(key[ROUTE_PREFIX.len()..].to_vec())
-                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
-            let nodes: BTreeSet<RaftNodeId> =
-                decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
-            state.routes.set(filter, nodes);
+        if let Some(bytes) = read(EPOCH)? {
+            applied.state.epoch = decode(&bytes, &tree, EPOCH, ErrorSubject::StateMachine)?;
+        }
+        let bad = |e: &dyn std::fmt::Display| {
+            io_error(
+                ErrorSubject::StateMachine,
+                ErrorVerb::Read,
+                &io::Error::other(e.to_string()),
+            )
+        };
+        for prefix in PREFIXES {
+            for item in tree.scan_prefix(prefix) {
+                let (key, value) =
+                    item.map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
+                let name = String::from_utf8(key[prefix.len()..].to_vec()).map_err(|e| bad(&e))?;
+                let state = &mut applied.state;
+                match prefix {
+                    ROUTE_PREFIX => {
+                        let nodes: BTreeSet<RaftNodeId> =
+                            decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
+                        state.routes.insert(name, nodes);
+                    }
+                    OWNER_PREFIX => {
+                        let owner = decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
+                        state.owners.insert(name, owner);
+                    }
+                    RETAINED_PREFIX => {
+                        state.retained.insert(name, value.to_vec());
+                    }
+                    _ => {
+                        let node = name.parse().map_err(|e| bad(&e))?;
+                        let member = decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
+                        state.nodes.insert(node, member);
+                    }
+                }
+            }
+        }
+        let mut keys = BTreeSet::new();
+        applied.state.keys(&mut keys);
+        for key in &keys {
+            observer.changed(group, &applied.state, key);
         }
         Ok(Self {
+            group,
             tree,
             store: store.clone(),
-            state,
+            shared: Arc::new(RwLock::new(applied.state.clone())),
+            applied,
+            observer,
         })
     }
 
-    /// The route table as applied so far.
-    pub fn routes(&self) -> &RouteTable {
-        &self.state.routes
+    /// The state as applied, shared: the node reads it for lookups.
+    pub fn shared(&self) -> Arc<RwLock<GroupState>> {
+        Arc::clone(&self.shared)
+    }
+
+    /// The state as applied so far.
+    pub fn state(&self) -> &GroupState {
+        &self.applied.state
     }
 
     /// The last applied log id.
     pub fn last_applied(&self) -> Option<LogId<RaftNodeId>> {
-        self.state.last_applied
+        self.applied.last_applied
     }
 
     fn applied_batch(&self, batch: &mut sled::Batch) -> Result<()> {
         batch.insert(
             APPLIED,
-            encode(&self.state.last_applied, ErrorSubject::StateMachine)?,
+            encode(&self.applied.last_applied, ErrorSubject::StateMachine)?,
         );
         batch.insert(
             MEMBERSHIP,
-            encode(&self.state.membership, ErrorSubject::StateMachine)?,
+            encode(&self.applied.membership, ErrorSubject::StateMachine)?,
         );
         Ok(())
     }
 
-    fn route_write(&self, batch: &mut sled::Batch, filter: &str) -> Result<()> {
-        match self.state.routes.nodes(filter) {
-            Some(nodes) => batch.insert(
-                route_key(filter),
-                encode(nodes, ErrorSubject::StateMachine)?,
-            ),
-            None => batch.remove(route_key(filter)),
+    /// Writes the current value of `touched` (or its removal) into `batch`.
+    fn key_write(&self, batch: &mut sled::Batch, touched: &Touched) -> Result<()> {
+        let state = &self.applied.state;
+        let key = key_of(touched);
+        let subject = || ErrorSubject::StateMachine;
+        let value = match touched {
+            Touched::Route(filter) => state.routes.get(filter).map(|n| encode(n, subject())),
+            Touched::Owner(client) => state.owners.get(client).map(|o| encode(o, subject())),
+            Touched::Retained(topic) => state.retained.get(topic).map(|m| Ok(m.clone())),
+            Touched::Node(node) => state.nodes.get(node).map(|m| encode(m, subject())),
+            Touched::Epoch => Some(encode(&state.epoch, subject())),
+        };
+        match value {
+            Some(value) => batch.insert(key, value?),
+            None => batch.remove(key),
         }
         Ok(())
+    }
+
+    /// Publishes the applied state for lookups and tells the observer what changed.
+    fn publish(&self, touched: &BTreeSet<Touched>) {
+        if touched.is_empty() {
+            return;
+        }
+        let mut shared = self.shared.write().unwrap_or_else(|e| e.into_inner());
+        *shared = self.applied.state.clone();
+        for key in touched {
+            self.observer.changed(self.group, &shared, key);
+        }
     }
 }
 
@@ -149,14 +247,14 @@ fn read_snapshot_meta(tree: &sled::Tree) -> Result<Option<Meta>> {
 }
 
 /// Builds a snapshot of the state as it was when openraft asked for the builder.
-pub struct RouteSnapshotBuilder {
+pub struct SnapshotBuilder {
     tree: sled::Tree,
     store: Store,
     state: Applied,
 }
 
-impl RaftSnapshotBuilder<RouteGroupConfig> for RouteSnapshotBuilder {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<RouteGroupConfig>> {
+impl RaftSnapshotBuilder<GroupConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<GroupConfig>> {
         let data = snapshot_bytes(&self.state)?;
         let snapshot_id = match self.state.last_applied {
             Some(log_id) => log_id.to_string(),
@@ -189,14 +287,14 @@ impl RaftSnapshotBuilder<RouteGroupConfig> for RouteSnapshotBuilder {
     }
 }
 
-impl RaftStateMachine<RouteGroupConfig> for SledStateMachine {
-    type SnapshotBuilder = RouteSnapshotBuilder;
+impl RaftStateMachine<GroupConfig> for SledStateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<RaftNodeId>>, Membership)> {
-        Ok((self.state.last_applied, self.state.membership.clone()))
+        Ok((self.applied.last_applied, self.applied.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<RouteResponse>>
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -204,41 +302,34 @@ impl RaftStateMachine<RouteGroupConfig> for SledStateMachine {
         let mut responses = Vec::new();
         let mut touched = BTreeSet::new();
         for entry in entries {
-            self.state.last_applied = Some(entry.log_id);
+            self.applied.last_applied = Some(entry.log_id);
             let response = match entry.payload {
-                EntryPayload::Blank => RouteResponse::default(),
-                EntryPayload::Normal(command) => {
-                    let response = self.state.routes.apply(&command);
-                    if response.changed {
-                        let (RouteCommand::AddRoute { filter, .. }
-                        | RouteCommand::RemoveRoute { filter, .. }) = command;
-                        touched.insert(filter);
-                    }
-                    response
-                }
+                EntryPayload::Blank => Response::Done,
+                EntryPayload::Normal(command) => self.applied.state.apply(&command, &mut touched),
                 EntryPayload::Membership(membership) => {
-                    self.state.membership = StoredMembership::new(Some(entry.log_id), membership);
-                    RouteResponse::default()
+                    self.applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    Response::Done
                 }
             };
             responses.push(response);
         }
         let mut batch = sled::Batch::default();
-        for filter in &touched {
-            self.route_write(&mut batch, filter)?;
+        for key in &touched {
+            self.key_write(&mut batch, key)?;
         }
         self.applied_batch(&mut batch)?;
         self.tree
             .apply_batch(batch)
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        self.publish(&touched);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        RouteSnapshotBuilder {
+        SnapshotBuilder {
             tree: self.tree.clone(),
             store: self.store.clone(),
-            state: self.state.clone(),
+            state: self.applied.clone(),
         }
     }
 
@@ -253,26 +344,34 @@ impl RaftStateMachine<RouteGroupConfig> for SledStateMachine {
     ) -> Result<()> {
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let data = snapshot.into_inner();
-        let state: Applied = serde_json::from_slice(&data)
+        let installed: Applied = serde_json::from_slice(&data)
             .map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
+        // Every key of the old state and of the new one: the old ones are removed, the new
+        // ones written, and each is reported with its new value.
+        let mut touched = BTreeSet::new();
+        self.applied.state.keys(&mut touched);
+        installed.state.keys(&mut touched);
         let mut batch = sled::Batch::default();
-        for key in self.tree.scan_prefix(ROUTE_PREFIX).keys() {
-            let key = key.map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
-            batch.remove(key);
+        for prefix in PREFIXES {
+            for key in self.tree.scan_prefix(prefix).keys() {
+                let key = key.map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
+                batch.remove(key);
+            }
         }
-        for (filter, nodes) in state.routes.iter() {
-            batch.insert(route_key(filter), encode(nodes, subject.clone())?);
-        }
-        self.state = Applied {
+        self.applied = Applied {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
-            routes: state.routes,
+            state: installed.state,
         };
+        for key in &touched {
+            self.key_write(&mut batch, key)?;
+        }
         self.applied_batch(&mut batch)?;
         snapshot_batch(&mut batch, meta, &data)?;
         self.tree
             .apply_batch(batch)
             .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
+        self.publish(&touched);
         self.store
             .flush()
             .await
@@ -280,7 +379,7 @@ impl RaftStateMachine<RouteGroupConfig> for SledStateMachine {
             .map_err(|e| io_error(subject, ErrorVerb::Write, &e))
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<RouteGroupConfig>>> {
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<GroupConfig>>> {
         let Some(meta) = read_snapshot_meta(&self.tree)? else {
             return Ok(None);
         };

@@ -1,18 +1,19 @@
-//! `RouteGroupConfig`: the openraft types of a route group.
+//! `GroupConfig`: the openraft types of every group of the cluster.
 
 use std::io::Cursor;
 
-use crate::route_table::{RouteCommand, RouteResponse};
+use crate::state::{Command, Response};
 
 openraft::declare_raft_types!(
-    /// openraft's type configuration of a route group: commands are [`RouteCommand`]s,
-    /// node ids `u64`, snapshots whole byte buffers (a route index is small).
-    pub RouteGroupConfig:
-        D = RouteCommand,
-        R = RouteResponse,
+    /// openraft's type configuration of a group: commands are [`Command`]s, node ids
+    /// `u64`, nodes their cluster address, snapshots whole byte buffers (a group's state
+    /// is small next to the memory of the node that holds all of it).
+    pub GroupConfig:
+        D = Command,
+        R = Response,
         NodeId = u64,
         Node = openraft::BasicNode,
-        Entry = openraft::Entry<RouteGroupConfig>,
+        Entry = openraft::Entry<GroupConfig>,
         SnapshotData = Cursor<Vec<u8>>,
         AsyncRuntime = openraft::TokioRuntime,
 );

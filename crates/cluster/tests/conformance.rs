@@ -3,7 +3,9 @@
 
 use openraft::StorageError;
 use openraft::testing::{StoreBuilder, Suite};
-use shoal_cluster::{GroupId, RaftNodeId, RouteGroupConfig, SledLogStore, SledStateMachine};
+use std::sync::Arc;
+
+use shoal_cluster::{GroupConfig, GroupId, NoObserver, RaftNodeId, SledLogStore, SledStateMachine};
 use shoal_store::{Store, StoreConfig};
 use tempfile::TempDir;
 
@@ -11,7 +13,7 @@ use tempfile::TempDir;
 /// suite's case (the guard).
 struct SledStoreBuilder;
 
-impl StoreBuilder<RouteGroupConfig, SledLogStore, SledStateMachine, (Store, TempDir)>
+impl StoreBuilder<GroupConfig, SledLogStore, SledStateMachine, (Store, TempDir)>
     for SledStoreBuilder
 {
     async fn build(
@@ -22,7 +24,8 @@ impl StoreBuilder<RouteGroupConfig, SledLogStore, SledStateMachine, (Store, Temp
         // A group other than routes/0, so the suite runs on prefixed trees that are not
         // the first ones of the database.
         let log = SledLogStore::open(&store, GroupId::Routes(3))?;
-        let state_machine = SledStateMachine::open(&store, GroupId::Routes(3))?;
+        let state_machine =
+            SledStateMachine::open(&store, GroupId::Routes(3), Arc::new(NoObserver))?;
         Ok(((store, dir), log, state_machine))
     }
 }

@@ -3,15 +3,18 @@
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Vote};
-use shoal_cluster::{GroupId, RouteCommand, RouteGroupConfig, SledLogStore};
+use shoal_cluster::{Command, GroupConfig, GroupId, RouteChange, SledLogStore};
 use shoal_store::{Store, StoreConfig};
 
-fn entry(index: u64) -> Entry<RouteGroupConfig> {
+fn entry(index: u64) -> Entry<GroupConfig> {
     Entry {
         log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-        payload: EntryPayload::Normal(RouteCommand::AddRoute {
-            filter: "t/#".into(),
+        payload: EntryPayload::Normal(Command::Routes {
             node: 1,
+            changes: vec![RouteChange {
+                filter: "t/#".into(),
+                present: true,
+            }],
         }),
     }
 }

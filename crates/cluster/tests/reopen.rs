@@ -5,8 +5,11 @@ use std::collections::BTreeSet;
 
 use openraft::storage::{RaftLogStorage, RaftLogStorageExt, RaftStateMachine};
 use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, Membership, RaftLogReader, Vote};
+use std::sync::Arc;
+
 use shoal_cluster::{
-    GroupId, RaftNodeId, RouteCommand, RouteGroupConfig, SledLogStore, SledStateMachine,
+    Command, GroupConfig, GroupId, NoObserver, RaftNodeId, Response, RouteChange, SledLogStore,
+    SledStateMachine,
 };
 use shoal_store::{Store, StoreConfig};
 
@@ -14,11 +17,15 @@ fn log_id(term: u64, index: u64) -> LogId<RaftNodeId> {
     LogId::new(CommittedLeaderId::new(term, 1), index)
 }
 
-fn entries() -> Vec<Entry<RouteGroupConfig>> {
-    let add = |filter: &str, node| RouteCommand::AddRoute {
-        filter: filter.into(),
+fn entries() -> Vec<Entry<GroupConfig>> {
+    let route = |filter: &str, node, present| Command::Routes {
         node,
+        changes: vec![RouteChange {
+            filter: filter.into(),
+            present,
+        }],
     };
+    let add = |filter: &str, node| route(filter, node, true);
     vec![
         Entry {
             log_id: log_id(1, 1),
@@ -41,10 +48,7 @@ fn entries() -> Vec<Entry<RouteGroupConfig>> {
         },
         Entry {
             log_id: log_id(2, 5),
-            payload: EntryPayload::Normal(RouteCommand::RemoveRoute {
-                filter: "a/+".into(),
-                node: 1,
-            }),
+            payload: EntryPayload::Normal(route("a/+", 1, false)),
         },
         Entry {
             log_id: log_id(2, 6),
@@ -60,13 +64,12 @@ async fn log_vote_and_applied_routes_survive_reopening_the_folder() -> anyhow::R
     {
         let store = Store::open(dir.path(), StoreConfig::default())?;
         let mut log = SledLogStore::open(&store, group)?;
-        let mut state_machine = SledStateMachine::open(&store, group)?;
+        let mut state_machine = SledStateMachine::open(&store, group, Arc::new(NoObserver))?;
         log.save_vote(&Vote::new(2, 1)).await?;
         log.blocking_append(entries()).await?;
         log.save_committed(Some(log_id(2, 6))).await?;
         let responses = state_machine.apply(entries()).await?;
-        let changed: Vec<bool> = responses.iter().map(|r| r.changed).collect();
-        assert_eq!(changed, [false, true, true, false, true, true]);
+        assert!(responses.iter().all(|r| *r == Response::Done));
         // The applied state is written without its own flush; the next flush of the
         // node's store (a later append's, or shutdown's) covers it.
         store.flush().await?;
@@ -74,7 +77,7 @@ async fn log_vote_and_applied_routes_survive_reopening_the_folder() -> anyhow::R
 
     let store = Store::open(dir.path(), StoreConfig::default())?;
     let mut log = SledLogStore::open(&store, group)?;
-    let mut state_machine = SledStateMachine::open(&store, group)?;
+    let mut state_machine = SledStateMachine::open(&store, group, Arc::new(NoObserver))?;
 
     assert_eq!(log.read_vote().await?, Some(Vote::new(2, 1)));
     assert_eq!(log.read_committed().await?, Some(log_id(2, 6)));
@@ -88,8 +91,8 @@ async fn log_vote_and_applied_routes_survive_reopening_the_folder() -> anyhow::R
     assert_eq!(applied, Some(log_id(2, 6)));
     assert_eq!(membership.log_id(), &Some(log_id(1, 1)));
     let routes: Vec<(String, Vec<u64>)> = state_machine
+        .state()
         .routes()
-        .iter()
         .map(|(filter, nodes)| (filter.to_owned(), nodes.iter().copied().collect()))
         .collect();
     assert_eq!(
@@ -99,10 +102,11 @@ async fn log_vote_and_applied_routes_survive_reopening_the_folder() -> anyhow::R
 
     // Another group of the same database starts empty.
     let mut other_log = SledLogStore::open(&store, GroupId::Routes(1))?;
-    let mut other_machine = SledStateMachine::open(&store, GroupId::Routes(1))?;
+    let mut other_machine =
+        SledStateMachine::open(&store, GroupId::Routes(1), Arc::new(NoObserver))?;
     assert_eq!(other_log.get_log_state().await?.last_log_id, None);
     assert_eq!(other_log.read_vote().await?, None);
-    assert!(other_machine.routes().is_empty());
+    assert_eq!(other_machine.state().routes().count(), 0);
     assert_eq!(other_machine.applied_state().await?.0, None);
     Ok(())
 }

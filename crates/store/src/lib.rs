@@ -40,4 +40,5 @@ pub use error::{CorruptRecord, DecodeRecordError, EncodeRecordError, RecordKey, 
 pub use expiry::ExpiredReport;
 pub use group_commit::{FlushReceipt, FlushStats};
 pub use loaded::Loaded;
+pub use record::{message_from_bytes, message_to_bytes};
 pub use store::Store;

@@ -153,6 +153,28 @@ pub(crate) fn decode_message(r: &mut Reader<BytesMut>) -> Result<Message, Decode
     })
 }
 
+/// A message in this format as bytes of its own (what nodes of a cluster send each other
+/// and what replicated retained messages hold); read back with [`message_from_bytes`].
+pub fn message_to_bytes(message: &Message) -> Result<bytes::Bytes, EncodeRecordError> {
+    let mut buf = BytesMut::with_capacity(32 + message.topic.len() + message.payload.len());
+    encode_message(&mut buf, message)?;
+    Ok(buf.freeze())
+}
+
+/// Reads a message written by [`message_to_bytes`]; the whole buffer must be one message.
+/// Bad bytes (from a peer or a damaged entry) are an error, never a panic.
+pub fn message_from_bytes(bytes: &[u8]) -> Result<Message, DecodeRecordError> {
+    let mut r = Reader::new(BytesMut::from(bytes));
+    let message = decode_message(&mut r)?;
+    if r.remaining() != 0 {
+        return Err(DecodeRecordError::Invalid {
+            field: "bytes after a message",
+            value: r.remaining() as u64,
+        });
+    }
+    Ok(message)
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use bytes::Bytes;

@@ -7,6 +7,8 @@
 //! nothing is allocated beyond the record, and a record must be read to its last byte.
 
 mod message;
+
+pub use message::{message_from_bytes, message_to_bytes};
 mod outbound;
 mod reader;
 mod retained;

@@ -1,0 +1,1094 @@
+//! `Cluster`: this node's part of the cluster. It runs the node's Raft groups (meta, the
+//! route shards, the retained shards), serves the cluster's gRPC service, joins or
+//! bootstraps, writes this node's routes, forwards publications, claims client ids and
+//! watches the other nodes.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
+use serde::Serialize;
+use shoal_session::Message;
+use shoal_store::Store;
+use tonic::transport::Channel;
+
+use crate::forward::{ForwardWait, Forwarder, Outgoing};
+use crate::group_id::GroupId;
+use crate::log_store::SledLogStore;
+use crate::network::NetworkFactory;
+use crate::peers::Peers;
+use crate::proto::cluster_client::ClusterClient;
+use crate::proto::{JoinRequest, KickRequest, ProposeRequest, WaitAppliedRequest, propose_reply};
+use crate::routes::{RemoteRoutes, RemoteTargets, RouteWait, RouteWriter, shard_of};
+use crate::state::{Command, GroupState, Response, Touched};
+use crate::state_machine::{Observer, SledStateMachine};
+use crate::type_config::{GroupConfig, RaftNodeId};
+
+/// A boxed future, as the host's callbacks return them.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// How long a command may look for its group's leader.
+const PROPOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most voters a group has; other full nodes follow as learners.
+const MAX_VOTERS: usize = 5;
+/// How many route changes one log entry carries at most.
+const ROUTE_BATCH: usize = 4_096;
+
+/// How a node takes part in the cluster. Durations are documented with their config keys
+/// in the broker.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node's id: stable across restarts, unique in the cluster, not 0.
+    pub node_id: RaftNodeId,
+    /// Where the cluster (gRPC) listener binds.
+    pub listen: SocketAddr,
+    /// host:port at which the other nodes reach this one.
+    pub advertise: String,
+    /// Where to look for the cluster when joining: host:port each, names resolving to
+    /// every address they have (a Kubernetes headless service).
+    pub seeds: Vec<String>,
+    /// Start a new cluster with this node alone if it has no state yet. Also what a node
+    /// without seeds does.
+    pub bootstrap: bool,
+    /// A front end: joins every group as a learner, holds no vote.
+    pub frontend: bool,
+    /// How many route shards (`routes/0..R`).
+    pub route_shards: u16,
+    /// How many retained shards (`retained/0..T`).
+    pub retained_shards: u16,
+    /// Raft heartbeat interval.
+    pub heartbeat: Duration,
+    /// Raft election timeout (the lower bound; the upper is twice it).
+    pub election_timeout: Duration,
+    /// How long a node may not answer before it is declared down (its routes removed).
+    pub failure_timeout: Duration,
+    /// How long a new node keeps trying to join.
+    pub join_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// Every group a node of this configuration runs.
+    pub fn groups(&self) -> Vec<GroupId> {
+        let mut groups = vec![GroupId::Meta];
+        groups.extend((0..self.route_shards).map(GroupId::Routes));
+        groups.extend((0..self.retained_shards).map(GroupId::Retained));
+        groups
+    }
+}
+
+/// A publication forwarded from another node, for this node's sessions.
+#[derive(Debug)]
+pub struct Forwarded {
+    /// The message.
+    pub message: Message,
+    /// The shared groups (`$share/name/filter`) whose delivery falls to this node; this
+    /// node delivers to no other shared group.
+    pub shared: Vec<String>,
+}
+
+/// What the cluster needs of the broker it runs in.
+pub trait Host: Send + Sync + 'static {
+    /// Delivers forwarded publications to this node's sessions; answers, per publication,
+    /// whether what it queued is durable (the sender acknowledges on it).
+    fn deliver(&self, messages: Vec<Forwarded>) -> BoxFuture<Vec<bool>>;
+    /// A client id was claimed on another node with `epoch`: close the local connection
+    /// holding it under an older claim; answers once it is closed (`true`) or if there was
+    /// none (`false`).
+    fn kick(&self, client_id: String, epoch: u64) -> BoxFuture<bool>;
+    /// The retained message of `topic` changed (the Raft apply): keep it in memory for
+    /// subscribe-time delivery (`None`: cleared).
+    fn retained_changed(&self, topic: &str, message: Option<Message>);
+}
+
+/// Why the cluster could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// The cluster listener could not bind.
+    #[error("cannot listen for other nodes on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A group could not open its storage or start.
+    #[error("Raft group {group} could not start: {message}")]
+    Start {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        message: String,
+    },
+    /// Joining through the seeds did not succeed in time.
+    #[error("could not join the cluster through {seeds:?} within {secs} s: {last}")]
+    Join {
+        /// The seeds tried.
+        seeds: Vec<String>,
+        /// The time allowed.
+        secs: u64,
+        /// The last failure.
+        last: String,
+    },
+    /// No leader of a group took a command in time.
+    #[error("no leader of {group} took the command within {secs} s")]
+    NoLeader {
+        /// The group.
+        group: GroupId,
+        /// The time allowed.
+        secs: u64,
+    },
+    /// A group refused a command (storage failure, shutting down).
+    #[error("{group} refused the command: {message}")]
+    Refused {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        message: String,
+    },
+    /// The forwarding queue to a peer is full.
+    #[error("the forwarding queue to node {node} is full")]
+    Backlogged {
+        /// The peer.
+        node: RaftNodeId,
+    },
+}
+
+/// One running group.
+pub(crate) struct Group {
+    pub(crate) raft: Raft<GroupConfig>,
+    pub(crate) state: Arc<RwLock<GroupState>>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: RaftNodeId,
+    pub(crate) config: ClusterConfig,
+    pub(crate) peers: Arc<Peers>,
+    pub(crate) groups: BTreeMap<GroupId, Group>,
+    pub(crate) routes: Arc<RemoteRoutes>,
+    pub(crate) writer: Arc<RouteWriter>,
+    pub(crate) host: Arc<dyn Host>,
+    forwarders: Mutex<HashMap<RaftNodeId, Forwarder>>,
+    /// Client id -> the newest epoch another node claimed it with (for CONNECTs here that
+    /// lost the race).
+    kicked: Mutex<HashMap<String, u64>>,
+    shared_cursor: AtomicUsize,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// This node's part of the cluster; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+/// Reports route and retained changes of the applies to the node's lookups and host.
+struct NodeObserver {
+    own: RaftNodeId,
+    routes: Arc<RemoteRoutes>,
+    writer: Arc<RouteWriter>,
+    host: Arc<dyn Host>,
+}
+
+impl Observer for NodeObserver {
+    fn changed(&self, _group: GroupId, state: &GroupState, key: &Touched) {
+        match key {
+            Touched::Route(filter) => {
+                let nodes = state.route(filter).cloned().unwrap_or_default();
+                self.routes.set(filter, &nodes);
+                if !nodes.contains(&self.own) {
+                    self.writer.restore(filter);
+                }
+            }
+            Touched::Retained(topic) => {
+                let message = state.retained(topic).and_then(|bytes| {
+                    shoal_store::message_from_bytes(bytes)
+                        .inspect_err(|e| {
+                            tracing::warn!(topic, error = %e, "a replicated retained message does not decode; ignored");
+                        })
+                        .ok()
+                });
+                self.host.retained_changed(topic, message);
+            }
+            Touched::Owner(_) | Touched::Node(_) | Touched::Epoch => {}
+        }
+    }
+}
+
+impl Cluster {
+    /// Opens this node's groups in `store`, starts the cluster listener, then joins the
+    /// cluster (or bootstraps it, or, restarted with its data, rejoins as itself).
+    pub async fn start(
+        config: ClusterConfig,
+        store: &Store,
+        host: Arc<dyn Host>,
+    ) -> Result<Self, ClusterError> {
+        let id = config.node_id;
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ClusterError::Listen {
+                address: config.listen,
+                source,
+            })?;
+        let raft_config = openraft::Config {
+            cluster_name: "shoal".to_owned(),
+            heartbeat_interval: config.heartbeat.as_millis() as u64,
+            election_timeout_min: config.election_timeout.as_millis() as u64,
+            election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
+            max_in_snapshot_log_to_keep: 1_000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate().map_err(|e| ClusterError::Start {
+            group: GroupId::Meta,
+            message: e.to_string(),
+        })?);
+        let peers = Arc::new(Peers::default());
+        let routes = Arc::new(RemoteRoutes::new(id));
+        let writer = Arc::new(RouteWriter::default());
+        let observer: Arc<dyn Observer> = Arc::new(NodeObserver {
+            own: id,
+            routes: Arc::clone(&routes),
+            writer: Arc::clone(&writer),
+            host: Arc::clone(&host),
+        });
+        let mut groups = BTreeMap::new();
+        for group in config.groups() {
+            let start_error = |message: String| ClusterError::Start { group, message };
+            let log = SledLogStore::open(store, group).map_err(|e| start_error(e.to_string()))?;
+            let state_machine = SledStateMachine::open(store, group, Arc::clone(&observer))
+                .map_err(|e| start_error(e.to_string()))?;
+            for (filter, nodes) in state_machine.state().routes() {
+                if nodes.contains(&id) {
+                    writer.mark_live(filter);
+                }
+            }
+            let state = state_machine.shared();
+            let network = NetworkFactory {
+                group,
+                peers: Arc::clone(&peers),
+            };
+            let raft = Raft::new(id, Arc::clone(&raft_config), network, log, state_machine)
+                .await
+                .map_err(|e| start_error(e.to_string()))?;
+            groups.insert(group, Group { raft, state });
+        }
+        let inner = Arc::new(Inner {
+            id,
+            config,
+            peers,
+            groups,
+            routes,
+            writer,
+            host,
+            forwarders: Mutex::new(HashMap::new()),
+            kicked: Mutex::new(HashMap::new()),
+            shared_cursor: AtomicUsize::new(0),
+            tasks: Mutex::new(Vec::new()),
+        });
+        let server = crate::service::serve(Arc::clone(&inner), listener);
+        let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
+        let watch_task = tokio::spawn(watch_nodes(Arc::downgrade(&inner)));
+        inner
+            .tasks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend([server, writer_task, watch_task]);
+        let cluster = Self { inner };
+        cluster.enter().await?;
+        Ok(cluster)
+    }
+
+    /// Bootstraps, joins, or (restarted with its data) just waits to hear from a leader.
+    async fn enter(&self) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let meta = &inner.groups[&GroupId::Meta].raft;
+        let initialized = meta.is_initialized().await.unwrap_or(false);
+        if initialized {
+            tracing::info!(
+                node = inner.id,
+                "rejoining the cluster with the state on disk"
+            );
+        } else if inner.config.seeds.is_empty() || inner.config.bootstrap {
+            if inner.config.frontend {
+                return Err(ClusterError::Join {
+                    seeds: inner.config.seeds.clone(),
+                    secs: 0,
+                    last: "a front end cannot bootstrap a cluster: give it seeds".to_owned(),
+                });
+            }
+            tracing::info!(
+                node = inner.id,
+                "bootstrapping a new cluster with this node"
+            );
+            let me = BTreeMap::from([(inner.id, BasicNode::new(&inner.config.advertise))]);
+            for (group, g) in &inner.groups {
+                if let Err(e) = g.raft.initialize(me.clone()).await {
+                    return Err(ClusterError::Start {
+                        group: *group,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        } else {
+            self.join().await?;
+        }
+        // Record this node in meta (its address may have changed).
+        let command = Command::AddNode {
+            node: inner.id,
+            address: inner.config.advertise.clone(),
+            frontend: inner.config.frontend,
+        };
+        let deadline = Instant::now() + inner.config.join_timeout;
+        loop {
+            match inner.propose(GroupId::Meta, command.clone()).await {
+                Ok(_) => break,
+                Err(e) if Instant::now() > deadline => {
+                    return Err(ClusterError::Join {
+                        seeds: inner.config.seeds.clone(),
+                        secs: inner.config.join_timeout.as_secs(),
+                        last: e.to_string(),
+                    });
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        if inner.is_down(inner.id) {
+            let _ = inner
+                .propose(
+                    GroupId::Meta,
+                    Command::SetDown {
+                        node: inner.id,
+                        down: false,
+                    },
+                )
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Asks the seeds to make this node a member of every group, until one does.
+    async fn join(&self) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let deadline = Instant::now() + config.join_timeout;
+        let mut last = String::from("no seed answered");
+        loop {
+            for seed in &config.seeds {
+                let addresses: Vec<SocketAddr> = match tokio::net::lookup_host(seed).await {
+                    Ok(found) => found.collect(),
+                    Err(e) => {
+                        last = format!("{seed} does not resolve: {e}");
+                        continue;
+                    }
+                };
+                for address in addresses {
+                    if address == config.listen || address.to_string() == config.advertise {
+                        continue;
+                    }
+                    let Ok(endpoint) = Channel::from_shared(format!("http://{address}")) else {
+                        continue;
+                    };
+                    let channel = endpoint
+                        .connect_timeout(Duration::from_secs(2))
+                        .connect_lazy();
+                    let mut client = ClusterClient::new(channel);
+                    let mut request = tonic::Request::new(JoinRequest {
+                        node_id: inner.id,
+                        address: config.advertise.clone(),
+                        frontend: config.frontend,
+                        group: String::new(),
+                    });
+                    request.set_timeout(Duration::from_secs(30));
+                    match client.join(request).await {
+                        Ok(reply) if reply.get_ref().error.is_empty() => {
+                            tracing::info!(node = inner.id, through = %address, "joined the cluster");
+                            return Ok(());
+                        }
+                        Ok(reply) => last = format!("{address}: {}", reply.into_inner().error),
+                        Err(status) => last = format!("{address}: {}", status.message()),
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Join {
+                    seeds: config.seeds.clone(),
+                    secs: config.join_timeout.as_secs(),
+                    last,
+                });
+            }
+            tracing::info!(node = inner.id, last = %last, "not joined yet; trying the seeds again");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> RaftNodeId {
+        self.inner.id
+    }
+
+    /// This node has its first local subscriber of `filter`: its route is written; the
+    /// answer (`true`) comes once every live node has applied it.
+    pub fn route_add(&self, filter: &str) -> RouteWait {
+        self.inner.writer.add(filter)
+    }
+
+    /// Another local subscriber of `filter`: waits for its route if it is still pending.
+    pub fn route_pending(&self, filter: &str) -> Option<RouteWait> {
+        self.inner.writer.pending(filter)
+    }
+
+    /// This node lost its last local subscriber of `filter`.
+    pub fn route_remove(&self, filter: &str) {
+        self.inner.writer.remove(filter);
+    }
+
+    /// Makes this node's routes in the index those of `local` (its filters with local
+    /// subscribers, e.g. of persistent sessions read back at start): routes left from
+    /// before a restart are removed, missing ones written. Returns what to wait for.
+    pub fn reconcile_routes(&self, local: &BTreeSet<String>) -> Vec<RouteWait> {
+        let writer = &self.inner.writer;
+        for filter in writer.live() {
+            if !local.contains(&filter) {
+                writer.remove(&filter);
+            }
+        }
+        let live: BTreeSet<String> = writer.live().into_iter().collect();
+        local
+            .iter()
+            .filter(|f| !live.contains(*f))
+            .map(|f| writer.add(f))
+            .collect()
+    }
+
+    /// Where a message on `topic` goes beyond this node (a lookup in local memory).
+    pub fn targets(&self, topic: &str) -> RemoteTargets {
+        let cursor = self.inner.shared_cursor.fetch_add(1, Ordering::Relaxed);
+        self.inner.routes.targets(topic, cursor)
+    }
+
+    /// Whether any route at all exists (a single node skips the lookup when none does).
+    pub fn has_routes(&self) -> bool {
+        self.inner.routes.len() > 0
+    }
+
+    /// Forwards `message` to `node` for its subscribers (and the shared groups `shared`).
+    /// With `acknowledge`, returns what waits for the peer to have it durably.
+    pub fn forward(
+        &self,
+        node: RaftNodeId,
+        message: &Message,
+        shared: Vec<String>,
+        acknowledge: bool,
+    ) -> Result<Option<ForwardWait>, ClusterError> {
+        let bytes = shoal_store::message_to_bytes(message).map_err(|e| ClusterError::Refused {
+            group: GroupId::Meta,
+            message: e.to_string(),
+        })?;
+        let (ack, wait) = if acknowledge {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let forwarder = {
+            let mut forwarders = self
+                .inner
+                .forwarders
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            forwarders
+                .entry(node)
+                .or_insert_with(|| Forwarder::start(&self.inner, node))
+                .clone()
+        };
+        forwarder
+            .tx
+            .try_send(Outgoing {
+                message: bytes,
+                shared,
+                ack,
+            })
+            .map_err(|_| ClusterError::Backlogged { node })?;
+        Ok(wait)
+    }
+
+    /// Claims `client_id` for a connection on this node: returns the claim's epoch once the
+    /// registry has it and a connection holding it on another node is closed.
+    pub async fn claim(&self, client_id: &str) -> Result<u64, ClusterError> {
+        let inner = &self.inner;
+        let group = GroupId::Routes(shard_of(client_id, inner.config.route_shards));
+        let command = Command::Claim {
+            client_id: client_id.to_owned(),
+            node: inner.id,
+        };
+        let (_, response) = inner.propose(group, command).await?;
+        let Response::Claimed { epoch, previous } = response else {
+            return Err(ClusterError::Refused {
+                group,
+                message: format!("a claim was answered with {response:?}"),
+            });
+        };
+        if let Some(previous) = previous
+            && previous.node != inner.id
+            && !inner.is_down(previous.node)
+        {
+            inner.kick_remote(previous.node, client_id, epoch).await;
+        }
+        Ok(epoch)
+    }
+
+    /// Whether another node claimed `client_id` after the claim of `epoch` made here: the
+    /// connection that made it lost the race and must not go on.
+    pub fn overtaken(&self, client_id: &str, epoch: u64) -> bool {
+        let kicked = self.inner.kicked.lock().unwrap_or_else(|e| e.into_inner());
+        kicked.get(client_id).is_some_and(|newer| *newer > epoch)
+    }
+
+    /// The connection of `client_id` under the claim of `epoch` ended: the registry forgets
+    /// it, unless a later claim replaced it (in the background).
+    pub fn release(&self, client_id: &str, epoch: u64) {
+        let inner = Arc::clone(&self.inner);
+        let group = GroupId::Routes(shard_of(client_id, inner.config.route_shards));
+        let command = Command::Release {
+            client_id: client_id.to_owned(),
+            epoch,
+        };
+        tokio::spawn(async move {
+            if let Err(e) = inner.propose(group, command).await {
+                tracing::debug!(error = %e, "a client id's release was not recorded");
+            }
+        });
+    }
+
+    /// Sets (or with `None`, clears) the retained message of `topic` through its shard;
+    /// returns once every live node has applied it.
+    pub async fn retain(&self, topic: &str, message: Option<&Message>) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let group = GroupId::Retained(shard_of(topic, inner.config.retained_shards));
+        let command = match message {
+            Some(message) => Command::Retain {
+                topic: topic.to_owned(),
+                message: shoal_store::message_to_bytes(message)
+                    .map_err(|e| ClusterError::Refused {
+                        group,
+                        message: e.to_string(),
+                    })?
+                    .to_vec(),
+            },
+            None => Command::ClearRetained {
+                topic: topic.to_owned(),
+            },
+        };
+        let (index, _) = inner.propose(group, command).await?;
+        inner.barrier(group, index).await;
+        Ok(())
+    }
+
+    /// What this node knows of the cluster.
+    pub fn status(&self) -> ClusterStatus {
+        self.inner.status()
+    }
+
+    /// Stops the groups and the listener.
+    pub async fn shutdown(&self) {
+        let tasks =
+            std::mem::take(&mut *self.inner.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for task in tasks {
+            task.abort();
+        }
+        for group in self.inner.groups.values() {
+            let _ = group.raft.shutdown().await;
+        }
+    }
+}
+
+/// What a node knows of the cluster (for `GET /cluster` and `shoal cluster status`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// This node.
+    pub node_id: RaftNodeId,
+    /// The members as meta records them.
+    pub nodes: Vec<NodeStatus>,
+    /// Each group as this node sees it.
+    pub groups: Vec<GroupStatus>,
+    /// How many filters have routes.
+    pub routes: usize,
+}
+
+/// A member.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Its id.
+    pub id: RaftNodeId,
+    /// Its cluster address.
+    pub address: String,
+    /// A front end.
+    pub frontend: bool,
+    /// Declared down by failure detection.
+    pub down: bool,
+}
+
+/// A group as this node sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: String,
+    /// Its leader (0: none known).
+    pub leader: RaftNodeId,
+    /// This node's role in it.
+    pub role: String,
+    /// The term.
+    pub term: u64,
+    /// The last log index.
+    pub last_log: u64,
+    /// The last applied index.
+    pub applied: u64,
+    /// The voters.
+    pub voters: Vec<RaftNodeId>,
+    /// The learners.
+    pub learners: Vec<RaftNodeId>,
+}
+
+impl Inner {
+    pub(crate) fn group(&self, group: GroupId) -> Option<&Group> {
+        self.groups.get(&group)
+    }
+
+    /// The address of `node` as the groups' memberships (or meta) know it.
+    pub(crate) fn address_of(&self, node: RaftNodeId) -> Option<String> {
+        for group in self.groups.values() {
+            let metrics = group.raft.metrics();
+            let metrics = metrics.borrow();
+            if let Some(n) = metrics.membership_config.membership().get_node(&node) {
+                return Some(n.addr.clone());
+            }
+        }
+        let meta = self.groups[&GroupId::Meta]
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        meta.nodes().get(&node).map(|m| m.address.clone())
+    }
+
+    pub(crate) fn client_of(&self, node: RaftNodeId) -> Option<ClusterClient<Channel>> {
+        let address = self.address_of(node)?;
+        self.peers.client(node, &address)
+    }
+
+    pub(crate) fn is_down(&self, node: RaftNodeId) -> bool {
+        let meta = self.groups[&GroupId::Meta]
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner());
+        meta.nodes().get(&node).is_some_and(|m| m.down)
+    }
+
+    /// Proposes `command` to `group`'s leader, wherever it is; returns the entry's index
+    /// and the response once the leader has applied it.
+    pub(crate) async fn propose(
+        &self,
+        group: GroupId,
+        command: Command,
+    ) -> Result<(u64, Response), ClusterError> {
+        let Some(g) = self.group(group) else {
+            return Err(ClusterError::Refused {
+                group,
+                message: "this node does not run the group".to_owned(),
+            });
+        };
+        let deadline = Instant::now() + PROPOSE_TIMEOUT;
+        loop {
+            let leader = g.raft.metrics().borrow().current_leader;
+            match leader {
+                Some(leader) if leader == self.id => {
+                    match g.raft.client_write(command.clone()).await {
+                        Ok(written) => return Ok((written.log_id.index, written.data)),
+                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
+                        Err(e) => {
+                            return Err(ClusterError::Refused {
+                                group,
+                                message: e.to_string(),
+                            });
+                        }
+                    }
+                }
+                Some(leader) => {
+                    if let Some(mut client) = self.client_of(leader) {
+                        let payload =
+                            serde_json::to_vec(&command).map_err(|e| ClusterError::Refused {
+                                group,
+                                message: e.to_string(),
+                            })?;
+                        let mut request = tonic::Request::new(ProposeRequest {
+                            group: group.to_string(),
+                            command: payload,
+                        });
+                        request.set_timeout(PROPOSE_TIMEOUT);
+                        match client
+                            .propose(request)
+                            .await
+                            .map(|r| r.into_inner().outcome)
+                        {
+                            Ok(Some(propose_reply::Outcome::Applied(applied))) => {
+                                let response =
+                                    serde_json::from_slice(&applied.response).map_err(|e| {
+                                        ClusterError::Refused {
+                                            group,
+                                            message: format!(
+                                                "the leader's answer does not decode: {e}"
+                                            ),
+                                        }
+                                    })?;
+                                return Ok((applied.index, response));
+                            }
+                            Ok(Some(propose_reply::Outcome::Error(message))) => {
+                                return Err(ClusterError::Refused { group, message });
+                            }
+                            Ok(Some(propose_reply::Outcome::Leader(_)) | None) | Err(_) => {}
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::NoLeader {
+                    group,
+                    secs: PROPOSE_TIMEOUT.as_secs(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every member of `group` that is not down has applied its log up to
+    /// `index`; a member that does not answer is waited for at most the failure timeout.
+    /// Returns whether all of them confirmed.
+    pub(crate) async fn barrier(&self, group: GroupId, index: u64) -> bool {
+        let Some(g) = self.group(group) else {
+            return false;
+        };
+        let members: Vec<(RaftNodeId, String)> = {
+            let metrics = g.raft.metrics();
+            let metrics = metrics.borrow();
+            metrics
+                .membership_config
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect()
+        };
+        let timeout = self.config.failure_timeout;
+        let waits = members.into_iter().map(|(node, address)| async move {
+            if node == self.id {
+                return g
+                    .raft
+                    .wait(Some(timeout))
+                    .applied_index_at_least(Some(index), "route barrier")
+                    .await
+                    .is_ok();
+            }
+            if self.is_down(node) {
+                return true;
+            }
+            let Some(mut client) = self.peers.client(node, &address) else {
+                return false;
+            };
+            let mut request = tonic::Request::new(WaitAppliedRequest {
+                group: group.to_string(),
+                index,
+                timeout_ms: timeout.as_millis() as u64,
+            });
+            request.set_timeout(timeout + Duration::from_millis(500));
+            match client.wait_applied(request).await {
+                Ok(reply) => reply.into_inner().applied,
+                Err(status) => {
+                    tracing::debug!(node, group = %group, %status, "a node did not confirm a route");
+                    false
+                }
+            }
+        });
+        let answers = futures_util::future::join_all(waits).await;
+        answers.into_iter().all(|ok| ok)
+    }
+
+    /// Asks `node` to close its connection of `client_id` (claimed here with `epoch`);
+    /// waits for it at most the failure timeout.
+    async fn kick_remote(&self, node: RaftNodeId, client_id: &str, epoch: u64) {
+        let Some(mut client) = self.client_of(node) else {
+            return;
+        };
+        let mut request = tonic::Request::new(KickRequest {
+            client_id: client_id.to_owned(),
+            epoch,
+        });
+        request.set_timeout(self.config.failure_timeout);
+        if let Err(status) = client.kick(request).await {
+            tracing::info!(node, client_id, %status, "the previous owner of a client id did not confirm its takeover");
+        }
+    }
+
+    /// Records that `client_id` was claimed elsewhere with `epoch`, and closes its local
+    /// connection of an older claim.
+    pub(crate) async fn kick_local(&self, client_id: String, epoch: u64) -> bool {
+        {
+            let mut kicked = self.kicked.lock().unwrap_or_else(|e| e.into_inner());
+            let newest = kicked.entry(client_id.clone()).or_insert(epoch);
+            *newest = (*newest).max(epoch);
+        }
+        self.host.kick(client_id, epoch).await
+    }
+
+    /// Makes `node` a member of `group` (learner; voter too if it is a full node and there
+    /// is room), through the group's leader.
+    pub(crate) async fn add_member(
+        &self,
+        group: GroupId,
+        node: RaftNodeId,
+        address: &str,
+        frontend: bool,
+    ) -> Result<(), String> {
+        let g = self.group(group).ok_or("no such group")?;
+        let deadline = Instant::now() + PROPOSE_TIMEOUT * 4;
+        loop {
+            let (leader, voters, learner) = {
+                let metrics = g.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                let voters: BTreeSet<RaftNodeId> = membership.voter_ids().collect();
+                let learner = membership.learner_ids().any(|id| id == node);
+                (metrics.current_leader, voters, learner)
+            };
+            match leader {
+                Some(leader) if leader == self.id => {
+                    if !voters.contains(&node) && !learner {
+                        g.raft
+                            .add_learner(node, BasicNode::new(address), true)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    if !frontend && !voters.contains(&node) && voters.len() < MAX_VOTERS {
+                        g.raft
+                            .change_membership(
+                                ChangeMembers::AddVoterIds(BTreeSet::from([node])),
+                                false,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    return Ok(());
+                }
+                Some(leader) => {
+                    if let Some(mut client) = self.client_of(leader) {
+                        let mut request = tonic::Request::new(JoinRequest {
+                            node_id: node,
+                            address: address.to_owned(),
+                            frontend,
+                            group: group.to_string(),
+                        });
+                        request.set_timeout(PROPOSE_TIMEOUT * 2);
+                        if let Ok(reply) = client.join(request).await
+                            && reply.get_ref().error.is_empty()
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no leader of {group} added the node in time"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub(crate) fn status(&self) -> ClusterStatus {
+        let nodes = {
+            let meta = self.groups[&GroupId::Meta]
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            meta.nodes()
+                .iter()
+                .map(|(id, m)| NodeStatus {
+                    id: *id,
+                    address: m.address.clone(),
+                    frontend: m.frontend,
+                    down: m.down,
+                })
+                .collect()
+        };
+        let groups = self
+            .groups
+            .iter()
+            .map(|(group, g)| {
+                let metrics = g.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                GroupStatus {
+                    group: group.to_string(),
+                    leader: metrics.current_leader.unwrap_or(0),
+                    role: match metrics.state {
+                        ServerState::Leader => "leader",
+                        ServerState::Follower => "follower",
+                        ServerState::Candidate => "candidate",
+                        ServerState::Learner => "learner",
+                        ServerState::Shutdown => "shutdown",
+                    }
+                    .to_owned(),
+                    term: metrics.current_term,
+                    last_log: metrics.last_log_index.unwrap_or(0),
+                    applied: metrics.last_applied.map_or(0, |l| l.index),
+                    voters: membership.voter_ids().collect(),
+                    learners: membership.learner_ids().collect(),
+                }
+            })
+            .collect();
+        ClusterStatus {
+            node_id: self.id,
+            nodes,
+            groups,
+            routes: self.routes.len(),
+        }
+    }
+}
+
+/// The route writer: takes the queued route changes, writes one entry per shard, waits
+/// until every live node applied it, then answers the SUBACKs waiting.
+async fn write_routes(inner: Weak<Inner>) {
+    loop {
+        let Some(node) = inner.upgrade() else { return };
+        let changes = node.writer.take(ROUTE_BATCH);
+        if changes.is_empty() {
+            let writer = Arc::clone(&node.writer);
+            drop(node);
+            writer.wake.notified().await;
+            continue;
+        }
+        let shards = node.config.route_shards;
+        let mut by_shard: BTreeMap<u16, Vec<crate::state::RouteChange>> = BTreeMap::new();
+        for change in changes {
+            by_shard
+                .entry(shard_of(&change.filter, shards))
+                .or_default()
+                .push(change);
+        }
+        let writes = by_shard.into_iter().map(|(shard, changes)| {
+            let node = Arc::clone(&node);
+            async move {
+                let group = GroupId::Routes(shard);
+                let command = Command::Routes {
+                    node: node.id,
+                    changes: changes.clone(),
+                };
+                // Written: whether every live node confirmed. A barrier that timed out on an
+                // unreachable node still wrote the route: the failure detector declares that
+                // node down, and the SUBACKs are answered.
+                let written = match node.propose(group, command).await {
+                    Ok((index, _)) => Some(node.barrier(group, index).await),
+                    Err(e) => {
+                        tracing::warn!(group = %group, error = %e, "routes could not be written; retrying");
+                        None
+                    }
+                };
+                (changes, written)
+            }
+        });
+        let results = futures_util::future::join_all(writes).await;
+        let mut failed = false;
+        for (changes, written) in results {
+            failed |= written != Some(true);
+            node.writer.finish(changes, written.is_some());
+        }
+        drop(node);
+        if failed {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Failure detection, run by the leader of meta: asks each member for its status every
+/// heartbeat period; one that has not answered for the failure timeout is declared down
+/// (meta) and its routes and client ids are removed (every route shard). One that answers
+/// again is declared up; it writes its routes again itself.
+async fn watch_nodes(inner: Weak<Inner>) {
+    let mut last_seen: HashMap<RaftNodeId, Instant> = HashMap::new();
+    loop {
+        let Some(node) = inner.upgrade() else { return };
+        let period = node.config.failure_timeout / 4;
+        let meta = &node.groups[&GroupId::Meta];
+        let leading = meta.raft.metrics().borrow().current_leader == Some(node.id);
+        if !leading {
+            last_seen.clear();
+            drop(node);
+            tokio::time::sleep(period).await;
+            continue;
+        }
+        let members: Vec<(RaftNodeId, String, bool)> = {
+            let state = meta.state.read().unwrap_or_else(|e| e.into_inner());
+            state
+                .nodes()
+                .iter()
+                .filter(|(id, _)| **id != node.id)
+                .map(|(id, m)| (*id, m.address.clone(), m.down))
+                .collect()
+        };
+        let now = Instant::now();
+        for (id, address, down) in members {
+            let seen = last_seen.entry(id).or_insert(now);
+            let answered = match node.peers.client(id, &address) {
+                Some(mut client) => {
+                    let mut request = tonic::Request::new(crate::proto::StatusRequest {});
+                    request.set_timeout(period);
+                    client.status(request).await.is_ok()
+                }
+                None => false,
+            };
+            if answered {
+                *seen = Instant::now();
+                if down {
+                    tracing::info!(node = id, "a node that was down answers again");
+                    let _ = node
+                        .propose(
+                            GroupId::Meta,
+                            Command::SetDown {
+                                node: id,
+                                down: false,
+                            },
+                        )
+                        .await;
+                }
+            } else if !down && seen.elapsed() >= node.config.failure_timeout {
+                tracing::warn!(
+                    node = id,
+                    timeout_ms = node.config.failure_timeout.as_millis() as u64,
+                    "a node did not answer within the failure timeout: declaring it down and removing its routes"
+                );
+                if node
+                    .propose(
+                        GroupId::Meta,
+                        Command::SetDown {
+                            node: id,
+                            down: true,
+                        },
+                    )
+                    .await
+                    .is_ok()
+                {
+                    for shard in 0..node.config.route_shards {
+                        let _ = node
+                            .propose(GroupId::Routes(shard), Command::RemoveNode { node: id })
+                            .await;
+                    }
+                }
+            }
+        }
+        drop(node);
+        tokio::time::sleep(period).await;
+    }
+}

@@ -1,0 +1,247 @@
+//! The cluster's gRPC service: what other nodes ask of this one.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_core::Stream;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::group_id::GroupId;
+use crate::node::{Forwarded, Inner};
+use crate::proto::cluster_server::{Cluster, ClusterServer};
+use crate::proto::{
+    Applied, ForwardAck, ForwardBatch, GroupStatus, JoinReply, JoinRequest, KickReply, KickRequest,
+    ProposeReply, ProposeRequest, RaftKind, RaftReply, RaftRequest, StatusReply, StatusRequest,
+    WaitAppliedReply, WaitAppliedRequest, propose_reply,
+};
+use crate::state::Command;
+use crate::type_config::GroupConfig;
+
+/// The longest a `WaitApplied` may be held.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Serves the cluster service on `listener` until the task is aborted.
+pub(crate) fn serve(
+    inner: Arc<Inner>,
+    listener: tokio::net::TcpListener,
+) -> tokio::task::JoinHandle<()> {
+    let service = ClusterServer::new(Service { inner })
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    tokio::spawn(async move {
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        if let Err(e) = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(incoming)
+            .await
+        {
+            tracing::error!(error = %e, "the cluster listener stopped");
+        }
+    })
+}
+
+struct Service {
+    inner: Arc<Inner>,
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Status> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Status::invalid_argument(format!("the payload does not decode: {e}")))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, Status> {
+    serde_json::to_vec(value).map_err(|e| Status::internal(e.to_string()))
+}
+
+impl Service {
+    fn raft(&self, group: &str) -> Result<openraft::Raft<GroupConfig>, Status> {
+        let group: GroupId = group.parse().map_err(Status::invalid_argument)?;
+        self.inner
+            .group(group)
+            .map(|g| g.raft.clone())
+            .ok_or_else(|| Status::not_found(format!("this node does not run {group}")))
+    }
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<ForwardAck, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Cluster for Service {
+    async fn raft(&self, request: Request<RaftRequest>) -> Result<Response<RaftReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let payload = match RaftKind::try_from(request.kind) {
+            Ok(RaftKind::Append) => {
+                let rpc: AppendEntriesRequest<GroupConfig> = decode(&request.payload)?;
+                encode(&raft.append_entries(rpc).await)?
+            }
+            Ok(RaftKind::Vote) => {
+                let rpc: VoteRequest<u64> = decode(&request.payload)?;
+                encode(&raft.vote(rpc).await)?
+            }
+            Ok(RaftKind::Snapshot) => {
+                let rpc: InstallSnapshotRequest<GroupConfig> = decode(&request.payload)?;
+                encode(&raft.install_snapshot(rpc).await)?
+            }
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown Raft message kind {}",
+                    request.kind
+                )));
+            }
+        };
+        Ok(Response::new(RaftReply { payload }))
+    }
+
+    async fn propose(
+        &self,
+        request: Request<ProposeRequest>,
+    ) -> Result<Response<ProposeReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let command: Command = decode(&request.command)?;
+        let outcome = match raft.client_write(command).await {
+            Ok(written) => propose_reply::Outcome::Applied(Applied {
+                index: written.log_id.index,
+                response: encode(&written.data)?,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
+                propose_reply::Outcome::Leader(forward.leader_id.unwrap_or(0))
+            }
+            Err(e) => propose_reply::Outcome::Error(e.to_string()),
+        };
+        Ok(Response::new(ProposeReply {
+            outcome: Some(outcome),
+        }))
+    }
+
+    async fn wait_applied(
+        &self,
+        request: Request<WaitAppliedRequest>,
+    ) -> Result<Response<WaitAppliedReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let timeout = Duration::from_millis(request.timeout_ms).min(MAX_WAIT);
+        let applied = raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(request.index), "a peer's route barrier")
+            .await
+            .is_ok();
+        Ok(Response::new(WaitAppliedReply { applied }))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinReply>, Status> {
+        let request = request.into_inner();
+        if request.node_id == 0 {
+            return Ok(Response::new(JoinReply {
+                error: "node id 0 is not allowed".to_owned(),
+            }));
+        }
+        let groups: Vec<GroupId> = if request.group.is_empty() {
+            self.inner.groups.keys().copied().collect()
+        } else {
+            vec![request.group.parse().map_err(Status::invalid_argument)?]
+        };
+        tracing::info!(node = request.node_id, address = %request.address, groups = groups.len(), "a node asks to join");
+        for group in groups {
+            if let Err(e) = self
+                .inner
+                .add_member(group, request.node_id, &request.address, request.frontend)
+                .await
+            {
+                return Ok(Response::new(JoinReply {
+                    error: format!("{group}: {e}"),
+                }));
+            }
+        }
+        Ok(Response::new(JoinReply {
+            error: String::new(),
+        }))
+    }
+
+    async fn kick(&self, request: Request<KickRequest>) -> Result<Response<KickReply>, Status> {
+        let request = request.into_inner();
+        let closed = self
+            .inner
+            .kick_local(request.client_id, request.epoch)
+            .await;
+        Ok(Response::new(KickReply { closed }))
+    }
+
+    type ForwardStream = AckStream;
+
+    async fn forward(
+        &self,
+        request: Request<Streaming<ForwardBatch>>,
+    ) -> Result<Response<Self::ForwardStream>, Status> {
+        let mut inbound = request.into_inner();
+        let host = Arc::clone(&self.inner.host);
+        let (tx, rx) = mpsc::channel::<Result<ForwardAck, Status>>(16);
+        tokio::spawn(async move {
+            while let Ok(Some(batch)) = inbound.message().await {
+                let up_to = batch.publications.last().map_or(0, |p| p.seq);
+                let mut failed = Vec::new();
+                let mut seqs = Vec::with_capacity(batch.publications.len());
+                let mut messages = Vec::with_capacity(batch.publications.len());
+                for publication in batch.publications {
+                    match shoal_store::message_from_bytes(&publication.message) {
+                        Ok(message) => {
+                            seqs.push(publication.seq);
+                            messages.push(Forwarded {
+                                message,
+                                shared: publication.shared,
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a forwarded publication does not decode; refused");
+                            failed.push(publication.seq);
+                        }
+                    }
+                }
+                let results = host.deliver(messages).await;
+                for (seq, ok) in seqs.into_iter().zip(results) {
+                    if !ok {
+                        failed.push(seq);
+                    }
+                }
+                if tx.send(Ok(ForwardAck { up_to, failed })).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|ack| (ack, rx))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        let status = self.inner.status();
+        Ok(Response::new(StatusReply {
+            node_id: status.node_id,
+            groups: status
+                .groups
+                .into_iter()
+                .map(|g| GroupStatus {
+                    group: g.group,
+                    leader: g.leader,
+                    term: g.term,
+                    committed: g.last_log,
+                    applied: g.applied,
+                    voters: g.voters,
+                    learners: g.learners,
+                })
+                .collect(),
+        }))
+    }
+}

@@ -1,0 +1,441 @@
+//! `GroupState`: the deterministic state of a Raft group and the commands that change it.
+//! Sans-IO: `apply` reads no clock, no randomness and no files, so every replica that
+//! applies the same log holds the same state.
+//!
+//! Every group kind uses the same state type; each holds only its own part:
+//! - `meta`: the members (`nodes`);
+//! - `routes/N`: routes of the filters that hash to N, and the owners of the client ids
+//!   that hash to N (the cluster-wide registry of connected client ids);
+//! - `retained/N`: retained messages of the topics that hash to N.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::type_config::RaftNodeId;
+
+/// A change to one node's routes: `filter` has local subscribers on it (`present`) or has
+/// none any more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteChange {
+    /// The topic filter as subscribed (`$share/group/filter` for a shared subscription).
+    pub filter: String,
+    /// Whether the node has subscribers of it now.
+    pub present: bool,
+}
+
+/// The payload of a log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// `node`'s routes changed (applied in order; batched by the node's route writer).
+    Routes {
+        /// The node the routes point at.
+        node: RaftNodeId,
+        /// The changes, in order.
+        changes: Vec<RouteChange>,
+    },
+    /// `client_id` connected on `node`: it is the owner now, with a new epoch. The response
+    /// says the previous owner, which must close its connection.
+    Claim {
+        /// The client id.
+        client_id: String,
+        /// The node that holds the new connection.
+        node: RaftNodeId,
+    },
+    /// The connection of `client_id` with `epoch` ended: it owns nothing any more (a later
+    /// claim's epoch is left alone).
+    Release {
+        /// The client id.
+        client_id: String,
+        /// The epoch of the claim that ends.
+        epoch: u64,
+    },
+    /// `node` is gone (it left, or failure detection declared it dead): its routes and
+    /// ownerships go with it.
+    RemoveNode {
+        /// The node.
+        node: RaftNodeId,
+    },
+    /// `topic`'s retained message is now `message` (the store's message format).
+    Retain {
+        /// The topic.
+        topic: String,
+        /// The message, in the store's format (`shoal_store::message_to_bytes`).
+        message: Vec<u8>,
+    },
+    /// `topic` has no retained message any more.
+    ClearRetained {
+        /// The topic.
+        topic: String,
+    },
+    /// Failure detection declared `node` unreachable (`down`), or it answers again (meta).
+    /// Route barriers do not wait for a node that is down.
+    SetDown {
+        /// The node.
+        node: RaftNodeId,
+        /// Whether it is down.
+        down: bool,
+    },
+    /// `node` is a member, reached at `address` (meta).
+    AddNode {
+        /// The node.
+        node: RaftNodeId,
+        /// Its cluster listener, host:port.
+        address: String,
+        /// A front end: never a voter.
+        frontend: bool,
+    },
+}
+
+/// The owner of a connected client id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// The node holding the connection.
+    pub node: RaftNodeId,
+    /// The claim's epoch: larger than every earlier claim's in the group.
+    pub epoch: u64,
+}
+
+/// A member as `meta` records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    /// Its cluster listener, host:port.
+    pub address: String,
+    /// A front end: never a voter.
+    pub frontend: bool,
+    /// Declared unreachable by failure detection.
+    #[serde(default)]
+    pub down: bool,
+}
+
+/// What applying one entry did.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Response {
+    /// Nothing to report (blank and membership entries, routes, retained, members).
+    #[default]
+    Done,
+    /// A claim: its epoch, and the owner it replaced (if another claim was live).
+    Claimed {
+        /// The new claim's epoch.
+        epoch: u64,
+        /// The previous owner, if any.
+        previous: Option<Owner>,
+    },
+    /// A release: whether the claim was still the live one.
+    Released(bool),
+}
+
+/// A key of the state that an entry changed, so that it can be written through and
+/// reported to the observer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Touched {
+    /// A route's filter.
+    Route(String),
+    /// An owner's client id.
+    Owner(String),
+    /// A retained message's topic.
+    Retained(String),
+    /// A member.
+    Node(RaftNodeId),
+    /// The epoch counter.
+    Epoch,
+}
+
+/// The state of one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    /// Filter -> the nodes that have subscribers of it. Only non-empty sets are kept.
+    pub(crate) routes: BTreeMap<String, BTreeSet<RaftNodeId>>,
+    /// Client id -> the node that holds its connection.
+    pub(crate) owners: BTreeMap<String, Owner>,
+    /// The last epoch handed out.
+    pub(crate) epoch: u64,
+    /// Topic -> the retained message (store format).
+    pub(crate) retained: BTreeMap<String, Vec<u8>>,
+    /// The members (meta).
+    pub(crate) nodes: BTreeMap<RaftNodeId, Member>,
+}
+
+impl GroupState {
+    /// Applies `command`, noting in `touched` what it changed; the same commands in the
+    /// same order give the same state on every replica.
+    pub fn apply(&mut self, command: &Command, touched: &mut BTreeSet<Touched>) -> Response {
+        match command {
+            Command::Routes { node, changes } => {
+                for change in changes {
+                    let changed = if change.present {
+                        self.routes
+                            .entry(change.filter.clone())
+                            .or_default()
+                            .insert(*node)
+                    } else {
+                        self.remove_route(&change.filter, *node)
+                    };
+                    if changed {
+                        touched.insert(Touched::Route(change.filter.clone()));
+                    }
+                }
+                Response::Done
+            }
+            Command::Claim { client_id, node } => {
+                self.epoch += 1;
+                let owner = Owner {
+                    node: *node,
+                    epoch: self.epoch,
+                };
+                let previous = self.owners.insert(client_id.clone(), owner);
+                touched.insert(Touched::Owner(client_id.clone()));
+                touched.insert(Touched::Epoch);
+                Response::Claimed {
+                    epoch: self.epoch,
+                    previous,
+                }
+            }
+            Command::Release { client_id, epoch } => {
+                let live = self
+                    .owners
+                    .get(client_id)
+                    .is_some_and(|o| o.epoch == *epoch);
+                if live {
+                    self.owners.remove(client_id);
+                    touched.insert(Touched::Owner(client_id.clone()));
+                }
+                Response::Released(live)
+            }
+            Command::RemoveNode { node } => {
+                let filters: Vec<String> = self
+                    .routes
+                    .iter()
+                    .filter(|(_, nodes)| nodes.contains(node))
+                    .map(|(f, _)| f.clone())
+                    .collect();
+                for filter in filters {
+                    self.remove_route(&filter, *node);
+                    touched.insert(Touched::Route(filter));
+                }
+                let clients: Vec<String> = self
+                    .owners
+                    .iter()
+                    .filter(|(_, o)| o.node == *node)
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                for client in clients {
+                    self.owners.remove(&client);
+                    touched.insert(Touched::Owner(client));
+                }
+                Response::Done
+            }
+            Command::Retain { topic, message } => {
+                self.retained.insert(topic.clone(), message.clone());
+                touched.insert(Touched::Retained(topic.clone()));
+                Response::Done
+            }
+            Command::ClearRetained { topic } => {
+                if self.retained.remove(topic).is_some() {
+                    touched.insert(Touched::Retained(topic.clone()));
+                }
+                Response::Done
+            }
+            Command::SetDown { node, down } => {
+                if let Some(member) = self.nodes.get_mut(node)
+                    && member.down != *down
+                {
+                    member.down = *down;
+                    touched.insert(Touched::Node(*node));
+                }
+                Response::Done
+            }
+            Command::AddNode {
+                node,
+                address,
+                frontend,
+            } => {
+                let member = Member {
+                    address: address.clone(),
+                    frontend: *frontend,
+                    down: false,
+                };
+                if self.nodes.get(node) != Some(&member) {
+                    self.nodes.insert(*node, member);
+                    touched.insert(Touched::Node(*node));
+                }
+                Response::Done
+            }
+        }
+    }
+
+    fn remove_route(&mut self, filter: &str, node: RaftNodeId) -> bool {
+        let Some(nodes) = self.routes.get_mut(filter) else {
+            return false;
+        };
+        let removed = nodes.remove(&node);
+        if nodes.is_empty() {
+            self.routes.remove(filter);
+        }
+        removed
+    }
+
+    /// The nodes with subscribers of `filter`.
+    pub fn route(&self, filter: &str) -> Option<&BTreeSet<RaftNodeId>> {
+        self.routes.get(filter)
+    }
+
+    /// Every route, by filter.
+    pub fn routes(&self) -> impl Iterator<Item = (&str, &BTreeSet<RaftNodeId>)> {
+        self.routes.iter().map(|(f, n)| (f.as_str(), n))
+    }
+
+    /// The owner of `client_id`.
+    pub fn owner(&self, client_id: &str) -> Option<Owner> {
+        self.owners.get(client_id).copied()
+    }
+
+    /// The retained message of `topic` (store format).
+    pub fn retained(&self, topic: &str) -> Option<&[u8]> {
+        self.retained.get(topic).map(Vec::as_slice)
+    }
+
+    /// The members (meta).
+    pub fn nodes(&self) -> &BTreeMap<RaftNodeId, Member> {
+        &self.nodes
+    }
+
+    /// Every key the state holds (to report them all after a snapshot or at start).
+    pub(crate) fn keys(&self, into: &mut BTreeSet<Touched>) {
+        into.extend(self.routes.keys().cloned().map(Touched::Route));
+        into.extend(self.owners.keys().cloned().map(Touched::Owner));
+        into.extend(self.retained.keys().cloned().map(Touched::Retained));
+        into.extend(self.nodes.keys().copied().map(Touched::Node));
+        into.insert(Touched::Epoch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn routes(node: u64, changes: &[(&str, bool)]) -> Command {
+        Command::Routes {
+            node,
+            changes: changes
+                .iter()
+                .map(|(f, p)| RouteChange {
+                    filter: (*f).into(),
+                    present: *p,
+                })
+                .collect(),
+        }
+    }
+
+    fn apply(state: &mut GroupState, command: &Command) -> (Response, BTreeSet<Touched>) {
+        let mut touched = BTreeSet::new();
+        let response = state.apply(command, &mut touched);
+        (response, touched)
+    }
+
+    #[test]
+    fn adding_a_route_twice_changes_the_state_once() {
+        let mut state = GroupState::default();
+        assert_eq!(apply(&mut state, &routes(1, &[("a/+", true)])).1.len(), 1);
+        assert!(apply(&mut state, &routes(1, &[("a/+", true)])).1.is_empty());
+        assert_eq!(state.route("a/+"), Some(&BTreeSet::from([1])));
+    }
+
+    #[test]
+    fn removing_the_last_node_removes_the_filter() {
+        let mut state = GroupState::default();
+        apply(&mut state, &routes(1, &[("a", true)]));
+        apply(&mut state, &routes(2, &[("a", true)]));
+        apply(&mut state, &routes(1, &[("a", false)]));
+        assert_eq!(state.route("a"), Some(&BTreeSet::from([2])));
+        apply(&mut state, &routes(2, &[("a", false)]));
+        assert!(apply(&mut state, &routes(2, &[("a", false)])).1.is_empty());
+        assert_eq!(state.routes().count(), 0);
+    }
+
+    #[test]
+    fn a_claim_replaces_the_owner_with_a_larger_epoch_and_names_the_previous() {
+        let mut state = GroupState::default();
+        let claim = |node| Command::Claim {
+            client_id: "c".into(),
+            node,
+        };
+        let (first, _) = apply(&mut state, &claim(1));
+        assert_eq!(
+            first,
+            Response::Claimed {
+                epoch: 1,
+                previous: None
+            }
+        );
+        let (second, _) = apply(&mut state, &claim(2));
+        assert_eq!(
+            second,
+            Response::Claimed {
+                epoch: 2,
+                previous: Some(Owner { node: 1, epoch: 1 })
+            }
+        );
+        // The first connection's late release does not remove the second's claim.
+        let (late, touched) = apply(
+            &mut state,
+            &Command::Release {
+                client_id: "c".into(),
+                epoch: 1,
+            },
+        );
+        assert_eq!(late, Response::Released(false));
+        assert!(touched.is_empty());
+        assert_eq!(state.owner("c"), Some(Owner { node: 2, epoch: 2 }));
+    }
+
+    #[test]
+    fn removing_a_node_drops_its_routes_and_owners_only() {
+        let mut state = GroupState::default();
+        apply(&mut state, &routes(1, &[("a", true), ("b", true)]));
+        apply(&mut state, &routes(2, &[("a", true)]));
+        apply(
+            &mut state,
+            &Command::Claim {
+                client_id: "c1".into(),
+                node: 1,
+            },
+        );
+        apply(
+            &mut state,
+            &Command::Claim {
+                client_id: "c2".into(),
+                node: 2,
+            },
+        );
+        apply(&mut state, &Command::RemoveNode { node: 1 });
+        assert_eq!(state.route("a"), Some(&BTreeSet::from([2])));
+        assert_eq!(state.route("b"), None);
+        assert_eq!(state.owner("c1"), None);
+        assert_eq!(state.owner("c2").map(|o| o.node), Some(2));
+    }
+
+    #[test]
+    fn replicas_applying_the_same_commands_agree() {
+        let commands = [
+            routes(3, &[("x", true)]),
+            routes(1, &[("y", true)]),
+            routes(3, &[("x", false)]),
+            Command::Claim {
+                client_id: "c".into(),
+                node: 2,
+            },
+            Command::Retain {
+                topic: "t".into(),
+                message: vec![1, 2],
+            },
+            routes(2, &[("x", true), ("y", true)]),
+        ];
+        let mut a = GroupState::default();
+        let mut b = GroupState::default();
+        let ra: Vec<_> = commands.iter().map(|c| apply(&mut a, c)).collect();
+        let rb: Vec<_> = commands.iter().map(|c| apply(&mut b, c)).collect();
+        assert_eq!(ra, rb);
+        assert_eq!(a, b);
+    }
+}
