@@ -71,7 +71,7 @@ macro_rules! raw_config {
         #[derive(Debug, Clone, Default, Deserialize, Parser)]
         #[serde(deny_unknown_fields)]
         #[command(name = "shoal", version, about = "shoal: an MQTT broker node (MQTT 3.1, 3.1.1, 5.0)",
-            long_about = "shoal: an MQTT broker node (MQTT 3.1, 3.1.1, 5.0). Clustering is not available yet: a node is a complete broker on its own.\n\nEvery key can be set in the TOML file given by --config, by the environment variable SHOAL_<KEY> (upper case), or by the flag --<key>; flags override the environment, which overrides the file. TLS, WebSocket, QUIC and more TCP listeners are [[listeners]] tables in the file (README, \"Listeners\").",
+            long_about = "shoal: an MQTT broker node (MQTT 3.1, 3.1.1, 5.0). A node is a complete broker on its own; with cluster_listen, seeds or discovery it joins a cluster of nodes that behave as one broker (README, \"Cluster\").\n\nEvery key can be set in the TOML file given by --config, by the environment variable SHOAL_<KEY> (upper case), or by the flag --<key>; flags override the environment, which overrides the file. TLS, WebSocket, QUIC and more TCP listeners are [[listeners]] tables in the file (README, \"Listeners\").",
             after_long_help = HELP_FOOTER)]
         pub struct RawConfig {
             /// A TOML file of keys (the same names as the flags, with `_`).
@@ -142,7 +142,7 @@ raw_config! {
     max_keep_alive: u16 = "SHOAL_MAX_KEEP_ALIVE",
     /// Interval of the $SYS topics, seconds; 0 turns them off. Default 10.
     sys_interval: u64 = "SHOAL_SYS_INTERVAL",
-    /// Log filter (tracing's EnvFilter syntax). Default "info".
+    /// Log filter (tracing's EnvFilter syntax). Default "info,openraft=warn" (openraft logs every election and membership step at info).
     log: String = "SHOAL_LOG",
     /// The token the admin API (/api/v1, /bans) requires (`Authorization: Bearer <token>`).
     /// Default: none, and then the API answers loopback clients only.
@@ -223,6 +223,50 @@ raw_config! {
     /// take over any client id, as in Mosquitto). Sessions restored after a restart are
     /// claimed by the first client that resumes them.
     bind_client_id_to_username: bool = "SHOAL_BIND_CLIENT_ID_TO_USERNAME",
+    /// Cluster: the address the node listens on for other nodes (gRPC: Raft, forwarding).
+    /// Setting it (or `seeds`, or `discovery`) makes the node a member of a cluster; unset,
+    /// the node is a broker on its own. Example 0.0.0.0:7946.
+    cluster_listen: SocketAddr = "SHOAL_CLUSTER_LISTEN",
+    /// Cluster: this node's id, a positive integer unique in the cluster and stable across
+    /// restarts. Default: the number at the end of the host name plus one (pod `shoal-2`
+    /// of a StatefulSet is node 3); a host name without one is refused.
+    node_id: u64 = "SHOAL_NODE_ID",
+    /// Cluster: host:port at which other nodes reach this one. Default: `cluster_listen`,
+    /// with the host name in place of an unspecified address (0.0.0.0).
+    cluster_advertise: String = "SHOAL_CLUSTER_ADVERTISE",
+    /// Cluster: nodes to join through, `host:port` separated by commas; a name resolving
+    /// to several addresses is tried at each. A node with no state and no seeds, or with
+    /// `bootstrap`, starts a new cluster.
+    seeds: String = "SHOAL_SEEDS",
+    /// Cluster: `dns:NAME:PORT`, a name that resolves to every node (a Kubernetes headless
+    /// service), used as a seed and resolved again at each attempt.
+    discovery: String = "SHOAL_DISCOVERY",
+    /// Cluster: start a new cluster with this node if it has no state yet, whatever the
+    /// seeds say. Exactly one node of a new cluster does this (the StatefulSet's first pod).
+    /// Default false.
+    bootstrap: bool = "SHOAL_BOOTSTRAP",
+    /// Cluster: `full` (default: a voter of the groups where there is room, up to five,
+    /// and a front end) or `frontend` (a learner of every group: terminates MQTT, holds no
+    /// vote).
+    role: String = "SHOAL_ROLE",
+    /// Cluster: route shards, each a Raft group (1 to 64). Default 4. Every node must use
+    /// the same number.
+    route_shards: u16 = "SHOAL_ROUTE_SHARDS",
+    /// Cluster: retained message shards, each a Raft group (1 to 64). Default 2. Every
+    /// node must use the same number.
+    retained_shards: u16 = "SHOAL_RETAINED_SHARDS",
+    /// Cluster: Raft heartbeat interval, milliseconds. Default 200.
+    cluster_heartbeat_ms: u64 = "SHOAL_CLUSTER_HEARTBEAT_MS",
+    /// Cluster: Raft election timeout, milliseconds (a follower that hears no leader for
+    /// between this and twice this starts an election). Default 1000.
+    cluster_election_timeout_ms: u64 = "SHOAL_CLUSTER_ELECTION_TIMEOUT_MS",
+    /// Cluster: a node that does not answer for this long, milliseconds, is declared down:
+    /// its routes and client ids are removed, route barriers stop waiting for it. Default
+    /// 3000.
+    cluster_failure_timeout_ms: u64 = "SHOAL_CLUSTER_FAILURE_TIMEOUT_MS",
+    /// Cluster: how long a SUBACK waits for its new route to be usable on every node,
+    /// seconds, before it answers 0x80. Default 10.
+    route_timeout: u64 = "SHOAL_ROUTE_TIMEOUT",
 }
 
 /// One `[[listeners]]` table as the file says it.
@@ -429,6 +473,17 @@ pub struct Config {
     pub sys_interval: Option<Duration>,
     /// The log filter.
     pub log: String,
+    /// Cluster membership, if the node is part of a cluster.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How the node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// What the cluster crate needs.
+    pub node: shoal_cluster::ClusterConfig,
+    /// How long a SUBACK waits for its route.
+    pub route_timeout: Duration,
 }
 
 impl Config {
@@ -457,6 +512,7 @@ impl Config {
 
     /// Checks every key and fills in the defaults.
     pub fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let cluster = cluster_settings(&raw)?;
         let defaults = SessionConfig::default();
         let max_packet_size = raw.max_packet_size.unwrap_or(1 << 20);
         if max_packet_size == 0 || max_packet_size > shoal_codec::MAX_PACKET_SIZE {
@@ -632,7 +688,7 @@ impl Config {
             publish_rate: raw.publish_rate.filter(|&n| n > 0),
             publish_bytes_rate: raw.publish_bytes_rate.filter(|&n| n > 0),
         };
-        let log = raw.log.unwrap_or_else(|| "info".into());
+        let log = raw.log.unwrap_or_else(|| "info,openraft=warn".into());
         tracing_subscriber::EnvFilter::try_new(&log).map_err(|e| invalid("log", e.to_string()))?;
         Ok(Self {
             listeners,
@@ -657,8 +713,152 @@ impl Config {
                 secs => Some(Duration::from_secs(secs)),
             },
             log,
+            cluster,
         })
     }
+}
+
+/// The cluster keys, if the node is part of a cluster.
+fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigError> {
+    let discovery = match raw.discovery.as_deref() {
+        None | Some("") => None,
+        Some(d) => match d.strip_prefix("dns:") {
+            Some(name) if name.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+                Some(name.to_owned())
+            }
+            _ => {
+                return Err(invalid(
+                    "discovery",
+                    format!("{d:?} is not dns:NAME:PORT"),
+                ));
+            }
+        },
+    };
+    let mut seeds: Vec<String> = raw
+        .seeds
+        .as_deref()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for seed in &seeds {
+        if seed.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+            return Err(invalid("seeds", format!("{seed:?} is not host:port")));
+        }
+    }
+    seeds.extend(discovery);
+    if raw.cluster_listen.is_none() && seeds.is_empty() {
+        return Ok(None);
+    }
+    let listen = raw
+        .cluster_listen
+        .unwrap_or_else(|| "0.0.0.0:7946".parse().expect("a valid address literal"));
+    let host = hostname();
+    let node_id = match raw.node_id {
+        Some(0) => return Err(invalid("node_id", "0 is not a node id (1 and up)".into())),
+        Some(id) => id,
+        None => {
+            let digits: String = host
+                .chars()
+                .rev()
+                .take_while(char::is_ascii_digit)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            match digits.parse::<u64>() {
+                Ok(n) => n + 1,
+                Err(_) => {
+                    return Err(invalid(
+                        "node_id",
+                        format!("not set, and the host name {host:?} does not end in a number to derive it from"),
+                    ));
+                }
+            }
+        }
+    };
+    let advertise = match raw.cluster_advertise.as_deref() {
+        Some(a) if !a.is_empty() => a.to_owned(),
+        _ if listen.ip().is_unspecified() => format!("{host}:{}", listen.port()),
+        _ => listen.to_string(),
+    };
+    let frontend = match raw.role.as_deref().unwrap_or("full") {
+        "full" => false,
+        "frontend" => true,
+        other => {
+            return Err(invalid(
+                "role",
+                format!("{other:?} is not full or frontend"),
+            ));
+        }
+    };
+    let shards = |key: &str, value: Option<u16>, default: u16| match value.unwrap_or(default) {
+        n @ 1..=64 => Ok(n),
+        n => Err(invalid(key, format!("{n} is not between 1 and 64"))),
+    };
+    let millis = |key: &str, value: Option<u64>, default: u64, min: u64| match value.unwrap_or(default) {
+        n if n >= min => Ok(Duration::from_millis(n)),
+        n => Err(invalid(key, format!("{n} is below the minimum of {min}"))),
+    };
+    let heartbeat = millis("cluster_heartbeat_ms", raw.cluster_heartbeat_ms, 200, 10)?;
+    let election_timeout = millis(
+        "cluster_election_timeout_ms",
+        raw.cluster_election_timeout_ms,
+        1000,
+        50,
+    )?;
+    if election_timeout <= heartbeat * 2 {
+        return Err(invalid(
+            "cluster_election_timeout_ms",
+            format!(
+                "{} ms must be more than twice cluster_heartbeat_ms ({} ms)",
+                election_timeout.as_millis(),
+                heartbeat.as_millis()
+            ),
+        ));
+    }
+    let failure_timeout = millis(
+        "cluster_failure_timeout_ms",
+        raw.cluster_failure_timeout_ms,
+        3000,
+        100,
+    )?;
+    let route_timeout = match raw.route_timeout.unwrap_or(10) {
+        0 => return Err(invalid("route_timeout", "0 would fail every new route".into())),
+        secs => Duration::from_secs(secs),
+    };
+    Ok(Some(ClusterSettings {
+        node: shoal_cluster::ClusterConfig {
+            node_id,
+            listen,
+            advertise,
+            seeds,
+            bootstrap: raw.bootstrap.unwrap_or(false),
+            frontend,
+            route_shards: shards("route_shards", raw.route_shards, 4)?,
+            retained_shards: shards("retained_shards", raw.retained_shards, 2)?,
+            heartbeat,
+            election_timeout,
+            failure_timeout,
+            join_timeout: Duration::from_secs(120),
+        },
+        route_timeout,
+    }))
+}
+
+/// This machine's host name (`HOSTNAME`, else the kernel's), for the node id and address.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 /// A failure limit: `None` when `failures` is 0 (no limit); a window of 0 is refused.

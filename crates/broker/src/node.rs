@@ -50,6 +50,12 @@ pub enum StartError {
         /// Why.
         source: std::io::Error,
     },
+    /// The node could not join (or start) its cluster.
+    #[error("cluster: {source}")]
+    Cluster {
+        /// Why.
+        source: shoal_cluster::ClusterError,
+    },
     /// A listener's TLS files, the password file or the ACL cannot be used.
     #[error("{what}: {reason}")]
     Access {
@@ -67,7 +73,7 @@ impl StartError {
     pub fn exit_status(&self) -> i32 {
         match self {
             Self::Access { .. } => 2,
-            Self::Locked { .. } | Self::Store { .. } | Self::Bind { .. } => 3,
+            Self::Locked { .. } | Self::Store { .. } | Self::Bind { .. } | Self::Cluster { .. } => 3,
         }
     }
 
@@ -157,9 +163,28 @@ impl Node {
         let broker = Broker::new(config, store, hooks, access, clock)
             .map_err(|source| StartError::Store { path, source })?;
         let config = broker.config().clone();
-        let ready = Arc::new(AtomicBool::new(true));
+        // A node of a cluster is ready once it has joined (the admin listener answers
+        // /healthz meanwhile, and /readyz 503).
+        let ready = Arc::new(AtomicBool::new(config.cluster.is_none()));
         let mut tasks = JoinSet::new();
         let mut running = Vec::new();
+        tasks.spawn(admin::run(
+            Arc::clone(&broker),
+            admin,
+            prometheus,
+            Arc::clone(&ready),
+        ));
+        if let Some(settings) = &config.cluster {
+            let host = Arc::new(crate::broker::BrokerHost(Arc::downgrade(&broker)));
+            let cluster = shoal_cluster::Cluster::start(settings.node.clone(), &broker.store, host)
+                .await
+                .map_err(|source| StartError::Cluster { source })?;
+            tracing::info!(node = cluster.id(), "joined the cluster");
+            // This node's routes are those of its sessions (persistent ones read back).
+            let _ = cluster.reconcile_routes(&broker.local_filters());
+            broker.set_cluster(cluster);
+            ready.store(true, std::sync::atomic::Ordering::Release);
+        }
         for (listener, bound, addr) in listeners {
             tracing::info!(listener = %listener.config.name, kind = listener.config.kind.label(), %addr, "listening");
             tasks.spawn(listener::run(
@@ -169,7 +194,6 @@ impl Node {
             ));
             running.push((listener, addr));
         }
-        tasks.spawn(admin::run(Arc::clone(&broker), admin, prometheus, ready));
         if let Some(interval) = config.sys_interval {
             tasks.spawn(sys::run(Arc::clone(&broker), interval));
         }
@@ -281,6 +305,9 @@ impl Node {
         self.tasks.shutdown().await;
         for (listener, _) in &self.listeners {
             listener.close_quic().await;
+        }
+        if let Some(cluster) = self.broker.cluster() {
+            cluster.shutdown().await;
         }
         if let Err(e) = self.broker.store.flush().await {
             tracing::error!(error = %e, "final store flush failed");

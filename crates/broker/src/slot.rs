@@ -46,6 +46,9 @@ pub(crate) struct SessionSlot {
     /// The earliest deadline filed for the session (`Broker::file_session_deadline`), in
     /// seconds since the Unix epoch rounded down; 0 when none.
     deadline_secs: AtomicU32,
+    /// The cluster's owner epoch of the claim that holds the session (0: none, or a node
+    /// alone). Another node's claim with a larger epoch takes the client id over.
+    epoch: AtomicU64,
 }
 
 impl SessionSlot {
@@ -65,7 +68,18 @@ impl SessionSlot {
             kick_reason: AtomicU8::new(0),
             retired: AtomicBool::new(false),
             deadline_secs: AtomicU32::new(0),
+            epoch: AtomicU64::new(0),
         }
+    }
+
+    /// The cluster's owner epoch of the claim that holds the session (0: none).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Records the cluster's owner epoch of the claim that now holds the session.
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
     }
 
     /// Records who is connected now (`None`: nobody).

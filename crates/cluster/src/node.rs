@@ -187,6 +187,15 @@ pub struct Cluster {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("node_id", &self.inner.id)
+            .field("groups", &self.inner.groups.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// Reports route and retained changes of the applies to the node's lookups and host.
 struct NodeObserver {
     own: RaftNodeId,

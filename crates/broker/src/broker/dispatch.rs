@@ -15,13 +15,34 @@ use crate::metrics as m;
 use crate::slot::SessionSlot;
 
 /// What a dispatch did, for its publisher's acknowledgement.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 #[must_use]
 pub(crate) struct Dispatched {
     /// What the acknowledgement must wait for (the writes of the queued copies).
     pub(crate) receipts: Receipts,
-    /// How many sessions the message went to.
+    /// How many sessions (and other nodes) the message went to.
     pub(crate) recipients: usize,
+    /// What else it waits for: peers' acceptance of the forwarded copies, the replicated
+    /// retained message.
+    pub(crate) pending: Vec<super::Pending>,
+}
+
+/// Which shared subscription groups a dispatch delivers to.
+#[derive(Debug, Clone, Copy)]
+enum Shared<'a> {
+    /// Every group but these, whose delivery fell to other nodes.
+    Except(&'a [String]),
+    /// Only these (a publication forwarded from another node).
+    Only(&'a [String]),
+}
+
+impl Shared<'_> {
+    fn includes(self, group: &str) -> bool {
+        match self {
+            Self::Except(groups) => !groups.iter().any(|g| g == group),
+            Self::Only(groups) => groups.iter().any(|g| g == group),
+        }
+    }
 }
 
 /// One session a message goes to, and how.
@@ -51,10 +72,14 @@ impl Broker {
         let now = self.now();
         let mut out = Dispatched::default();
         if message.retain {
-            out.receipts = out.receipts.and(self.retain(message, true));
+            match self.cluster() {
+                Some(cluster) => out.pending.push(self.retain_replicated(cluster, message)),
+                None => out.receipts = out.receipts.and(self.retain(message, true)),
+            }
         }
-        let targets = self.targets(message, publisher, recipients);
-        out.recipients = targets.len();
+        let (nodes, elsewhere) = self.forward(message, &mut out.pending);
+        let targets = self.targets(message, publisher, recipients, Shared::Except(&elsewhere));
+        out.recipients = targets.len() + nodes;
         if out.recipients == 0 {
             metrics::counter!(m::MESSAGES_DROPPED, "cause" => "no_subscribers").increment(1);
         }
@@ -70,14 +95,53 @@ impl Broker {
         out
     }
 
+    /// Sends a message forwarded from another node to this node's sessions: every plain
+    /// subscriber, and the shared groups `shared` whose delivery fell to this node. It is
+    /// not forwarded again, and not retained again (its retained copy, if any, is applied
+    /// through its Raft group).
+    pub(crate) fn dispatch_forwarded(
+        &self,
+        message: &Arc<Message>,
+        shared: &[String],
+        recipients: &mut Recipients<u64>,
+    ) -> Receipts {
+        let now = self.now();
+        let targets = self.targets(message, None, recipients, Shared::Only(shared));
+        targets.into_iter().fold(Receipts::default(), |receipts, t| {
+            receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
+        })
+    }
+
+    /// Keeps (or clears) a retained message through its Raft group; the wait holds once
+    /// every live node has it.
+    fn retain_replicated(
+        &self,
+        cluster: &shoal_cluster::Cluster,
+        message: &Arc<Message>,
+    ) -> super::Pending {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let cluster = cluster.clone();
+        let message = Arc::clone(message);
+        tokio::spawn(async move {
+            let kept = (!message.payload.is_empty()).then_some(&*message);
+            let result = cluster.retain(&message.topic, kept).await;
+            if let Err(e) = &result {
+                tracing::warn!(topic = %message.topic, error = %e, "a retained message was not replicated");
+            }
+            let _ = tx.send(result.is_ok());
+        });
+        rx
+    }
+
     /// The sessions a message goes to: every plain subscriber the ACL lets receive it, and
-    /// one member of each shared group (a connected one if there is one). The tables are
-    /// read-locked only while this runs: nothing is written meanwhile.
+    /// one member of each shared group `shared` includes (a connected one if there is
+    /// one). The tables are read-locked only while this runs: nothing is written meanwhile.
     fn targets(
         &self,
         message: &Message,
         publisher: Option<u64>,
         recipients: &mut Recipients<u64>,
+        shared: Shared<'_>,
     ) -> Vec<Target> {
         read(&self.index).match_topic(&message.topic, publisher, recipients);
         let by_id = read(&self.by_id);
@@ -98,7 +162,7 @@ impl Broker {
         }
         for group in recipients.shared_groups() {
             let members = group.members;
-            if members.is_empty() {
+            if members.is_empty() || !shared.includes(group.group.as_str()) {
                 continue;
             }
             let start = self.shared_cursor.fetch_add(1, Ordering::Relaxed);

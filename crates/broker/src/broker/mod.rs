@@ -50,9 +50,12 @@ pub struct Broker {
     store_broken: std::sync::atomic::AtomicBool,
     /// Delayed Wills, session and retained expiry, by time.
     deadlines: deadlines::Deadlines,
+    /// This node's part of the cluster, once it has joined (never, for a node alone).
+    cluster: std::sync::OnceLock<shoal_cluster::Cluster>,
 }
 
 mod acl;
+mod cluster;
 mod deadlines;
 mod dispatch;
 mod expiry;
@@ -61,6 +64,7 @@ mod persist;
 mod retained;
 mod will;
 
+pub(crate) use cluster::{BrokerHost, Pending};
 pub(crate) use persist::Receipts;
 
 impl Broker {
@@ -87,6 +91,7 @@ impl Broker {
             keep_alive: Default::default(),
             store_broken: Default::default(),
             deadlines: Default::default(),
+            cluster: std::sync::OnceLock::new(),
             store,
             sessions: Mutex::default(),
             by_id: RwLock::default(),
@@ -103,7 +108,12 @@ impl Broker {
 
     fn restore(self: &Arc<Self>) -> Result<(), shoal_store::StoreError> {
         let now = self.clock.now();
-        for message in loaded(self.store.load_retained()?, "retained message") {
+        // In a cluster, retained messages come from their Raft groups, not this store.
+        let retained = match self.config.cluster {
+            Some(_) => Vec::new(),
+            None => loaded(self.store.load_retained()?, "retained message"),
+        };
+        for message in retained {
             let message = Arc::new(message);
             if let Some(at) = message.expires_at {
                 self.deadlines
@@ -179,7 +189,7 @@ impl Broker {
                 .collect();
             (filters, session.is_persistent())
         };
-        write(&self.index).remove_all(slot.id, filters.iter().map(|f| f.as_str()));
+        self.unsubscribe(slot.id, filters.iter().map(|f| f.as_str()));
         write(&self.by_id).remove(slot);
         if stored && let Err(e) = self.store.remove_session(&slot.client_id) {
             tracing::error!(client_id = %slot.client_id, error = %e, "removing a session from the store failed");

@@ -79,6 +79,22 @@ impl Broker {
         ours
     }
 
+    /// Ends the session of a client id that another node claimed (its connection here has
+    /// let go): it is retired and discarded, unless a connection here attached to it again.
+    /// Its Will is not published: the client is connected elsewhere.
+    pub(crate) fn end_claimed(&self, slot: &Arc<SessionSlot>) {
+        let mut sessions = lock(&self.sessions);
+        let listed = sessions
+            .get(&slot.client_id)
+            .is_some_and(|listed| Arc::ptr_eq(listed, slot));
+        if !listed || slot.is_attached() {
+            return;
+        }
+        slot.retire();
+        sessions.remove(slot);
+        self.discard_unlisted(slot);
+    }
+
     /// Ends `slot` if nobody claimed it and `ended` says its time is up, deciding and
     /// discarding under the table's lock (a CONNECT cannot claim it meanwhile). Returns
     /// whether it ended.
@@ -96,6 +112,9 @@ impl Broker {
         }
         sessions.remove(slot);
         self.discard_unlisted(slot);
+        if let Some(cluster) = self.cluster() {
+            cluster.release(&slot.client_id, slot.epoch());
+        }
         true
     }
 }

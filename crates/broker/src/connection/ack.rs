@@ -10,7 +10,7 @@ use shoal_topic::Recipients;
 
 use super::subscribe::Subscribed;
 use super::{Conn, Transport};
-use crate::broker::{Broker, Receipts, write};
+use crate::broker::{Broker, Pending, Receipts};
 use crate::metrics as m;
 use crate::slot::SessionSlot;
 use crate::stats::Stats;
@@ -42,6 +42,7 @@ impl<T: Transport> Conn<T> {
         let mut receipts = Receipts::default();
         let mut acks: Vec<(PacketId, PubAckReasonCode)> = Vec::new();
         let mut subacks = Vec::new();
+        let mut pending = Vec::new();
         let mut close = None;
         for event in events {
             match event {
@@ -76,6 +77,11 @@ impl<T: Transport> Conn<T> {
                     let dispatched = broker.dispatch(&message, Some(slot.id), recipients, atomic);
                     receipts = receipts.and(dispatched.receipts);
                     woken += dispatched.recipients;
+                    if packet_id.is_some() {
+                        // Its acknowledgement (pushed below) waits for these too.
+                        let ack = acks.len();
+                        pending.extend(dispatched.pending.into_iter().map(|p| (Waiter::Ack(ack), p)));
+                    }
                     if let Some(id) = packet_id {
                         let reason = if dispatched.receipts.failed {
                             PubAckReasonCode::UnspecifiedError
@@ -91,13 +97,17 @@ impl<T: Transport> Conn<T> {
                     packet_id,
                     requests,
                 } => {
-                    subacks.push((packet_id, self.subscribe(slot, &requests)));
+                    let (subscribed, routes) = self.subscribe(slot, &requests);
+                    let suback = subacks.len();
+                    pending.extend(
+                        routes
+                            .into_iter()
+                            .map(|(entry, route)| (Waiter::Sub(suback, entry), route)),
+                    );
+                    subacks.push((packet_id, subscribed));
                 }
                 Event::Unsubscribed { filters } => {
-                    let mut index = write(&broker.index);
-                    for filter in &filters {
-                        index.remove(slot.id, filter);
-                    }
+                    broker.unsubscribe(slot.id, filters.iter().map(|f| f.as_str()));
                 }
                 Event::Auth(auth) => self.reauthenticate(slot, auth),
                 Event::Close(reason) => close = Some(reason),
@@ -112,6 +122,7 @@ impl<T: Transport> Conn<T> {
             subacks,
             close,
             woken,
+            pending,
         };
         Some((done, receipts))
     }
@@ -133,11 +144,17 @@ impl<T: Transport> Conn<T> {
             subacks,
             close,
             woken,
+            pending: _,
         } = done;
         let broker = &self.broker;
         let now = broker.now();
         let mut session = slot.lock();
         let v5 = session.version().is_some_and(ProtocolVersion::is_v5);
+        // A publication another node did not accept has no failure code in MQTT 3.1.1.
+        let refused = acks
+            .iter()
+            .any(|(_, reason)| *reason == PubAckReasonCode::UnspecifiedError);
+        let durable = durable && (v5 || !refused);
         if !durable && !acks.is_empty() {
             metrics::counter!(m::ACKS_FAILED, "kind" => "publish").increment(acks.len() as u64);
             if !v5 {
@@ -241,17 +258,67 @@ pub(super) struct Done {
     subacks: Vec<(PacketId, Subscribed)>,
     close: Option<CloseReason>,
     woken: usize,
+    /// What the acknowledgements wait for beyond the flush (the cluster's receipts).
+    pending: Vec<(Waiter, Pending)>,
 }
 
-/// Waits until `receipts` hold, then hands `done` back with whether they did (everything
-/// the read did is durable).
-pub(super) async fn wait_receipts(broker: &Broker, done: Done, receipts: Receipts) -> (Done, bool) {
+impl Done {
+    /// Whether there is nothing to wait for but the store.
+    pub(super) fn waits_for_nobody(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Whose acknowledgement a pending wait holds back.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Waiter {
+    /// The PUBACK/PUBREC at this index of `acks`: a forwarded copy, a retained message.
+    Ack(usize),
+    /// This entry of the SUBACK at this index of `subacks`: its new route.
+    Sub(usize, usize),
+}
+
+/// Waits until `receipts` and the pending waits hold, then hands `done` back with whether
+/// the store's part did (everything the read did is durable). A pending wait that fails,
+/// or does not hold within `route_timeout`, turns its acknowledgement into a failure
+/// (PUBACK/PUBREC 0x80, SUBACK 0x80).
+pub(super) async fn wait_receipts(
+    broker: &Broker,
+    mut done: Done,
+    receipts: Receipts,
+) -> (Done, bool) {
     let flushed = !receipts.flush || flush_store(broker).await;
+    let timeout = broker
+        .config
+        .cluster
+        .as_ref()
+        .map_or(std::time::Duration::from_secs(10), |c| c.route_timeout);
+    let deadline = tokio::time::Instant::now() + timeout;
+    for (waiter, wait) in std::mem::take(&mut done.pending) {
+        let held = matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(true)));
+        if held {
+            continue;
+        }
+        match waiter {
+            Waiter::Ack(i) => {
+                metrics::counter!(m::ACKS_FAILED, "kind" => "forward").increment(1);
+                if let Some((_, reason)) = done.acks.get_mut(i) {
+                    *reason = PubAckReasonCode::UnspecifiedError;
+                }
+            }
+            Waiter::Sub(i, entry) => {
+                metrics::counter!(m::ACKS_FAILED, "kind" => "route").increment(1);
+                if let Some(result) = done.subacks.get_mut(i).and_then(|(_, s)| s.0.get_mut(entry)) {
+                    *result = Err(shoal_codec::SubAckReasonCode::UnspecifiedError);
+                }
+            }
+        }
+    }
     (done, flushed && !receipts.failed)
 }
 
 /// Waits for the store to make everything written so far durable; returns whether it did.
-pub(super) async fn flush_store(broker: &Broker) -> bool {
+pub(crate) async fn flush_store(broker: &Broker) -> bool {
     match broker.store.flush().await {
         Ok(receipt) => {
             metrics::histogram!(m::STORE_FLUSH_SECONDS).record(receipt.duration.as_secs_f64());

@@ -44,6 +44,16 @@ impl<T: Transport> Conn<T> {
         }
         // Still ours (not taken over)? Then a session that does not outlive its connection
         // ends here.
-        self.broker.release(slot, self.attachment, persistent);
+        let ours = self.broker.release(slot, self.attachment, persistent);
+        if let Some(cluster) = self.broker.cluster() {
+            if cluster.overtaken(&slot.client_id, slot.epoch()) {
+                // Taken over on another node: the session lives there now.
+                self.broker.end_claimed(slot);
+            } else if ours && !persistent {
+                // The registry forgets the client id (a persistent session keeps it until
+                // the session ends: a connect elsewhere must take it over).
+                cluster.release(&slot.client_id, slot.epoch());
+            }
+        }
     }
 }

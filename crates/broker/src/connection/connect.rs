@@ -98,10 +98,36 @@ impl<T: Transport> Conn<T> {
             self.refuse(refused).await;
             return None;
         }
+        // In a cluster, the client id is claimed cluster-wide first: a connection holding it
+        // on another node is closed (0x8E) before this CONNACK.
+        let epoch = match self.broker.cluster() {
+            Some(cluster) => match cluster.claim(&client_id).await {
+                Ok(epoch) => epoch,
+                Err(e) => {
+                    tracing::warn!(error = %e, "the cluster did not register the client id");
+                    self.refuse(Refused::ConnAck(
+                        version,
+                        ConnectReasonCode::ServerUnavailable,
+                        Some("the cluster did not register the client id".into()),
+                    ))
+                    .await;
+                    return None;
+                }
+            },
+            None => 0,
+        };
         let Some((slot, present)) = self.take_session(&connect, client_id.clone()).await else {
             self.taken_over_at_once(version).await;
             return None;
         };
+        slot.set_epoch(epoch);
+        if let Some(cluster) = self.broker.cluster()
+            && cluster.overtaken(&client_id, epoch)
+        {
+            // Another node claimed the client id after this CONNECT did: this connection
+            // ends as a taken-over one, right after its CONNACK.
+            slot.kick(DisconnectReasonCode::SessionTakenOver);
+        }
         if !present || slot.owner().is_none() {
             slot.set_owner(self.username.as_deref());
         }

@@ -40,7 +40,8 @@ mod subscribe;
 mod throttle;
 mod transport;
 
-use ack::{flush_store, wait_receipts};
+pub(crate) use ack::flush_store;
+use ack::wait_receipts;
 use throttle::Throttle;
 pub(crate) use transport::Transport;
 
@@ -261,7 +262,7 @@ impl<T: Transport> Conn<T> {
                 continue;
             };
             // Nothing this read did is acknowledged before its receipts hold.
-            let (done, durable) = match receipts.is_empty() {
+            let (done, durable) = match receipts.is_empty() && done.waits_for_nobody() {
                 true => (done, true),
                 // Boxed with the wait: the loop's state holds one pointer while it waits.
                 false => Box::pin(wait_receipts(&self.broker, done, receipts)).await,

@@ -9,22 +9,25 @@ use shoal_session::SubscribeRequest;
 use shoal_topic::{FilterKind, Insertion};
 
 use super::{Conn, Transport};
-use crate::broker::write;
+use crate::broker::{Pending, write};
 use crate::metrics as m;
 use crate::slot::SessionSlot;
 
 impl<T: Transport> Conn<T> {
     /// Registers the requested subscriptions; returns the SUBACK results and the retained
-    /// messages to send, per Retain Handling.
+    /// messages to send, per Retain Handling, and in a cluster, the routes the SUBACK waits
+    /// for (by entry): a filter's first local subscriber writes its route, later ones wait
+    /// for it while it is still pending.
     pub(super) fn subscribe(
         &mut self,
         slot: &Arc<SessionSlot>,
         requests: &[Option<SubscribeRequest>],
-    ) -> Subscribed {
+    ) -> (Subscribed, Vec<(usize, Pending)>) {
         let broker = Arc::clone(&self.broker);
         let now = broker.now();
         let mut results = Vec::with_capacity(requests.len());
         let mut retained = Vec::new();
+        let mut routes = Vec::new();
         let limits = &broker.config.limits;
         // What the session holds already, asked once per request (a lookup, not a copy of
         // its subscriptions): the cost of a SUBSCRIBE does not grow with their number.
@@ -90,6 +93,13 @@ impl<T: Transport> Conn<T> {
             );
             match inserted {
                 Ok(insertion) => {
+                    if let Some(cluster) = broker.cluster() {
+                        let route = match insertion {
+                            Insertion::New { first: true } => Some(cluster.route_add(&request.filter)),
+                            _ => cluster.route_pending(&request.filter),
+                        };
+                        routes.extend(route.map(|r| (results.len(), r)));
+                    }
                     results.push(Ok(request.options.qos));
                     let is_new = matches!(insertion, Insertion::New { .. });
                     let wanted = match request.options.retain_handling {
@@ -115,7 +125,7 @@ impl<T: Transport> Conn<T> {
                 }
             }
         }
-        (results, retained)
+        ((results, retained), routes)
     }
 }
 

@@ -1,0 +1,191 @@
+//! The broker's side of the cluster: what it asks of the cluster (routes, forwarding,
+//! claims, retained messages) and what the cluster asks of it ([`BrokerHost`]: delivering
+//! forwarded publications, closing a connection taken over on another node, keeping the
+//! retained messages the Raft groups apply).
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+
+use shoal_cluster::{BoxFuture, Cluster, Forwarded, Host};
+use shoal_codec::{DisconnectReasonCode, QoS};
+use shoal_session::Message;
+use shoal_topic::Recipients;
+use tokio::sync::oneshot;
+
+use super::{Broker, write};
+use crate::metrics as m;
+
+/// Something a read's acknowledgements wait for beyond the store's flush: a forwarded
+/// publication's acceptance by a peer, a replicated retained message, a new route usable
+/// everywhere. `true` when it held.
+pub(crate) type Pending = oneshot::Receiver<bool>;
+
+/// A pending wait that has failed already.
+pub(crate) fn failed() -> Pending {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(false);
+    rx
+}
+
+impl Broker {
+    /// This node's part of the cluster (`None`: a node alone).
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.cluster.get()
+    }
+
+    /// Joins the cluster: from now on, routes, forwarding and claims go through it.
+    pub(crate) fn set_cluster(&self, cluster: Cluster) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Removes the subscriptions of `subscriber` to `filters` from the index; a filter that
+    /// loses its last local subscriber loses this node's route.
+    pub(crate) fn unsubscribe<'a>(&self, subscriber: u64, filters: impl IntoIterator<Item = &'a str>) {
+        let mut index = write(&self.index);
+        for filter in filters {
+            if let Some(removed) = index.remove(subscriber, filter)
+                && removed.last
+                && let Some(cluster) = self.cluster()
+            {
+                cluster.route_remove(filter);
+            }
+        }
+    }
+
+    /// Every filter with a local subscriber (the node's routes, as they must be).
+    pub(crate) fn local_filters(&self) -> BTreeSet<String> {
+        let mut filters = BTreeSet::new();
+        for slot in self.slots() {
+            let session = slot.lock();
+            filters.extend(session.subscriptions().iter().map(|s| s.filter.to_string()));
+        }
+        filters
+    }
+
+    /// Forwards `message` to the other nodes with matching subscribers; returns how many
+    /// nodes it went to, the shared groups whose delivery falls elsewhere, and, for QoS 1
+    /// and 2, what the acknowledgement waits for.
+    pub(crate) fn forward(&self, message: &Message, waits: &mut Vec<Pending>) -> (usize, Vec<String>) {
+        let Some(cluster) = self.cluster() else {
+            return (0, Vec::new());
+        };
+        // $SYS topics are each node's own; clients cannot publish under `$`.
+        if message.topic.starts_with('$') || !cluster.has_routes() {
+            return (0, Vec::new());
+        }
+        let targets = cluster.targets(&message.topic);
+        let acknowledge = message.qos != QoS::AtMostOnce;
+        let nodes = targets.nodes.len();
+        for (node, shared) in targets.nodes {
+            match cluster.forward(node, message, shared, acknowledge) {
+                Ok(Some(wait)) => waits.push(wait),
+                Ok(None) => {}
+                Err(e) => {
+                    metrics::counter!(m::MESSAGES_DROPPED, "cause" => "forward_backlog").increment(1);
+                    tracing::debug!(error = %e, "a publication could not be forwarded");
+                    if acknowledge {
+                        waits.push(failed());
+                    }
+                }
+            }
+        }
+        (nodes, targets.elsewhere)
+    }
+
+    /// Keeps a retained message the cluster applied (or clears it): memory only, the Raft
+    /// group is its store.
+    fn retained_changed(&self, topic: &str, message: Option<Message>) {
+        match message {
+            Some(message) => {
+                let _ = self.retain(&Arc::new(message), false);
+            }
+            None => {
+                write(&self.retained).remove(topic);
+            }
+        }
+    }
+
+    /// Closes the local connection of `client_id` claimed with an epoch before `epoch`
+    /// (taken over on another node), waits for it to let go, and ends its session here:
+    /// the client's session now lives where it connected.
+    async fn kick_claimed(self: Arc<Self>, client_id: String, epoch: u64) -> bool {
+        let Some(slot) = self.session(&client_id) else {
+            return false;
+        };
+        if slot.epoch() >= epoch {
+            return false;
+        }
+        let attached = slot.is_attached();
+        if attached {
+            slot.kick(DisconnectReasonCode::SessionTakenOver);
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            loop {
+                let detached = self.detached.notified();
+                tokio::pin!(detached);
+                detached.as_mut().enable();
+                if !slot.is_attached() {
+                    break;
+                }
+                if tokio::time::timeout_at(deadline, detached).await.is_err() {
+                    tracing::warn!(client_id, "a connection taken over by another node did not let go in time");
+                    break;
+                }
+            }
+        }
+        self.end_claimed(&slot);
+        attached
+    }
+
+    /// Sends a message from another node to this node's sessions; returns whether what
+    /// it queued is durable.
+    async fn deliver_forwarded(self: Arc<Self>, messages: Vec<Forwarded>) -> Vec<bool> {
+        let mut recipients = Recipients::new();
+        let mut flush = false;
+        let mut results = Vec::with_capacity(messages.len());
+        for forwarded in messages {
+            let receipts = self.dispatch_forwarded(
+                &Arc::new(forwarded.message),
+                &forwarded.shared,
+                &mut recipients,
+            );
+            flush |= receipts.flush;
+            results.push(!receipts.failed);
+        }
+        if flush && !crate::connection::flush_store(&self).await {
+            results.iter_mut().for_each(|ok| *ok = false);
+        }
+        results
+    }
+}
+
+/// The broker as the cluster's host. Holds the broker weakly: the cluster lives inside it.
+pub(crate) struct BrokerHost(pub(crate) Weak<Broker>);
+
+impl Host for BrokerHost {
+    fn deliver(&self, messages: Vec<Forwarded>) -> BoxFuture<Vec<bool>> {
+        let broker = self.0.upgrade();
+        let n = messages.len();
+        Box::pin(async move {
+            match broker {
+                Some(broker) => broker.deliver_forwarded(messages).await,
+                None => vec![false; n],
+            }
+        })
+    }
+
+    fn kick(&self, client_id: String, epoch: u64) -> BoxFuture<bool> {
+        let broker = self.0.upgrade();
+        Box::pin(async move {
+            match broker {
+                Some(broker) => broker.kick_claimed(client_id, epoch).await,
+                None => false,
+            }
+        })
+    }
+
+    fn retained_changed(&self, topic: &str, message: Option<Message>) {
+        if let Some(broker) = self.0.upgrade() {
+            broker.retained_changed(topic, message);
+        }
+    }
+}
