@@ -135,6 +135,7 @@ async fn respond(
         (_, path)
             if path == "/bans"
                 || path.starts_with("/bans/")
+                || path == "/cluster"
                 || path == "/api/v1"
                 || path.starts_with("/api/v1/") =>
         {

@@ -4,8 +4,9 @@
 //!
 //! | request | answer |
 //! | --- | --- |
-//! | `GET /api/v1/status` | this node: version, uptime, counts; the cluster (one node until the cluster ships) |
-//! | `GET /api/v1/nodes` | the nodes of the cluster (this one) |
+//! | `GET /api/v1/status` | this node: version, uptime, counts; the cluster |
+//! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (down or not), each Raft group's leader, this node's role, term, last log and applied index, voters and learners |
+//! | `GET /api/v1/nodes` | the nodes of the cluster (this one, for a node alone) |
 //! | `GET /api/v1/clients` | sessions, connected or not, by client id |
 //! | `GET /api/v1/clients/{id}` | one session with its subscriptions |
 //! | `DELETE /api/v1/clients/{id}` | disconnects the client (MQTT 5: DISCONNECT 0x98): 204, or 404 when not connected |
@@ -49,12 +50,16 @@ pub(crate) async fn handle(broker: &Broker, method: &str, target: &str, body: &[
         None => return bad("bad percent-encoding"),
     };
     let legacy = !path.starts_with("/api/v1");
-    if legacy && head != "bans" {
+    if legacy && head != "bans" && head != "cluster" {
         return not_found();
     }
     match (method, head, tail.as_str()) {
         ("GET", "status", "") => ok(status(broker)),
-        ("GET", "nodes", "") => ok(json!({ "data": [node(broker)] })),
+        ("GET", "cluster", "") => ok(cluster(broker)),
+        ("GET", "nodes", "") => match broker.cluster() {
+            Some(cluster) => ok(json!({ "data": cluster.status().nodes })),
+            None => ok(json!({ "data": [node(broker)] })),
+        },
         ("GET", "clients", "") => {
             let slots = inspect::sorted_slots(broker);
             ok(page(query, &slots, |slot| inspect::client(slot, false)))
@@ -103,7 +108,8 @@ pub(crate) async fn handle(broker: &Broker, method: &str, target: &str, body: &[
         ("DELETE", "bans", target) if !target.is_empty() => lift_ban(broker, target),
         (
             _,
-            "status" | "nodes" | "clients" | "subscriptions" | "routes" | "retained" | "bans",
+            "status" | "cluster" | "nodes" | "clients" | "subscriptions" | "routes" | "retained"
+            | "bans",
             _,
         ) => ("405 Method Not Allowed", "method not allowed here\n".into()),
         _ => not_found(),
@@ -167,8 +173,21 @@ fn status(broker: &Broker) -> Value {
     view["subscriptions"] = json!(census.subscriptions);
     view["retained"] = json!(census.retained);
     view["queued"] = json!(census.queued);
-    view["cluster"] = json!({ "enabled": false, "nodes": [node_name()] });
+    view["cluster"] = cluster(broker);
     view
+}
+
+/// The cluster as this node sees it: members, and each Raft group's leader, term and
+/// indexes; a node alone says so.
+fn cluster(broker: &Broker) -> Value {
+    match broker.cluster() {
+        Some(cluster) => {
+            let mut view = serde_json::to_value(cluster.status()).unwrap_or(Value::Null);
+            view["enabled"] = json!(true);
+            view
+        }
+        None => json!({ "enabled": false, "nodes": [node_name()] }),
+    }
 }
 
 /// Every subscription, by client id then filter.
@@ -201,6 +220,16 @@ async fn clear_retained(broker: &Broker, topic: &str) -> Answer {
         received_at: broker.now(),
     });
     let persist = !topic.starts_with('$');
+    if persist && let Some(cluster) = broker.cluster() {
+        // In a cluster the retained message is cleared through its Raft group, everywhere.
+        return match cluster.retain(topic, None).await {
+            Ok(()) => {
+                tracing::info!(topic, "retained message cleared by an operator");
+                ("204 No Content", String::new())
+            }
+            Err(e) => ("503 Service Unavailable", format!("{e}\n")),
+        };
+    }
     if broker.retain(&empty, persist).flush
         && let Err(e) = broker.store.flush().await
     {
