@@ -1,12 +1,14 @@
 //! One run spread over several brokers (`--more-brokers`), against several real Mosquitto
 //! processes: which client each broker really saw (from the broker's own log), flows that
 //! stay on one broker, worker processes, the brokers' CPU and memory summed, and a mix of
-//! schemes refused.
+//! schemes refused; `--placement cross`, which puts every subscriber on another broker than
+//! its publisher, over two separate brokers (every message lost: none can cross) and over
+//! two bridged ones (nothing lost: every message crossed the bridge).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Mosquitto, at, loadtest, num, run};
 
@@ -229,6 +231,135 @@ fn brokers_of_different_schemes_are_refused() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("mqtt://127.0.0.1:1883") && stderr.contains("mqtts://127.0.0.1:8883"),
+        "{stderr}"
+    );
+}
+
+/// `pairs -c 4 --placement cross` over brokers `a` and `b`, 20 QoS 1 messages per pair.
+fn cross_pairs(
+    a: &Mosquitto,
+    b: &Mosquitto,
+    expect: &[&str],
+) -> (std::process::Output, serde_json::Value) {
+    let (a_url, b_url) = (a.url(), b.url());
+    let mut args = vec![
+        "pairs",
+        "-b",
+        &a_url,
+        "--more-brokers",
+        &b_url,
+        "--placement",
+        "cross",
+        "-c",
+        "4",
+        "-q",
+        "1",
+        "-n",
+        "20",
+        "-r",
+        "200",
+        "--drain",
+        "3s",
+    ];
+    args.extend_from_slice(expect);
+    run(&args, LIMIT)
+}
+
+/// Publisher i on broker i mod 2, its subscriber on the other one, as each broker's log
+/// shows.
+fn assert_crossed(a: &Mosquitto, b: &Mosquitto) {
+    assert_eq!(
+        clients_of(a),
+        ids(&["lt-pub-0", "lt-pub-2", "lt-sub-1", "lt-sub-3"])
+    );
+    assert_eq!(
+        clients_of(b),
+        ids(&["lt-pub-1", "lt-pub-3", "lt-sub-0", "lt-sub-2"])
+    );
+}
+
+#[test]
+fn cross_pairs_over_separate_brokers_lose_every_message() {
+    // Two brokers that do not forward to each other: with every subscriber on the other
+    // broker than its publisher, nothing can arrive, and the run says so per flow.
+    let a = logging_broker();
+    let b = logging_broker();
+    let (out, r) = cross_pairs(&a, &b, &["--expect-loss", "0"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the loss misses --expect-loss 0"
+    );
+    assert_crossed(&a, &b);
+    assert_eq!(num(&r, "total.sent"), 80);
+    assert_eq!(num(&r, "total.acked"), 80);
+    assert_eq!(num(&r, "total.expected"), 80);
+    assert_eq!(num(&r, "total.received"), 0);
+    assert_eq!(num(&r, "total.lost"), 80);
+    assert_eq!(at(&r, "placement").as_str(), Some("cross"));
+    assert_eq!(at(&r, "groups.0.name").as_str(), Some("sub"));
+    assert_eq!(at(&r, "groups.0.brokers"), &serde_json::json!([1, 0]));
+    assert_eq!(at(&r, "groups.1.brokers"), &serde_json::json!([0, 1]));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(
+            "placement: cross; brokers of clients 0, 1, ... (-b = 0, repeating): sub 1,0; pub 0,1"
+        ),
+        "{summary}"
+    );
+}
+
+#[test]
+fn cross_pairs_over_bridged_brokers_lose_nothing() {
+    // `b` bridges `lt/#` both ways to `a`, as a cluster would forward: every message
+    // crosses the bridge, and arrives once. `a` logs subscriptions too, so that the test
+    // starts once the bridge has subscribed (`vm.to-a 1 lt/#`).
+    let a = Mosquitto::start(
+        "user root\nlog_dest file {dir}/mosquitto.log\nconnection_messages true\n\
+         log_type notice\nlog_type information\nlog_type subscribe",
+    );
+    let b = Mosquitto::start(&format!(
+        "user root\nlog_dest file {{dir}}/mosquitto.log\nconnection_messages true\n\
+         connection to-a\naddress 127.0.0.1:{}\ntopic lt/# both 1\n",
+        a.port
+    ));
+    let log = a.dir.path().join("mosquitto.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains(" 1 lt/#")) {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not subscribe in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (out, r) = cross_pairs(&a, &b, &["--expect-loss", "0"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_crossed(&a, &b);
+    assert_eq!(num(&r, "total.sent"), 80);
+    assert_eq!(num(&r, "total.received"), 80);
+    assert_eq!(num(&r, "total.lost"), 0);
+    assert_eq!(num(&r, "total.duplicates"), 0);
+    assert_eq!(at(&r, "placement").as_str(), Some("cross"));
+}
+
+#[test]
+fn cross_with_one_broker_is_refused() {
+    let out = loadtest(
+        &[
+            "pairs",
+            "-b",
+            "mqtt://127.0.0.1:1883",
+            "--placement",
+            "cross",
+            "-c",
+            "1",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--placement cross needs at least two brokers"),
         "{stderr}"
     );
 }
