@@ -323,6 +323,10 @@ pub struct RunArgs {
     /// repeated, e.g. one per broker of --more-brokers) are summed.
     #[arg(long, value_name = "PID", value_delimiter = ',')]
     pub broker_pid: Vec<u32>,
+    /// Do not ask the brokers their version (by default one short connection per broker,
+    /// before the run, reads the retained $SYS/broker/version that Mosquitto and shoal keep).
+    #[arg(long)]
+    pub no_broker_version: bool,
     /// Live progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -409,6 +413,7 @@ impl RunArgs {
                 errors: self.expect_errors,
                 connections: self.expect_connections,
             },
+            probe_version: !self.no_broker_version,
         }
     }
 }

@@ -21,8 +21,9 @@ fn logging_broker() -> Mosquitto {
     Mosquitto::start("user root\nlog_dest file {dir}/mosquitto.log\nconnection_messages true")
 }
 
-/// The client ids that connected to `broker`, from its log:
-/// `New client connected from 127.0.0.1:40000 as lt-conn-3 (p5, c1, k60).`
+/// The client ids of the run that connected to `broker`, from its log:
+/// `New client connected from 127.0.0.1:40000 as lt-conn-3 (p5, c1, k60).` The tool's
+/// version probe (`lt-version`, before the run) is left out.
 fn clients_of(broker: &Mosquitto) -> BTreeSet<String> {
     let log = std::fs::read_to_string(broker.dir.path().join("mosquitto.log"))
         .expect("the broker writes its log");
@@ -30,6 +31,7 @@ fn clients_of(broker: &Mosquitto) -> BTreeSet<String> {
         .filter(|l| l.contains("New client connected from"))
         .filter_map(|l| l.split(" as ").nth(1))
         .filter_map(|rest| rest.split(' ').next())
+        .filter(|&id| id != "lt-version")
         .map(str::to_owned)
         .collect()
 }
@@ -101,9 +103,18 @@ fn conn_spreads_clients_round_robin_and_sums_the_brokers_cpu_and_memory() {
             "lt-conn-9"
         ])
     );
-    // `broker` stays the first URL; `brokers` lists them all.
+    // `broker` stays the first URL; `brokers` lists them all, and each one's version.
     assert_eq!(at(&r, "broker").as_str(), Some(a.url().as_str()));
     assert_eq!(at(&r, "brokers"), &serde_json::json!([a.url(), b.url()]));
+    for k in 0..2 {
+        let version = at(&r, &format!("broker_versions.{k}"));
+        assert!(
+            version
+                .as_str()
+                .is_some_and(|v| v.starts_with("mosquitto version ")),
+            "broker {k}: {version}"
+        );
+    }
     assert_eq!(
         at(&r, "broker_usage.pids"),
         &serde_json::json!([a.pid(), b.pid()])
@@ -118,6 +129,10 @@ fn conn_spreads_clients_round_robin_and_sums_the_brokers_cpu_and_memory() {
         "{summary}"
     );
     assert!(summary.contains("brokers (2 processes): "), "{summary}");
+    assert!(
+        summary.contains("broker version: mosquitto version "),
+        "{summary}"
+    );
     let page = std::fs::read_to_string(&html).expect("the HTML report");
     assert!(
         page.contains(&b.url()),
@@ -362,4 +377,79 @@ fn cross_with_one_broker_is_refused() {
         stderr.contains("--placement cross needs at least two brokers"),
         "{stderr}"
     );
+}
+
+#[test]
+fn cross_pairs_over_two_shoal_nodes_name_their_version_and_cross_every_message() {
+    // Two shoal nodes on port 0. They do not forward to each other yet (the cluster has no
+    // networking): every message that crosses is lost, which shows that each one crossed.
+    // Once nodes forward, this is the cluster test, with --expect-loss 0.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let nodes: Vec<shoal_broker::Node> = dirs
+        .iter()
+        .map(|dir| {
+            let raw: shoal_broker::RawConfig = toml::from_str(&format!(
+                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+                dir.path().to_str().expect("utf-8"),
+            ))
+            .expect("config");
+            let config = shoal_broker::Config::from_raw(raw).expect("valid config");
+            runtime
+                .block_on(shoal_broker::Node::start(config, None))
+                .expect("shoal starts")
+        })
+        .collect();
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("mqtt://{}", n.mqtt_addr()))
+        .collect();
+    let (out, r) = run(
+        &[
+            "pairs",
+            "-b",
+            &urls[0],
+            "--more-brokers",
+            &urls[1],
+            "--placement",
+            "cross",
+            "-c",
+            "4",
+            "-q",
+            "1",
+            "-n",
+            "10",
+            "--drain",
+            "2s",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(at(&r, "placement").as_str(), Some("cross"));
+    let version = format!("shoal {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        at(&r, "broker_versions"),
+        &serde_json::json!([version, version])
+    );
+    assert_eq!(num(&r, "connections.succeeded"), 8);
+    assert_eq!(num(&r, "total.sent"), 40);
+    assert_eq!(num(&r, "total.expected"), 40);
+    assert_eq!(
+        num(&r, "total.lost"),
+        40,
+        "no subscriber shares a node with its publisher"
+    );
+    // Each node says so itself: no subscriber there matched.
+    assert_eq!(num(&r, "errors.puback: NoMatchingSubscribers (0x10)"), 40);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(&format!("broker version: {version}\n")),
+        "{summary}"
+    );
+    for node in nodes {
+        runtime.block_on(node.shutdown());
+    }
 }

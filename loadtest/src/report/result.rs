@@ -31,6 +31,11 @@ pub struct RunResult {
     /// written before it was recorded). Each group's `brokers` says where exactly.
     #[serde(default)]
     pub placement: Placement,
+    /// Each broker's version, in the order of `brokers`, from its retained
+    /// `$SYS/broker/version` (`null`: it answered none; empty: not asked, with
+    /// `--no-broker-version` or in results written before it was asked).
+    #[serde(default)]
+    pub broker_versions: Vec<Option<String>>,
     /// MQTT version: 3 (3.1), 4 (3.1.1) or 5.
     pub mqtt_version: u8,
     /// Start time, Unix milliseconds.

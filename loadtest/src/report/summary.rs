@@ -63,6 +63,7 @@ pub fn render(r: &RunResult) -> String {
         }
     );
     placement_line(&mut out, r);
+    version_line(&mut out, r);
     let _ = writeln!(
         out,
         "phases: connect {:.1}s, run {:.1}s, drain {:.1}s",
@@ -162,6 +163,31 @@ fn placement_line(out: &mut String, r: &RunResult) {
     out.push('\n');
 }
 
+/// The brokers' versions, when any answered: `broker version: mosquitto version 2.0.11`,
+/// or each broker's (`?` for one that did not answer) when they differ.
+fn version_line(out: &mut String, r: &RunResult) {
+    let known: Vec<&str> = r
+        .broker_versions
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let Some(first) = known.first() else {
+        return;
+    };
+    if known.len() == r.broker_versions.len() && known.iter().all(|v| v == first) {
+        let _ = writeln!(out, "broker version: {first}");
+        return;
+    }
+    let each: Vec<String> = r
+        .broker_urls()
+        .iter()
+        .zip(&r.broker_versions)
+        .map(|(url, v)| format!("{url} {}", v.as_deref().unwrap_or("?")))
+        .collect();
+    let _ = writeln!(out, "broker versions: {}", each.join("; "));
+}
+
 /// One line of CPU and memory use: `label: N CPU s (P% of a core), peak RSS M, ...`.
 fn usage_line(out: &mut String, label: &str, usage: &UsageResult, per: &str) {
     let _ = write!(
@@ -243,5 +269,24 @@ mod tests {
         // One broker: no choice, no line.
         r.brokers.truncate(1);
         assert!(!render(&r).contains("placement"));
+    }
+
+    #[test]
+    fn shows_the_brokers_versions_they_answered() {
+        let mut r = RunResult {
+            broker: "mqtt://a:1".to_owned(),
+            brokers: vec!["mqtt://a:1".to_owned(), "mqtt://b:2".to_owned()],
+            broker_versions: vec![Some("shoal 0.1.0".to_owned()); 2],
+            ..RunResult::default()
+        };
+        assert!(render(&r).contains("broker version: shoal 0.1.0\n"));
+        r.broker_versions[1] = None;
+        assert!(
+            render(&r).contains("broker versions: mqtt://a:1 shoal 0.1.0; mqtt://b:2 ?\n"),
+            "{}",
+            render(&r)
+        );
+        r.broker_versions = vec![None, None];
+        assert!(!render(&r).contains("broker version"));
     }
 }

@@ -354,6 +354,8 @@ pub(crate) fn assemble(
             .map(ToString::to_string)
             .collect(),
         placement: config.placement,
+        // Filled in by the caller, which asked before the run.
+        broker_versions: Vec::new(),
         mqtt_version: config.session.version,
         started_unix_ms,
         host: std::fs::read_to_string("/proc/sys/kernel/hostname")
