@@ -227,12 +227,7 @@ pub struct RunArgs {
     /// --placement.
     #[arg(long, value_name = "URL", value_delimiter = ',')]
     pub more_brokers: Vec<BrokerUrl>,
-    /// Which broker each client connects to. spread: client i of each group on broker
-    /// i mod n (a pairs flow stays on one broker). cross: no receiver on a broker of a
-    /// publisher it receives from, so every message crosses between brokers (cluster nodes,
-    /// bridged brokers); pairs: publisher i on broker i mod n, its subscriber on the next;
-    /// fanin, fanout, fleet: publishers and receivers on disjoint halves of the brokers.
-    /// cross needs two brokers or more.
+    /// Which broker of -b and --more-brokers each client connects to.
     #[arg(long, value_enum, default_value_t = Placement::Spread)]
     pub placement: Placement,
     /// MQTT version: 3.1, 3.1.1 or 5.

@@ -299,13 +299,15 @@ fn cross_pairs_over_separate_brokers_lose_every_message() {
     // broker than its publisher, nothing can arrive, and the run says so per flow.
     let a = logging_broker();
     let b = logging_broker();
-    let (out, r) = cross_pairs(&a, &b, &["--expect-loss", "0"]);
+    // Two worker processes (even and odd indexes): each places its clients alike.
+    let (out, r) = cross_pairs(&a, &b, &["--expect-loss", "0", "--workers", "2"]);
     assert_eq!(
         out.status.code(),
         Some(3),
         "the loss misses --expect-loss 0"
     );
     assert_crossed(&a, &b);
+    assert_eq!(num(&r, "workers"), 2);
     assert_eq!(num(&r, "total.sent"), 80);
     assert_eq!(num(&r, "total.acked"), 80);
     assert_eq!(num(&r, "total.expected"), 80);

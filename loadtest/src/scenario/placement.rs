@@ -10,15 +10,18 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// How clients are placed on the brokers of a run (`--placement`).
+/// How clients are placed on the brokers of a run (`--placement`). The variants' docs are
+/// the command line's help too; [`layout`] has the whole rule.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Placement {
-    /// Client `i` of every group on broker `i mod n`: a `pairs` flow stays on one broker.
+    /// Client i of every group on broker i mod n (-b is 0): a pairs flow stays on one broker.
     #[default]
     Spread,
-    /// Receivers on other brokers than the publishers they receive from: every measured
-    /// message crosses between brokers (see [`layout`]). Needs two brokers or more.
+    /// No receiver on the broker of a publisher it receives from, so every measured message
+    /// crosses between brokers (cluster nodes, bridged brokers). pairs: publisher i on broker
+    /// i mod n, its subscriber on the next; fanin, fanout, fleet: publishers and receivers on
+    /// disjoint halves of the brokers. Needs two brokers or more.
     Cross,
 }
 
