@@ -383,9 +383,10 @@ fn cross_with_one_broker_is_refused() {
 
 #[test]
 fn cross_pairs_over_two_shoal_nodes_name_their_version_and_cross_every_message() {
-    // Two shoal nodes on port 0. They do not forward to each other yet (the cluster has no
-    // networking): every message that crosses is lost, which shows that each one crossed.
-    // Once nodes forward, this is the cluster test, with --expect-loss 0.
+    // Two standalone shoal nodes on port 0, no cluster between them: they do not forward to
+    // each other, so every message that crosses is lost, which shows that each one crossed.
+    // Once two nodes can be started as one cluster here, the same run with --expect-loss 0
+    // is the cluster test.
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let dirs = [
         tempfile::tempdir().expect("tempdir"),
