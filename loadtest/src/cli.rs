@@ -11,7 +11,7 @@ use crate::progress::ProgressMode;
 use crate::run::LossLimit;
 use crate::run::{Expectations, Reporting, RunConfig};
 use crate::scenario::builtin::{self, Fleet, Publishing};
-use crate::scenario::{Scenario, ScenarioSpec, SessionDefaults};
+use crate::scenario::{Placement, Scenario, ScenarioSpec, SessionDefaults};
 use crate::transport::{BrokerUrl, Brokers, TlsOptions};
 use crate::units::{Rate, Span, parse_size};
 
@@ -223,11 +223,13 @@ pub struct RunArgs {
     )]
     pub broker: BrokerUrl,
     /// Further brokers (several broker processes, or the nodes of a cluster), comma-separated
-    /// or repeated, with the same scheme as -b: clients are spread over -b and these, round
-    /// robin by their index in their group. A pairs flow's publisher and subscriber share an
-    /// index, hence a broker; other shapes need brokers that forward to each other.
+    /// or repeated, with the same scheme as -b: clients are spread over -b and these by
+    /// --placement.
     #[arg(long, value_name = "URL", value_delimiter = ',')]
     pub more_brokers: Vec<BrokerUrl>,
+    /// Which broker of -b and --more-brokers each client connects to.
+    #[arg(long, value_enum, default_value_t = Placement::Spread)]
+    pub placement: Placement,
     /// MQTT version: 3.1, 3.1.1 or 5.
     #[arg(short = 'V', long = "mqtt-version", default_value = "5", value_parser = parse_version)]
     pub mqtt_version: u8,
@@ -316,6 +318,10 @@ pub struct RunArgs {
     /// repeated, e.g. one per broker of --more-brokers) are summed.
     #[arg(long, value_name = "PID", value_delimiter = ',')]
     pub broker_pid: Vec<u32>,
+    /// Do not ask the brokers their version (by default one short connection per broker,
+    /// before the run, reads the retained $SYS/broker/version that Mosquitto and shoal keep).
+    #[arg(long)]
+    pub no_broker_version: bool,
     /// Live progress display.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
@@ -360,6 +366,7 @@ impl RunArgs {
                 client_id_prefix: self.client_id_prefix.clone(),
             },
             brokers: Brokers::new(self.broker.clone(), self.more_brokers.iter().cloned())?,
+            placement: self.placement,
             tls: TlsOptions {
                 ca: self.ca.clone(),
                 cert: self.cert.clone(),
@@ -381,8 +388,9 @@ impl RunArgs {
             workers: usize::from(self.workers),
             slot: None,
         };
-        // Check the scenario now, before any connection or worker starts.
-        Scenario::build(&config.scenario, &config.session)?;
+        // Check the scenario and the placement now, before any connection or worker starts.
+        Scenario::build(&config.scenario, &config.session)?
+            .layout(config.placement, config.brokers.count())?;
         Ok(config)
     }
 
@@ -400,6 +408,7 @@ impl RunArgs {
                 errors: self.expect_errors,
                 connections: self.expect_connections,
             },
+            probe_version: !self.no_broker_version,
         }
     }
 }
@@ -580,5 +589,58 @@ mod tests {
             err.contains("mqtt://127.0.0.1:1883") && err.contains("ws://127.0.0.1:8080/mqtt"),
             "{err}"
         );
+    }
+
+    fn config_of(args: &[&str]) -> anyhow::Result<RunConfig> {
+        let cli = Cli::try_parse_from(args).expect("valid flags");
+        let (spec, run) = cli.command.scenario().expect("ok").expect("a run");
+        run.config(spec)
+    }
+
+    #[test]
+    fn placement_defaults_to_spread_and_takes_cross() {
+        let config = config_of(&["shoal-loadtest", "pairs", "-c", "2"]).expect("valid");
+        assert_eq!(config.placement, Placement::Spread);
+        let config = config_of(&[
+            "shoal-loadtest",
+            "pairs",
+            "-c",
+            "2",
+            "-b",
+            "mqtt://127.0.0.1:1883",
+            "--more-brokers",
+            "mqtt://127.0.0.1:1884",
+            "--placement",
+            "cross",
+        ])
+        .expect("two brokers");
+        assert_eq!(config.placement, Placement::Cross);
+        assert!(
+            Cli::try_parse_from(["shoal-loadtest", "pairs", "--placement", "apart"]).is_err(),
+            "an unknown placement is a usage error"
+        );
+    }
+
+    #[test]
+    fn cross_with_one_broker_is_refused() {
+        let err = config_of(&["shoal-loadtest", "pairs", "-c", "2", "--placement", "cross"])
+            .expect_err("one broker cannot be crossed")
+            .to_string();
+        assert!(
+            err.contains("--placement cross needs at least two brokers"),
+            "{err}"
+        );
+        // A scenario in which nothing is received from another group has nothing to cross.
+        let err = config_of(&[
+            "shoal-loadtest",
+            "conn",
+            "--more-brokers",
+            "mqtt://127.0.0.1:1884",
+            "--placement",
+            "cross",
+        ])
+        .expect_err("conn has no messages")
+        .to_string();
+        assert!(err.contains("nothing can cross"), "{err}");
     }
 }

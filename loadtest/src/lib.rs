@@ -17,6 +17,7 @@ pub mod cli;
 pub mod client;
 pub mod limits;
 pub mod payload;
+pub mod probe;
 pub mod procstat;
 pub mod progress;
 pub mod report;

@@ -1,12 +1,14 @@
 //! One run spread over several brokers (`--more-brokers`), against several real Mosquitto
 //! processes: which client each broker really saw (from the broker's own log), flows that
 //! stay on one broker, worker processes, the brokers' CPU and memory summed, and a mix of
-//! schemes refused.
+//! schemes refused; `--placement cross`, which puts every subscriber on another broker than
+//! its publisher, over two separate brokers (every message lost: none can cross) and over
+//! two bridged ones (nothing lost: every message crossed the bridge).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::{Mosquitto, at, loadtest, num, run};
 
@@ -19,8 +21,9 @@ fn logging_broker() -> Mosquitto {
     Mosquitto::start("user root\nlog_dest file {dir}/mosquitto.log\nconnection_messages true")
 }
 
-/// The client ids that connected to `broker`, from its log:
-/// `New client connected from 127.0.0.1:40000 as lt-conn-3 (p5, c1, k60).`
+/// The client ids of the run that connected to `broker`, from its log:
+/// `New client connected from 127.0.0.1:40000 as lt-conn-3 (p5, c1, k60).` The tool's
+/// version probe (`lt-version`, before the run) is left out.
 fn clients_of(broker: &Mosquitto) -> BTreeSet<String> {
     let log = std::fs::read_to_string(broker.dir.path().join("mosquitto.log"))
         .expect("the broker writes its log");
@@ -28,6 +31,7 @@ fn clients_of(broker: &Mosquitto) -> BTreeSet<String> {
         .filter(|l| l.contains("New client connected from"))
         .filter_map(|l| l.split(" as ").nth(1))
         .filter_map(|rest| rest.split(' ').next())
+        .filter(|&id| id != "lt-version")
         .map(str::to_owned)
         .collect()
 }
@@ -99,9 +103,18 @@ fn conn_spreads_clients_round_robin_and_sums_the_brokers_cpu_and_memory() {
             "lt-conn-9"
         ])
     );
-    // `broker` stays the first URL; `brokers` lists them all.
+    // `broker` stays the first URL; `brokers` lists them all, and each one's version.
     assert_eq!(at(&r, "broker").as_str(), Some(a.url().as_str()));
     assert_eq!(at(&r, "brokers"), &serde_json::json!([a.url(), b.url()]));
+    for k in 0..2 {
+        let version = at(&r, &format!("broker_versions.{k}"));
+        assert!(
+            version
+                .as_str()
+                .is_some_and(|v| v.starts_with("mosquitto version ")),
+            "broker {k}: {version}"
+        );
+    }
     assert_eq!(
         at(&r, "broker_usage.pids"),
         &serde_json::json!([a.pid(), b.pid()])
@@ -116,6 +129,10 @@ fn conn_spreads_clients_round_robin_and_sums_the_brokers_cpu_and_memory() {
         "{summary}"
     );
     assert!(summary.contains("brokers (2 processes): "), "{summary}");
+    assert!(
+        summary.contains("broker version: mosquitto version "),
+        "{summary}"
+    );
     let page = std::fs::read_to_string(&html).expect("the HTML report");
     assert!(
         page.contains(&b.url()),
@@ -231,4 +248,211 @@ fn brokers_of_different_schemes_are_refused() {
         stderr.contains("mqtt://127.0.0.1:1883") && stderr.contains("mqtts://127.0.0.1:8883"),
         "{stderr}"
     );
+}
+
+/// `pairs -c 4 --placement cross` over brokers `a` and `b`, 20 QoS 1 messages per pair.
+fn cross_pairs(
+    a: &Mosquitto,
+    b: &Mosquitto,
+    expect: &[&str],
+) -> (std::process::Output, serde_json::Value) {
+    let (a_url, b_url) = (a.url(), b.url());
+    let mut args = vec![
+        "pairs",
+        "-b",
+        &a_url,
+        "--more-brokers",
+        &b_url,
+        "--placement",
+        "cross",
+        "-c",
+        "4",
+        "-q",
+        "1",
+        "-n",
+        "20",
+        "-r",
+        "200",
+        "--drain",
+        "3s",
+    ];
+    args.extend_from_slice(expect);
+    run(&args, LIMIT)
+}
+
+/// Publisher i on broker i mod 2, its subscriber on the other one, as each broker's log
+/// shows.
+fn assert_crossed(a: &Mosquitto, b: &Mosquitto) {
+    assert_eq!(
+        clients_of(a),
+        ids(&["lt-pub-0", "lt-pub-2", "lt-sub-1", "lt-sub-3"])
+    );
+    assert_eq!(
+        clients_of(b),
+        ids(&["lt-pub-1", "lt-pub-3", "lt-sub-0", "lt-sub-2"])
+    );
+}
+
+#[test]
+fn cross_pairs_over_separate_brokers_lose_every_message() {
+    // Two brokers that do not forward to each other: with every subscriber on the other
+    // broker than its publisher, nothing can arrive, and the run says so per flow.
+    let a = logging_broker();
+    let b = logging_broker();
+    // Two worker processes (even and odd indexes): each places its clients alike.
+    let (out, r) = cross_pairs(&a, &b, &["--expect-loss", "0", "--workers", "2"]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "the loss misses --expect-loss 0"
+    );
+    assert_crossed(&a, &b);
+    assert_eq!(num(&r, "workers"), 2);
+    assert_eq!(num(&r, "total.sent"), 80);
+    assert_eq!(num(&r, "total.acked"), 80);
+    assert_eq!(num(&r, "total.expected"), 80);
+    assert_eq!(num(&r, "total.received"), 0);
+    assert_eq!(num(&r, "total.lost"), 80);
+    assert_eq!(at(&r, "placement").as_str(), Some("cross"));
+    assert_eq!(at(&r, "groups.0.name").as_str(), Some("sub"));
+    assert_eq!(at(&r, "groups.0.brokers"), &serde_json::json!([1, 0]));
+    assert_eq!(at(&r, "groups.1.brokers"), &serde_json::json!([0, 1]));
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(
+            "placement: cross; brokers of clients 0, 1, ... (-b = 0, repeating): sub 1,0; pub 0,1"
+        ),
+        "{summary}"
+    );
+}
+
+#[test]
+fn cross_pairs_over_bridged_brokers_lose_nothing() {
+    // `b` bridges `lt/#` both ways to `a`, as a cluster would forward: every message
+    // crosses the bridge, and arrives once. `a` logs subscriptions too, so that the test
+    // starts once the bridge has subscribed (`vm.to-a 1 lt/#`).
+    let a = Mosquitto::start(
+        "user root\nlog_dest file {dir}/mosquitto.log\nconnection_messages true\n\
+         log_type notice\nlog_type information\nlog_type subscribe",
+    );
+    let b = Mosquitto::start(&format!(
+        "user root\nlog_dest file {{dir}}/mosquitto.log\nconnection_messages true\n\
+         connection to-a\naddress 127.0.0.1:{}\ntopic lt/# both 1\n",
+        a.port
+    ));
+    let log = a.dir.path().join("mosquitto.log");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log).is_ok_and(|l| l.contains(" 1 lt/#")) {
+        assert!(
+            Instant::now() < deadline,
+            "the bridge did not subscribe in 10 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (out, r) = cross_pairs(&a, &b, &["--expect-loss", "0"]);
+    assert_eq!(out.status.code(), Some(0));
+    assert_crossed(&a, &b);
+    assert_eq!(num(&r, "total.sent"), 80);
+    assert_eq!(num(&r, "total.received"), 80);
+    assert_eq!(num(&r, "total.lost"), 0);
+    assert_eq!(num(&r, "total.duplicates"), 0);
+    assert_eq!(at(&r, "placement").as_str(), Some("cross"));
+}
+
+#[test]
+fn cross_with_one_broker_is_refused() {
+    let out = loadtest(
+        &[
+            "pairs",
+            "-b",
+            "mqtt://127.0.0.1:1883",
+            "--placement",
+            "cross",
+            "-c",
+            "1",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--placement cross needs at least two brokers"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn cross_pairs_over_two_shoal_nodes_name_their_version_and_cross_every_message() {
+    // Two standalone shoal nodes on port 0, no cluster between them: they do not forward to
+    // each other, so every message that crosses is lost, which shows that each one crossed.
+    // Once two nodes can be started as one cluster here, the same run with --expect-loss 0
+    // is the cluster test.
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let dirs = [
+        tempfile::tempdir().expect("tempdir"),
+        tempfile::tempdir().expect("tempdir"),
+    ];
+    let nodes: Vec<shoal_broker::Node> = dirs
+        .iter()
+        .map(|dir| {
+            let raw: shoal_broker::RawConfig = toml::from_str(&format!(
+                "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\ndata_dir = {:?}\n",
+                dir.path().to_str().expect("utf-8"),
+            ))
+            .expect("config");
+            let config = shoal_broker::Config::from_raw(raw).expect("valid config");
+            runtime
+                .block_on(shoal_broker::Node::start(config, None))
+                .expect("shoal starts")
+        })
+        .collect();
+    let urls: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("mqtt://{}", n.mqtt_addr()))
+        .collect();
+    let (out, r) = run(
+        &[
+            "pairs",
+            "-b",
+            &urls[0],
+            "--more-brokers",
+            &urls[1],
+            "--placement",
+            "cross",
+            "-c",
+            "4",
+            "-q",
+            "1",
+            "-n",
+            "10",
+            "--drain",
+            "2s",
+        ],
+        LIMIT,
+    );
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(at(&r, "placement").as_str(), Some("cross"));
+    let version = format!("shoal {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(
+        at(&r, "broker_versions"),
+        &serde_json::json!([version, version])
+    );
+    assert_eq!(num(&r, "connections.succeeded"), 8);
+    assert_eq!(num(&r, "total.sent"), 40);
+    assert_eq!(num(&r, "total.expected"), 40);
+    assert_eq!(
+        num(&r, "total.lost"),
+        40,
+        "no subscriber shares a node with its publisher"
+    );
+    // Each node says so itself: no subscriber there matched.
+    assert_eq!(num(&r, "errors.puback: NoMatchingSubscribers (0x10)"), 40);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains(&format!("broker version: {version}\n")),
+        "{summary}"
+    );
+    for node in nodes {
+        runtime.block_on(node.shutdown());
+    }
 }

@@ -67,7 +67,7 @@ impl Connection {
         // while connecting; it must not size every idle connection's task.
         let io = timeout_at(
             deadline,
-            Box::pin(shared.connector.connect(plan.index, plan.source)),
+            Box::pin(shared.connector.connect(plan.broker, plan.source)),
         )
         .await
         .map_err(|_| ClientError::Timeout("transport connect"))??;

@@ -38,10 +38,16 @@ pub(crate) struct ClientState {
 }
 
 impl ClientState {
-    /// Tells the controller once that this publisher has sent its whole count.
+    /// Tells the controller once that this publisher has sent its whole count, after
+    /// handing its counts to the collector: once no publisher is left, the drain may end as
+    /// soon as the deliveries it sees match the messages it sees sent, so the last messages
+    /// must not wait for the next periodic flush to be seen.
     pub(crate) fn report_done(&mut self, shared: &Shared) {
         if !self.done_reported && self.publisher.as_ref().is_some_and(Publisher::done) {
             self.done_reported = true;
+            shared
+                .collector
+                .flush(&mut self.stats, std::time::Instant::now());
             shared.progress.bump(&shared.progress.publishing, false);
         }
     }

@@ -356,10 +356,10 @@ fn provenance(results: &[RunResult]) -> String {
          <th>workers</th><th>tool</th></tr>",
     );
     for (i, r) in results.iter().enumerate() {
-        let brokers = if r.brokers.is_empty() {
-            r.broker.clone()
+        let brokers = if r.brokers.len() > 1 {
+            format!("{} (placement {})", r.brokers.join(", "), r.placement)
         } else {
-            r.brokers.join(", ")
+            r.broker_urls().join(", ")
         };
         let _ = write!(
             p,
@@ -552,6 +552,24 @@ mod tests {
         assert!(page.contains("bench-1"));
         assert!(page.contains("mqtt://127.0.0.1:1883"));
         assert!(page.contains("<td>telemetry</td>") && page.contains("<td>commands</td>"));
+    }
+
+    #[test]
+    fn the_page_names_the_placement_over_several_brokers() {
+        let r = RunResult {
+            broker: "mqtt://127.0.0.1:1883".to_owned(),
+            brokers: vec![
+                "mqtt://127.0.0.1:1883".to_owned(),
+                "mqtt://127.0.0.1:1884".to_owned(),
+            ],
+            placement: crate::scenario::Placement::Cross,
+            ..RunResult::default()
+        };
+        let page = render(&[r], "t");
+        assert!(
+            page.contains("mqtt://127.0.0.1:1883, mqtt://127.0.0.1:1884 (placement cross)"),
+            "{page}"
+        );
     }
 
     #[test]

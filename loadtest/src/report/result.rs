@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::procstat::MeterSummary;
+use crate::scenario::Placement;
 use crate::stats::LatencySummary;
 
 /// Everything a run measured.
@@ -26,6 +27,15 @@ pub struct RunResult {
     /// several brokers were possible: read `broker` then).
     #[serde(default)]
     pub brokers: Vec<String>,
+    /// How the clients were placed on `brokers` (`--placement`; `spread` in results
+    /// written before it was recorded). Each group's `brokers` says where exactly.
+    #[serde(default)]
+    pub placement: Placement,
+    /// Each broker's version, in the order of `brokers`, from its retained
+    /// `$SYS/broker/version` (`null`: it answered none; empty: not asked, with
+    /// `--no-broker-version` or in results written before it was asked).
+    #[serde(default)]
+    pub broker_versions: Vec<Option<String>>,
     /// MQTT version: 3 (3.1), 4 (3.1.1) or 5.
     pub mqtt_version: u8,
     /// Start time, Unix milliseconds.
@@ -85,6 +95,10 @@ pub struct GroupInfo {
     pub name: String,
     /// Clients.
     pub count: u32,
+    /// The positions in the run's `brokers` (`-b` = 0) its clients connect to in turn:
+    /// client `i` to the `i mod len`-th (empty in results written before it was recorded).
+    #[serde(default)]
+    pub brokers: Vec<usize>,
 }
 
 /// Connection figures.

@@ -62,6 +62,8 @@ pub fn render(r: &RunResult) -> String {
             String::new()
         }
     );
+    placement_line(&mut out, r);
+    version_line(&mut out, r);
     let _ = writeln!(
         out,
         "phases: connect {:.1}s, run {:.1}s, drain {:.1}s",
@@ -135,6 +137,57 @@ pub fn render(r: &RunResult) -> String {
     out
 }
 
+/// Where the clients went, when there was a choice (several brokers), with each group's
+/// brokers in turn: `placement: cross; brokers of clients 0, 1, ... (-b = 0, repeating):
+/// sub 1,0; pub 0,1`.
+fn placement_line(out: &mut String, r: &RunResult) {
+    if r.broker_urls().len() < 2 {
+        return;
+    }
+    let _ = write!(out, "placement: {}", r.placement);
+    if r.groups.iter().any(|g| !g.brokers.is_empty()) {
+        let groups: Vec<String> = r
+            .groups
+            .iter()
+            .map(|g| {
+                let brokers: Vec<String> = g.brokers.iter().map(ToString::to_string).collect();
+                format!("{} {}", g.name, brokers.join(","))
+            })
+            .collect();
+        let _ = write!(
+            out,
+            "; brokers of clients 0, 1, ... (-b = 0, repeating): {}",
+            groups.join("; ")
+        );
+    }
+    out.push('\n');
+}
+
+/// The brokers' versions, when any answered: `broker version: mosquitto version 2.0.11`,
+/// or each broker's (`?` for one that did not answer) when they differ.
+fn version_line(out: &mut String, r: &RunResult) {
+    let known: Vec<&str> = r
+        .broker_versions
+        .iter()
+        .flatten()
+        .map(String::as_str)
+        .collect();
+    let Some(first) = known.first() else {
+        return;
+    };
+    if known.len() == r.broker_versions.len() && known.iter().all(|v| v == first) {
+        let _ = writeln!(out, "broker version: {first}");
+        return;
+    }
+    let each: Vec<String> = r
+        .broker_urls()
+        .iter()
+        .zip(&r.broker_versions)
+        .map(|(url, v)| format!("{url} {}", v.as_deref().unwrap_or("?")))
+        .collect();
+    let _ = writeln!(out, "broker versions: {}", each.join("; "));
+}
+
 /// One line of CPU and memory use: `label: N CPU s (P% of a core), peak RSS M, ...`.
 fn usage_line(out: &mut String, label: &str, usage: &UsageResult, per: &str) {
     let _ = write!(
@@ -153,7 +206,8 @@ fn usage_line(out: &mut String, label: &str, usage: &UsageResult, per: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::result::UsageResult;
+    use crate::report::result::{GroupInfo, UsageResult};
+    use crate::scenario::Placement;
 
     #[test]
     fn names_every_broker_and_sums_their_processes() {
@@ -180,5 +234,59 @@ mod tests {
         r.brokers.clear();
         r.broker_usage = None;
         assert!(render(&r).contains("conn against mqtt://127.0.0.1:1883 (MQTT"));
+    }
+
+    #[test]
+    fn shows_the_placement_over_several_brokers() {
+        let group = |name: &str, brokers: Vec<usize>| GroupInfo {
+            name: name.to_owned(),
+            count: 4,
+            brokers,
+        };
+        let mut r = RunResult {
+            scenario: "pairs".to_owned(),
+            broker: "mqtt://127.0.0.1:1883".to_owned(),
+            brokers: vec![
+                "mqtt://127.0.0.1:1883".to_owned(),
+                "mqtt://127.0.0.1:1884".to_owned(),
+            ],
+            placement: Placement::Cross,
+            groups: vec![group("sub", vec![1, 0]), group("pub", vec![0, 1])],
+            ..RunResult::default()
+        };
+        let text = render(&r);
+        assert!(
+            text.contains(
+                "placement: cross; brokers of clients 0, 1, ... (-b = 0, repeating): \
+                 sub 1,0; pub 0,1\n"
+            ),
+            "{text}"
+        );
+        // A result written before placements were recorded: the mode alone.
+        r.placement = Placement::Spread;
+        r.groups = vec![group("sub", Vec::new())];
+        assert!(render(&r).contains("placement: spread\n"));
+        // One broker: no choice, no line.
+        r.brokers.truncate(1);
+        assert!(!render(&r).contains("placement"));
+    }
+
+    #[test]
+    fn shows_the_brokers_versions_they_answered() {
+        let mut r = RunResult {
+            broker: "mqtt://a:1".to_owned(),
+            brokers: vec!["mqtt://a:1".to_owned(), "mqtt://b:2".to_owned()],
+            broker_versions: vec![Some("shoal 0.1.0".to_owned()); 2],
+            ..RunResult::default()
+        };
+        assert!(render(&r).contains("broker version: shoal 0.1.0\n"));
+        r.broker_versions[1] = None;
+        assert!(
+            render(&r).contains("broker versions: mqtt://a:1 shoal 0.1.0; mqtt://b:2 ?\n"),
+            "{}",
+            render(&r)
+        );
+        r.broker_versions = vec![None, None];
+        assert!(!render(&r).contains("broker version"));
     }
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::scenario::{ScenarioSpec, SessionDefaults};
+use crate::scenario::{Placement, ScenarioSpec, SessionDefaults};
 use crate::transport::{Brokers, TlsOptions};
 use crate::units::Span;
 
@@ -25,9 +25,11 @@ pub struct RunConfig {
     pub scenario: ScenarioSpec,
     /// Session defaults (version, clean start, credentials).
     pub session: SessionDefaults,
-    /// The brokers (`-b` first), clients spread over them round robin by their index in
-    /// their group.
+    /// The brokers (`-b` first), clients spread over them by `placement`.
     pub brokers: Brokers,
+    /// Which broker each client connects to.
+    #[serde(default)]
+    pub placement: Placement,
     /// TLS settings.
     pub tls: TlsOptions,
     /// How long publishers run.

@@ -25,6 +25,7 @@ impl LocalEngine {
     /// Spawns this process's clients; they start connecting through the ramp at once.
     pub(crate) async fn start(config: &RunConfig, scenario: &Scenario) -> anyhow::Result<Self> {
         let connector = Connector::new(&config.brokers, &config.tls).await?;
+        let layout = scenario.layout(config.placement, config.brokers.count())?;
         let (phase_tx, phase) = watch::channel(Phase::Connecting);
         let (index, count) = config.slot.map_or((0, 1), |s| (s.index, s.count.max(1)));
         let shared = Arc::new(Shared {
@@ -54,7 +55,9 @@ impl LocalEngine {
                         0 => None,
                         n => Some(config.source_ips[ordinal % n]),
                     };
-                    plans.push(scenario.plan(g, i, source)?);
+                    let mut plan = scenario.plan(g, i, source)?;
+                    plan.broker = layout.broker(g, i);
+                    plans.push(plan);
                 }
                 ordinal += 1;
             }

@@ -54,6 +54,8 @@ pub struct Reporting {
     pub label: Option<String>,
     /// Expectations to check.
     pub expect: Expectations,
+    /// Ask each broker its version before the run ([`crate::probe`]).
+    pub probe_version: bool,
 }
 
 /// Where the clients run.
@@ -95,6 +97,12 @@ const DEFAULT_DURATION: Duration = Duration::from_secs(10);
 /// Runs the scenario and returns its result.
 pub async fn execute(config: RunConfig, reporting: &Reporting) -> anyhow::Result<RunResult> {
     let scenario = Scenario::build(&config.scenario, &config.session)?;
+    // Before the clients connect, so that the probe's connections are not part of the run.
+    let broker_versions = if reporting.probe_version {
+        crate::probe::broker_versions(&config).await
+    } else {
+        Vec::new()
+    };
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
@@ -214,7 +222,7 @@ pub async fn execute(config: RunConfig, reporting: &Reporting) -> anyhow::Result
     }
     marks.end = Some(Instant::now());
     let t = start.elapsed().as_secs_f64();
-    match engine {
+    let mut result = match engine {
         Engine::Workers(w) => {
             let collector = w.shared_collector();
             w.finish().await;
@@ -241,5 +249,7 @@ pub async fn execute(config: RunConfig, reporting: &Reporting) -> anyhow::Result
                 started_unix_ms,
             )
         }
-    }
+    }?;
+    result.broker_versions = broker_versions;
+    Ok(result)
 }

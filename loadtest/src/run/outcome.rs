@@ -336,6 +336,7 @@ pub(crate) fn assemble(
         meter: monitor.tool.summary(),
         cpu_us_per_msg: (handled > 0).then(|| tool_cpu.as_secs_f64() * 1e6 / handled as f64),
     };
+    let layout = scenario.layout(config.placement, config.brokers.count())?;
     let mut result = RunResult {
         tool: "shoal-loadtest".to_owned(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -352,6 +353,9 @@ pub(crate) fn assemble(
             .iter()
             .map(ToString::to_string)
             .collect(),
+        placement: config.placement,
+        // Filled in by the caller, which asked before the run.
+        broker_versions: Vec::new(),
         mqtt_version: config.session.version,
         started_unix_ms,
         host: std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -359,9 +363,11 @@ pub(crate) fn assemble(
             .unwrap_or_default(),
         groups: scenario
             .groups()
-            .map(|(name, count)| GroupInfo {
+            .enumerate()
+            .map(|(g, (name, count))| GroupInfo {
                 name: name.to_owned(),
                 count,
+                brokers: layout.cycle(g).to_vec(),
             })
             .collect(),
         workers: config.workers,

@@ -7,16 +7,18 @@
 //! worker process numbers them alike.
 
 pub mod builtin;
+mod placement;
 mod plan;
 mod spec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use anyhow::{Context, bail, ensure};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_codec::{ProtocolVersion, QoS};
 
+pub use placement::{GroupRelation, Layout, Placement, PlacementError, Relation, layout};
 pub use plan::{ClientPlan, FlowPlan, PublisherPlan};
 pub use spec::{GroupSpec, MessageSpec, PublishSpec, ScenarioSpec, SubscribeSpec};
 
@@ -131,6 +133,8 @@ pub struct Scenario {
     pub(crate) version: ProtocolVersion,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<Bytes>,
+    /// Which group receives which group's measured messages, found with the copies.
+    pub(crate) relations: Vec<GroupRelation>,
 }
 
 fn qos(value: u8, what: &str) -> anyhow::Result<QoS> {
@@ -284,6 +288,7 @@ impl Scenario {
             version,
             username: defaults.username.clone(),
             password: defaults.password.clone().map(Bytes::from),
+            relations: Vec::new(),
         };
         scenario.count_copies();
         // Every pattern must give valid MQTT strings: try the first client of each group.
@@ -317,7 +322,8 @@ impl Scenario {
         })
     }
 
-    /// For every flow, how many sinks have a filter matching its topic.
+    /// For every flow, how many sinks have a filter matching its topic; and which group
+    /// receives which group's messages, and how ([`Relation`]).
     fn count_copies(&mut self) {
         let mut exact: HashMap<String, Vec<u32>> = HashMap::new();
         let mut wild: HashMap<String, Vec<u32>> = HashMap::new();
@@ -351,6 +357,19 @@ impl Scenario {
             }
         }
         let wild: Vec<(String, Vec<u32>)> = wild.into_iter().collect();
+        // The receiving groups by first sink id: (first sink, group, one sink per client).
+        let owners: Vec<(u32, usize, bool)> = self
+            .groups
+            .iter()
+            .enumerate()
+            .filter_map(|(g, group)| match group.sinks {
+                Sinks::None => None,
+                Sinks::PerClient { base } => Some((base, g, true)),
+                Sinks::Shared { id } => Some((id, g, false)),
+            })
+            .collect();
+        let owner = |sink: u32| owners[owners.partition_point(|o| o.0 <= sink) - 1];
+        let mut relations: BTreeMap<(usize, usize), Relation> = BTreeMap::new();
         let mut found: Vec<u32> = Vec::new();
         for g in 0..self.groups.len() {
             let Some(p) = &self.groups[g].publish else {
@@ -373,12 +392,33 @@ impl Scenario {
                     found.sort_unstable();
                     found.dedup();
                     copies.push(found.len() as u32);
+                    for &sink in &found {
+                        let (first, to, per_client) = owner(sink);
+                        let by_index = per_client
+                            && sink - first == i
+                            && p.flows_per_client == 1
+                            && self.groups[to].count == self.groups[g].count;
+                        let relation = relations.entry((g, to)).or_insert(Relation::ByIndex);
+                        if !by_index {
+                            *relation = Relation::Broad;
+                        }
+                    }
                 }
             }
             if let Some(p) = &mut self.groups[g].publish {
                 p.copies = copies;
             }
         }
+        self.relations = relations
+            .into_iter()
+            .map(|((from, to), relation)| GroupRelation { from, to, relation })
+            .collect();
+    }
+
+    /// Which broker each client connects to, among `brokers` brokers (see [`layout`]).
+    pub fn layout(&self, placement: Placement, brokers: usize) -> Result<Layout, PlacementError> {
+        let sizes: Vec<(&str, u32)> = self.groups().collect();
+        layout(placement, brokers, &sizes, &self.relations)
     }
 
     /// Groups and their sizes, in connection order.

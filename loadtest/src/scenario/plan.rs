@@ -63,6 +63,9 @@ pub struct ClientPlan {
     pub publisher: Option<PublisherPlan>,
     /// Local address to connect from.
     pub source: Option<IpAddr>,
+    /// The position of the broker to connect to, in the run's broker list (`-b` = 0): set
+    /// by the engine from the run's [`Layout`](crate::scenario::Layout), 0 until then.
+    pub broker: usize,
 }
 
 fn string(s: String, what: &str) -> anyhow::Result<MqttString> {
@@ -188,6 +191,7 @@ impl Scenario {
             sink,
             publisher,
             source,
+            broker: 0,
         })
     }
 }
@@ -195,8 +199,8 @@ impl Scenario {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scenario::SessionDefaults;
     use crate::scenario::builtin::{self, Fleet, Publishing};
+    use crate::scenario::{GroupRelation, Placement, PlacementError, Relation, SessionDefaults};
     use crate::units::Span;
 
     fn defaults() -> SessionDefaults {
@@ -294,6 +298,83 @@ mod tests {
         assert_eq!(
             s.describe_flow(c.flows[3].id),
             Some(("lt-commander-0".to_owned(), "fleet/1/3/cmd".to_owned()))
+        );
+    }
+
+    /// Per group, the broker of each client under `placement` over `brokers` brokers.
+    fn brokers(
+        spec: &crate::scenario::ScenarioSpec,
+        placement: Placement,
+        n: usize,
+    ) -> Vec<Vec<usize>> {
+        let s = Scenario::build(spec, &defaults()).expect("valid");
+        let layout = s.layout(placement, n).expect("placed");
+        s.groups()
+            .enumerate()
+            .map(|(g, (_, count))| (0..count).map(|i| layout.broker(g, i)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn the_builtins_relations_decide_the_cross_placement() {
+        // pairs: groups [sub, pub]; publisher i on i mod n, its subscriber on the next.
+        let pairs = builtin::pairs(4, "lt/pairs/%i", &publishing());
+        let s = Scenario::build(&pairs, &defaults()).expect("valid");
+        assert_eq!(
+            s.relations,
+            [GroupRelation {
+                from: 1,
+                to: 0,
+                relation: Relation::ByIndex
+            }]
+        );
+        assert_eq!(
+            brokers(&pairs, Placement::Cross, 3),
+            [vec![1, 2, 0, 1], vec![0, 1, 2, 0]]
+        );
+        assert_eq!(
+            brokers(&pairs, Placement::Spread, 3),
+            [vec![0, 1, 2, 0], vec![0, 1, 2, 0]]
+        );
+        // fanin: every publisher reaches the one subscriber (a wildcard): the halves.
+        let fanin = builtin::fanin(5, 1, None, "lt/fanin", &publishing());
+        assert_eq!(
+            brokers(&fanin, Placement::Cross, 2),
+            [vec![1], vec![0, 0, 0, 0, 0]]
+        );
+        // fanin to a shared group of 2, over 4 brokers.
+        let shared = builtin::fanin(5, 2, Some("g"), "lt/fanin", &publishing());
+        assert_eq!(
+            brokers(&shared, Placement::Cross, 4),
+            [vec![2, 3], vec![0, 1, 0, 1, 0]]
+        );
+        // fanout: one publisher to every subscriber.
+        let fanout = builtin::fanout(4, 1, "lt/fanout", &publishing());
+        assert_eq!(
+            brokers(&fanout, Placement::Cross, 3),
+            [vec![1, 2, 1, 2], vec![0]]
+        );
+        // fleet: devices opposite the backends and the command sender.
+        let fleet = builtin::fleet(&Fleet {
+            devices: 4,
+            sites: 2,
+            interval: Span(std::time::Duration::from_secs(1)),
+            qos: 1,
+            size: 64,
+            backends: 2,
+            command_rate: 1.0,
+            command_qos: 1,
+        });
+        assert_eq!(
+            brokers(&fleet, Placement::Cross, 2),
+            [vec![1, 1], vec![0, 0, 0, 0], vec![1]]
+        );
+        // pub alone: nothing received, nothing to cross.
+        let alone = builtin::publishers(2, "lt/%i", &publishing());
+        let s = Scenario::build(&alone, &defaults()).expect("valid");
+        assert_eq!(
+            s.layout(Placement::Cross, 2),
+            Err(PlacementError::NothingToCross)
         );
     }
 

@@ -1,5 +1,5 @@
-//! The brokers of a run: `-b` and `--more-brokers`, one scheme for all, and which of them a
-//! client connects to.
+//! The brokers of a run: `-b` and `--more-brokers`, one scheme for all. Which of them each
+//! client connects to is the run's placement ([`crate::scenario::Layout`]).
 
 use std::fmt;
 
@@ -35,8 +35,8 @@ impl fmt::Display for BrokersError {
 impl std::error::Error for BrokersError {}
 
 /// One or more broker URLs of the same scheme: several broker processes, or the nodes of a
-/// cluster. Clients are spread over them round robin by their index in their group (see
-/// [`Brokers::for_client`]).
+/// cluster. Clients are spread over them by the run's `--placement`
+/// ([`crate::scenario::layout`]).
 ///
 /// One scheme, because a run measures one transport: a mix would blend, say, TLS and plain
 /// TCP handshakes into one connect latency.
@@ -74,19 +74,6 @@ impl Brokers {
     pub fn scheme(&self) -> Scheme {
         self.first().scheme
     }
-
-    /// The position (in [`Brokers::urls`]) of the broker that client `index` of its group
-    /// connects to.
-    pub fn for_client(&self, index: u32) -> usize {
-        round_robin(index, self.count())
-    }
-}
-
-/// Client `index` of a group goes to target `index mod count`. By the index in the group,
-/// not by a run-wide ordinal: the publisher and the subscriber of one `pairs` flow share an
-/// index, so they share a broker, and their messages flow without a cluster or a bridge.
-pub(crate) fn round_robin(index: u32, count: usize) -> usize {
-    index as usize % count.max(1)
 }
 
 impl TryFrom<Vec<BrokerUrl>> for Brokers {
@@ -129,16 +116,16 @@ mod tests {
     }
 
     #[test]
-    fn clients_go_round_robin_by_their_index_in_the_group() {
+    fn keeps_the_order_of_one_scheme() {
         let brokers = Brokers::new(
             url("mqtt://127.0.0.1:1883"),
             [url("mqtt://127.0.0.1:1884"), url("tcp://127.0.0.1:1885")],
         )
         .expect("one scheme (tcp:// is mqtt://)");
-        let picked: Vec<usize> = (0..7).map(|i| brokers.for_client(i)).collect();
-        assert_eq!(picked, [0, 1, 2, 0, 1, 2, 0]);
-        let one = Brokers::new(url("mqtt://127.0.0.1:1883"), []).expect("valid");
-        assert!((0..5).all(|i| one.for_client(i) == 0));
+        let ports: Vec<u16> = brokers.urls().iter().map(|u| u.port).collect();
+        assert_eq!(ports, [1883, 1884, 1885]);
+        assert_eq!(brokers.count(), 3);
+        assert_eq!(brokers.first().port, 1883);
     }
 
     #[test]

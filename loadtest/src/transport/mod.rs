@@ -78,8 +78,8 @@ impl std::fmt::Display for TransportError {
 
 impl std::error::Error for TransportError {}
 
-/// Opens byte streams to the brokers of a run, each client to its own (round robin by its
-/// index in its group, [`Brokers::for_client`]).
+/// Opens byte streams to the brokers of a run, each client to the one its plan names (by
+/// position in [`Brokers::urls`], from the run's placement).
 pub struct Connector {
     targets: Vec<Target>,
 }
@@ -102,22 +102,30 @@ impl Connector {
         Ok(Self { targets })
     }
 
-    /// The resolved address of the broker client `index` of its group connects to.
-    pub fn addr(&self, index: u32) -> SocketAddr {
-        self.target(index).addr
+    /// The resolved address of broker `broker` (its position in [`Brokers::urls`]).
+    pub fn addr(&self, broker: usize) -> SocketAddr {
+        self.target(broker).addr
     }
 
-    /// Opens one byte stream for client `index` of its group, from `source` if given.
+    /// Opens one byte stream to broker `broker` (its position in [`Brokers::urls`]), from
+    /// `source` if given.
     pub async fn connect(
         &self,
-        index: u32,
+        broker: usize,
         source: Option<IpAddr>,
     ) -> Result<BoxedIo, TransportError> {
-        self.target(index).connect(source).await
+        self.target(broker).connect(source).await
     }
 
-    fn target(&self, index: u32) -> &Target {
-        &self.targets[brokers::round_robin(index, self.targets.len())]
+    /// How many brokers.
+    pub fn count(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Broker `broker`; a position past the end wraps around (a plan is checked against
+    /// the run's brokers when it is made, so it does not happen).
+    fn target(&self, broker: usize) -> &Target {
+        &self.targets[broker % self.targets.len()]
     }
 }
 
@@ -187,7 +195,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn each_client_connects_to_the_broker_of_its_index() {
+    async fn each_broker_position_resolves_to_its_url() {
         let first: BrokerUrl = "mqtt://127.0.0.1:1883".parse().expect("valid");
         let more = ["mqtt://127.0.0.1:1884", "mqtt://127.0.0.2:1885"]
             .map(|u| u.parse::<BrokerUrl>().expect("valid"));
@@ -195,8 +203,9 @@ mod tests {
         let connector = Connector::new(&brokers, &TlsOptions::default())
             .await
             .expect("addresses resolve without a network");
-        let ports: Vec<u16> = (0..6).map(|i| connector.addr(i).port()).collect();
-        assert_eq!(ports, [1883, 1884, 1885, 1883, 1884, 1885]);
+        let ports: Vec<u16> = (0..3).map(|i| connector.addr(i).port()).collect();
+        assert_eq!(ports, [1883, 1884, 1885]);
+        assert_eq!(connector.count(), 3);
         assert_eq!(connector.addr(2).ip().to_string(), "127.0.0.2");
     }
 }
