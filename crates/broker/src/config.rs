@@ -723,14 +723,15 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
     let discovery = match raw.discovery.as_deref() {
         None | Some("") => None,
         Some(d) => match d.strip_prefix("dns:") {
-            Some(name) if name.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) => {
+            Some(name)
+                if name
+                    .rsplit_once(':')
+                    .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
+            {
                 Some(name.to_owned())
             }
             _ => {
-                return Err(invalid(
-                    "discovery",
-                    format!("{d:?} is not dns:NAME:PORT"),
-                ));
+                return Err(invalid("discovery", format!("{d:?} is not dns:NAME:PORT")));
             }
         },
     };
@@ -744,7 +745,10 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
         .map(str::to_owned)
         .collect();
     for seed in &seeds {
-        if seed.rsplit_once(':').is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err()) {
+        if seed
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
             return Err(invalid("seeds", format!("{seed:?} is not host:port")));
         }
     }
@@ -773,7 +777,9 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
                 Err(_) => {
                     return Err(invalid(
                         "node_id",
-                        format!("not set, and the host name {host:?} does not end in a number to derive it from"),
+                        format!(
+                            "not set, and the host name {host:?} does not end in a number to derive it from"
+                        ),
                     ));
                 }
             }
@@ -798,10 +804,11 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
         n @ 1..=64 => Ok(n),
         n => Err(invalid(key, format!("{n} is not between 1 and 64"))),
     };
-    let millis = |key: &str, value: Option<u64>, default: u64, min: u64| match value.unwrap_or(default) {
-        n if n >= min => Ok(Duration::from_millis(n)),
-        n => Err(invalid(key, format!("{n} is below the minimum of {min}"))),
-    };
+    let millis =
+        |key: &str, value: Option<u64>, default: u64, min: u64| match value.unwrap_or(default) {
+            n if n >= min => Ok(Duration::from_millis(n)),
+            n => Err(invalid(key, format!("{n} is below the minimum of {min}"))),
+        };
     let heartbeat = millis("cluster_heartbeat_ms", raw.cluster_heartbeat_ms, 200, 10)?;
     let election_timeout = millis(
         "cluster_election_timeout_ms",
@@ -826,7 +833,12 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
         100,
     )?;
     let route_timeout = match raw.route_timeout.unwrap_or(10) {
-        0 => return Err(invalid("route_timeout", "0 would fail every new route".into())),
+        0 => {
+            return Err(invalid(
+                "route_timeout",
+                "0 would fail every new route".into(),
+            ));
+        }
         secs => Duration::from_secs(secs),
     };
     Ok(Some(ClusterSettings {

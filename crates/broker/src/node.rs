@@ -73,7 +73,9 @@ impl StartError {
     pub fn exit_status(&self) -> i32 {
         match self {
             Self::Access { .. } => 2,
-            Self::Locked { .. } | Self::Store { .. } | Self::Bind { .. } | Self::Cluster { .. } => 3,
+            Self::Locked { .. } | Self::Store { .. } | Self::Bind { .. } | Self::Cluster { .. } => {
+                3
+            }
         }
     }
 

@@ -40,7 +40,11 @@ impl Broker {
 
     /// Removes the subscriptions of `subscriber` to `filters` from the index; a filter that
     /// loses its last local subscriber loses this node's route.
-    pub(crate) fn unsubscribe<'a>(&self, subscriber: u64, filters: impl IntoIterator<Item = &'a str>) {
+    pub(crate) fn unsubscribe<'a>(
+        &self,
+        subscriber: u64,
+        filters: impl IntoIterator<Item = &'a str>,
+    ) {
         let mut index = write(&self.index);
         for filter in filters {
             if let Some(removed) = index.remove(subscriber, filter)
@@ -65,7 +69,11 @@ impl Broker {
     /// Forwards `message` to the other nodes with matching subscribers; returns how many
     /// nodes it went to, the shared groups whose delivery falls elsewhere, and, for QoS 1
     /// and 2, what the acknowledgement waits for.
-    pub(crate) fn forward(&self, message: &Message, waits: &mut Vec<Pending>) -> (usize, Vec<String>) {
+    pub(crate) fn forward(
+        &self,
+        message: &Message,
+        waits: &mut Vec<Pending>,
+    ) -> (usize, Vec<String>) {
         let Some(cluster) = self.cluster() else {
             return (0, Vec::new());
         };
@@ -81,7 +89,8 @@ impl Broker {
                 Ok(Some(wait)) => waits.push(wait),
                 Ok(None) => {}
                 Err(e) => {
-                    metrics::counter!(m::MESSAGES_DROPPED, "cause" => "forward_backlog").increment(1);
+                    metrics::counter!(m::MESSAGES_DROPPED, "cause" => "forward_backlog")
+                        .increment(1);
                     tracing::debug!(error = %e, "a publication could not be forwarded");
                     if acknowledge {
                         waits.push(failed());
@@ -127,7 +136,10 @@ impl Broker {
                     break;
                 }
                 if tokio::time::timeout_at(deadline, detached).await.is_err() {
-                    tracing::warn!(client_id, "a connection taken over by another node did not let go in time");
+                    tracing::warn!(
+                        client_id,
+                        "a connection taken over by another node did not let go in time"
+                    );
                     break;
                 }
             }

@@ -107,9 +107,11 @@ impl Broker {
     ) -> Receipts {
         let now = self.now();
         let targets = self.targets(message, None, recipients, Shared::Only(shared));
-        targets.into_iter().fold(Receipts::default(), |receipts, t| {
-            receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
-        })
+        targets
+            .into_iter()
+            .fold(Receipts::default(), |receipts, t| {
+                receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
+            })
     }
 
     /// Keeps (or clears) a retained message through its Raft group; the wait holds once

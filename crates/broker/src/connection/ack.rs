@@ -80,7 +80,12 @@ impl<T: Transport> Conn<T> {
                     if packet_id.is_some() {
                         // Its acknowledgement (pushed below) waits for these too.
                         let ack = acks.len();
-                        pending.extend(dispatched.pending.into_iter().map(|p| (Waiter::Ack(ack), p)));
+                        pending.extend(
+                            dispatched
+                                .pending
+                                .into_iter()
+                                .map(|p| (Waiter::Ack(ack), p)),
+                        );
                     }
                     if let Some(id) = packet_id {
                         let reason = if dispatched.receipts.failed {
@@ -308,7 +313,11 @@ pub(super) async fn wait_receipts(
             }
             Waiter::Sub(i, entry) => {
                 metrics::counter!(m::ACKS_FAILED, "kind" => "route").increment(1);
-                if let Some(result) = done.subacks.get_mut(i).and_then(|(_, s)| s.0.get_mut(entry)) {
+                if let Some(result) = done
+                    .subacks
+                    .get_mut(i)
+                    .and_then(|(_, s)| s.0.get_mut(entry))
+                {
                     *result = Err(shoal_codec::SubAckReasonCode::UnspecifiedError);
                 }
             }

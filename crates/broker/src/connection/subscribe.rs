@@ -95,7 +95,9 @@ impl<T: Transport> Conn<T> {
                 Ok(insertion) => {
                     if let Some(cluster) = broker.cluster() {
                         let route = match insertion {
-                            Insertion::New { first: true } => Some(cluster.route_add(&request.filter)),
+                            Insertion::New { first: true } => {
+                                Some(cluster.route_add(&request.filter))
+                            }
                             _ => cluster.route_pending(&request.filter),
                         };
                         routes.extend(route.map(|r| (results.len(), r)));

@@ -281,6 +281,23 @@ impl Process {
 
     /// The binary on loopback port `port` (a restart on the port its clients know).
     pub async fn start_on(dir: &std::path::Path, port: u16) -> Self {
+        Self::start_args(
+            dir,
+            port,
+            &["--admin-listen", "127.0.0.1:0"],
+            Duration::from_secs(10),
+        )
+        .await
+    }
+
+    /// Starts the binary listening for MQTT on `port` with `args` added; waits up to `wait`
+    /// for the MQTT listener (which opens once a cluster node has joined).
+    pub async fn start_args(
+        dir: &std::path::Path,
+        port: u16,
+        args: &[&str],
+        wait: Duration,
+    ) -> Self {
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         // `option_env!`: the examples share this file, and only tests have the binary.
         let Some(shoal) = option_env!("CARGO_BIN_EXE_shoal") else {
@@ -290,20 +307,19 @@ impl Process {
             .args([
                 "--listen",
                 &addr.to_string(),
-                "--admin-listen",
-                "127.0.0.1:0",
                 "--sys-interval",
                 "0",
                 "--log",
                 "warn",
             ])
+            .args(args)
             .arg("--data-dir")
             .arg(dir)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::inherit())
             .spawn()
             .expect("start shoal");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let deadline = tokio::time::Instant::now() + wait;
         while TcpStream::connect(addr).await.is_err() {
             assert!(
                 tokio::time::Instant::now() < deadline,
@@ -329,6 +345,15 @@ impl Drop for Process {
 }
 
 /// The status code and body of an HTTP/1.1 response read whole (0 if it has no status).
+/// A loopback port nothing listens on (bound and released: another process could take it
+/// meanwhile, which on a test machine does not happen in practice).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
 pub fn http_response(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()

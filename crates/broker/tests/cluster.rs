@@ -1,0 +1,544 @@
+//! The cluster, tested with real `shoal` processes on loopback that join each other, route
+//! between each other, and are killed with SIGKILL.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::{Process, Raw, free_port, http_response, pid};
+use shoal_codec::{DisconnectReasonCode, Packet, ProtocolVersion, PubAckReasonCode, QoS, QosPid};
+use tempfile::TempDir;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const V5: ProtocolVersion = ProtocolVersion::V5;
+
+/// Raft and failure detection made quick for tests (the defaults are 200, 1000, 3000).
+const QUICK: [&str; 6] = [
+    "--cluster-heartbeat-ms",
+    "100",
+    "--cluster-election-timeout-ms",
+    "600",
+    "--cluster-failure-timeout-ms",
+    "1500",
+];
+
+/// One node of a test cluster: its ports and data folder, and the process while it runs.
+struct Member {
+    id: u64,
+    mqtt: u16,
+    cluster: u16,
+    admin: u16,
+    dir: TempDir,
+    frontend: bool,
+    process: Option<Process>,
+}
+
+/// Nodes started as one cluster: node 1 bootstraps, the others join through it.
+struct TestCluster {
+    members: Vec<Member>,
+}
+
+impl TestCluster {
+    /// `full` full nodes (and `frontends` front ends after them).
+    async fn start(full: usize, frontends: usize) -> Self {
+        let mut cluster = Self {
+            members: Vec::new(),
+        };
+        for i in 0..full + frontends {
+            cluster.members.push(Member {
+                id: i as u64 + 1,
+                mqtt: free_port(),
+                cluster: free_port(),
+                admin: free_port(),
+                dir: tempfile::tempdir().expect("tempdir"),
+                frontend: i >= full,
+                process: None,
+            });
+        }
+        cluster.run(0).await;
+        // The others join at once, in parallel, as pods of a StatefulSet do.
+        let joins: Vec<_> = (1..cluster.members.len())
+            .map(|i| {
+                let (dir, mqtt, args) = cluster.command(i);
+                tokio::spawn(async move {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    Process::start_args(dir.as_path(), mqtt, &args, Duration::from_secs(60)).await
+                })
+            })
+            .collect();
+        for (i, join) in joins.into_iter().enumerate() {
+            cluster.members[i + 1].process = Some(join.await.expect("a node starts"));
+        }
+        for i in 1..cluster.members.len() {
+            cluster.ready(i).await;
+        }
+        cluster
+    }
+
+    /// Waits until member `i` has joined: `/readyz` answers 200 (its MQTT listener is bound
+    /// from the start, and accepts once it has joined).
+    async fn ready(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut stream) =
+                tokio::net::TcpStream::connect(("127.0.0.1", self.members[i].admin)).await
+            {
+                let _ = stream
+                    .write_all(b"GET /readyz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                    .await;
+                let mut text = String::new();
+                let _ = stream.read_to_string(&mut text).await;
+                if text.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            assert!(Instant::now() < deadline, "node {} did not join", i + 1);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn command(&self, i: usize) -> (std::path::PathBuf, u16, Vec<String>) {
+        let m = &self.members[i];
+        let mut args: Vec<String> = QUICK.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--node-id".into(),
+            m.id.to_string(),
+            "--cluster-listen".into(),
+            format!("127.0.0.1:{}", m.cluster),
+            "--admin-listen".into(),
+            format!("127.0.0.1:{}", m.admin),
+        ]);
+        if i > 0 {
+            args.extend([
+                "--seeds".into(),
+                format!("127.0.0.1:{}", self.members[0].cluster),
+            ]);
+        }
+        if m.frontend {
+            args.extend(["--role".into(), "frontend".into()]);
+        }
+        (m.dir.path().to_path_buf(), m.mqtt, args)
+    }
+
+    /// Starts (or restarts, with its data) member `i`.
+    async fn run(&mut self, i: usize) {
+        let (dir, mqtt, args) = self.command(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Process::start_args(&dir, mqtt, &args, Duration::from_secs(60)).await;
+        self.members[i].process = Some(process);
+        self.ready(i).await;
+    }
+
+    fn addr(&self, i: usize) -> SocketAddr {
+        format!("127.0.0.1:{}", self.members[i].mqtt)
+            .parse()
+            .expect("addr")
+    }
+
+    /// SIGKILL: no shutdown, no flush, no goodbye to the other nodes.
+    fn kill(&mut self, i: usize) {
+        if let Some(process) = self.members[i].process.take() {
+            process.kill_9();
+        }
+    }
+
+    /// `GET /api/v1/cluster` of member `i`.
+    async fn status(&self, i: usize) -> serde_json::Value {
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.members[i].admin))
+            .await
+            .expect("admin listener");
+        stream
+            .write_all(b"GET /api/v1/cluster HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.expect("read");
+        let (code, body) = http_response(&text);
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+}
+
+/// A clean MQTT 5 client of `addr`.
+async fn client(addr: SocketAddr, id: &str) -> Raw {
+    let (raw, ack) = Raw::connect(addr, V5, id, |_| {}).await;
+    assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+    raw
+}
+
+/// Publishes at QoS 1 and returns the PUBACK's reason code.
+async fn publish_qos1(raw: &mut Raw, topic: &str, payload: &[u8], id: u16) -> PubAckReasonCode {
+    raw.publish(topic, payload, QosPid::AtLeastOnce(pid(id)), false)
+        .await;
+    loop {
+        match raw.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::PubAck(ack)) if ack.packet_id == pid(id) => return ack.reason_code,
+            Some(Packet::Publish(_)) => continue,
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+}
+
+/// Subscribes and checks the SUBACK granted every filter.
+async fn subscribe(raw: &mut Raw, id: u16, filter: &str, qos: QoS) {
+    let ack = raw.subscribe(id, &[(filter, qos)]).await;
+    assert_eq!(
+        ack.reason_codes,
+        vec![shoal_codec::SubAckReasonCode::granted(qos)],
+        "SUBACK of {filter}"
+    );
+}
+
+/// The payloads of the PUBLISH packets that arrive within `wait` of each other, acked.
+async fn drain(raw: &mut Raw, wait: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(packet) = raw.recv_within(wait).await {
+        if let Packet::Publish(p) = packet {
+            if let QosPid::AtLeastOnce(id) = p.qos_pid {
+                raw.send(Packet::PubAck(shoal_codec::PubAck::new(id))).await;
+            }
+            got.push(p.payload.to_vec());
+        }
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_bootstrap_join_and_route_every_way() {
+    let cluster = TestCluster::start(3, 0).await;
+    let status = cluster.status(1).await;
+    assert_eq!(status["enabled"], true);
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+    for group in status["groups"].as_array().expect("groups") {
+        assert_eq!(group["voters"].as_array().map(Vec::len), Some(3), "{group}");
+        assert_ne!(group["leader"], 0, "{group}");
+    }
+    let mut subscribers = Vec::new();
+    for i in 0..3 {
+        let mut raw = client(cluster.addr(i), &format!("sub{i}")).await;
+        subscribe(&mut raw, 1, "every/#", QoS::AtLeastOnce).await;
+        subscribers.push(raw);
+    }
+    for i in 0..3 {
+        let mut publisher = client(cluster.addr(i), &format!("pub{i}")).await;
+        let reason = publish_qos1(&mut publisher, &format!("every/{i}"), b"hello", 1).await;
+        assert_eq!(reason, PubAckReasonCode::Success);
+    }
+    for (i, subscriber) in subscribers.iter_mut().enumerate() {
+        let mut got = drain(subscriber, Duration::from_millis(500)).await;
+        got.sort();
+        assert_eq!(got.len(), 3, "subscriber on node {} got {got:?}", i + 1);
+    }
+}
+
+/// SUBACK from any node means a publication afterwards on any node reaches the subscriber:
+/// hundreds of random placements, with the SUBACK latency this costs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_then_publish_across_nodes_never_misses() {
+    let cluster = TestCluster::start(3, 0).await;
+    let mut subscribers = Vec::new();
+    let mut publishers = Vec::new();
+    for i in 0..3 {
+        subscribers.push(client(cluster.addr(i), &format!("s{i}")).await);
+        publishers.push(client(cluster.addr(i), &format!("p{i}")).await);
+    }
+    let mut seed: u64 = 0x5eed_1234;
+    let mut next = move |n: u64| {
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        ((seed >> 33) % n) as usize
+    };
+    let mut misses = 0;
+    let mut latencies = Vec::new();
+    const RUNS: u16 = 300;
+    for run in 1..=RUNS {
+        let (s, p) = (next(3), next(3));
+        let topic = format!("stp/{run}");
+        let started = Instant::now();
+        subscribe(&mut subscribers[s], run, &topic, QoS::AtLeastOnce).await;
+        latencies.push(started.elapsed());
+        let reason = publish_qos1(&mut publishers[p], &topic, &run.to_be_bytes(), run).await;
+        assert_eq!(
+            reason,
+            PubAckReasonCode::Success,
+            "run {run}: the publishing node {} did not see the route made on node {}",
+            p + 1,
+            s + 1
+        );
+        match subscribers[s].recv_within(Duration::from_secs(5)).await {
+            Some(Packet::Publish(got)) if got.payload.as_ref() == run.to_be_bytes() => {
+                if let QosPid::AtLeastOnce(id) = got.qos_pid {
+                    subscribers[s]
+                        .send(Packet::PubAck(shoal_codec::PubAck::new(id)))
+                        .await;
+                }
+            }
+            other => {
+                misses += 1;
+                eprintln!("run {run}: sub on {}, pub on {}: {other:?}", s + 1, p + 1);
+            }
+        }
+    }
+    latencies.sort();
+    let p50 = latencies[latencies.len() / 2];
+    let p99 = latencies[latencies.len() * 99 / 100];
+    eprintln!("SUBACK of a new filter in a 3-node cluster: p50 {p50:?}, p99 {p99:?}");
+    assert_eq!(misses, 0, "publications after SUBACK that never arrived");
+}
+
+/// A client id connected on one node and then on another: the first connection is closed
+/// with 0x8E before the second's CONNACK; two CONNECTs racing on two nodes leave one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_per_client_id_across_nodes() {
+    let cluster = TestCluster::start(3, 0).await;
+    let mut first = client(cluster.addr(0), "device-7").await;
+    let _second = client(cluster.addr(1), "device-7").await;
+    // By the time the second CONNACK arrived, the first connection was told.
+    match first.recv_within(Duration::from_millis(200)).await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, DisconnectReasonCode::SessionTakenOver)
+        }
+        other => panic!("expected DISCONNECT 0x8E on the first node, got {other:?}"),
+    }
+
+    for round in 0..20 {
+        let id = format!("racer-{round}");
+        let (a, b) = tokio::join!(
+            Raw::connect(cluster.addr(round % 3), V5, &id, |_| {}),
+            Raw::connect(cluster.addr((round + 1) % 3), V5, &id, |_| {}),
+        );
+        let mut alive = 0;
+        for (mut raw, _) in [a, b] {
+            raw.send(Packet::PingReq).await;
+            let mut live = false;
+            while let Some(packet) = raw.recv_within(Duration::from_secs(2)).await {
+                match packet {
+                    Packet::PingResp => {
+                        live = true;
+                        break;
+                    }
+                    Packet::Disconnect(d) => {
+                        assert_eq!(d.reason_code, DisconnectReasonCode::SessionTakenOver);
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            if live && !raw.silent_for(Duration::from_millis(300)).await {
+                live = false;
+            }
+            alive += usize::from(live);
+        }
+        assert_eq!(
+            alive, 1,
+            "round {round}: {alive} live connections for one client id"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retained_messages_set_on_one_node_are_everywhere() {
+    let cluster = TestCluster::start(3, 0).await;
+    let mut publisher = client(cluster.addr(2), "retainer").await;
+    publisher
+        .publish("config/7", b"v1", QosPid::AtLeastOnce(pid(1)), true)
+        .await;
+    match publisher.recv().await {
+        Some(Packet::PubAck(ack)) => {
+            assert_eq!(ack.reason_code, PubAckReasonCode::NoMatchingSubscribers)
+        }
+        other => panic!("expected PUBACK, got {other:?}"),
+    }
+    for i in 0..3 {
+        let mut raw = client(cluster.addr(i), &format!("reader{i}")).await;
+        subscribe(&mut raw, 1, "config/+", QoS::AtLeastOnce).await;
+        let got = raw.next_publish().await;
+        assert_eq!(got.payload.as_ref(), b"v1", "node {}", i + 1);
+        assert!(got.retain);
+    }
+    // Cleared on another node: gone everywhere.
+    let mut clearer = client(cluster.addr(1), "clearer").await;
+    clearer
+        .publish("config/7", b"", QosPid::AtLeastOnce(pid(2)), true)
+        .await;
+    assert!(matches!(clearer.recv().await, Some(Packet::PubAck(_))));
+    let mut late = client(cluster.addr(0), "late").await;
+    subscribe(&mut late, 1, "config/+", QoS::AtLeastOnce).await;
+    assert!(late.silent_for(Duration::from_millis(500)).await);
+}
+
+/// A shared group with members on two nodes gets each message once, whichever node it is
+/// published on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_subscriptions_across_nodes_deliver_each_message_once() {
+    let cluster = TestCluster::start(3, 0).await;
+    let mut a = client(cluster.addr(0), "worker-a").await;
+    let mut b = client(cluster.addr(1), "worker-b").await;
+    subscribe(&mut a, 1, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    subscribe(&mut b, 1, "$share/workers/jobs/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(2), "dispatcher").await;
+    const N: u16 = 60;
+    for n in 1..=N {
+        let reason = publish_qos1(&mut publisher, "jobs/x", &n.to_be_bytes(), n).await;
+        assert_eq!(reason, PubAckReasonCode::Success);
+    }
+    let (got_a, got_b) = tokio::join!(
+        drain(&mut a, Duration::from_millis(700)),
+        drain(&mut b, Duration::from_millis(700))
+    );
+    assert!(
+        !got_a.is_empty() && !got_b.is_empty(),
+        "both members share the work"
+    );
+    let mut all: Vec<Vec<u8>> = got_a.into_iter().chain(got_b).collect();
+    all.sort();
+    let expected: Vec<Vec<u8>> = (1..=N).map(|n| n.to_be_bytes().to_vec()).collect();
+    assert_eq!(all, expected, "each message exactly once in the group");
+}
+
+/// A node that holds neither the publisher nor the subscriber is killed mid-traffic: no
+/// acknowledged QoS 1 message between them is lost, and its routes go after the failure
+/// timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_bystander_loses_no_message_between_the_others() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let mut subscriber = client(cluster.addr(0), "keeper").await;
+    subscribe(&mut subscriber, 1, "flow/#", QoS::AtLeastOnce).await;
+    let mut bystander = client(cluster.addr(2), "bystander").await;
+    subscribe(&mut bystander, 1, "flow/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(1), "source").await;
+    let mut acked = BTreeSet::new();
+    let mut killed_at = None;
+    let mut failing_since: Option<Instant> = None;
+    let mut restored_after = None;
+    for n in 1..=400u16 {
+        if n == 100 {
+            cluster.kill(2);
+            killed_at = Some(Instant::now());
+        }
+        let reason = publish_qos1(&mut publisher, "flow/x", &n.to_be_bytes(), n).await;
+        match reason {
+            PubAckReasonCode::Success => {
+                acked.insert(n);
+                if let (Some(since), None) = (failing_since, restored_after) {
+                    restored_after = Some(since.elapsed());
+                }
+            }
+            PubAckReasonCode::UnspecifiedError => {
+                // A copy for the dead node was not accepted: not acknowledged.
+                failing_since.get_or_insert_with(Instant::now);
+            }
+            other => panic!("message {n}: unexpected PUBACK {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let got: BTreeSet<u16> = drain(&mut subscriber, Duration::from_millis(700))
+        .await
+        .into_iter()
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect();
+    let lost: Vec<u16> = acked.difference(&got).copied().collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged and never delivered: {lost:?}"
+    );
+    assert!(
+        acked.contains(&400),
+        "routing to the live subscriber resumed"
+    );
+    eprintln!(
+        "bystander killed: {} acknowledged of 400, failures for {:?} after the kill at {:?}",
+        acked.len(),
+        restored_after,
+        killed_at.map(|k| k.elapsed())
+    );
+    let status = cluster.status(0).await;
+    let down: Vec<bool> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter(|n| n["id"] == 3)
+        .map(|n| n["down"].as_bool().unwrap_or(false))
+        .collect();
+    assert_eq!(down, vec![true], "node 3 declared down: {status}");
+}
+
+/// Kill -9 the leader of the groups under traffic: new leaders are elected, and a route
+/// made afterwards on the survivors works; then the dead node restarts with its data and
+/// rejoins as itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_dies_routing_recovers_and_it_rejoins_with_its_data() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let status = cluster.status(0).await;
+    let leaders: BTreeMap<String, u64> = status["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap_or("").to_owned(),
+                g["leader"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let victim = (leaders["routes/0"] - 1) as usize;
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let mut subscriber = client(cluster.addr(survivors[0]), "after-sub").await;
+    let mut publisher = client(cluster.addr(survivors[1]), "after-pub").await;
+    cluster.kill(victim);
+    let killed = Instant::now();
+    // Every route shard gets a new filter; SUBACK waits for a leader where needed.
+    for shard_probe in 0..8u16 {
+        let topic = format!("recover/{shard_probe}");
+        subscribe(&mut subscriber, shard_probe + 1, &topic, QoS::AtLeastOnce).await;
+        let reason = publish_qos1(&mut publisher, &topic, b"x", shard_probe + 1).await;
+        assert_eq!(reason, PubAckReasonCode::Success, "{topic}");
+        assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"x");
+    }
+    eprintln!(
+        "leader of routes/0 killed: routing on new filters restored in {:?}",
+        killed.elapsed()
+    );
+
+    cluster.run(victim).await;
+    let mut back = client(cluster.addr(victim), "back").await;
+    subscribe(&mut back, 1, "recover/#", QoS::AtLeastOnce).await;
+    let reason = publish_qos1(&mut publisher, "recover/again", b"y", 100).await;
+    assert_eq!(reason, PubAckReasonCode::Success);
+    assert_eq!(back.next_publish().await.payload.as_ref(), b"y");
+    let status = cluster.status(victim).await;
+    assert_eq!(status["node_id"], victim as u64 + 1);
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+}
+
+/// A front end joins every group as a learner and serves clients like any node; five
+/// full nodes make five voters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_voters_and_a_frontend_that_holds_no_vote() {
+    let cluster = TestCluster::start(5, 1).await;
+    let status = cluster.status(5).await;
+    for group in status["groups"].as_array().expect("groups") {
+        assert_eq!(group["voters"].as_array().map(Vec::len), Some(5), "{group}");
+        assert_eq!(group["learners"], serde_json::json!([6]), "{group}");
+        assert_eq!(group["role"], "learner", "{group}");
+    }
+    let mut subscriber = client(cluster.addr(5), "on-frontend").await;
+    subscribe(&mut subscriber, 1, "fe/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(3), "on-node-4").await;
+    assert_eq!(
+        publish_qos1(&mut publisher, "fe/1", b"z", 1).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"z");
+}
