@@ -124,6 +124,10 @@ async fn respond(
             "503 Service Unavailable",
             "not ready: the store failed\n".to_string(),
         ),
+        ("GET", "/readyz") if broker.is_isolated() => (
+            "503 Service Unavailable",
+            "not ready: not in touch with the cluster's majority\n".to_string(),
+        ),
         ("GET", "/readyz") if ready.load(Ordering::Relaxed) && !*broker.shutdown.borrow() => {
             ("200 OK", "ready\n".to_string())
         }

@@ -255,14 +255,17 @@ raw_config! {
     /// Cluster: retained message shards, each a Raft group (1 to 64). Default 2. Every
     /// node must use the same number.
     retained_shards: u16 = "SHOAL_RETAINED_SHARDS",
-    /// Cluster: Raft heartbeat interval, milliseconds. Default 200.
+    /// Cluster: Raft heartbeat interval, milliseconds. Default 150.
     cluster_heartbeat_ms: u64 = "SHOAL_CLUSTER_HEARTBEAT_MS",
     /// Cluster: Raft election timeout, milliseconds (a follower that hears no leader for
-    /// between this and twice this starts an election). Default 1000.
+    /// between this and twice this starts an election; with openraft's leader lease, a new
+    /// leader is in place within about three times this). Default 750.
     cluster_election_timeout_ms: u64 = "SHOAL_CLUSTER_ELECTION_TIMEOUT_MS",
     /// Cluster: a node that does not answer for this long, milliseconds, is declared down:
-    /// its routes and client ids are removed, route barriers stop waiting for it. Default
-    /// 3000.
+    /// its routes and client ids are removed, route barriers stop waiting for it. A node
+    /// stops serving its clients after half of it without contact with a majority (its
+    /// lease), so half of it must exceed an election (three times
+    /// `cluster_election_timeout_ms`). Default 6000.
     cluster_failure_timeout_ms: u64 = "SHOAL_CLUSTER_FAILURE_TIMEOUT_MS",
     /// Cluster: how long a SUBACK waits for its new route to be usable on every node,
     /// seconds, before it answers 0x80. Default 10.
@@ -809,11 +812,11 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
             n if n >= min => Ok(Duration::from_millis(n)),
             n => Err(invalid(key, format!("{n} is below the minimum of {min}"))),
         };
-    let heartbeat = millis("cluster_heartbeat_ms", raw.cluster_heartbeat_ms, 200, 10)?;
+    let heartbeat = millis("cluster_heartbeat_ms", raw.cluster_heartbeat_ms, 150, 10)?;
     let election_timeout = millis(
         "cluster_election_timeout_ms",
         raw.cluster_election_timeout_ms,
-        1000,
+        750,
         50,
     )?;
     if election_timeout <= heartbeat * 2 {
@@ -829,9 +832,19 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
     let failure_timeout = millis(
         "cluster_failure_timeout_ms",
         raw.cluster_failure_timeout_ms,
-        3000,
+        6000,
         100,
     )?;
+    if failure_timeout / 2 <= election_timeout * 3 {
+        return Err(invalid(
+            "cluster_failure_timeout_ms",
+            format!(
+                "{} ms: half of it (the lease) must exceed three times cluster_election_timeout_ms ({} ms), or an election would disconnect every client",
+                failure_timeout.as_millis(),
+                election_timeout.as_millis()
+            ),
+        ));
+    }
     let route_timeout = match raw.route_timeout.unwrap_or(10) {
         0 => {
             return Err(invalid(

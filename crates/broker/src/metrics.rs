@@ -64,3 +64,6 @@ pub const AUTH_HASHES: &str = "shoal_auth_hashes_total";
 pub const ACL_DENIED: &str = "shoal_acl_denied_total";
 /// Counter: client ids banned for flapping.
 pub const FLAPPING_BANS: &str = "shoal_flapping_bans_total";
+/// Counter: times this node lost its cluster membership lease (cut off from the majority) and
+/// disconnected its clients.
+pub const CLUSTER_LEASE_LOST: &str = "shoal_cluster_lease_lost_total";

@@ -184,7 +184,8 @@ impl Node {
             tracing::info!(node = cluster.id(), "joined the cluster");
             // This node's routes are those of its sessions (persistent ones read back).
             let _ = cluster.reconcile_routes(&broker.local_filters());
-            broker.set_cluster(cluster);
+            broker.set_cluster(cluster.clone());
+            tasks.spawn(Arc::clone(&broker).watch_lease(cluster));
             ready.store(true, std::sync::atomic::Ordering::Release);
         }
         for (listener, bound, addr) in listeners {

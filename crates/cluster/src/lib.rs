@@ -23,6 +23,7 @@
 mod encoding;
 mod forward;
 mod group_id;
+mod lease;
 mod log_store;
 mod network;
 mod node;

@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use tonic::transport::Channel;
 
 use crate::group_id::GroupId;
+use crate::lease::Lease;
 use crate::peers::Peers;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::{RaftKind, RaftRequest};
@@ -30,6 +31,8 @@ type Rpc<T, E = openraft::error::Infallible> =
 pub(crate) struct NetworkFactory {
     pub(crate) group: GroupId,
     pub(crate) peers: Arc<Peers>,
+    /// Told of meta's acknowledged appends (this node's lease as meta's leader).
+    pub(crate) lease: Arc<Lease>,
 }
 
 impl RaftNetworkFactory<C> for NetworkFactory {
@@ -40,6 +43,7 @@ impl RaftNetworkFactory<C> for NetworkFactory {
             group: self.group,
             target,
             client: self.peers.client(target, &node.addr),
+            lease: (self.group == GroupId::Meta).then(|| Arc::clone(&self.lease)),
         }
     }
 }
@@ -49,9 +53,17 @@ pub(crate) struct Connection {
     group: GroupId,
     target: RaftNodeId,
     client: Option<ClusterClient<Channel>>,
+    lease: Option<Arc<Lease>>,
 }
 
 impl Connection {
+    /// Tells the lease that the peer answered (meta only).
+    fn heard(&self, answered: bool) {
+        if let (Some(lease), true) = (&self.lease, answered) {
+            lease.heard(self.target);
+        }
+    }
+
     async fn call<Req, Resp, E>(
         &mut self,
         kind: RaftKind,
@@ -93,7 +105,9 @@ impl RaftNetwork<C> for Connection {
         rpc: AppendEntriesRequest<C>,
         option: RPCOption,
     ) -> Rpc<AppendEntriesResponse<RaftNodeId>> {
-        self.call(RaftKind::Append, &rpc, &option).await
+        let response = self.call(RaftKind::Append, &rpc, &option).await;
+        self.heard(response.is_ok());
+        response
     }
 
     async fn install_snapshot(
@@ -109,6 +123,8 @@ impl RaftNetwork<C> for Connection {
         rpc: VoteRequest<RaftNodeId>,
         option: RPCOption,
     ) -> Rpc<VoteResponse<RaftNodeId>> {
-        self.call(RaftKind::Vote, &rpc, &option).await
+        let response = self.call(RaftKind::Vote, &rpc, &option).await;
+        self.heard(response.is_ok());
+        response
     }
 }

@@ -20,6 +20,7 @@ use tonic::transport::Channel;
 
 use crate::forward::{ForwardWait, Forwarder, Outgoing};
 use crate::group_id::GroupId;
+use crate::lease::Lease;
 use crate::log_store::SledLogStore;
 use crate::network::NetworkFactory;
 use crate::peers::Peers;
@@ -173,12 +174,14 @@ pub(crate) struct Inner {
     pub(crate) routes: Arc<RemoteRoutes>,
     pub(crate) writer: Arc<RouteWriter>,
     pub(crate) host: Arc<dyn Host>,
-    forwarders: Mutex<HashMap<RaftNodeId, Forwarder>>,
+    forwarders: Arc<Mutex<HashMap<RaftNodeId, Forwarder>>>,
     /// Client id -> the newest epoch another node claimed it with (for CONNECTs here that
     /// lost the race).
     kicked: Mutex<HashMap<String, u64>>,
     shared_cursor: AtomicUsize,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Whether this node is in touch with a majority (see `lease.rs`).
+    pub(crate) lease: Arc<Lease>,
 }
 
 /// This node's part of the cluster; cheap to clone.
@@ -202,6 +205,8 @@ struct NodeObserver {
     routes: Arc<RemoteRoutes>,
     writer: Arc<RouteWriter>,
     host: Arc<dyn Host>,
+    forwarders: Arc<Mutex<HashMap<RaftNodeId, Forwarder>>>,
+    peers: Arc<Peers>,
 }
 
 impl Observer for NodeObserver {
@@ -223,6 +228,17 @@ impl Observer for NodeObserver {
                         .ok()
                 });
                 self.host.retained_changed(topic, message);
+            }
+            Touched::Node(node) if *node != self.own => {
+                if state.nodes().get(node).is_some_and(|m| m.down) {
+                    // Declared down: what waits on its forwarding stream fails now (its
+                    // publishers get 0x80), and its connection is made anew when it is back.
+                    self.forwarders
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(node);
+                    self.peers.forget(*node);
+                }
             }
             Touched::Owner(_) | Touched::Node(_) | Touched::Epoch => {}
         }
@@ -258,13 +274,17 @@ impl Cluster {
             message: e.to_string(),
         })?);
         let peers = Arc::new(Peers::default());
+        let lease = Arc::new(Lease::default());
         let routes = Arc::new(RemoteRoutes::new(id));
         let writer = Arc::new(RouteWriter::default());
+        let forwarders: Arc<Mutex<HashMap<RaftNodeId, Forwarder>>> = Arc::default();
         let observer: Arc<dyn Observer> = Arc::new(NodeObserver {
             own: id,
             routes: Arc::clone(&routes),
             writer: Arc::clone(&writer),
             host: Arc::clone(&host),
+            forwarders: Arc::clone(&forwarders),
+            peers: Arc::clone(&peers),
         });
         let mut groups = BTreeMap::new();
         for group in config.groups() {
@@ -281,6 +301,7 @@ impl Cluster {
             let network = NetworkFactory {
                 group,
                 peers: Arc::clone(&peers),
+                lease: Arc::clone(&lease),
             };
             let raft = Raft::new(id, Arc::clone(&raft_config), network, log, state_machine)
                 .await
@@ -295,10 +316,11 @@ impl Cluster {
             routes,
             writer,
             host,
-            forwarders: Mutex::new(HashMap::new()),
+            forwarders,
             kicked: Mutex::new(HashMap::new()),
             shared_cursor: AtomicUsize::new(0),
             tasks: Mutex::new(Vec::new()),
+            lease,
         });
         let server = crate::service::serve(Arc::clone(&inner), listener);
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
@@ -599,6 +621,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether this node may serve clients: it is in touch with a majority of the
+    /// cluster (its membership lease, `lease.rs`). A node whose lease lapsed (the minority
+    /// side of a partition, a paused process) stops serving until it is back in touch.
+    pub fn lease_holds(&self) -> bool {
+        self.inner.lease_holds()
+    }
+
     /// What this node knows of the cluster.
     pub fn status(&self) -> ClusterStatus {
         self.inner.status()
@@ -628,6 +657,8 @@ pub struct ClusterStatus {
     pub groups: Vec<GroupStatus>,
     /// How many filters have routes.
     pub routes: usize,
+    /// Whether this node's membership lease holds (it serves clients).
+    pub lease: bool,
 }
 
 /// A member.
@@ -665,6 +696,18 @@ pub struct GroupStatus {
 }
 
 impl Inner {
+    fn lease_holds(&self) -> bool {
+        let (leading, voters) = {
+            let metrics = self.groups[&GroupId::Meta].raft.metrics();
+            let metrics = metrics.borrow();
+            let voters: Vec<RaftNodeId> =
+                metrics.membership_config.membership().voter_ids().collect();
+            (metrics.current_leader == Some(self.id), voters)
+        };
+        self.lease
+            .holds(self.id, leading, &voters, self.config.failure_timeout / 2)
+    }
+
     pub(crate) fn group(&self, group: GroupId) -> Option<&Group> {
         self.groups.get(&group)
     }
@@ -963,6 +1006,7 @@ impl Inner {
             nodes,
             groups,
             routes: self.routes.len(),
+            lease: self.lease_holds(),
         }
     }
 }

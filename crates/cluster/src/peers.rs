@@ -39,10 +39,21 @@ impl Peers {
         let channel = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
+            // A connection whose packets vanish (a partition) is found dead within two
+            // seconds, not after TCP's retransmission backoff.
+            .http2_keep_alive_interval(Duration::from_secs(1))
+            .keep_alive_timeout(Duration::from_secs(1))
+            .keep_alive_while_idle(true)
             .connect_lazy();
         channels.insert(node, (address.to_owned(), channel.clone()));
         Some(ClusterClient::new(channel))
+    }
+
+    /// Drops the channel to `node`: the next use connects anew.
+    pub(crate) fn forget(&self, node: RaftNodeId) {
+        self.channels
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&node);
     }
 }

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures_core::Stream;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
@@ -80,10 +82,26 @@ impl Cluster for Service {
         let payload = match RaftKind::try_from(request.kind) {
             Ok(RaftKind::Append) => {
                 let rpc: AppendEntriesRequest<GroupConfig> = decode(&request.payload)?;
-                encode(&raft.append_entries(rpc).await)?
+                let sender = rpc.vote.leader_id().voted_for();
+                let result = raft.append_entries(rpc).await;
+                if request.group == "meta"
+                    && let Some(sender) = sender
+                {
+                    match &result {
+                        Ok(AppendEntriesResponse::HigherVote(_)) => self.inner.lease.heard(sender),
+                        Ok(_) => self.inner.lease.heard_leader(sender),
+                        Err(_) => {}
+                    }
+                }
+                encode(&result)?
             }
             Ok(RaftKind::Vote) => {
                 let rpc: VoteRequest<u64> = decode(&request.payload)?;
+                if request.group == "meta"
+                    && let Some(candidate) = rpc.vote.leader_id().voted_for()
+                {
+                    self.inner.lease.heard(candidate);
+                }
                 encode(&raft.vote(rpc).await)?
             }
             Ok(RaftKind::Snapshot) => {

@@ -38,6 +38,39 @@ impl Broker {
         let _ = self.cluster.set(cluster);
     }
 
+    /// Whether this node is cut off from its cluster (or has not joined yet): it serves no
+    /// client.
+    pub(crate) fn is_isolated(&self) -> bool {
+        self.isolated.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Follows the cluster's membership lease until shutdown: when it lapses, every client
+    /// is disconnected (MQTT 5: DISCONNECT 0x89, Server busy: reconnect elsewhere) and new
+    /// ones are refused; when it holds again, the node serves again.
+    pub(crate) async fn watch_lease(self: Arc<Self>, cluster: Cluster) {
+        let mut shutdown = self.shutdown.subscribe();
+        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = ticker.tick() => {}
+            }
+            let holds = cluster.lease_holds();
+            let was_isolated = self
+                .isolated
+                .swap(!holds, std::sync::atomic::Ordering::AcqRel);
+            if holds && was_isolated {
+                tracing::info!("in touch with the cluster's majority: serving clients");
+            } else if !holds && !was_isolated {
+                metrics::counter!(m::CLUSTER_LEASE_LOST).increment(1);
+                tracing::warn!(
+                    "cut off from the cluster's majority (membership lease lapsed): disconnecting every client until it is back"
+                );
+                self.kick_all(DisconnectReasonCode::ServerBusy);
+            }
+        }
+    }
+
     /// Removes the subscriptions of `subscriber` to `filters` from the index; a filter that
     /// loses its last local subscriber loses this node's route.
     pub(crate) fn unsubscribe<'a>(

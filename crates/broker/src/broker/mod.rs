@@ -52,6 +52,9 @@ pub struct Broker {
     deadlines: deadlines::Deadlines,
     /// This node's part of the cluster, once it has joined (never, for a node alone).
     cluster: std::sync::OnceLock<shoal_cluster::Cluster>,
+    /// Set while a node of a cluster is cut off from the majority (its lease lapsed, or it
+    /// has not joined yet): it serves no client.
+    isolated: std::sync::atomic::AtomicBool,
 }
 
 mod acl;
@@ -78,6 +81,7 @@ impl Broker {
         clock: Clock,
     ) -> Result<Arc<Self>, shoal_store::StoreError> {
         let session_config = Arc::new(config.session.clone());
+        let clustered = config.cluster.is_some();
         let (shutdown, _) = watch::channel(false);
         let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes));
         let broker = Arc::new(Self {
@@ -92,6 +96,7 @@ impl Broker {
             store_broken: Default::default(),
             deadlines: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            isolated: std::sync::atomic::AtomicBool::new(clustered),
             store,
             sessions: Mutex::default(),
             by_id: RwLock::default(),

@@ -98,6 +98,15 @@ impl<T: Transport> Conn<T> {
             self.refuse(refused).await;
             return None;
         }
+        if self.broker.is_isolated() {
+            self.refuse(Refused::ConnAck(
+                version,
+                ConnectReasonCode::ServerBusy,
+                Some("this node is cut off from its cluster: connect to another node".into()),
+            ))
+            .await;
+            return None;
+        }
         // In a cluster, the client id is claimed cluster-wide first: a connection holding it
         // on another node is closed (0x8E) before this CONNACK.
         let epoch = match self.broker.cluster() {
