@@ -6,6 +6,7 @@
 //! | --- | --- |
 //! | `GET /api/v1/status` | this node: version, uptime, counts; the cluster |
 //! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (down or not), each Raft group's leader, this node's role, term, last log and applied index, voters and learners |
+//! | `POST /api/v1/cluster/leave` | this node leaves its cluster: clients disconnected (MQTT 5: 0x8B), removed from every group with its routes, then the process stops: 200, or 409 with why |
 //! | `GET /api/v1/nodes` | the nodes of the cluster (this one, for a node alone) |
 //! | `GET /api/v1/clients` | sessions, connected or not, by client id |
 //! | `GET /api/v1/clients/{id}` | one session with its subscriptions |
@@ -56,6 +57,10 @@ pub(crate) async fn handle(broker: &Broker, method: &str, target: &str, body: &[
     match (method, head, tail.as_str()) {
         ("GET", "status", "") => ok(status(broker)),
         ("GET", "cluster", "") => ok(cluster(broker)),
+        ("POST", "cluster", "leave") => match broker.leave_cluster().await {
+            Ok(()) => ("200 OK", "{\"left\":true}".to_owned()),
+            Err(e) => ("409 Conflict", format!("{e}\n")),
+        },
         ("GET", "nodes", "") => match broker.cluster() {
             Some(cluster) => ok(json!({ "data": cluster.status().nodes })),
             None => ok(json!({ "data": [node(broker)] })),

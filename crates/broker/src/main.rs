@@ -108,6 +108,7 @@ async fn serve_until_signal(node: &Node, signals: Signals) -> anyhow::Result<()>
             _ = term.recv() => { tracing::info!("SIGTERM"); return Ok(()); }
             _ = int.recv() => { tracing::info!("SIGINT"); return Ok(()); }
             _ = hup.recv() => { tracing::info!("SIGHUP: reloading"); node.reload(); }
+            _ = node.stop_requested() => { tracing::info!("left the cluster"); return Ok(()); }
         }
     }
 }

@@ -292,6 +292,11 @@ impl Node {
         &self.broker
     }
 
+    /// Resolves when the node asks to be stopped by itself (it left its cluster).
+    pub async fn stop_requested(&self) {
+        self.broker.stop.notified().await;
+    }
+
     /// Stops accepting, tells every client the server is shutting down (MQTT 5: DISCONNECT
     /// 0x8B), waits for connections to close (at most a few seconds), flushes the store.
     pub async fn shutdown(mut self) {

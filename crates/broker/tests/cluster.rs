@@ -146,18 +146,23 @@ impl TestCluster {
 
     /// `GET /api/v1/cluster` of member `i`.
     async fn status(&self, i: usize) -> serde_json::Value {
+        let (code, body) = self.admin(i, "GET", "/api/v1/cluster").await;
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    }
+
+    /// One request to member `i`'s admin API: status code and body.
+    async fn admin(&self, i: usize, method: &str, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.members[i].admin))
             .await
             .expect("admin listener");
-        stream
-            .write_all(b"GET /api/v1/cluster HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.expect("write");
         let mut text = String::new();
         stream.read_to_string(&mut text).await.expect("read");
-        let (code, body) = http_response(&text);
-        assert_eq!(code, 200, "{body}");
-        serde_json::from_str(&body).expect("JSON")
+        http_response(&text)
     }
 }
 
@@ -541,4 +546,49 @@ async fn five_voters_and_a_frontend_that_holds_no_vote() {
         PubAckReasonCode::Success
     );
     assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"z");
+}
+
+/// A node leaves: its clients are told to go (0x8B), it is removed from every group, its
+/// process stops, and the others route on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaves_the_cluster_and_the_others_route_on() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let mut leaving_client = client(cluster.addr(2), "on-the-leaver").await;
+    subscribe(&mut leaving_client, 1, "leave/#", QoS::AtLeastOnce).await;
+    let (code, body) = cluster.admin(2, "POST", "/api/v1/cluster/leave").await;
+    assert_eq!(code, 200, "{body}");
+    match leaving_client.recv().await {
+        Some(Packet::Disconnect(d)) => {
+            assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown)
+        }
+        other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
+    }
+    let mut process = cluster.members[2].process.take().expect("running");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(status) = process.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the node that left did not stop");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    let status = cluster.status(0).await;
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    for group in status["groups"].as_array().expect("groups") {
+        assert_eq!(group["voters"], serde_json::json!([1, 2]), "{group}");
+        assert_eq!(group["learners"], serde_json::json!([]), "{group}");
+    }
+    let mut subscriber = client(cluster.addr(0), "stays").await;
+    subscribe(&mut subscriber, 1, "leave/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(1), "stays-too").await;
+    assert_eq!(
+        publish_qos1(&mut publisher, "leave/x", b"on", 1).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"on");
 }

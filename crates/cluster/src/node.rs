@@ -628,6 +628,83 @@ impl Cluster {
         self.inner.lease_holds()
     }
 
+    /// Leaves the cluster: asks a member (another node, if there is one) to remove this
+    /// node from every group, its routes and client ids with it. The caller has drained
+    /// its clients; the node must not serve afterwards (its data folder no longer makes it
+    /// a member: delete it before reusing it).
+    pub async fn leave(&self) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let others: Vec<RaftNodeId> = {
+            let meta = inner.groups[&GroupId::Meta]
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            meta.nodes()
+                .keys()
+                .copied()
+                .filter(|n| *n != inner.id)
+                .collect()
+        };
+        let refused = |last: String| ClusterError::Refused {
+            group: GroupId::Meta,
+            message: last,
+        };
+        if others.is_empty() {
+            return Err(refused(
+                "the last node of a cluster cannot leave it".to_owned(),
+            ));
+        }
+        // Its routes and client ids first, and its record in meta, while it is a member
+        // (its route writer stops, so that nothing writes them again).
+        inner.writer.stop();
+        for shard in 0..inner.config.route_shards {
+            inner
+                .propose(
+                    GroupId::Routes(shard),
+                    Command::RemoveNode { node: inner.id },
+                )
+                .await?;
+        }
+        inner
+            .propose(GroupId::Meta, Command::ForgetNode { node: inner.id })
+            .await?;
+        let mut last = String::from("no other node answered");
+        // Meta last: while a node is in meta, the others still know its address.
+        let mut groups: Vec<GroupId> = inner
+            .groups
+            .keys()
+            .copied()
+            .filter(|g| *g != GroupId::Meta)
+            .collect();
+        groups.push(GroupId::Meta);
+        for group in groups {
+            let mut done = false;
+            for other in &others {
+                let Some(mut client) = inner.client_of(*other) else {
+                    continue;
+                };
+                let mut request = tonic::Request::new(crate::proto::LeaveRequest {
+                    node_id: inner.id,
+                    group: group.to_string(),
+                });
+                request.set_timeout(PROPOSE_TIMEOUT * 5);
+                match client.leave(request).await {
+                    Ok(reply) if reply.get_ref().error.is_empty() => {
+                        done = true;
+                        break;
+                    }
+                    Ok(reply) => last = reply.into_inner().error,
+                    Err(status) => last = status.message().to_owned(),
+                }
+            }
+            if !done {
+                return Err(refused(last));
+            }
+        }
+        tracing::info!(node = inner.id, "left the cluster");
+        Ok(())
+    }
+
     /// What this node knows of the cluster.
     pub fn status(&self) -> ClusterStatus {
         self.inner.status()
@@ -957,6 +1034,67 @@ impl Inner {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Removes `node` from `group`'s membership (voter and learner), through the group's
+    /// leader.
+    pub(crate) async fn remove_member(
+        &self,
+        group: GroupId,
+        node: RaftNodeId,
+    ) -> Result<(), String> {
+        let g = self.group(group).ok_or("no such group")?;
+        let deadline = Instant::now() + PROPOSE_TIMEOUT * 4;
+        loop {
+            let (leader, voter, learner) = {
+                let metrics = g.raft.metrics();
+                let metrics = metrics.borrow();
+                let membership = metrics.membership_config.membership();
+                let voter = membership.voter_ids().any(|id| id == node);
+                let learner = membership.learner_ids().any(|id| id == node);
+                (metrics.current_leader, voter, learner)
+            };
+            match leader {
+                Some(leader) if leader == self.id => {
+                    let nodes = BTreeSet::from([node]);
+                    // A voter is removed with its node (`retain` false); a learner as a node.
+                    let change = if voter {
+                        Some(ChangeMembers::RemoveVoters(nodes))
+                    } else if learner {
+                        Some(ChangeMembers::RemoveNodes(nodes))
+                    } else {
+                        None
+                    };
+                    if let Some(change) = change {
+                        g.raft
+                            .change_membership(change, false)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
+                    break;
+                }
+                Some(leader) => {
+                    if let Some(mut client) = self.client_of(leader) {
+                        let mut request = tonic::Request::new(crate::proto::LeaveRequest {
+                            node_id: node,
+                            group: group.to_string(),
+                        });
+                        request.set_timeout(PROPOSE_TIMEOUT * 2);
+                        if let Ok(reply) = client.leave(request).await
+                            && reply.get_ref().error.is_empty()
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no leader of {group} removed the node in time"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
     }
 
     pub(crate) fn status(&self) -> ClusterStatus {

@@ -142,6 +142,8 @@ struct WriterState {
     waiting: HashMap<String, Vec<oneshot::Sender<bool>>>,
     /// Filters this node has written as present (and not removed since).
     live: HashSet<String>,
+    /// The node is leaving: nothing is written any more.
+    stopped: bool,
 }
 
 impl RouteWriter {
@@ -186,7 +188,8 @@ impl RouteWriter {
     pub(crate) fn restore(&self, filter: &str) {
         let restored = {
             let mut state = self.lock();
-            let wanted = state.live.contains(filter)
+            let wanted = !state.stopped
+                && state.live.contains(filter)
                 && !state.queued.contains_key(filter)
                 && !state.in_flight.contains(filter);
             if wanted {
@@ -203,9 +206,21 @@ impl RouteWriter {
         }
     }
 
+    /// Stops writing: the node is leaving, its routes are removed for it.
+    pub(crate) fn stop(&self) {
+        let mut state = self.lock();
+        state.stopped = true;
+        state.queued.clear();
+        state.live.clear();
+    }
+
     /// Takes every queued change (at most `max`), marking them in flight.
     pub(crate) fn take(&self, max: usize) -> Vec<RouteChange> {
         let mut state = self.lock();
+        if state.stopped {
+            state.queued.clear();
+            return Vec::new();
+        }
         let filters: Vec<String> = state.queued.keys().take(max).cloned().collect();
         let mut changes = Vec::with_capacity(filters.len());
         for filter in filters {

@@ -19,8 +19,8 @@ use crate::node::{Forwarded, Inner};
 use crate::proto::cluster_server::{Cluster, ClusterServer};
 use crate::proto::{
     Applied, ForwardAck, ForwardBatch, GroupStatus, JoinReply, JoinRequest, KickReply, KickRequest,
-    ProposeReply, ProposeRequest, RaftKind, RaftReply, RaftRequest, StatusReply, StatusRequest,
-    WaitAppliedReply, WaitAppliedRequest, propose_reply,
+    LeaveReply, LeaveRequest, ProposeReply, ProposeRequest, RaftKind, RaftReply, RaftRequest,
+    StatusReply, StatusRequest, WaitAppliedReply, WaitAppliedRequest, propose_reply,
 };
 use crate::state::Command;
 use crate::type_config::GroupConfig;
@@ -180,6 +180,30 @@ impl Cluster for Service {
             }
         }
         Ok(Response::new(JoinReply {
+            error: String::new(),
+        }))
+    }
+
+    async fn leave(&self, request: Request<LeaveRequest>) -> Result<Response<LeaveReply>, Status> {
+        let request = request.into_inner();
+        let groups: Vec<GroupId> = if request.group.is_empty() {
+            self.inner.groups.keys().copied().collect()
+        } else {
+            vec![request.group.parse().map_err(Status::invalid_argument)?]
+        };
+        tracing::info!(
+            node = request.node_id,
+            groups = groups.len(),
+            "a node leaves"
+        );
+        for group in groups {
+            if let Err(e) = self.inner.remove_member(group, request.node_id).await {
+                return Ok(Response::new(LeaveReply {
+                    error: format!("{group}: {e}"),
+                }));
+            }
+        }
+        Ok(Response::new(LeaveReply {
             error: String::new(),
         }))
     }

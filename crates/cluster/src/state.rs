@@ -68,6 +68,11 @@ pub enum Command {
         /// The topic.
         topic: String,
     },
+    /// `node` left the cluster: it is no member any more (meta).
+    ForgetNode {
+        /// The node.
+        node: RaftNodeId,
+    },
     /// Failure detection declared `node` unreachable (`down`), or it answers again (meta).
     /// Route barriers do not wait for a node that is down.
     SetDown {
@@ -233,6 +238,12 @@ impl GroupState {
             Command::ClearRetained { topic } => {
                 if self.retained.remove(topic).is_some() {
                     touched.insert(Touched::Retained(topic.clone()));
+                }
+                Response::Done
+            }
+            Command::ForgetNode { node } => {
+                if self.nodes.remove(node).is_some() {
+                    touched.insert(Touched::Node(*node));
                 }
                 Response::Done
             }

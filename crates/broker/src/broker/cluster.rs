@@ -71,6 +71,30 @@ impl Broker {
         }
     }
 
+    /// Leaves the cluster (`POST /api/v1/cluster/leave`): serves no client any more,
+    /// disconnects every client (MQTT 5: DISCONNECT 0x8B, Server shutting down: reconnect
+    /// elsewhere), has the other nodes remove it from every group, then asks the process
+    /// to stop.
+    pub(crate) async fn leave_cluster(&self) -> Result<(), String> {
+        let Some(cluster) = self.cluster() else {
+            return Err("this node is not part of a cluster".to_owned());
+        };
+        self.isolated
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.kick_all(DisconnectReasonCode::ServerShuttingDown);
+        let result = cluster.leave().await.map_err(|e| e.to_string());
+        match &result {
+            Ok(()) => {
+                tracing::info!("left the cluster: stopping");
+                self.stop.notify_one();
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leaving the cluster failed; still not serving clients")
+            }
+        }
+        result
+    }
+
     /// Removes the subscriptions of `subscriber` to `filters` from the index; a filter that
     /// loses its last local subscriber loses this node's route.
     pub(crate) fn unsubscribe<'a>(

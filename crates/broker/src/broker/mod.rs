@@ -55,6 +55,8 @@ pub struct Broker {
     /// Set while a node of a cluster is cut off from the majority (its lease lapsed, or it
     /// has not joined yet): it serves no client.
     isolated: std::sync::atomic::AtomicBool,
+    /// Notified when the node should stop by itself (it left its cluster).
+    pub(crate) stop: tokio::sync::Notify,
 }
 
 mod acl;
@@ -97,6 +99,7 @@ impl Broker {
             deadlines: Default::default(),
             cluster: std::sync::OnceLock::new(),
             isolated: std::sync::atomic::AtomicBool::new(clustered),
+            stop: tokio::sync::Notify::new(),
             store,
             sessions: Mutex::default(),
             by_id: RwLock::default(),

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Cross-node cost of the cluster, measured in one session against Mosquitto and against
+# one shoal node alone, so that the ratios compare runs on the same (noisy) machine.
+#
+#     cargo build --release -p shoal-broker -p shoal-loadtest
+#     DURATION=10s OUT=benches/cluster.md benches/cluster.sh
+#
+# Brokers (each started on free loopback ports, stopped by PID):
+#   mosquitto       Mosquitto alone
+#   shoal           one shoal node, no cluster
+#   cluster-same    a 3-node shoal cluster, every client on node 1 (what membership costs)
+#   cluster-cross   the same cluster, publishers and subscribers on different nodes
+#                   (shoal-loadtest --placement cross): every message crosses nodes
+# CPU per message is the sum over all the broker's processes (--broker-pid repeated).
+# Then an idle 3-node cluster: CPU and RSS of each node over IDLE_SECS (default 20).
+#
+# Environment: DURATION (10s), SCENARIOS (pairs-max-qos0 pairs-max-qos1 latency-20k-qos0
+# latency-20k-qos1), OUT (benches/cluster.md), IDLE_SECS (20).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. benches/lib.sh
+
+DURATION=${DURATION:-10s}
+OUT=${OUT:-benches/cluster.md}
+IDLE_SECS=${IDLE_SECS:-20}
+SCENARIOS=${SCENARIOS:-pairs-max-qos0 pairs-max-qos1 latency-20k-qos0 latency-20k-qos1}
+SHOAL=target/release/shoal
+LT=target/release/shoal-loadtest
+[ -x "$SHOAL" ] && [ -x "$LT" ] || { echo "build first: cargo build --release -p shoal-broker -p shoal-loadtest" >&2; exit 1; }
+RESULTS="$(dirname "$OUT")/cluster-results"
+mkdir -p "$RESULTS"
+
+PIDS=()
+stop_all() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    PIDS=()
+}
+trap 'stop_all; rm -rf "$WORK"' EXIT INT TERM
+
+wait_ready() { # admin port
+    for _ in $(seq 1 300); do
+        if curl -sf "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; then return 0; fi
+        sleep 0.1
+    done
+    echo "node with admin port $1 not ready" >&2
+    return 1
+}
+
+# start_cluster N: starts N nodes; sets PORTS (MQTT) and PIDS.
+start_cluster() {
+    local n=$1 seed="" i
+    PORTS=()
+    for i in $(seq 1 "$n"); do
+        local mqtt admin cport dir
+        mqtt=$(free_port); admin=$(free_port); cport=$(free_port); dir=$(mktemp -d -p "$WORK")
+        local args=(--listen "127.0.0.1:$mqtt" --admin-listen "127.0.0.1:$admin"
+            --cluster-listen "127.0.0.1:$cport" --node-id "$i" --data-dir "$dir"
+            --sys-interval 0 --log warn)
+        [ -n "$seed" ] && args+=(--seeds "$seed")
+        "$SHOAL" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
+        PIDS+=($!)
+        PORTS+=("$mqtt")
+        if [ -z "$seed" ]; then seed="127.0.0.1:$cport"; wait_ready "$admin"; fi
+        ADMINS[$i]=$admin
+    done
+    for i in $(seq 2 "$n"); do wait_ready "${ADMINS[$i]}"; done
+}
+
+start_single() { # shoal|mosquitto
+    local port
+    port=$(free_port)
+    if [ "$1" = mosquitto ]; then
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$port" >"$WORK/m.conf"
+        "$MOSQUITTO" -c "$WORK/m.conf" >"$WORK/mosquitto.log" 2>&1 &
+    else
+        "$SHOAL" --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 --data-dir "$(mktemp -d -p "$WORK")" \
+            --sys-interval 0 --log warn >"$WORK/shoal.log" 2>&1 &
+    fi
+    PIDS+=($!)
+    PORTS=("$port")
+    wait_port "$port"
+}
+
+scenario_args() {
+    case $1 in
+        pairs-max-qos0) echo "pairs -c 50 -q 0 -s 64 -r max -d $DURATION" ;;
+        pairs-max-qos1) echo "pairs -c 50 -q 1 -s 64 -r max --inflight 64 -d $DURATION" ;;
+        latency-20k-qos0) echo "pairs -c 20 -q 0 -s 64 -r 1000 -d $DURATION" ;;
+        latency-20k-qos1) echo "pairs -c 20 -q 1 -s 64 -r 1000 -d $DURATION" ;;
+        *) echo "unknown scenario $1" >&2; return 1 ;;
+    esac
+}
+
+BROKERS=(mosquitto shoal cluster-same cluster-cross)
+for scenario in $SCENARIOS; do
+    for broker in "${BROKERS[@]}"; do
+        case $broker in
+            mosquitto|shoal) start_single "$broker"; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
+            cluster-same) start_cluster 3; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
+            cluster-cross) start_cluster 3
+                targets=(-b "mqtt://127.0.0.1:${PORTS[0]}" --more-brokers "mqtt://127.0.0.1:${PORTS[1]}" --more-brokers "mqtt://127.0.0.1:${PORTS[2]}")
+                placement=(--placement cross) ;;
+        esac
+        pids=()
+        for pid in "${PIDS[@]}"; do pids+=(--broker-pid "$pid"); done
+        echo "== $scenario on $broker" >&2
+        # shellcheck disable=SC2046
+        "$LT" $(scenario_args "$scenario") "${targets[@]}" "${placement[@]}" "${pids[@]}" \
+            --no-broker-version --progress lines --label "$scenario/$broker" \
+            --json "$RESULTS/$scenario-$broker.json" >&2 || true
+        stop_all
+    done
+done
+
+# Idle: a 3-node cluster with no client, CPU and RSS per node over IDLE_SECS.
+start_cluster 3
+sleep 2
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+before=(); for pid in "${PIDS[@]}"; do before+=("$(ticks "$pid")"); done
+sleep "$IDLE_SECS"
+IDLE_LINES=()
+hz=$(getconf CLK_TCK)
+for i in "${!PIDS[@]}"; do
+    pid=${PIDS[$i]}
+    used=$(( $(ticks "$pid") - ${before[$i]} ))
+    rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+    IDLE_LINES+=("| node $((i + 1)) | $(python3 -c "print(f'{$used / $hz / $IDLE_SECS * 100:.1f}')") % | $(python3 -c "print(f'{$rss / 1024:.1f}')") MiB |")
+done
+stop_all
+
+python3 - "$RESULTS" "$OUT" "$SCENARIOS" "$IDLE_SECS" "${IDLE_LINES[@]}" <<'PY'
+import json, os, platform, sys, datetime
+results, out, scenarios, idle_secs, idle = sys.argv[1], sys.argv[2], sys.argv[3].split(), sys.argv[4], sys.argv[5:]
+brokers = ["mosquitto", "shoal", "cluster-same", "cluster-cross"]
+
+def load(s, b):
+    p = os.path.join(results, f"{s}-{b}.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+
+def fig(r):
+    if r is None:
+        return None
+    return {
+        "rate": r["total"]["received_per_s"],
+        "p99": r["total"]["latency"]["p99_us"],
+        "cpu": (r.get("broker_usage") or {}).get("cpu_us_per_msg"),
+        "lost": r["total"]["lost"],
+    }
+
+cpu = platform.machine()
+for line in open("/proc/cpuinfo"):
+    if line.startswith("model name"):
+        cpu = line.split(":", 1)[1].strip()
+        break
+lines = [
+    f"Generated by `benches/cluster.sh` on {datetime.date.today()}, {os.cpu_count()} CPUs ({cpu}), "
+    f"Linux {platform.release()}, one run per cell; every broker process on this one machine.",
+    "",
+    "| scenario | broker | msgs/s received | p99 | broker CPU µs/msg (all nodes) | lost | msgs/s vs shoal alone | CPU/msg vs shoal alone | msgs/s per CPU-s vs shoal alone | CPU/msg vs Mosquitto |",
+    "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+]
+for s in scenarios:
+    mosq, alone = fig(load(s, "mosquitto")), fig(load(s, "shoal"))
+    for b in brokers:
+        f = fig(load(s, b))
+        if f is None:
+            lines.append(f"| {s} | {b} | no result | | | | | | | |")
+            continue
+        def ratio(a, base, inv=False):
+            if not a or not base:
+                return "–"
+            return f"{(base / a if inv else a / base):.2f}"
+        lines.append(
+            f"| {s} | {b} | {f['rate']:,.0f} | {f['p99'] / 1000:.2f} ms | "
+            f"{'–' if f['cpu'] is None else f'{f['cpu']:.2f}'} | {f['lost']} | "
+            f"{ratio(f['rate'], alone and alone['rate'])} | {ratio(f['cpu'], alone and alone['cpu'])} | "
+            f"{ratio(f['cpu'], alone and alone['cpu'], inv=True)} | {ratio(f['cpu'], mosq and mosq['cpu'])} |")
+lines += ["", f"Idle 3-node cluster, no clients, {idle_secs} s:", "", "| node | CPU | RSS |", "| --- | ---: | ---: |"] + idle
+open(out, "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
