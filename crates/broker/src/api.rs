@@ -5,7 +5,7 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /api/v1/status` | this node: version, uptime, counts; the cluster |
-//! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (down or not), each Raft group's leader, this node's role, term, last log and applied index, voters and learners |
+//! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (down or not), each Raft group's leader, this node's role, term, last log and applied index, voters and learners; `joined` false while the node is still joining |
 //! | `POST /api/v1/cluster/leave` | this node leaves its cluster: clients disconnected (MQTT 5: 0x8B), removed from every group with its routes, then the process stops: 200, or 409 with why |
 //! | `GET /api/v1/nodes` | the nodes of the cluster (this one, for a node alone) |
 //! | `GET /api/v1/clients` | sessions, connected or not, by client id |
@@ -183,15 +183,24 @@ fn status(broker: &Broker) -> Value {
 }
 
 /// The cluster as this node sees it: members, and each Raft group's leader, term and
-/// indexes; a node alone says so.
+/// indexes; a node still joining (`joined` false) or alone (`enabled` false) says so.
 fn cluster(broker: &Broker) -> Value {
-    match broker.cluster() {
-        Some(cluster) => {
+    match (broker.cluster(), &broker.config().cluster) {
+        (Some(cluster), _) => {
             let mut view = serde_json::to_value(cluster.status()).unwrap_or(Value::Null);
             view["enabled"] = json!(true);
+            view["joined"] = json!(true);
             view
         }
-        None => json!({ "enabled": false, "nodes": [node_name()] }),
+        (None, Some(settings)) => json!({
+            "enabled": true,
+            "joined": false,
+            "node_id": settings.node.node_id,
+            "nodes": [],
+            "groups": [],
+            "routes": 0,
+        }),
+        (None, None) => json!({ "enabled": false, "nodes": [node_name()] }),
     }
 }
 

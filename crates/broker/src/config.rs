@@ -55,6 +55,8 @@ pub enum ConfigError {
 const HELP_FOOTER: &str = "Other commands:
   shoal passwd add|remove|list FILE [USER]   manage a password file (password_file)
   shoal ctl [--admin URL] [--token T] ...    talk to a node's admin API (shoal ctl help)
+  shoal cluster local [--nodes N] ...        run N nodes on this machine as one cluster
+  shoal cluster status [--admin URL] ...     a node's view of its cluster (shoal cluster help)
 
 Exit status:
   0  stopped in order (SIGTERM, SIGINT)
@@ -245,6 +247,11 @@ raw_config! {
     /// seeds say. Exactly one node of a new cluster does this (the StatefulSet's first pod).
     /// Default false.
     bootstrap: bool = "SHOAL_BOOTSTRAP",
+    /// Cluster: bootstrap (as `bootstrap` does) only on the machine whose host name is this
+    /// one, so that every node can be given the same value: `shoal-0` makes the first pod
+    /// of a StatefulSet start a new cluster and the others join it. Not with
+    /// `bootstrap = true`. Default: none.
+    bootstrap_host: String = "SHOAL_BOOTSTRAP_HOST",
     /// Cluster: `full` (default: a voter of the groups where there is room, up to five,
     /// and a front end) or `frontend` (a learner of every group: terminates MQTT, holds no
     /// vote).
@@ -723,6 +730,14 @@ impl Config {
 
 /// The cluster keys, if the node is part of a cluster.
 fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigError> {
+    cluster_settings_on(raw, &hostname())
+}
+
+/// The cluster keys, on a machine whose host name is `host`.
+fn cluster_settings_on(
+    raw: &RawConfig,
+    host: &str,
+) -> Result<Option<ClusterSettings>, ConfigError> {
     let discovery = match raw.discovery.as_deref() {
         None | Some("") => None,
         Some(d) => match d.strip_prefix("dns:") {
@@ -762,7 +777,16 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
     let listen = raw
         .cluster_listen
         .unwrap_or_else(|| "0.0.0.0:7946".parse().expect("a valid address literal"));
-    let host = hostname();
+    let bootstrap = match raw.bootstrap_host.as_deref().map(str::trim) {
+        None | Some("") => raw.bootstrap.unwrap_or(false),
+        Some(_) if raw.bootstrap == Some(true) => {
+            return Err(invalid(
+                "bootstrap_host",
+                "set with bootstrap = true: give one of the two".into(),
+            ));
+        }
+        Some(bootstrap_host) => bootstrap_host == host,
+    };
     let node_id = match raw.node_id {
         Some(0) => return Err(invalid("node_id", "0 is not a node id (1 and up)".into())),
         Some(id) => id,
@@ -860,7 +884,7 @@ fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigEr
             listen,
             advertise,
             seeds,
-            bootstrap: raw.bootstrap.unwrap_or(false),
+            bootstrap,
             frontend,
             route_shards: shards("route_shards", raw.route_shards, 4)?,
             retained_shards: shards("retained_shards", raw.retained_shards, 2)?,
@@ -1178,6 +1202,59 @@ mod tests {
         // Given on the command line, clap's own message (naming the flag) stands.
         let args: Vec<std::ffi::OsString> = vec!["shoal".into(), "--max-qos".into(), "x".into()];
         assert_eq!(env_error(&err, &args, |_| true), None);
+    }
+
+    #[test]
+    fn bootstrap_host_bootstraps_only_the_machine_it_names() {
+        let raw = parse(&[
+            "--discovery",
+            "dns:shoal-headless:7946",
+            "--bootstrap-host",
+            "shoal-0",
+        ]);
+        let on = |host: &str| {
+            cluster_settings_on(&raw, host)
+                .expect("valid")
+                .expect("a cluster node")
+                .node
+        };
+        let first = on("shoal-0");
+        assert!(first.bootstrap, "shoal-0 starts the cluster");
+        assert_eq!(first.node_id, 1);
+        for host in ["shoal-1", "shoal-10", "xshoal-0", "other-0"] {
+            assert!(!on(host).bootstrap, "{host} joins");
+        }
+        // Without the key, `bootstrap` decides, as before.
+        let plain = parse(&["--seeds", "a:7946", "--node-id", "4"]);
+        let node = |raw: &RawConfig| cluster_settings_on(raw, "shoal-0").expect("valid");
+        assert!(!node(&plain).expect("cluster").node.bootstrap);
+        let forced = parse(&["--seeds", "a:7946", "--node-id", "4", "--bootstrap", "true"]);
+        assert!(node(&forced).expect("cluster").node.bootstrap);
+        // An empty value (a chart's unset variable) is no value.
+        let empty = parse(&[
+            "--seeds",
+            "a:7946",
+            "--node-id",
+            "4",
+            "--bootstrap-host",
+            "",
+        ]);
+        assert!(!node(&empty).expect("cluster").node.bootstrap);
+        // Both at once contradict each other on every host but one: refused.
+        let both = parse(&[
+            "--seeds",
+            "a:7946",
+            "--bootstrap",
+            "true",
+            "--bootstrap-host",
+            "shoal-0",
+        ]);
+        let err = cluster_settings_on(&both, "shoal-1").expect_err("refused");
+        assert!(err.to_string().contains("`bootstrap_host`"), "{err}");
+        let help = <RawConfig as clap::CommandFactory>::command()
+            .render_long_help()
+            .to_string();
+        assert!(help.contains("--bootstrap-host"), "in --help");
     }
 
     #[test]

@@ -127,7 +127,15 @@ fn run(args: &[String]) -> Result<i32, Usage> {
             )));
         }
     };
-    let (status, text) = request(&admin, token.as_deref(), method, &path, body.as_deref())?;
+    let (status, text) = request(
+        &admin,
+        token.as_deref(),
+        method,
+        &path,
+        body.as_deref(),
+        Duration::from_secs(30),
+    )
+    .map_err(Usage)?;
     let shown = serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| serde_json::to_string_pretty(&v).ok())
@@ -160,30 +168,30 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-/// One HTTP/1.1 request to the admin listener: the status code and the body.
-fn request(
+/// One HTTP/1.1 request to the admin listener at `admin` (`http://HOST:PORT`): the status
+/// code and the body, or why there is none. `wait` bounds the answer (connecting: 5 s at
+/// most).
+pub(crate) fn request(
     admin: &str,
     token: Option<&str>,
     method: &str,
     path: &str,
     body: Option<&str>,
-) -> Result<(u16, String), Usage> {
+    wait: Duration,
+) -> Result<(u16, String), String> {
     let host = admin
         .strip_prefix("http://")
-        .ok_or_else(|| Usage(format!("--admin {admin:?}: only http:// URLs")))?
+        .ok_or_else(|| format!("--admin {admin:?}: only http:// URLs"))?
         .trim_end_matches('/');
     let addr = host
         .to_socket_addrs()
-        .map_err(|e| Usage(format!("--admin {admin}: {e}")))?
+        .map_err(|e| format!("--admin {admin}: {e}"))?
         .next()
-        .ok_or_else(|| Usage(format!("--admin {admin}: no address")))?;
-    let unreachable =
-        |e: std::io::Error| Usage(format!("cannot reach the admin API at {admin}: {e}"));
+        .ok_or_else(|| format!("--admin {admin}: no address"))?;
+    let unreachable = |e: std::io::Error| format!("cannot reach the admin API at {admin}: {e}");
     let mut stream =
-        TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(unreachable)?;
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(unreachable)?;
+        TcpStream::connect_timeout(&addr, wait.min(Duration::from_secs(5))).map_err(unreachable)?;
+    stream.set_read_timeout(Some(wait)).map_err(unreachable)?;
     let body = body.unwrap_or("");
     let auth = token
         .map(|t| format!("authorization: Bearer {t}\r\n"))
@@ -201,7 +209,7 @@ fn request(
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| Usage(format!("{admin} did not answer in HTTP")))?;
+        .ok_or_else(|| format!("{admin} did not answer in HTTP"))?;
     let body = response
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())

@@ -17,6 +17,7 @@ mod api;
 mod auth;
 mod broker;
 mod clock;
+pub mod cluster_cmd;
 pub mod config;
 mod connection;
 pub mod ctl;

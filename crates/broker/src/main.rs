@@ -2,8 +2,9 @@
 //! subscriber and the metrics exporter, runs until SIGTERM or SIGINT (SIGHUP reloads the
 //! password file, the ACL and TLS certificates), then shuts down in order.
 //!
-//! `shoal passwd add|remove|list FILE [USER]` manages a password file instead, and
-//! `shoal ctl ...` talks to a running node's admin API.
+//! `shoal passwd add|remove|list FILE [USER]` manages a password file instead,
+//! `shoal ctl ...` talks to a running node's admin API, and `shoal cluster local|status`
+//! runs a cluster of nodes on this machine or shows a node's view of its cluster.
 //!
 //! Exit status: 0 stopped in order, 1 failed while running, 2 configuration refused, 3 the
 //! node cannot start here (an address in use, the data folder locked). An error is printed
@@ -22,6 +23,7 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("passwd") => std::process::exit(shoal_access::password::passwd_command(&args[2..])),
         Some("ctl") => std::process::exit(shoal_broker::ctl::command(&args[2..])),
+        Some("cluster") => std::process::exit(shoal_broker::cluster_cmd::command(&args[2..])),
         _ => {}
     }
     let config = match Config::load() {
@@ -70,8 +72,16 @@ fn run(config: Config) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // The handlers go in before the node starts: a SIGTERM that arrives while it starts,
         // once clients may already be connected, must still stop it in order.
-        let signals = Signals::install()?;
-        let node = Node::start(config, Some(prometheus)).await?;
+        let mut signals = Signals::install()?;
+        // A node of a cluster may wait long to join: SIGTERM or SIGINT meanwhile ends it
+        // at once (it has no client yet to drain).
+        let node = tokio::select! {
+            node = Node::start(config, Some(prometheus)) => node?,
+            signal = signals.stop() => {
+                tracing::info!("{signal} while starting: stopped");
+                return Ok(());
+            }
+        };
         serve_until_signal(&node, signals).await?;
         node.shutdown().await;
         Ok(())
@@ -93,6 +103,16 @@ impl Signals {
             int: signal(SignalKind::interrupt()).context("SIGINT handler")?,
             hup: signal(SignalKind::hangup()).context("SIGHUP handler")?,
         })
+    }
+}
+
+impl Signals {
+    /// The next SIGTERM or SIGINT: its name.
+    async fn stop(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The deployment files checked against the real things: the container image built from
 //! the binary this test suite already built, run by the real docker engine and spoken to in
-//! MQTT; the single-node compose file brought up with it; the Prometheus configuration
+//! MQTT; the single-node compose file brought up with it; the three-node compose file
+//! brought up as a cluster that routes between its nodes; the Prometheus configuration
 //! through `promtool`; the Grafana dashboard's queries against the metric names the broker
 //! exports (`src/metrics.rs`).
 //!
@@ -99,14 +100,19 @@ fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
 
 /// Waits until `addr` answers `path` with 200.
 fn wait_ok(addr: SocketAddr, path: &str, logs: impl Fn() -> String) {
-    let deadline = Instant::now() + START;
+    wait_ok_within(addr, path, START, logs);
+}
+
+/// Waits up to `wait` until `addr` answers `path` with 200.
+fn wait_ok_within(addr: SocketAddr, path: &str, wait: Duration, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + wait;
     loop {
         if let Ok((200, _)) = http_get(addr, path) {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{path} on {addr} not 200 within {START:?}; logs:\n{}",
+            "{path} on {addr} not 200 within {wait:?}; logs:\n{}",
             logs()
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -307,8 +313,12 @@ fn the_single_node_compose_file_runs_the_local_image() {
     );
 }
 
+/// How long the nodes of the compose cluster get to join (each retries its seeds; one
+/// asked while it is not a member yet takes a while to say no).
+const JOIN: Duration = Duration::from_secs(150);
+
 #[test]
-fn the_three_node_compose_file_runs_three_nodes_under_one_discovery_name() {
+fn the_three_node_compose_file_runs_one_cluster_that_routes_between_its_nodes() {
     if !require("docker", docker_works()) {
         return;
     }
@@ -319,6 +329,7 @@ fn the_three_node_compose_file_runs_three_nodes_under_one_discovery_name() {
     let mut cleanup = Cleanup(Vec::new());
     let tag = build_local_image(&mut cleanup);
     let project = format!("shoaltest3n{}", std::process::id());
+    let token = format!("test-{}", std::process::id());
     let dir = repo().join("deploy/compose");
     let compose_cmd = |args: &[&str]| {
         let mut cmd = compose().expect("compose was found");
@@ -326,7 +337,8 @@ fn the_three_node_compose_file_runs_three_nodes_under_one_discovery_name() {
             .args(["-p", &project, "-f", "docker-compose.yml"])
             .args(args)
             .env("SHOAL_IMAGE", &tag)
-            .env("SHOAL_BIND", "127.0.0.1");
+            .env("SHOAL_BIND", "127.0.0.1")
+            .env("SHOAL_ADMIN_TOKEN", &token);
         for n in 1..=3 {
             cmd.env(format!("SHOAL_{n}_MQTT_PORT"), "")
                 .env(format!("SHOAL_{n}_ADMIN_PORT"), "");
@@ -334,6 +346,7 @@ fn the_three_node_compose_file_runs_three_nodes_under_one_discovery_name() {
         cmd.env("PROMETHEUS_PORT", "").env("GRAFANA_PORT", "");
         cmd
     };
+    // `down -v` even when the test fails: the containers, the network and the volumes.
     cleanup
         .0
         .push(compose_cmd(&["down", "-v", "--remove-orphans"]));
@@ -346,33 +359,148 @@ fn the_three_node_compose_file_runs_three_nodes_under_one_discovery_name() {
         "shoal-2",
         "shoal-3",
     ]));
+    let logs = || {
+        compose_cmd(&["logs", "--no-color", "shoal-1", "shoal-2", "shoal-3"])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let mut mqtt = Vec::new();
+    let mut admin = Vec::new();
     for node in ["shoal-1", "shoal-2", "shoal-3"] {
-        let logs = || {
-            compose_cmd(&["logs", "--no-color", node])
-                .output()
-                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-                .unwrap_or_default()
-        };
-        let admin = published(&stdout(&run(&mut compose_cmd(&["port", node, "18083"]))));
-        let mqtt = published(&stdout(&run(&mut compose_cmd(&["port", node, "1883"]))));
-        wait_ok(admin, "/readyz", logs);
-        mqtt_round_trip(mqtt);
-        // The name the nodes will discover each other by (pending the cluster) is an alias
-        // of every node on the compose network, as the headless Service is on Kubernetes.
-        let id = stdout(&run(&mut compose_cmd(&["ps", "-q", node])));
-        let aliases = run(Command::new("docker").args([
-            "inspect",
-            "--format",
-            "{{range $net, $cfg := .NetworkSettings.Networks}}{{$net}}={{join $cfg.Aliases \",\"}};{{end}}",
-            &id,
+        admin.push(published(&stdout(&run(&mut compose_cmd(&[
+            "port", node, "18083",
+        ])))));
+        mqtt.push(published(&stdout(&run(&mut compose_cmd(&[
+            "port", node, "1883",
+        ])))));
+    }
+    // /readyz: 200 once the node has joined.
+    for addr in &admin {
+        wait_ok_within(*addr, "/readyz", JOIN, logs);
+    }
+    // Every node knows the three, by the names they advertise, under DNS discovery.
+    for (i, addr) in admin.iter().enumerate() {
+        let out = run(Command::new(env!("CARGO_BIN_EXE_shoal")).args([
+            "cluster",
+            "status",
+            "--json",
+            "--admin",
+            &format!("http://{addr}"),
+            "--token",
+            &token,
         ]));
-        let aliases = stdout(&aliases);
-        assert!(
-            aliases.contains(&format!("{project}_shoal="))
-                && aliases.split([',', '=', ';']).any(|a| a == "shoal"),
-            "{node} is `shoal` on the compose network: {aliases}"
+        let view: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        assert_eq!(view["node_id"], i as u64 + 1, "{view}");
+        let mut members: Vec<(u64, String)> = view["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .map(|n| {
+                assert_eq!(n["down"], false, "{view}");
+                (
+                    n["id"].as_u64().expect("id"),
+                    n["address"].as_str().expect("address").to_owned(),
+                )
+            })
+            .collect();
+        members.sort();
+        assert_eq!(
+            members,
+            [
+                (1, "shoal-1:7946".to_owned()),
+                (2, "shoal-2:7946".to_owned()),
+                (3, "shoal-3:7946".to_owned())
+            ],
+            "{view}"
         );
     }
+    let id = stdout(&run(&mut compose_cmd(&["ps", "-q", "shoal-2"])));
+    let aliases = stdout(&run(Command::new("docker").args([
+        "inspect",
+        "--format",
+        "{{range $net, $cfg := .NetworkSettings.Networks}}{{join $cfg.Aliases \",\"}};{{end}}",
+        &id,
+    ])));
+    assert!(
+        aliases.split([',', ';']).any(|a| a == "shoal-cluster"),
+        "shoal-2 is `shoal-cluster` on the compose network: {aliases}"
+    );
+
+    // Subscribed on shoal-3, published on shoal-1: one broker.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        use shoal_codec::{Packet, ProtocolVersion, PubAckReasonCode, QoS, QosPid};
+        let connect = |addr: SocketAddr, id: &'static str| async move {
+            let (raw, ack) = common::Raw::connect(addr, ProtocolVersion::V5, id, |_| {}).await;
+            assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+            raw
+        };
+        let mut subscriber = connect(mqtt[2], "on-shoal-3").await;
+        let ack = subscriber
+            .subscribe(1, &[("compose/#", QoS::AtLeastOnce)])
+            .await;
+        assert_eq!(
+            ack.reason_codes,
+            vec![shoal_codec::SubAckReasonCode::granted(QoS::AtLeastOnce)]
+        );
+        let mut publisher = connect(mqtt[0], "on-shoal-1").await;
+        publisher
+            .publish(
+                "compose/hello",
+                b"from shoal-1",
+                QosPid::AtLeastOnce(common::pid(1)),
+                false,
+            )
+            .await;
+        match publisher.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::PubAck(ack)) => assert_eq!(ack.reason_code, PubAckReasonCode::Success),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        match subscriber.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::Publish(p)) => {
+                assert_eq!(p.topic.as_str(), "compose/hello");
+                assert_eq!(&p.payload[..], b"from shoal-1");
+            }
+            other => panic!("shoal-3's subscriber got {other:?}"),
+        }
+    });
+    // A retained message published on shoal-2 reaches a new subscriber of shoal-1.
+    let (host, port) = (mqtt[1].ip().to_string(), mqtt[1].port().to_string());
+    run(Command::new("mosquitto_pub").args([
+        "-h",
+        &host,
+        "-p",
+        &port,
+        "-V",
+        "5",
+        "-q",
+        "1",
+        "-r",
+        "-t",
+        "compose/kept",
+        "-m",
+        "retained on shoal-2",
+    ]));
+    let (host, port) = (mqtt[0].ip().to_string(), mqtt[0].port().to_string());
+    let got = run(Command::new("mosquitto_sub").args([
+        "-h",
+        &host,
+        "-p",
+        &port,
+        "-V",
+        "5",
+        "-t",
+        "compose/kept",
+        "-C",
+        "1",
+        "-W",
+        "10",
+    ]));
+    assert_eq!(stdout(&got), "retained on shoal-2");
 }
 
 /// The runtime instructions of a Dockerfile (ENV with its continuation lines, USER,
@@ -469,11 +597,70 @@ fn compose_files_are_valid_and_prometheus_scrapes_every_node() {
         assert!(services.lines().any(|s| s == "prometheus"), "{file}");
         assert!(services.lines().any(|s| s == "grafana"), "{file}");
     }
-    let cluster = std::fs::read_to_string(dir.join("docker-compose.yml")).expect("compose file");
-    assert!(
-        cluster.contains("PENDING THE CLUSTER"),
-        "the 3-node file says the cluster flags are pending"
+    // The cluster's settings, as compose resolves them: one discovery name that is an alias
+    // of every node, a distinct id and advertised name per node, one bootstrapping node.
+    let mut cmd = compose().expect("compose was found");
+    let resolved = run(cmd
+        .current_dir(&dir)
+        .args(["-f", "docker-compose.yml", "config"]));
+    let Some(config) = yaml_to_json(&resolved.stdout) else {
+        require("PyYAML", false);
+        return;
+    };
+    let mut bootstrapping = Vec::new();
+    for k in 1..=3 {
+        let name = format!("shoal-{k}");
+        let service = &config["services"][&name];
+        let env = &service["environment"];
+        assert_eq!(env["SHOAL_NODE_ID"], k.to_string(), "{name}: {env}");
+        assert_eq!(env["SHOAL_CLUSTER_LISTEN"], "0.0.0.0:7946", "{name}");
+        assert_eq!(
+            env["SHOAL_CLUSTER_ADVERTISE"],
+            format!("{name}:7946"),
+            "{name} is reached at its service name"
+        );
+        let discovery = env["SHOAL_DISCOVERY"].as_str().expect("SHOAL_DISCOVERY");
+        let alias = discovery
+            .strip_prefix("dns:")
+            .and_then(|d| d.strip_suffix(":7946"))
+            .expect("dns:NAME:7946");
+        let aliases = &service["networks"]["shoal"]["aliases"];
+        assert!(
+            aliases
+                .as_array()
+                .is_some_and(|a| a.iter().any(|x| x == alias)),
+            "{name} carries the discovery name {alias} as an alias: {aliases}"
+        );
+        if env["SHOAL_BOOTSTRAP"] == "true" {
+            bootstrapping.push(name);
+        }
+    }
+    assert_eq!(
+        bootstrapping,
+        ["shoal-1"],
+        "exactly one node starts the cluster"
     );
+}
+
+/// YAML text as JSON, through python3's PyYAML (`None` when it is missing).
+fn yaml_to_json(yaml: &[u8]) -> Option<serde_json::Value> {
+    use std::io::Write as _;
+    let mut python = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, yaml, json; json.dump(yaml.safe_load(sys.stdin), sys.stdout)",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    python.stdin.take()?.write_all(yaml).ok()?;
+    let out = python.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&out.stdout).ok()
 }
 
 #[test]

@@ -142,6 +142,115 @@ fn admin_port(objects: &[Value]) -> u64 {
         .expect("a port")
 }
 
+/// A container's environment: each variable's value, or for a `fieldRef` its field path
+/// as `fieldRef:PATH`, in order.
+fn env_of(container: &Value) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .map(|env| {
+            env.iter()
+                .map(|e| {
+                    let name = e["name"].as_str().expect("name").to_owned();
+                    let value = match (
+                        e["value"].as_str(),
+                        e["valueFrom"]["fieldRef"]["fieldPath"].as_str(),
+                    ) {
+                        (Some(v), _) => v.to_owned(),
+                        (None, Some(path)) => format!("fieldRef:{path}"),
+                        (None, None) => "(secret)".to_owned(),
+                    };
+                    (name, value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env_value<'a>(env: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+/// The cluster settings of a workload's pods (a broker StatefulSet, or with `frontend` the
+/// front ends'): discovery through the brokers' headless Service on its cluster port,
+/// which lists pods before they are ready; each pod advertising its own stable name under
+/// the headless Service of its StatefulSet; bootstrapping on ordinal 0 of the brokers only.
+fn check_cluster_env(objects: &[Value], workload: &Value, headless: &Value, frontend: bool) {
+    let spec = &workload["spec"];
+    let container = &spec["template"]["spec"]["containers"][0];
+    let env = env_of(container);
+    let headless_name = headless["metadata"]["name"].as_str().expect("name");
+    let cluster_port = headless["spec"]["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == "cluster")
+        .expect("the cluster port on the headless Service");
+    assert_eq!(cluster_port["port"], 7946);
+    assert_eq!(cluster_port["targetPort"], "cluster");
+    assert_eq!(headless["spec"]["publishNotReadyAddresses"], true);
+    let container_port = container["ports"]
+        .as_array()
+        .expect("ports")
+        .iter()
+        .find(|p| p["name"] == "cluster")
+        .expect("a cluster container port");
+    assert_eq!(container_port["containerPort"], 7946);
+    assert_eq!(
+        env_value(&env, "SHOAL_DISCOVERY"),
+        Some(format!("dns:{headless_name}.mqtt.svc.cluster.local:7946").as_str()),
+        "the discovery name is the brokers' headless Service: {env:?}"
+    );
+    assert_eq!(
+        env_value(&env, "SHOAL_CLUSTER_LISTEN"),
+        Some("0.0.0.0:7946")
+    );
+    // $(POD_NAME) is expanded by the kubelet only from a variable defined before it.
+    let pod_name = env
+        .iter()
+        .position(|(n, v)| n == "POD_NAME" && v == "fieldRef:metadata.name")
+        .expect("POD_NAME from the downward API");
+    let advertise = env
+        .iter()
+        .position(|(n, _)| n == "SHOAL_CLUSTER_ADVERTISE")
+        .expect("SHOAL_CLUSTER_ADVERTISE");
+    assert!(pod_name < advertise, "{env:?}");
+    let service = spec["serviceName"].as_str().expect("serviceName");
+    let own_headless = named(objects, "Service", service);
+    assert_eq!(own_headless["spec"]["clusterIP"], "None");
+    assert_eq!(own_headless["spec"]["publishNotReadyAddresses"], true);
+    assert_eq!(
+        env[advertise].1,
+        format!("$(POD_NAME).{service}.mqtt.svc.cluster.local:7946"),
+        "each pod advertises its stable DNS name"
+    );
+    let bootstrap_host = env_value(&env, "SHOAL_BOOTSTRAP_HOST");
+    assert_eq!(env_value(&env, "SHOAL_BOOTSTRAP"), None, "{env:?}");
+    if frontend {
+        assert_eq!(env_value(&env, "SHOAL_ROLE"), Some("frontend"));
+        assert_eq!(bootstrap_host, None, "a front end never bootstraps");
+        assert_eq!(
+            env_value(&env, "POD_INDEX"),
+            Some("fieldRef:metadata.labels['apps.kubernetes.io/pod-index']")
+        );
+        assert_eq!(env_value(&env, "SHOAL_NODE_ID"), Some("100$(POD_INDEX)"));
+    } else {
+        assert_eq!(env_value(&env, "SHOAL_ROLE"), None);
+        assert_eq!(env_value(&env, "SHOAL_NODE_ID"), None, "from the host name");
+        let name = workload["metadata"]["name"].as_str().expect("name");
+        assert_eq!(
+            bootstrap_host,
+            Some(format!("{name}-0").as_str()),
+            "only ordinal 0's host name bootstraps"
+        );
+    }
+    // Room for a first join behind the store's load: the startup probe waits minutes.
+    let startup = &container["startupProbe"];
+    let patience = startup["periodSeconds"].as_u64().expect("period")
+        * startup["failureThreshold"].as_u64().expect("threshold");
+    assert!(patience >= 180, "startup probe gives up after {patience} s");
+    assert_eq!(container["readinessProbe"]["httpGet"]["path"], "/readyz");
+}
+
 /// The checks every rendering must pass.
 fn check_common(objects: &[Value]) {
     let sts = named(objects, "StatefulSet", "shoal");
@@ -172,6 +281,7 @@ fn check_common(objects: &[Value]) {
 
     let pod = &spec["template"]["spec"];
     let container = &pod["containers"][0];
+    check_cluster_env(objects, sts, headless, false);
     let admin = admin_port(objects);
     let ports = container["ports"].as_array().expect("ports");
     let admin_port = ports
@@ -284,11 +394,19 @@ fn default_values_render_a_broker_statefulset_that_drains_within_its_grace_perio
     assert_eq!(names, ["mqtt"], "only MQTT over TCP by default");
     assert!(find(&objects, "ServiceMonitor").is_empty());
     assert!(find(&objects, "Deployment").is_empty());
-    let sts = named(&objects, "StatefulSet", "shoal");
-    let args = &sts["spec"]["template"]["spec"]["containers"][0]["args"];
+    assert_eq!(
+        find(&objects, "StatefulSet").len(),
+        1,
+        "no front ends by default"
+    );
+    // Off, the pods carry no cluster settings at all.
+    let alone = render(&["--set", "cluster.enabled=false"]);
+    let sts = named(&alone, "StatefulSet", "shoal");
+    let env = env_of(&sts["spec"]["template"]["spec"]["containers"][0]);
     assert!(
-        !args.to_string().contains("--discovery"),
-        "no cluster flags while the cluster is pending: {args}"
+        env.iter()
+            .all(|(n, _)| !n.starts_with("SHOAL_") || n == "SHOAL_ADMIN_TOKEN"),
+        "{env:?}"
     );
 }
 
@@ -336,19 +454,25 @@ fn every_optional_feature_renders_consistently() {
             .any(|p| p["name"] == "admin"),
         "the ServiceMonitor's port is on the Service it selects"
     );
-    let frontend = named(&objects, "Deployment", "shoal-frontend");
+    let frontend = named(&objects, "StatefulSet", "shoal-frontend");
     assert_eq!(drain_problems(frontend), Vec::<String>::new());
+    check_cluster_env(&objects, frontend, headless, true);
+    assert_eq!(
+        frontend["spec"]["serviceName"], "shoal-frontend-headless",
+        "front ends have stable names of their own"
+    );
+    let selector = &monitor["spec"]["selector"];
+    assert_eq!(
+        selector["matchExpressions"][0]["values"],
+        serde_json::json!(["broker", "frontend"]),
+        "every node is scraped: {selector}"
+    );
     assert_eq!(
         client["spec"]["selector"]["app.kubernetes.io/component"], "frontend",
         "clients go to the front ends when there are some"
     );
     let sts = named(&objects, "StatefulSet", "shoal");
     let pod = &sts["spec"]["template"]["spec"];
-    let args = pod["containers"][0]["args"].to_string();
-    assert!(
-        args.contains("dns:shoal-headless.mqtt.svc.cluster.local:7946"),
-        "the discovery flag names the headless Service: {args}"
-    );
     assert!(
         pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
             .is_array()
@@ -431,4 +555,162 @@ fn the_rendered_config_is_one_the_real_binary_starts_with() {
     let text = reader.join().expect("reader");
     assert!(up, "shoal did not start with the rendered config:\n{text}");
     assert!(status.success(), "{status}");
+}
+
+/// A container's environment as the kubelet gives it to pod `pod` (ordinal `index`): the
+/// downward API's fields filled in, `$(VAR)` of earlier variables expanded, Secrets left
+/// out.
+fn pod_environment(container: &Value, pod: &str, index: u32) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (name, value) in env_of(container) {
+        let value = match value.as_str() {
+            "fieldRef:metadata.name" => pod.to_owned(),
+            "fieldRef:metadata.labels['apps.kubernetes.io/pod-index']" => index.to_string(),
+            "(secret)" => continue,
+            other if other.starts_with("fieldRef:") => panic!("unexpected field {other}"),
+            other => out.iter().fold(other.to_owned(), |text, (n, v)| {
+                text.replace(&format!("$({n})"), v)
+            }),
+        };
+        out.push((name, value));
+    }
+    out
+}
+
+/// A loopback port free now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One GET on loopback `port`: the status and body, if anything answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, text.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+/// The real binary run as pod `pod` of `workload` would run it, killed when dropped.
+struct Pod {
+    child: std::process::Child,
+    admin: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Pod {
+    fn start(objects: &[Value], workload: &str, pod: &str, index: u32) -> Self {
+        let sts = named(objects, "StatefulSet", workload);
+        let env = pod_environment(
+            &sts["spec"]["template"]["spec"]["containers"][0],
+            pod,
+            index,
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let toml = one(objects, "ConfigMap")["data"]["shoal.toml"]
+            .as_str()
+            .expect("toml");
+        std::fs::write(dir.path().join("shoal.toml"), toml).expect("write");
+        let admin = free_port();
+        // As rendered, but on loopback ports and a temporary folder (flags win over the
+        // environment), and with a discovery name that resolves here without a DNS server
+        // and leads nowhere.
+        let child = Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .envs(env.iter().map(|(n, v)| (n.as_str(), v.as_str())))
+            .env("HOSTNAME", pod)
+            .arg("--config")
+            .arg(dir.path().join("shoal.toml"))
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
+            .args(["--cluster-listen", &format!("127.0.0.1:{}", free_port())])
+            .args(["--discovery", &format!("dns:localhost:{}", free_port())])
+            .args(["--sys-interval", "0", "--log", "warn"])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("shoal starts");
+        Self {
+            child,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    /// `GET /api/v1/cluster` once the admin listener answers.
+    fn cluster(&mut self) -> Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the node exited: {status}");
+            }
+            if let Some((200, body)) = get(self.admin, "/api/v1/cluster") {
+                return serde_json::from_str(&body).expect("JSON");
+            }
+            assert!(std::time::Instant::now() < deadline, "no admin API");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn ready_within(&self, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Some((200, _)) = get(self.admin, "/readyz") {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_rendered_pod_environment_bootstraps_on_ordinal_0_only_and_gives_each_pod_its_id() {
+    if !tools_present() {
+        return;
+    }
+    // The default values (whose shoal.toml names no file the test lacks), with front ends.
+    let objects = render(&["--set", "frontend.enabled=true"]);
+    let mut first = Pod::start(&objects, "shoal", "shoal-0", 0);
+    let mut second = Pod::start(&objects, "shoal", "shoal-1", 1);
+    let mut frontend = Pod::start(&objects, "shoal-frontend", "shoal-frontend-1", 1);
+    // shoal-0 starts the cluster, alone, as node 1 at its stable name.
+    assert!(
+        first.ready_within(Duration::from_secs(30)),
+        "shoal-0 bootstraps"
+    );
+    let view = first.cluster();
+    assert_eq!(view["joined"], true, "{view}");
+    assert_eq!(view["node_id"], 1, "{view}");
+    assert_eq!(
+        view["nodes"][0]["address"], "shoal-0.shoal-headless.mqtt.svc.cluster.local:7946",
+        "{view}"
+    );
+    // shoal-1 (node 2) and front end 1 (node 1001) wait to join: nobody answers them.
+    for (pod, id) in [(&mut second, 2), (&mut frontend, 1001)] {
+        let view = pod.cluster();
+        assert_eq!(view["node_id"], id, "{view}");
+        assert_eq!(view["joined"], false, "{view}");
+        assert!(
+            !pod.ready_within(Duration::from_secs(2)),
+            "node {id} is not ready"
+        );
+    }
 }

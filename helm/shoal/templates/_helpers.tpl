@@ -17,9 +17,14 @@
 {{- printf "%s-headless" (include "shoal.fullname" .) | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
-{{/* The name the nodes resolve to find each other (pending the cluster). */}}
+{{/* The front ends' headless Service: their stable DNS names (they advertise them). */}}
+{{- define "shoal.frontendHeadless" -}}
+{{- printf "%s-frontend-headless" (include "shoal.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The name the nodes resolve to find each other: every broker pod, ready or not. */}}
 {{- define "shoal.discovery" -}}
-{{- printf "dns:%s.%s.svc.cluster.local:%v" (include "shoal.headless" .) .Release.Namespace .Values.cluster.port -}}
+{{- printf "dns:%s.%s.svc.%s:%v" (include "shoal.headless" .) .Release.Namespace .Values.cluster.domain .Values.cluster.port -}}
 {{- end -}}
 
 {{- define "shoal.labels" -}}
@@ -105,22 +110,41 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   args:
     - --config
     - /etc/shoal/config/shoal.toml
-    {{- if .root.Values.cluster.enabled }}
-    # Pending the cluster: these flags arrive with crates/cluster.
-    - --discovery
-    - {{ include "shoal.discovery" .root }}
-    - --cluster-listen
-    - {{ printf "0.0.0.0:%v" .root.Values.cluster.port | quote }}
-    {{- if .frontend }}
-    - --role
-    - frontend
-    {{- end }}
-    {{- end }}
   env:
+    # The pod's name is also its host name (HOSTNAME), from which a broker derives its node
+    # id: the ordinal plus one (pod <name>-2 is node 3).
     - name: POD_NAME
       valueFrom:
         fieldRef:
           fieldPath: metadata.name
+    {{- if .root.Values.cluster.enabled }}
+    - name: SHOAL_CLUSTER_LISTEN
+      value: {{ printf "0.0.0.0:%v" .root.Values.cluster.port | quote }}
+    # Every broker pod, ready or not (the headless Service publishes not-ready addresses),
+    # looked up again at every join attempt.
+    - name: SHOAL_DISCOVERY
+      value: {{ include "shoal.discovery" .root | quote }}
+    # This pod's stable DNS name under its headless Service: the same across restarts.
+    - name: SHOAL_CLUSTER_ADVERTISE
+      value: {{ printf "$(POD_NAME).%s.%s.svc.%s:%v" .service .root.Release.Namespace .root.Values.cluster.domain .root.Values.cluster.port | quote }}
+    {{- if .frontend }}
+    - name: SHOAL_ROLE
+      value: frontend
+    # Front-end node ids: the digits 100 then the ordinal (1000, 1001, ..., 10010), clear
+    # of the brokers' 1, 2, 3, ... A front end never starts a cluster.
+    - name: POD_INDEX
+      valueFrom:
+        fieldRef:
+          fieldPath: metadata.labels['apps.kubernetes.io/pod-index']
+    - name: SHOAL_NODE_ID
+      value: "100$(POD_INDEX)"
+    {{- else }}
+    # Only the first pod starts a new cluster (and only while its volume is empty); the
+    # others join it through the discovery name.
+    - name: SHOAL_BOOTSTRAP_HOST
+      value: {{ printf "%s-0" (include "shoal.fullname" .root) | quote }}
+    {{- end }}
+    {{- end }}
     {{- if include "shoal.hasToken" .root }}
     - name: SHOAL_ADMIN_TOKEN
       valueFrom:
