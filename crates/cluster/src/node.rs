@@ -345,7 +345,12 @@ impl Cluster {
                 node = inner.id,
                 "rejoining the cluster with the state on disk"
             );
-        } else if inner.config.seeds.is_empty() || inner.config.bootstrap {
+        } else if inner.config.seeds.is_empty()
+            || (inner.config.bootstrap && self.join_round(Duration::from_secs(3)).await.is_err())
+        {
+            // A bootstrap node with seeds asks them once first: if a cluster already
+            // answers (this node lost its data folder), it joins it rather than starting a
+            // second one.
             if inner.config.frontend {
                 return Err(ClusterError::Join {
                     seeds: inner.config.seeds.clone(),
@@ -366,7 +371,7 @@ impl Cluster {
                     });
                 }
             }
-        } else {
+        } else if !inner.config.bootstrap {
             self.join().await?;
         }
         // Record this node in meta (its address may have changed).
@@ -405,9 +410,15 @@ impl Cluster {
 
     /// Asks the seeds to make this node a member of every group, until one does.
     async fn join(&self) -> Result<(), ClusterError> {
+        self.join_round(self.inner.config.join_timeout).await
+    }
+
+    /// Asks the seeds, round after round for `within`, to make this node a member of
+    /// every group.
+    async fn join_round(&self, within: Duration) -> Result<(), ClusterError> {
         let inner = &self.inner;
         let config = &inner.config;
-        let deadline = Instant::now() + config.join_timeout;
+        let deadline = Instant::now() + within;
         let mut last = String::from("no seed answered");
         loop {
             for seed in &config.seeds {
@@ -449,7 +460,7 @@ impl Cluster {
             if Instant::now() > deadline {
                 return Err(ClusterError::Join {
                     seeds: config.seeds.clone(),
-                    secs: config.join_timeout.as_secs(),
+                    secs: within.as_secs(),
                     last,
                 });
             }

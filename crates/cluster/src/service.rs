@@ -162,6 +162,14 @@ impl Cluster for Service {
                 error: "node id 0 is not allowed".to_owned(),
             }));
         }
+        // A node that is no member itself (it is joining too, or has no state) says so at
+        // once: the joiner tries the next seed.
+        let meta = self.raft("meta")?;
+        if !meta.is_initialized().await.unwrap_or(false) || request.node_id == self.inner.id {
+            return Ok(Response::new(JoinReply {
+                error: "this node is not a member of a cluster (yet)".to_owned(),
+            }));
+        }
         let groups: Vec<GroupId> = if request.group.is_empty() {
             self.inner.groups.keys().copied().collect()
         } else {
