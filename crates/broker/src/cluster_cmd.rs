@@ -35,13 +35,18 @@ commands:
   status [--admin http://HOST:PORT] [--token TOKEN] [--json]
       a node's view of the cluster: the members and every Raft group (--json: as the API
       gives it). --admin defaults to $SHOAL_CTL_ADMIN, else http://127.0.0.1:18083;
-      --token to $SHOAL_ADMIN_TOKEN.";
+      --token to $SHOAL_ADMIN_TOKEN.
+  leave [--admin http://HOST:PORT] [--token TOKEN]
+      the node at --admin leaves its cluster for good: its clients are told to go elsewhere
+      (MQTT 5: DISCONNECT 0x8B), it is removed from every Raft group with its routes, and
+      its process stops. Delete its data folder before reusing it.";
 
 /// Runs `shoal cluster ARGS`: the exit status.
 pub fn command(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("local") => local(&args[1..]),
         Some("status") => status(&args[1..]),
+        Some("leave") => leave(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0
@@ -68,6 +73,57 @@ fn port(text: &str, flag: &str) -> Result<u16, String> {
     match text.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
         _ => Err(format!("{flag} {text:?} is not a port (1 to 65535)")),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// shoal cluster leave
+
+fn leave(args: &[String]) -> i32 {
+    let mut admin =
+        std::env::var("SHOAL_CTL_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:18083".into());
+    let mut token = std::env::var("SHOAL_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let mut it = args.iter();
+    let parsed: Result<(), String> = (|| {
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--admin" => admin = value(&mut it, "--admin")?,
+                "--token" => token = Some(value(&mut it, "--token")?),
+                other => return Err(format!("unknown argument {other:?}")),
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = parsed {
+        eprintln!("shoal cluster leave: {e}\n{USAGE}");
+        return 2;
+    }
+    let path = "/api/v1/cluster/leave";
+    match ctl::request(
+        &admin,
+        token.as_deref(),
+        "POST",
+        path,
+        Some(""),
+        Duration::from_secs(120),
+    ) {
+        Ok((200, _)) => {
+            println!("the node at {admin} left its cluster and is stopping");
+            0
+        }
+        Ok((code, body)) => {
+            eprintln!(
+                "shoal cluster leave: POST {path}: HTTP {code}: {}",
+                body.trim_end()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("shoal cluster leave: {e}");
+            2
+        }
     }
 }
 

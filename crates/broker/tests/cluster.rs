@@ -122,6 +122,22 @@ impl TestCluster {
         (m.dir.path().to_path_buf(), m.mqtt, args)
     }
 
+    /// Adds a new full node that joins the running cluster; returns its index.
+    async fn add(&mut self) -> usize {
+        let i = self.members.len();
+        self.members.push(Member {
+            id: i as u64 + 1,
+            mqtt: free_port(),
+            cluster: free_port(),
+            admin: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            frontend: false,
+            process: None,
+        });
+        self.run(i).await;
+        i
+    }
+
     /// Starts (or restarts, with its data) member `i`.
     async fn run(&mut self, i: usize) {
         let (dir, mqtt, args) = self.command(i);
@@ -313,7 +329,7 @@ async fn one_connection_per_client_id_across_nodes() {
         other => panic!("expected DISCONNECT 0x8E on the first node, got {other:?}"),
     }
 
-    for round in 0..20 {
+    for round in 0..40 {
         let id = format!("racer-{round}");
         let (a, b) = tokio::join!(
             Raw::connect(cluster.addr(round % 3), V5, &id, |_| {}),
@@ -555,8 +571,18 @@ async fn a_node_leaves_the_cluster_and_the_others_route_on() {
     let mut cluster = TestCluster::start(3, 0).await;
     let mut leaving_client = client(cluster.addr(2), "on-the-leaver").await;
     subscribe(&mut leaving_client, 1, "leave/#", QoS::AtLeastOnce).await;
-    let (code, body) = cluster.admin(2, "POST", "/api/v1/cluster/leave").await;
-    assert_eq!(code, 200, "{body}");
+    // `shoal cluster leave` (POST /api/v1/cluster/leave) against the leaving node.
+    let admin = format!("http://127.0.0.1:{}", cluster.members[2].admin);
+    let cli = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+        .args(["cluster", "leave", "--admin", &admin])
+        .output()
+        .await
+        .expect("shoal cluster leave runs");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
     match leaving_client.recv().await {
         Some(Packet::Disconnect(d)) => {
             assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown)
@@ -591,4 +617,52 @@ async fn a_node_leaves_the_cluster_and_the_others_route_on() {
         PubAckReasonCode::Success
     );
     assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"on");
+}
+
+/// A fresh node joins a cluster under publish load: no acknowledged message between the
+/// others is lost meanwhile, and the new node routes at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_node_joins_under_load() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let mut subscriber = client(cluster.addr(1), "steady-sub").await;
+    subscribe(&mut subscriber, 1, "load/#", QoS::AtLeastOnce).await;
+    let publisher_addr = cluster.addr(0);
+    let load = tokio::spawn(async move {
+        let mut publisher = client(publisher_addr, "steady-pub").await;
+        let mut acked = Vec::new();
+        for n in 1..=300u16 {
+            if publish_qos1(&mut publisher, "load/x", &n.to_be_bytes(), n).await
+                == PubAckReasonCode::Success
+            {
+                acked.push(n);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        acked
+    });
+    let joined = cluster.add().await;
+    let mut newcomer = client(cluster.addr(joined), "on-the-new-node").await;
+    subscribe(&mut newcomer, 1, "fresh/#", QoS::AtLeastOnce).await;
+    let acked = load.await.expect("the load ran");
+    assert_eq!(
+        acked.len(),
+        300,
+        "every publication acknowledged while a node joined"
+    );
+    let got: Vec<u16> = drain(&mut subscriber, Duration::from_millis(700))
+        .await
+        .into_iter()
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect();
+    assert_eq!(got, acked, "all of them, in order");
+    let mut publisher = client(cluster.addr(2), "to-the-new-node").await;
+    assert_eq!(
+        publish_qos1(&mut publisher, "fresh/1", b"hi", 1).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(newcomer.next_publish().await.payload.as_ref(), b"hi");
+    let status = cluster.status(joined).await;
+    for group in status["groups"].as_array().expect("groups") {
+        assert_eq!(group["voters"].as_array().map(Vec::len), Some(4), "{group}");
+    }
 }

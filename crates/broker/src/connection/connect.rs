@@ -130,13 +130,6 @@ impl<T: Transport> Conn<T> {
             return None;
         };
         slot.set_epoch(epoch);
-        if let Some(cluster) = self.broker.cluster()
-            && cluster.overtaken(&client_id, epoch)
-        {
-            // Another node claimed the client id after this CONNECT did: this connection
-            // ends as a taken-over one, right after its CONNACK.
-            slot.kick(DisconnectReasonCode::SessionTakenOver);
-        }
         if !present || slot.owner().is_none() {
             slot.set_owner(self.username.as_deref());
         }
@@ -155,6 +148,16 @@ impl<T: Transport> Conn<T> {
             self.broker.keep_alive.watch(&slot, session.poll_timeout());
             // CONNACK confirms a stored session: `fill_output` flushes before it leaves.
             self.unflushed = !self.broker.persist(&slot, &mut session).is_empty();
+        }
+        // Checked after `filter_resumed` (which clears earlier kicks of the slot): another
+        // node that claimed the client id after this CONNECT did recorded its epoch before
+        // it asked this node to close the connection, so either the check sees it or the
+        // kick comes after and stays.
+        if let Some(cluster) = self.broker.cluster()
+            && cluster.overtaken(&client_id, epoch)
+        {
+            // This connection ends as a taken-over one, right after its CONNACK.
+            slot.kick(DisconnectReasonCode::SessionTakenOver);
         }
         metrics::counter!(m::CONNECTS, "result" => "success").increment(1);
         metrics::gauge!(m::CONNECTIONS).increment(1.0);
