@@ -79,27 +79,41 @@ fn port(text: &str, flag: &str) -> Result<u16, String> {
 // ---------------------------------------------------------------------------------------
 // shoal cluster leave
 
-fn leave(args: &[String]) -> i32 {
+/// The arguments of a command that talks to a node's admin API: `--admin`, `--token`, and
+/// for `status` `--json`. Prints the usage and returns `Err` when they are wrong.
+fn admin_args(args: &[String], command: &str) -> Result<(String, Option<String>, bool), ()> {
     let mut admin =
         std::env::var("SHOAL_CTL_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:18083".into());
     let mut token = std::env::var("SHOAL_ADMIN_TOKEN")
         .ok()
         .filter(|t| !t.is_empty());
+    let mut json = false;
     let mut it = args.iter();
     let parsed: Result<(), String> = (|| {
         while let Some(arg) = it.next() {
             match arg.as_str() {
                 "--admin" => admin = value(&mut it, "--admin")?,
                 "--token" => token = Some(value(&mut it, "--token")?),
+                "--json" if command == "status" => json = true,
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
         Ok(())
     })();
-    if let Err(e) = parsed {
-        eprintln!("shoal cluster leave: {e}\n{USAGE}");
-        return 2;
+    match parsed {
+        Ok(()) => Ok((admin, token, json)),
+        Err(e) => {
+            eprintln!("shoal cluster {command}: {e}\n{USAGE}");
+            Err(())
+        }
     }
+}
+
+fn leave(args: &[String]) -> i32 {
+    let (admin, token) = match admin_args(args, "leave") {
+        Ok((admin, token, false)) => (admin, token),
+        Ok((_, _, true)) | Err(_) => return 2,
+    };
     let path = "/api/v1/cluster/leave";
     match ctl::request(
         &admin,
@@ -131,28 +145,9 @@ fn leave(args: &[String]) -> i32 {
 // shoal cluster status
 
 fn status(args: &[String]) -> i32 {
-    let mut admin =
-        std::env::var("SHOAL_CTL_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:18083".into());
-    let mut token = std::env::var("SHOAL_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    let mut json = false;
-    let mut it = args.iter();
-    let parsed: Result<(), String> = (|| {
-        while let Some(arg) = it.next() {
-            match arg.as_str() {
-                "--admin" => admin = value(&mut it, "--admin")?,
-                "--token" => token = Some(value(&mut it, "--token")?),
-                "--json" => json = true,
-                other => return Err(format!("unknown argument {other:?}")),
-            }
-        }
-        Ok(())
-    })();
-    if let Err(e) = parsed {
-        eprintln!("shoal cluster status: {e}\n{USAGE}");
+    let Ok((admin, token, json)) = admin_args(args, "status") else {
         return 2;
-    }
+    };
     let path = "/api/v1/cluster";
     let (code, body) = match ctl::request(
         &admin,

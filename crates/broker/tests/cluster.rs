@@ -14,15 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 
-/// Raft and failure detection made quick for tests (the defaults are 150, 750, 6000).
-const QUICK: [&str; 6] = [
-    "--cluster-heartbeat-ms",
-    "100",
-    "--cluster-election-timeout-ms",
-    "300",
-    "--cluster-failure-timeout-ms",
-    "3000",
-];
+use common::QUICK_CLUSTER as QUICK;
 
 /// One node of a test cluster: its ports and data folder, and the process while it runs.
 struct Member {

@@ -18,14 +18,7 @@ use shoal_codec::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
-const QUICK: [&str; 6] = [
-    "--cluster-heartbeat-ms",
-    "100",
-    "--cluster-election-timeout-ms",
-    "300",
-    "--cluster-failure-timeout-ms",
-    "3000",
-];
+use common::QUICK_CLUSTER as QUICK;
 
 /// A network namespace and its veth pair, removed on drop.
 struct Netns {
@@ -284,36 +277,10 @@ async fn a_partitioned_node_stops_serving_the_majority_routes_on_and_it_comes_ba
 
     // The partition: node 3 neither reaches nor is reached by the other nodes.
     let (p1, p2, p3) = (n1.cluster.port(), n2.cluster.port(), n3.cluster.port());
-    netns.iptables(&[
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--dport",
-        &p3.to_string(),
-        "-j",
-        "DROP",
-    ]);
-    netns.iptables(&[
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--sport",
-        &p1.to_string(),
-        "-j",
-        "DROP",
-    ]);
-    netns.iptables(&[
-        "-A",
-        "INPUT",
-        "-p",
-        "tcp",
-        "--sport",
-        &p2.to_string(),
-        "-j",
-        "DROP",
-    ]);
+    for (direction, port) in [("--dport", p3), ("--sport", p1), ("--sport", p2)] {
+        let port = port.to_string();
+        netns.iptables(&["-A", "INPUT", "-p", "tcp", direction, &port, "-j", "DROP"]);
+    }
     let cut = Instant::now();
 
     // The minority node tells its client to go elsewhere once its lease lapses.

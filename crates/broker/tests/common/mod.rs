@@ -344,7 +344,17 @@ impl Drop for Process {
     }
 }
 
-/// The status code and body of an HTTP/1.1 response read whole (0 if it has no status).
+/// Raft and failure detection made quick for cluster tests (the defaults are 150, 750,
+/// 6000 ms).
+pub const QUICK_CLUSTER: [&str; 6] = [
+    "--cluster-heartbeat-ms",
+    "100",
+    "--cluster-election-timeout-ms",
+    "300",
+    "--cluster-failure-timeout-ms",
+    "3000",
+];
+
 /// A loopback port nothing listens on (bound and released: another process could take it
 /// meanwhile, which on a test machine does not happen in practice).
 pub fn free_port() -> u16 {
@@ -354,6 +364,7 @@ pub fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// The status code and body of an HTTP/1.1 response read whole (0 if it has no status).
 pub fn http_response(response: &str) -> (u16, String) {
     let status = response
         .split_whitespace()
