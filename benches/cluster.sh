@@ -15,7 +15,8 @@
 # Then an idle 3-node cluster: CPU and RSS of each node over IDLE_SECS (default 20).
 #
 # Environment: DURATION (10s), SCENARIOS (pairs-max-qos0 pairs-max-qos1 latency-20k-qos0
-# latency-20k-qos1), OUT (benches/cluster.md), IDLE_SECS (20).
+# latency-20k-qos1), OUT (benches/cluster.md), IDLE_SECS (20), SKIP_RUNS (set: only the
+# idle measurement and the report, from the results of an earlier run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -93,7 +94,9 @@ scenario_args() {
 }
 
 BROKERS=(mosquitto shoal cluster-same cluster-cross)
-for scenario in $SCENARIOS; do
+# SKIP_RUNS=1: only the idle measurement and the report (from the results already there).
+[ -n "${SKIP_RUNS:-}" ] && SCENARIOS_RUN="" || SCENARIOS_RUN=$SCENARIOS
+for scenario in $SCENARIOS_RUN; do
     for broker in "${BROKERS[@]}"; do
         case $broker in
             mosquitto|shoal) start_single "$broker"; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
@@ -171,9 +174,10 @@ for s in scenarios:
             if not a or not base:
                 return "–"
             return f"{(base / a if inv else a / base):.2f}"
+        cpu_text = "–" if f["cpu"] is None else "%.2f" % f["cpu"]
         lines.append(
             f"| {s} | {b} | {f['rate']:,.0f} | {f['p99'] / 1000:.2f} ms | "
-            f"{'–' if f['cpu'] is None else f'{f['cpu']:.2f}'} | {f['lost']} | "
+            f"{cpu_text} | {f['lost']} | "
             f"{ratio(f['rate'], alone and alone['rate'])} | {ratio(f['cpu'], alone and alone['cpu'])} | "
             f"{ratio(f['cpu'], alone and alone['cpu'], inv=True)} | {ratio(f['cpu'], mosq and mosq['cpu'])} |")
 lines += ["", f"Idle 3-node cluster, no clients, {idle_secs} s:", "", "| node | CPU | RSS |", "| --- | ---: | ---: |"] + idle

@@ -7,6 +7,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={file}");
     let descriptors = protox::compile([&file], [proto_dir])?;
     tonic_prost_build::configure()
+        // Publications are `Bytes`: forwarded without a copy into the request.
+        .bytes(".shoal.cluster.v1.Publication.message")
         .build_client(true)
         .build_server(true)
         .compile_fds(descriptors)?;

@@ -80,7 +80,7 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
             }
             batch.publications.push(Publication {
                 seq: *seq,
-                message: item.message.to_vec(),
+                message: item.message,
                 acknowledge,
                 shared: item.shared,
             });
@@ -129,6 +129,9 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
             }
             let mut batch = ForwardBatch::default();
             add(item, &mut batch, &mut seq);
+            // One yield lets the publishers running now add to this batch: fewer, larger
+            // batches under load, no added wait when idle.
+            tokio::task::yield_now().await;
             while batch.publications.len() < BATCH {
                 match rx.try_recv() {
                     Ok(item) => add(item, &mut batch, &mut seq),
