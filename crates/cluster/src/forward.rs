@@ -129,9 +129,6 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
             }
             let mut batch = ForwardBatch::default();
             add(item, &mut batch, &mut seq);
-            // One yield lets the publishers running now add to this batch: fewer, larger
-            // batches under load, no added wait when idle.
-            tokio::task::yield_now().await;
             while batch.publications.len() < BATCH {
                 match rx.try_recv() {
                     Ok(item) => add(item, &mut batch, &mut seq),
