@@ -67,3 +67,14 @@ pub const FLAPPING_BANS: &str = "shoal_flapping_bans_total";
 /// Counter: times this node lost its cluster membership lease (cut off from the majority) and
 /// disconnected its clients.
 pub const CLUSTER_LEASE_LOST: &str = "shoal_cluster_lease_lost_total";
+/// Counter, label `qos`: publications forwarded to another node of the cluster (one per
+/// destination node).
+pub const CLUSTER_FORWARDED: &str = "shoal_cluster_forwarded_total";
+/// Gauge, label `state` (`up`, `down`): members of the cluster as this node's `meta` says.
+pub const CLUSTER_NODES: &str = "shoal_cluster_nodes";
+/// Gauge: 1 while this node's membership lease holds (it serves clients), else 0.
+pub const CLUSTER_LEASE: &str = "shoal_cluster_lease";
+/// Gauge, label `group`: 1 for each Raft group this node leads, else 0.
+pub const RAFT_LEADER: &str = "shoal_raft_leader";
+/// Gauge, label `group`: entries of the group's log on this node not yet applied.
+pub const RAFT_COMMIT_LAG: &str = "shoal_raft_commit_lag";

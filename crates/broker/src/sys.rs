@@ -50,6 +50,23 @@ pub(crate) fn sample(broker: &Broker) -> crate::broker::Census {
     metrics::gauge!(m::SUBSCRIPTIONS).set(census.subscriptions as f64);
     metrics::gauge!(m::RETAINED_MESSAGES).set(census.retained as f64);
     metrics::gauge!(m::QUEUED_MESSAGES).set(census.queued as f64);
+    if let Some(cluster) = broker.cluster() {
+        let status = cluster.status();
+        let down = status.nodes.iter().filter(|n| n.down).count();
+        metrics::gauge!(m::CLUSTER_NODES, "state" => "up").set((status.nodes.len() - down) as f64);
+        metrics::gauge!(m::CLUSTER_NODES, "state" => "down").set(down as f64);
+        metrics::gauge!(m::CLUSTER_LEASE).set(if status.lease { 1.0 } else { 0.0 });
+        for group in status.groups {
+            let leads = group.leader == status.node_id;
+            let lag = group.last_log.saturating_sub(group.applied);
+            metrics::gauge!(m::RAFT_LEADER, "group" => group.group.clone()).set(if leads {
+                1.0
+            } else {
+                0.0
+            });
+            metrics::gauge!(m::RAFT_COMMIT_LAG, "group" => group.group).set(lag as f64);
+        }
+    }
     census
 }
 

@@ -141,6 +141,14 @@ impl Broker {
         let targets = cluster.targets(&message.topic);
         let acknowledge = message.qos != QoS::AtMostOnce;
         let nodes = targets.nodes.len();
+        if nodes > 0 {
+            let qos = match message.qos {
+                QoS::AtMostOnce => "0",
+                QoS::AtLeastOnce => "1",
+                QoS::ExactlyOnce => "2",
+            };
+            metrics::counter!(m::CLUSTER_FORWARDED, "qos" => qos).increment(nodes as u64);
+        }
         for (node, shared) in targets.nodes {
             match cluster.forward(node, message, shared, acknowledge) {
                 Ok(Some(wait)) => waits.push(wait),
