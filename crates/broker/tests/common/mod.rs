@@ -355,9 +355,22 @@ pub const QUICK_CLUSTER: [&str; 6] = [
     "3000",
 ];
 
-/// A loopback port nothing listens on (bound and released: another process could take it
-/// meanwhile, which on a test machine does not happen in practice).
+/// A loopback port nothing listens on, below the kernel's ephemeral range (32768 and up
+/// here): outgoing connections, which take ephemeral ports, never land on it between this
+/// check and the server's bind. Each test process draws from its own slice of
+/// 20000..32000 (by process id) and checks each port with a bind.
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let slice = (std::process::id() % 240) as u16;
+    for _ in 0..50 {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 50;
+        let port = 20_000 + slice * 50 + offset;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    // Every port of the slice is taken: fall back to one the kernel picks.
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
