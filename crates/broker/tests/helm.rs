@@ -7,6 +7,9 @@
 //! helm (deploy/tools/install-helm.sh) and PyYAML (to read the manifests) are required under
 //! CI (`CI=true`); elsewhere a test without them says so and passes.
 
+mod common;
+
+use common::free_port;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -575,14 +578,6 @@ fn pod_environment(container: &Value, pod: &str, index: u32) -> Vec<(String, Str
         out.push((name, value));
     }
     out
-}
-
-/// A loopback port free now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// One GET on loopback `port`: the status and body, if anything answers.

@@ -11,14 +11,6 @@ use common::*;
 use shoal_codec::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 struct Shoal {
     child: std::process::Child,
     mqtt: SocketAddr,

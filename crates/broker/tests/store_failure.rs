@@ -34,14 +34,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
-
 async fn http_get(addr: SocketAddr, path: &str) -> u16 {
     let mut stream = tokio::net::TcpStream::connect(addr).await.expect("admin");
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
