@@ -159,6 +159,44 @@ impl TestCluster {
         serde_json::from_str(&body).expect("JSON")
     }
 
+    /// Each group's leader as member `i` sees it.
+    async fn leaders(&self, i: usize) -> BTreeMap<String, u64> {
+        let status = self.status(i).await;
+        status["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .map(|g| {
+                (
+                    g["group"].as_str().unwrap_or("").to_owned(),
+                    g["leader"].as_u64().unwrap_or(0),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until the route and retained shards' leaderships are spread: every full node
+    /// leads one at least. Returns the leaders.
+    async fn leaders_spread(&self, i: usize, full: u64) -> BTreeMap<String, u64> {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let leaders = self.leaders(i).await;
+            let leading: BTreeSet<u64> = leaders
+                .iter()
+                .filter(|(group, _)| *group != "meta")
+                .map(|(_, leader)| *leader)
+                .collect();
+            if (1..=full).all(|node| leading.contains(&node)) {
+                return leaders;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the leaderships did not spread: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// One request to member `i`'s admin API: status code and body.
     async fn admin(&self, i: usize, method: &str, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.members[i].admin))
@@ -489,18 +527,7 @@ async fn a_dead_bystander_loses_no_message_between_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_leader_dies_routing_recovers_and_it_rejoins_with_its_data() {
     let mut cluster = TestCluster::start(3, 0).await;
-    let status = cluster.status(0).await;
-    let leaders: BTreeMap<String, u64> = status["groups"]
-        .as_array()
-        .expect("groups")
-        .iter()
-        .map(|g| {
-            (
-                g["group"].as_str().unwrap_or("").to_owned(),
-                g["leader"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
+    let leaders = cluster.leaders(0).await;
     let victim = (leaders["routes/0"] - 1) as usize;
     let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
     let mut subscriber = client(cluster.addr(survivors[0]), "after-sub").await;
@@ -533,6 +560,72 @@ async fn the_leader_dies_routing_recovers_and_it_rejoins_with_its_data() {
         Some(3),
         "{status}"
     );
+}
+
+/// Leaderships spread over the nodes once the cluster settles. Killing a node that leads
+/// route and retained shards: the others elect new leaders, and claims (CONNECT), routes
+/// (SUBSCRIBE) and retained messages work on at once; when it returns, its groups are
+/// handed back to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaders_spread_and_a_killed_leader_gets_its_groups_back() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let leaders = cluster.leaders_spread(0, 3).await;
+    let meta = leaders["meta"];
+    let victim_id = leaders
+        .iter()
+        .find(|(group, leader)| group.starts_with("retained/") && **leader != meta)
+        .map(|(_, leader)| *leader)
+        .expect("a retained shard led by another node than meta's leader");
+    let victim = (victim_id - 1) as usize;
+    let led: BTreeSet<String> = leaders
+        .iter()
+        .filter(|(_, leader)| **leader == victim_id)
+        .map(|(group, _)| group.clone())
+        .collect();
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let mut subscriber = client(cluster.addr(survivors[0]), "spread-sub").await;
+    let mut publisher = client(cluster.addr(survivors[1]), "spread-pub").await;
+    cluster.kill(victim);
+    let killed = Instant::now();
+    for probe in 0..8u16 {
+        // A retained message and a new filter in every shard, and new connections that
+        // claim client ids in every shard.
+        let topic = format!("spread/{probe}");
+        publisher
+            .publish(&topic, b"r", QosPid::AtLeastOnce(pid(probe + 1)), true)
+            .await;
+        match publisher.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::PubAck(ack)) => assert!(
+                ack.reason_code == PubAckReasonCode::NoMatchingSubscribers,
+                "{topic}: {ack:?}"
+            ),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+        subscribe(&mut subscriber, probe + 1, &topic, QoS::AtLeastOnce).await;
+        let retained = subscriber.next_publish().await;
+        assert_eq!(retained.payload.as_ref(), b"r", "{topic}");
+        let _claim = client(cluster.addr(survivors[usize::from(probe) % 2]), &topic).await;
+    }
+    eprintln!(
+        "node {victim_id}, leader of {led:?}, killed: retained, routes and claims work again in {:?}",
+        killed.elapsed()
+    );
+    cluster.run(victim).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let leaders = cluster.leaders(victim).await;
+        if led.iter().all(|group| leaders[group] == victim_id) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {victim_id} did not get {led:?} back: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut back = client(cluster.addr(victim), "back").await;
+    subscribe(&mut back, 1, "spread/#", QoS::AtLeastOnce).await;
+    assert_eq!(drain(&mut back, Duration::from_millis(500)).await.len(), 8);
 }
 
 /// A front end joins every group as a learner and serves clients like any node; five

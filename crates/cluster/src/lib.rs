@@ -23,6 +23,7 @@
 mod encoding;
 mod forward;
 mod group_id;
+mod handoff;
 mod lease;
 mod log_store;
 mod network;

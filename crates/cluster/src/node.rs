@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -164,6 +164,9 @@ pub enum ClusterError {
 pub(crate) struct Group {
     pub(crate) raft: Raft<GroupConfig>,
     pub(crate) state: Arc<RwLock<GroupState>>,
+    /// This node is handing the group's leadership to another node: it takes no new
+    /// commands (they wait for the new leader).
+    pub(crate) handing_off: AtomicBool,
 }
 
 pub(crate) struct Inner {
@@ -306,7 +309,14 @@ impl Cluster {
             let raft = Raft::new(id, Arc::clone(&raft_config), network, log, state_machine)
                 .await
                 .map_err(|e| start_error(e.to_string()))?;
-            groups.insert(group, Group { raft, state });
+            groups.insert(
+                group,
+                Group {
+                    raft,
+                    state,
+                    handing_off: AtomicBool::new(false),
+                },
+            );
         }
         let inner = Arc::new(Inner {
             id,
@@ -325,11 +335,12 @@ impl Cluster {
         let server = crate::service::serve(Arc::clone(&inner), listener);
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
         let watch_task = tokio::spawn(watch_nodes(Arc::downgrade(&inner)));
+        let spread_task = tokio::spawn(crate::handoff::spread_leaders(Arc::downgrade(&inner)));
         inner
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([server, writer_task, watch_task]);
+            .extend([server, writer_task, watch_task, spread_task]);
         let cluster = Self { inner };
         cluster.enter().await?;
         Ok(cluster)
@@ -784,7 +795,7 @@ pub struct GroupStatus {
 }
 
 impl Inner {
-    fn lease_holds(&self) -> bool {
+    pub(crate) fn lease_holds(&self) -> bool {
         let (leading, voters) = {
             let metrics = self.groups[&GroupId::Meta].raft.metrics();
             let metrics = metrics.borrow();
@@ -846,6 +857,8 @@ impl Inner {
         loop {
             let leader = g.raft.metrics().borrow().current_leader;
             match leader {
+                // Handing the leadership over: wait for the next leader.
+                Some(leader) if leader == self.id && g.handing_off.load(Ordering::SeqCst) => {}
                 Some(leader) if leader == self.id => {
                     match g.raft.client_write(command.clone()).await {
                         Ok(written) => return Ok((written.log_id.index, written.data)),

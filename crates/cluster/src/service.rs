@@ -2,6 +2,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_core::Stream;
@@ -18,7 +19,7 @@ use crate::group_id::GroupId;
 use crate::node::{Forwarded, Inner};
 use crate::proto::cluster_server::{Cluster, ClusterServer};
 use crate::proto::{
-    Applied, ForwardAck, ForwardBatch, GroupStatus, JoinReply, JoinRequest, KickReply, KickRequest,
+    Applied, CampaignReply, CampaignRequest, ForwardAck, ForwardBatch, GroupStatus, JoinReply, JoinRequest, KickReply, KickRequest,
     LeaveReply, LeaveRequest, ProposeReply, ProposeRequest, RaftKind, RaftReply, RaftRequest,
     StatusReply, StatusRequest, WaitAppliedReply, WaitAppliedRequest, propose_reply,
 };
@@ -125,6 +126,18 @@ impl Cluster for Service {
         let request = request.into_inner();
         let raft = self.raft(&request.group)?;
         let command: Command = decode(&request.command)?;
+        let handing_off = request
+            .group
+            .parse::<GroupId>()
+            .ok()
+            .and_then(|group| self.inner.group(group))
+            .is_some_and(|g| g.handing_off.load(Ordering::SeqCst));
+        if handing_off {
+            // The asker waits and asks again, by then the new leader.
+            return Ok(Response::new(ProposeReply {
+                outcome: Some(propose_reply::Outcome::Leader(0)),
+            }));
+        }
         let outcome = match raft.client_write(command).await {
             Ok(written) => propose_reply::Outcome::Applied(Applied {
                 index: written.log_id.index,
@@ -270,6 +283,25 @@ impl Cluster for Service {
             rx.recv().await.map(|ack| (ack, rx))
         });
         Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn campaign(
+        &self,
+        request: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignReply>, Status> {
+        let request = request.into_inner();
+        let raft = self.raft(&request.group)?;
+        let after = Duration::from_millis(request.after_ms).min(MAX_WAIT);
+        let group = request.group;
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            if let Err(e) = raft.trigger().elect().await {
+                tracing::info!(group = %group, error = %e, "could not campaign for a leadership handed over");
+            }
+        });
+        Ok(Response::new(CampaignReply {
+            error: String::new(),
+        }))
     }
 
     async fn status(

@@ -1,0 +1,194 @@
+//! Spreading leaderships over the nodes.
+//!
+//! The node that bootstraps a cluster leads every group at first, and a node that restarts
+//! leads nothing: left alone, one node would take every route and retained write (client
+//! id claims are route-shard writes, so every CONNECT too). Each group other than `meta`
+//! therefore has a preferred leader, a function of its up voters that every node computes
+//! the same way, and the leader of a group hands it to the preferred node when that node
+//! is up and has the whole log.
+//!
+//! openraft 0.9 has no leader transfer, so the handoff is made of what it has:
+//! 1. the leader stops taking new commands for the group (proposals wait and retry),
+//! 2. it stops its heartbeats, so the voters' leader lease (openraft refuses votes while
+//!    it runs: one `election_timeout_max`) runs out,
+//! 3. it asks the successor (`Campaign`) to start an election right after that lease. The
+//!    other voters campaign on their own only after the lease and a further election
+//!    timeout, so the successor, with the whole log, is first and wins.
+//! 4. The leader turns its heartbeats back on whatever happened: if the successor did not
+//!    win, nothing changed, and the group is tried again later.
+//!
+//! A group's writes pause for about `2 × election timeout + heartbeat` during its
+//! handoff. Meta is not moved: its leader runs failure detection and its appends feed the
+//! membership lease, and it carries few writes.
+
+use std::collections::HashMap;
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::group_id::GroupId;
+use crate::node::Inner;
+use crate::proto::CampaignRequest;
+use crate::type_config::RaftNodeId;
+
+/// How long after start a node waits before moving leaderships (joins settle first).
+const SETTLE: Duration = Duration::from_secs(3);
+/// How often the leaderships are checked.
+const PERIOD: Duration = Duration::from_secs(2);
+/// How long a group whose handoff failed is left alone.
+const BACKOFF: Duration = Duration::from_secs(30);
+
+/// The preferred leader of the group with `ordinal` among the up voters `voters` (sorted):
+/// the groups go round the voters, starting at the second so that the first (often the
+/// bootstrap node, which leads meta) takes fewer.
+fn preferred(ordinal: usize, voters: &[RaftNodeId]) -> Option<RaftNodeId> {
+    if voters.is_empty() {
+        return None;
+    }
+    Some(voters[(ordinal + 1) % voters.len()])
+}
+
+impl Inner {
+    /// The group's place in the round of preferred leaders; meta has none.
+    fn ordinal(&self, group: GroupId) -> Option<usize> {
+        match group {
+            GroupId::Meta => None,
+            GroupId::Routes(shard) => Some(usize::from(shard)),
+            GroupId::Retained(shard) => {
+                Some(usize::from(self.config.route_shards) + usize::from(shard))
+            }
+        }
+    }
+
+    /// The node this node should hand `group` to now: `None` unless this node leads it,
+    /// another up voter is preferred, and that voter has the whole log.
+    fn successor(&self, group: GroupId) -> Option<RaftNodeId> {
+        let ordinal = self.ordinal(group)?;
+        let g = self.group(group)?;
+        let metrics = g.raft.metrics();
+        let metrics = metrics.borrow();
+        if metrics.current_leader != Some(self.id) {
+            return None;
+        }
+        let mut voters: Vec<RaftNodeId> = metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|node| !self.is_down(*node))
+            .collect();
+        voters.sort_unstable();
+        let wanted = preferred(ordinal, &voters)?;
+        if wanted == self.id {
+            return None;
+        }
+        let last = metrics.last_log_index?;
+        let matched = metrics
+            .replication
+            .as_ref()?
+            .get(&wanted)?
+            .as_ref()
+            .map(|log_id| log_id.index)?;
+        (matched >= last).then_some(wanted)
+    }
+
+    /// Hands the leadership of `group` to `target` (see the module's text); `Ok` once
+    /// `target` leads it.
+    pub(crate) async fn hand_off(&self, group: GroupId, target: RaftNodeId) -> Result<(), String> {
+        let g = self.group(group).ok_or("this node does not run the group")?;
+        let mut client = self
+            .client_of(target)
+            .ok_or_else(|| format!("the address of node {target} is not known"))?;
+        let lease = self.config.election_timeout * 2;
+        let after = lease + self.config.heartbeat + Duration::from_millis(100);
+        g.handing_off.store(true, Ordering::SeqCst);
+        g.raft.runtime_config().heartbeat(false);
+        let me = self.id;
+        let outcome = async {
+            let mut request = tonic::Request::new(CampaignRequest {
+                group: group.to_string(),
+                after_ms: after.as_millis() as u64,
+            });
+            request.set_timeout(Duration::from_secs(2));
+            let reply = client
+                .campaign(request)
+                .await
+                .map_err(|status| status.message().to_owned())?
+                .into_inner();
+            if !reply.error.is_empty() {
+                return Err(reply.error);
+            }
+            g.raft
+                .wait(Some(after + self.config.election_timeout * 4))
+                .metrics(
+                    |m| m.current_leader.is_some_and(|leader| leader != me),
+                    "leadership handed off",
+                )
+                .await
+                .map_err(|_| "no other node took the leadership in time".to_owned())?;
+            Ok(())
+        }
+        .await;
+        g.raft.runtime_config().heartbeat(true);
+        g.handing_off.store(false, Ordering::SeqCst);
+        outcome?;
+        match g.raft.metrics().borrow().current_leader {
+            Some(leader) if leader == target => Ok(()),
+            other => Err(format!("node {} leads it instead", other.unwrap_or(0))),
+        }
+    }
+}
+
+/// The balancing task: every few seconds, hands each group this node leads to its
+/// preferred leader, if that is another node.
+pub(crate) async fn spread_leaders(inner: Weak<Inner>) {
+    tokio::time::sleep(SETTLE).await;
+    let mut failed: HashMap<GroupId, Instant> = HashMap::new();
+    loop {
+        let Some(node) = inner.upgrade() else { return };
+        if node.lease_holds() {
+            let now = Instant::now();
+            failed.retain(|_, until| *until > now);
+            let moves: Vec<(GroupId, RaftNodeId)> = node
+                .config
+                .groups()
+                .into_iter()
+                .filter(|group| !failed.contains_key(group))
+                .filter_map(|group| node.successor(group).map(|target| (group, target)))
+                .collect();
+            // Every group's handoff pauses that group's writes only: they run together.
+            let outcomes = futures_util::future::join_all(
+                moves
+                    .iter()
+                    .map(|(group, target)| node.hand_off(*group, *target)),
+            )
+            .await;
+            for ((group, target), outcome) in moves.into_iter().zip(outcomes) {
+                match outcome {
+                    Ok(()) => {
+                        tracing::info!(group = %group, to = target, "handed a Raft leadership over, to spread leaders over the nodes");
+                    }
+                    Err(why) => {
+                        tracing::info!(group = %group, to = target, %why, "a Raft leadership handoff did not succeed; trying again later");
+                        failed.insert(group, Instant::now() + BACKOFF);
+                    }
+                }
+            }
+        }
+        drop(node);
+        tokio::time::sleep(PERIOD).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_go_round_the_voters_starting_at_the_second() {
+        let voters = [1, 2, 3];
+        let picks: Vec<_> = (0..6).map(|i| preferred(i, &voters).unwrap()).collect();
+        assert_eq!(picks, [2, 3, 1, 2, 3, 1]);
+        assert_eq!(preferred(4, &[7]), Some(7));
+        assert_eq!(preferred(0, &[]), None);
+    }
+}
