@@ -312,6 +312,27 @@ impl GroupState {
     }
 
     /// Every key the state holds (to report them all after a snapshot or at start).
+    /// Makes `key` here what it is in `from` (its value, or its absence).
+    pub(crate) fn copy_key(&mut self, from: &GroupState, key: &Touched) {
+        fn copy<K: Ord + Clone, V: Clone>(to: &mut BTreeMap<K, V>, from: &BTreeMap<K, V>, key: &K) {
+            match from.get(key) {
+                Some(value) => {
+                    to.insert(key.clone(), value.clone());
+                }
+                None => {
+                    to.remove(key);
+                }
+            }
+        }
+        match key {
+            Touched::Route(filter) => copy(&mut self.routes, &from.routes, filter),
+            Touched::Owner(client) => copy(&mut self.owners, &from.owners, client),
+            Touched::Retained(topic) => copy(&mut self.retained, &from.retained, topic),
+            Touched::Node(node) => copy(&mut self.nodes, &from.nodes, node),
+            Touched::Epoch => self.epoch = from.epoch,
+        }
+    }
+
     pub(crate) fn keys(&self, into: &mut BTreeSet<Touched>) {
         into.extend(self.routes.keys().cloned().map(Touched::Route));
         into.extend(self.owners.keys().cloned().map(Touched::Owner));
@@ -448,5 +469,57 @@ mod tests {
         let rb: Vec<_> = commands.iter().map(|c| apply(&mut b, c)).collect();
         assert_eq!(ra, rb);
         assert_eq!(a, b);
+    }
+
+    #[test]
+    fn a_copy_kept_up_by_the_touched_keys_equals_the_state() {
+        let member = |address: &str| Command::AddNode {
+            node: 2,
+            address: address.into(),
+            frontend: false,
+        };
+        let commands = [
+            member("a:1"),
+            routes(1, &[("x", true), ("y/#", true)]),
+            routes(2, &[("x", true)]),
+            Command::Claim {
+                client_id: "c1".into(),
+                node: 2,
+            },
+            Command::Claim {
+                client_id: "c2".into(),
+                node: 1,
+            },
+            Command::Release {
+                client_id: "c2".into(),
+                epoch: 2,
+            },
+            Command::Retain {
+                topic: "t".into(),
+                message: vec![1],
+            },
+            Command::Retain {
+                topic: "u".into(),
+                message: vec![2],
+            },
+            Command::ClearRetained { topic: "t".into() },
+            Command::SetDown {
+                node: 2,
+                down: true,
+            },
+            Command::RemoveNode { node: 2 },
+            member("a:2"),
+            routes(1, &[("x", false)]),
+            Command::ForgetNode { node: 2 },
+        ];
+        let mut state = GroupState::default();
+        let mut copy = GroupState::default();
+        for command in &commands {
+            let (_, touched) = apply(&mut state, command);
+            for key in &touched {
+                copy.copy_key(&state, key);
+            }
+            assert_eq!(copy, state, "after {command:?}");
+        }
     }
 }

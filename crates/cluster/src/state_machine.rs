@@ -210,13 +210,17 @@ impl SledStateMachine {
         Ok(())
     }
 
-    /// Publishes the applied state for lookups and tells the observer what changed.
+    /// Publishes the applied state for lookups, key by key (the touched keys are every
+    /// change: the store's write-through rests on them too), and tells the observer what
+    /// changed. Copying only those keeps an apply's cost independent of the state's size.
     fn publish(&self, touched: &BTreeSet<Touched>) {
         if touched.is_empty() {
             return;
         }
         let mut shared = self.shared.write().unwrap_or_else(|e| e.into_inner());
-        *shared = self.applied.state.clone();
+        for key in touched {
+            shared.copy_key(&self.applied.state, key);
+        }
         for key in touched {
             self.observer.changed(self.group, &shared, key);
         }
