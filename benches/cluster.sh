@@ -14,9 +14,16 @@
 # CPU per message is the sum over all the broker's processes (--broker-pid repeated).
 # Then an idle 3-node cluster: CPU and RSS of each node over IDLE_SECS (default 20).
 #
+# Then connects per second (each CONNECT claims its client id: a Raft write in a cluster),
+# SUBACK latency of new filters and new filters (route writes) per second under churn
+# (benches/route_writes.py against node 2), shoal alone against the 3-node cluster with
+# clients spread over its nodes; the cluster first settles SETTLE_SECS so that its
+# leaderships are spread.
+#
 # Environment: DURATION (10s), SCENARIOS (pairs-max-qos0 pairs-max-qos1 latency-20k-qos0
-# latency-20k-qos1), OUT (benches/cluster.md), IDLE_SECS (20), SKIP_RUNS (set: only the
-# idle measurement and the report, from the results of an earlier run).
+# latency-20k-qos1), OUT (benches/cluster.md), IDLE_SECS (20), CONNECTS (6000),
+# SETTLE_SECS (12), SKIP_RUNS (set: only the idle measurement and the report, from the
+# results of an earlier run), SKIP_SCENARIOS (set: no pairs scenarios).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -24,6 +31,8 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-10s}
 OUT=${OUT:-benches/cluster.md}
 IDLE_SECS=${IDLE_SECS:-20}
+CONNECTS=${CONNECTS:-6000}
+SETTLE_SECS=${SETTLE_SECS:-12}
 SCENARIOS=${SCENARIOS:-pairs-max-qos0 pairs-max-qos1 latency-20k-qos0 latency-20k-qos1}
 SHOAL=target/release/shoal
 LT=target/release/shoal-loadtest
@@ -95,7 +104,7 @@ scenario_args() {
 
 BROKERS=(mosquitto shoal cluster-same cluster-cross)
 # SKIP_RUNS=1: only the idle measurement and the report (from the results already there).
-[ -n "${SKIP_RUNS:-}" ] && SCENARIOS_RUN="" || SCENARIOS_RUN=$SCENARIOS
+[ -n "${SKIP_RUNS:-}${SKIP_SCENARIOS:-}" ] && SCENARIOS_RUN="" || SCENARIOS_RUN=$SCENARIOS
 for scenario in $SCENARIOS_RUN; do
     for broker in "${BROKERS[@]}"; do
         case $broker in
@@ -115,6 +124,28 @@ for scenario in $SCENARIOS_RUN; do
         stop_all
     done
 done
+
+# Connects and route writes.
+if [ -z "${SKIP_RUNS:-}" ]; then
+    for broker in shoal cluster; do
+        if [ "$broker" = shoal ]; then
+            start_single shoal
+            targets=(-b "mqtt://127.0.0.1:${PORTS[0]}")
+            routes_at=${PORTS[0]}
+        else
+            start_cluster 3
+            sleep "$SETTLE_SECS"
+            targets=(-b "mqtt://127.0.0.1:${PORTS[0]}" --more-brokers "mqtt://127.0.0.1:${PORTS[1]}" --more-brokers "mqtt://127.0.0.1:${PORTS[2]}")
+            routes_at=${PORTS[1]}
+        fi
+        echo "== connects and route writes on $broker" >&2
+        "$LT" conn -c "$CONNECTS" --ramp 20000 -d 3s "${targets[@]}" --no-broker-version \
+            --progress off --label "connects/$broker" --json "$RESULTS/connects-$broker.json" >&2 || true
+        python3 benches/route_writes.py "127.0.0.1:$routes_at" "$broker" --latency 500 --churn 20 500 \
+            >"$RESULTS/routes-$broker.json" || true
+        stop_all
+    done
+fi
 
 # Idle: a 3-node cluster with no client, CPU and RSS per node over IDLE_SECS.
 start_cluster 3
@@ -180,6 +211,23 @@ for s in scenarios:
             f"{cpu_text} | {f['lost']} | "
             f"{ratio(f['rate'], alone and alone['rate'])} | {ratio(f['cpu'], alone and alone['cpu'])} | "
             f"{ratio(f['cpu'], alone and alone['cpu'], inv=True)} | {ratio(f['cpu'], mosq and mosq['cpu'])} |")
+def load_any(name):
+    p = os.path.join(results, name)
+    try:
+        return json.load(open(p))
+    except (OSError, ValueError):
+        return None
+
+lines += ["", "Connects (each a client id claim: a Raft write in the cluster) and new filters (route writes), shoal alone against the 3-node cluster:", "",
+          "| broker | connects/s | connect p99 | SUBACK of a new filter p50 / p99 | new filters/s (churn) |",
+          "| --- | ---: | ---: | ---: | ---: |"]
+for b in ["shoal", "cluster"]:
+    c, r = load_any(f"connects-{b}.json"), load_any(f"routes-{b}.json")
+    conn = f"{c['connections']['rate_per_s']:,.0f}" if c else "–"
+    conn_p99 = f"{c['connections']['latency']['p99_us'] / 1000:.1f} ms" if c else "–"
+    lat = f"{r['latency']['p50_ms']:.2f} / {r['latency']['p99_ms']:.2f} ms" if r and "latency" in r else "–"
+    churn = f"{r['churn']['per_s']:,}" if r and "churn" in r else "–"
+    lines.append(f"| {'shoal alone' if b == 'shoal' else '3-node cluster'} | {conn} | {conn_p99} | {lat} | {churn} |")
 lines += ["", f"Idle 3-node cluster, no clients, {idle_secs} s:", "", "| node | CPU | RSS |", "| --- | ---: | ---: |"] + idle
 open(out, "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
