@@ -57,6 +57,7 @@ const HELP_FOOTER: &str = "Other commands:
   shoal ctl [--admin URL] [--token T] ...    talk to a node's admin API (shoal ctl help)
   shoal cluster local [--nodes N] ...        run N nodes on this machine as one cluster
   shoal cluster status [--admin URL] ...     a node's view of its cluster (shoal cluster help)
+  shoal cluster join [--admin URL] SEED...   make a waiting node join a cluster through SEED
 
 Exit status:
   0  stopped in order (SIGTERM, SIGINT)
@@ -227,7 +228,8 @@ raw_config! {
     bind_client_id_to_username: bool = "SHOAL_BIND_CLIENT_ID_TO_USERNAME",
     /// Cluster: the address the node listens on for other nodes (gRPC: Raft, forwarding).
     /// Setting it (or `seeds`, or `discovery`) makes the node a member of a cluster; unset,
-    /// the node is a broker on its own. Example 0.0.0.0:7946.
+    /// the node is a broker on its own. Set alone (no seeds, discovery or bootstrap), the
+    /// node waits for `shoal cluster join`. Example 0.0.0.0:7946.
     cluster_listen: SocketAddr = "SHOAL_CLUSTER_LISTEN",
     /// Cluster: this node's id, a positive integer unique in the cluster and stable across
     /// restarts. Default: the number at the end of the host name plus one (pod `shoal-2`
@@ -237,15 +239,17 @@ raw_config! {
     /// with the host name in place of an unspecified address (0.0.0.0).
     cluster_advertise: String = "SHOAL_CLUSTER_ADVERTISE",
     /// Cluster: nodes to join through, `host:port` separated by commas; a name resolving
-    /// to several addresses is tried at each. A node with no state and no seeds, or with
-    /// `bootstrap`, starts a new cluster.
+    /// to several addresses is tried at each. A node with no state starts a new cluster
+    /// only with `bootstrap` (or on the `bootstrap_host`); with neither seeds, `discovery`
+    /// nor `bootstrap` it waits, not serving, until `shoal cluster join` gives it seeds.
     seeds: String = "SHOAL_SEEDS",
     /// Cluster: `dns:NAME:PORT`, a name that resolves to every node (a Kubernetes headless
     /// service), used as a seed and resolved again at each attempt.
     discovery: String = "SHOAL_DISCOVERY",
-    /// Cluster: start a new cluster with this node if it has no state yet, whatever the
-    /// seeds say. Exactly one node of a new cluster does this (the StatefulSet's first pod).
-    /// Default false.
+    /// Cluster: start a new cluster with this node if it has no state yet (with seeds, it
+    /// asks them first and joins a cluster that answers). Exactly one node of a new cluster
+    /// does this (the StatefulSet's first pod). Default false: the node joins through its
+    /// seeds or `discovery`, or, with neither, waits for `shoal cluster join`.
     bootstrap: bool = "SHOAL_BOOTSTRAP",
     /// Cluster: bootstrap (as `bootstrap` does) only on the machine whose host name is this
     /// one, so that every node can be given the same value: `shoal-0` makes the first pod
@@ -763,12 +767,7 @@ fn cluster_settings_on(
         .map(str::to_owned)
         .collect();
     for seed in &seeds {
-        if seed
-            .rsplit_once(':')
-            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
-            return Err(invalid("seeds", format!("{seed:?} is not host:port")));
-        }
+        check_seed(seed).map_err(|why| invalid("seeds", why))?;
     }
     seeds.extend(discovery);
     if raw.cluster_listen.is_none() && seeds.is_empty() {
@@ -895,6 +894,17 @@ fn cluster_settings_on(
         },
         route_timeout,
     }))
+}
+
+/// Checks that `seed` is `host:port` (as `seeds` and `POST /api/v1/cluster/join` take it).
+pub(crate) fn check_seed(seed: &str) -> Result<(), String> {
+    if seed
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(format!("{seed:?} is not host:port"));
+    }
+    Ok(())
 }
 
 /// This machine's host name (`HOSTNAME`, else the kernel's), for the node id and address.

@@ -102,7 +102,9 @@ impl TestCluster {
             "--admin-listen".into(),
             format!("127.0.0.1:{}", m.admin),
         ]);
-        if i > 0 {
+        if i == 0 {
+            args.extend(["--bootstrap".into(), "true".into()]);
+        } else {
             args.extend([
                 "--seeds".into(),
                 format!("127.0.0.1:{}", self.members[0].cluster),
@@ -128,6 +130,48 @@ impl TestCluster {
         });
         self.run(i).await;
         i
+    }
+
+    /// Adds a new full node that is not told where the cluster is: with `seeds` (none: it
+    /// waits for `shoal cluster join`); returns its index without waiting for it to join.
+    async fn add_unjoined(&mut self, seeds: Option<String>) -> usize {
+        let i = self.members.len();
+        self.members.push(Member {
+            id: i as u64 + 1,
+            mqtt: free_port(),
+            cluster: free_port(),
+            admin: free_port(),
+            dir: tempfile::tempdir().expect("tempdir"),
+            frontend: false,
+            process: None,
+        });
+        let (dir, mqtt, mut args) = self.command(i);
+        let at = args.iter().position(|a| a == "--seeds").expect("a seed");
+        args.drain(at..at + 2);
+        if let Some(seeds) = seeds {
+            args.extend(["--seeds".into(), seeds]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Process::start_args(&dir, mqtt, &args, Duration::from_secs(60)).await;
+        self.members[i].process = Some(process);
+        i
+    }
+
+    /// `shoal cluster ARGS` against member `i`'s admin API: exit code, stdout, stderr.
+    async fn cli(&self, i: usize, args: &[&str]) -> (i32, String, String) {
+        let admin = format!("http://127.0.0.1:{}", self.members[i].admin);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("cluster")
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .await
+            .expect("shoal cluster runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Starts (or restarts, with its data) member `i`.
@@ -657,4 +701,96 @@ async fn a_fresh_node_joins_under_load() {
     for group in status["groups"].as_array().expect("groups") {
         assert_eq!(group["voters"].as_array().map(Vec::len), Some(4), "{group}");
     }
+}
+
+/// A node started with a cluster listener and neither seeds nor bootstrap waits, not
+/// serving, until `shoal cluster join` names a member; then it is one, and routes both
+/// ways. A node trying a wrong seed takes the right one the same way; a member refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_cluster_join_makes_a_waiting_node_a_member() {
+    let mut cluster = TestCluster::start(1, 0).await;
+    let waiting = cluster.add_unjoined(None).await;
+    // It answers its admin API, says it waits (once its groups are open), and is not ready.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = cluster.admin(waiting, "GET", "/api/v1/cluster").await;
+        if code == 200 {
+            let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(status["joined"], false, "{status}");
+            if status["waiting"] == true {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "not waiting: {code} {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, _) = cluster.admin(waiting, "GET", "/readyz").await;
+    assert_eq!(code, 503, "a waiting node is not ready");
+    let (code, out, _) = cluster.cli(waiting, &["status"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("shoal cluster join"), "{out}");
+    // Still waiting a while later: it did not start a cluster of its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cluster.status(waiting).await["waiting"], true);
+
+    let seed = format!("127.0.0.1:{}", cluster.members[0].cluster);
+    let (code, out, err) = cluster.cli(waiting, &["join", &seed]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("joined the cluster"), "{out}");
+    cluster.ready(waiting).await;
+    let status = cluster.status(0).await;
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    // A message published on the new member reaches a subscriber on node 1, and back.
+    let mut subscriber = client(cluster.addr(0), "on-node-1").await;
+    subscribe(&mut subscriber, 1, "joined/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(waiting), "on-node-2").await;
+    assert_eq!(
+        publish_qos1(&mut publisher, "joined/x", b"hello", 1).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"hello");
+    let mut back = client(cluster.addr(waiting), "back-on-node-2").await;
+    subscribe(&mut back, 1, "back/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(0), "back-on-node-1").await;
+    assert_eq!(
+        publish_qos1(&mut publisher, "back/x", b"too", 1).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(back.next_publish().await.payload.as_ref(), b"too");
+
+    // A member answers 409 with why.
+    let (code, _, err) = cluster.cli(waiting, &["join", &seed]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("409") && err.contains("member"), "{err}");
+
+    // A node trying a wrong seed (nothing listens there) takes the right one.
+    let wrong = format!("127.0.0.1:{}", free_port());
+    let lost = cluster.add_unjoined(Some(wrong.clone())).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, body) = cluster.admin(lost, "GET", "/api/v1/cluster").await;
+        if code == 200 {
+            let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+            assert_eq!(status["waiting"], false, "{status}");
+            assert_eq!(status["seeds"], serde_json::json!([wrong]), "{status}");
+            if status["last_error"].is_string() {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "no failed attempt reported");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (code, out, err) = cluster.cli(lost, &["join", &seed]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    cluster.ready(lost).await;
+    let status = cluster.status(lost).await;
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
 }

@@ -18,6 +18,7 @@ use shoal_session::Message;
 use shoal_store::Store;
 use tonic::transport::Channel;
 
+use crate::entry::Entrance;
 use crate::forward::{ForwardWait, Forwarder, Outgoing};
 use crate::group_id::GroupId;
 use crate::lease::Lease;
@@ -54,8 +55,10 @@ pub struct ClusterConfig {
     /// Where to look for the cluster when joining: host:port each, names resolving to
     /// every address they have (a Kubernetes headless service).
     pub seeds: Vec<String>,
-    /// Start a new cluster with this node alone if it has no state yet. Also what a node
-    /// without seeds does.
+    /// Start a new cluster with this node alone if it has no state yet (after asking the
+    /// seeds once, if it has any: a cluster that answers is joined instead). Without it
+    /// and without seeds, a node with no state waits for seeds from `Cluster::join_through`
+    /// (`shoal cluster join`).
     pub bootstrap: bool,
     /// A front end: joins every group as a learner, holds no vote.
     pub frontend: bool,
@@ -182,12 +185,14 @@ pub(crate) struct Inner {
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Whether this node is in touch with a majority (see `lease.rs`).
     pub(crate) lease: Arc<Lease>,
+    /// How this node enters its cluster: its seeds, whether it is a member yet.
+    pub(crate) entrance: Entrance,
 }
 
 /// This node's part of the cluster; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -246,9 +251,21 @@ impl Observer for NodeObserver {
 }
 
 impl Cluster {
-    /// Opens this node's groups in `store`, starts the cluster listener, then joins the
-    /// cluster (or bootstraps it, or, restarted with its data, rejoins as itself).
+    /// Opens this node's groups in `store`, starts the cluster listener, then enters the
+    /// cluster (`open`, then `enter`).
     pub async fn start(
+        config: ClusterConfig,
+        store: &Store,
+        host: Arc<dyn Host>,
+    ) -> Result<Self, ClusterError> {
+        let cluster = Self::open(config, store, host).await?;
+        cluster.enter().await?;
+        Ok(cluster)
+    }
+
+    /// Opens this node's groups in `store` and starts the cluster listener; the node is
+    /// not a member yet: `enter` bootstraps, joins or rejoins.
+    pub async fn open(
         config: ClusterConfig,
         store: &Store,
         host: Arc<dyn Host>,
@@ -308,6 +325,12 @@ impl Cluster {
                 .map_err(|e| start_error(e.to_string()))?;
             groups.insert(group, Group { raft, state });
         }
+        let had_state = groups[&GroupId::Meta]
+            .raft
+            .is_initialized()
+            .await
+            .unwrap_or(false);
+        let entrance = Entrance::new(config.seeds.clone(), had_state);
         let inner = Arc::new(Inner {
             id,
             config,
@@ -321,6 +344,7 @@ impl Cluster {
             shared_cursor: AtomicUsize::new(0),
             tasks: Mutex::new(Vec::new()),
             lease,
+            entrance,
         });
         let server = crate::service::serve(Arc::clone(&inner), listener);
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
@@ -330,143 +354,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend([server, writer_task, watch_task]);
-        let cluster = Self { inner };
-        cluster.enter().await?;
-        Ok(cluster)
-    }
-
-    /// Bootstraps, joins, or (restarted with its data) just waits to hear from a leader.
-    async fn enter(&self) -> Result<(), ClusterError> {
-        let inner = &self.inner;
-        let meta = &inner.groups[&GroupId::Meta].raft;
-        let initialized = meta.is_initialized().await.unwrap_or(false);
-        if initialized {
-            tracing::info!(
-                node = inner.id,
-                "rejoining the cluster with the state on disk"
-            );
-        } else if inner.config.seeds.is_empty()
-            || (inner.config.bootstrap && self.join_round(Duration::from_secs(3)).await.is_err())
-        {
-            // A bootstrap node with seeds asks them once first: if a cluster already
-            // answers (this node lost its data folder), it joins it rather than starting a
-            // second one.
-            if inner.config.frontend {
-                return Err(ClusterError::Join {
-                    seeds: inner.config.seeds.clone(),
-                    secs: 0,
-                    last: "a front end cannot bootstrap a cluster: give it seeds".to_owned(),
-                });
-            }
-            tracing::info!(
-                node = inner.id,
-                "bootstrapping a new cluster with this node"
-            );
-            let me = BTreeMap::from([(inner.id, BasicNode::new(&inner.config.advertise))]);
-            for (group, g) in &inner.groups {
-                if let Err(e) = g.raft.initialize(me.clone()).await {
-                    return Err(ClusterError::Start {
-                        group: *group,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        } else if !inner.config.bootstrap {
-            self.join().await?;
-        }
-        // Record this node in meta (its address may have changed).
-        let command = Command::AddNode {
-            node: inner.id,
-            address: inner.config.advertise.clone(),
-            frontend: inner.config.frontend,
-        };
-        let deadline = Instant::now() + inner.config.join_timeout;
-        loop {
-            match inner.propose(GroupId::Meta, command.clone()).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => {
-                    return Err(ClusterError::Join {
-                        seeds: inner.config.seeds.clone(),
-                        secs: inner.config.join_timeout.as_secs(),
-                        last: e.to_string(),
-                    });
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-        if inner.is_down(inner.id) {
-            let _ = inner
-                .propose(
-                    GroupId::Meta,
-                    Command::SetDown {
-                        node: inner.id,
-                        down: false,
-                    },
-                )
-                .await;
-        }
-        Ok(())
-    }
-
-    /// Asks the seeds to make this node a member of every group, until one does.
-    async fn join(&self) -> Result<(), ClusterError> {
-        self.join_round(self.inner.config.join_timeout).await
-    }
-
-    /// Asks the seeds, round after round for `within`, to make this node a member of
-    /// every group.
-    async fn join_round(&self, within: Duration) -> Result<(), ClusterError> {
-        let inner = &self.inner;
-        let config = &inner.config;
-        let deadline = Instant::now() + within;
-        let mut last = String::from("no seed answered");
-        loop {
-            for seed in &config.seeds {
-                let addresses: Vec<SocketAddr> = match tokio::net::lookup_host(seed).await {
-                    Ok(found) => found.collect(),
-                    Err(e) => {
-                        last = format!("{seed} does not resolve: {e}");
-                        continue;
-                    }
-                };
-                for address in addresses {
-                    if address == config.listen || address.to_string() == config.advertise {
-                        continue;
-                    }
-                    let Ok(endpoint) = Channel::from_shared(format!("http://{address}")) else {
-                        continue;
-                    };
-                    let channel = endpoint
-                        .connect_timeout(Duration::from_secs(2))
-                        .connect_lazy();
-                    let mut client = ClusterClient::new(channel);
-                    let mut request = tonic::Request::new(JoinRequest {
-                        node_id: inner.id,
-                        address: config.advertise.clone(),
-                        frontend: config.frontend,
-                        group: String::new(),
-                    });
-                    request.set_timeout(Duration::from_secs(30));
-                    match client.join(request).await {
-                        Ok(reply) if reply.get_ref().error.is_empty() => {
-                            tracing::info!(node = inner.id, through = %address, "joined the cluster");
-                            return Ok(());
-                        }
-                        Ok(reply) => last = format!("{address}: {}", reply.into_inner().error),
-                        Err(status) => last = format!("{address}: {}", status.message()),
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Join {
-                    seeds: config.seeds.clone(),
-                    secs: within.as_secs(),
-                    last,
-                });
-            }
-            tracing::info!(node = inner.id, last = %last, "not joined yet; trying the seeds again");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        Ok(Self { inner })
     }
 
     /// This node's id.

@@ -33,6 +33,17 @@ impl Broker {
         self.cluster.get()
     }
 
+    /// This node's part of the cluster once opened, before it has joined (`None`: a node
+    /// alone, or not opened yet).
+    pub(crate) fn entering(&self) -> Option<&Cluster> {
+        self.entering.get()
+    }
+
+    /// The cluster is open: the node enters it (and may wait for `cluster/join`).
+    pub(crate) fn set_entering(&self, cluster: Cluster) {
+        let _ = self.entering.set(cluster);
+    }
+
     /// Joins the cluster: from now on, routes, forwarding and claims go through it.
     pub(crate) fn set_cluster(&self, cluster: Cluster) {
         let _ = self.cluster.set(cluster);
