@@ -5,9 +5,9 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /api/v1/status` | this node: version, uptime, counts; the cluster |
-//! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (down or not), each Raft group's leader, this node's role, term, last log and applied index, voters and learners; `joined` false while the node is still joining, with `seeds` it tries, `last_error`, and `waiting` true when it has none and waits for `POST /api/v1/cluster/join` |
+//! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (cluster address, MQTT address if recorded, down or not), each Raft group's leader, this node's role, term, last log and applied index, voters and learners; `joined` false while the node is still joining, with `seeds` it tries, `last_error`, and `waiting` true when it has none and waits for `POST /api/v1/cluster/join` |
 //! | `POST /api/v1/cluster/join` | body `{"seeds": ["host:port", ...]}`: a node that is not a member yet (one started with `cluster_listen` and no seeds, discovery or bootstrap waits for this) joins through these seeds, replacing any it was trying: 200 once it is a member (within 30 s), 202 while it still tries (`last_error` says why), 409 with why for a node that is a member already, has cluster state on disk, bootstraps, or runs alone |
-//! | `POST /api/v1/cluster/leave` | this node leaves its cluster: clients disconnected (MQTT 5: 0x8B), removed from every group with its routes, then the process stops: 200, or 409 with why |
+//! | `POST /api/v1/cluster/leave` | this node leaves its cluster: clients disconnected (MQTT 5: 0x9C with the Server Reference of another node that is up and recorded `mqtt_advertise`, else 0x8B), removed from every group with its routes, then the process stops: 200, or 409 with why |
 //! | `GET /api/v1/nodes` | the nodes of the cluster (this one, for a node alone) |
 //! | `GET /api/v1/clients` | sessions, connected or not, by client id |
 //! | `GET /api/v1/clients/{id}` | one session with its subscriptions |

@@ -50,7 +50,8 @@ commands:
       trying then (it goes on), or if the node is a member already.
   leave [--admin http://HOST:PORT] [--token TOKEN]
       the node at --admin leaves its cluster for good: its clients are told to go elsewhere
-      (MQTT 5: DISCONNECT 0x8B), it is removed from every Raft group with its routes, and
+      (MQTT 5: DISCONNECT 0x9C naming another node's mqtt_advertise address, or 0x8B
+      when no node has one), it is removed from every Raft group with its routes, and
       its process stops. Delete its data folder before reusing it.";
 
 /// Runs `shoal cluster ARGS`: the exit status.
@@ -331,7 +332,7 @@ fn render_status(view: &Value) -> String {
         view["routes"].as_u64().unwrap_or(0),
     );
     let yes_no = |v: &Value| if *v == true { "yes" } else { "no" }.to_owned();
-    let mut members = vec![row(&["NODE", "ADDRESS", "ROLE", "DOWN"])];
+    let mut members = vec![row(&["NODE", "ADDRESS", "MQTT", "ROLE", "DOWN"])];
     for n in &nodes {
         let id = n["id"].as_u64().unwrap_or(0);
         members.push(vec![
@@ -341,6 +342,7 @@ fn render_status(view: &Value) -> String {
                 id.to_string()
             },
             n["address"].as_str().unwrap_or("").to_owned(),
+            n["mqtt"].as_str().unwrap_or("-").to_owned(),
             if n["frontend"] == true {
                 "frontend"
             } else {
@@ -960,7 +962,8 @@ mod tests {
         let view = serde_json::json!({
             "enabled": true, "node_id": 2, "routes": 4,
             "nodes": [
-                {"id": 1, "address": "a:7946", "frontend": false, "down": false},
+                {"id": 1, "address": "a:7946", "frontend": false, "down": false,
+                 "mqtt": "m1:1883"},
                 {"id": 2, "address": "b:7946", "frontend": false, "down": true},
                 {"id": 3, "address": "c:7946", "frontend": true, "down": false},
             ],
@@ -975,10 +978,17 @@ mod tests {
         assert!(text.starts_with("node 2's view: 3 member(s), 1 down; 2 group(s), 1 WITHOUT a leader; 4 routed filter(s)"), "{text}");
         let lines: Vec<&str> = text.lines().collect();
         assert!(
-            lines.contains(&"2 (this)  b:7946   full      yes"),
+            lines.contains(&"1         a:7946   m1:1883  full      no"),
             "{text}"
         );
-        assert!(lines.contains(&"3         c:7946   frontend  no"), "{text}");
+        assert!(
+            lines.contains(&"2 (this)  b:7946   -        full      yes"),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"3         c:7946   -        frontend  no"),
+            "{text}"
+        );
         assert!(
             lines.contains(&"meta      1       follower   3     9         9        1,2     3"),
             "{text}"

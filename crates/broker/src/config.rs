@@ -238,6 +238,13 @@ raw_config! {
     /// Cluster: host:port at which other nodes reach this one. Default: `cluster_listen`,
     /// with the host name in place of an unspecified address (0.0.0.0).
     cluster_advertise: String = "SHOAL_CLUSTER_ADVERTISE",
+    /// Cluster: host:port at which MQTT clients reach this node (a name or address the
+    /// clients can resolve and connect to, not a bind address), recorded with its
+    /// membership. When a node sends its MQTT 5 clients elsewhere (it leaves the cluster,
+    /// or is cut off from the majority), it names another node's in DISCONNECT and CONNACK
+    /// 0x9C (Use another server, with a Server Reference); nodes without one are never
+    /// named, and with none known clients get 0x8B or 0x89. Default: none.
+    mqtt_advertise: String = "SHOAL_MQTT_ADVERTISE",
     /// Cluster: nodes to join through, `host:port` separated by commas; a name resolving
     /// to several addresses is tried at each. A node with no state starts a new cluster
     /// only with `bootstrap` (or on the `bootstrap_host`); with neither seeds, `discovery`
@@ -771,6 +778,16 @@ fn cluster_settings_on(
     }
     seeds.extend(discovery);
     if raw.cluster_listen.is_none() && seeds.is_empty() {
+        if raw
+            .mqtt_advertise
+            .as_deref()
+            .is_some_and(|a| !a.trim().is_empty())
+        {
+            return Err(invalid(
+                "mqtt_advertise",
+                "set on a node alone: it only serves a cluster (set cluster_listen, seeds or discovery)".into(),
+            ));
+        }
         return Ok(None);
     }
     let listen = raw
@@ -815,6 +832,13 @@ fn cluster_settings_on(
         Some(a) if !a.is_empty() => a.to_owned(),
         _ if listen.ip().is_unspecified() => format!("{host}:{}", listen.port()),
         _ => listen.to_string(),
+    };
+    let mqtt_advertise = match raw.mqtt_advertise.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(address) => {
+            check_seed(address).map_err(|why| invalid("mqtt_advertise", why))?;
+            Some(address.to_owned())
+        }
     };
     let frontend = match raw.role.as_deref().unwrap_or("full") {
         "full" => false,
@@ -882,6 +906,7 @@ fn cluster_settings_on(
             node_id,
             listen,
             advertise,
+            mqtt_advertise,
             seeds,
             bootstrap,
             frontend,
@@ -1212,6 +1237,29 @@ mod tests {
         // Given on the command line, clap's own message (naming the flag) stands.
         let args: Vec<std::ffi::OsString> = vec!["shoal".into(), "--max-qos".into(), "x".into()];
         assert_eq!(env_error(&err, &args, |_| true), None);
+    }
+
+    #[test]
+    fn mqtt_advertise_is_host_port_and_only_for_a_cluster() {
+        let node = |args: &[&str]| {
+            let mut all = vec!["--cluster-listen", "127.0.0.1:7946", "--node-id", "1"];
+            all.extend(args);
+            cluster_settings_on(&parse(&all), "h")
+        };
+        let set = node(&["--mqtt-advertise", "mqtt-1.example:1883"])
+            .expect("valid")
+            .expect("cluster");
+        assert_eq!(
+            set.node.mqtt_advertise.as_deref(),
+            Some("mqtt-1.example:1883")
+        );
+        let unset = node(&[]).expect("valid").expect("cluster");
+        assert_eq!(unset.node.mqtt_advertise, None);
+        let err = node(&["--mqtt-advertise", "mqtt-1.example"]).expect_err("no port");
+        assert!(err.to_string().contains("`mqtt_advertise`"), "{err}");
+        let alone = cluster_settings_on(&parse(&["--mqtt-advertise", "a:1883"]), "h")
+            .expect_err("a node alone");
+        assert!(alone.to_string().contains("`mqtt_advertise`"), "{alone}");
     }
 
     #[test]

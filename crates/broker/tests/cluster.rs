@@ -30,13 +30,21 @@ struct Member {
 /// Nodes started as one cluster: node 1 bootstraps, the others join through it.
 struct TestCluster {
     members: Vec<Member>,
+    /// Whether each node records its MQTT address (`--mqtt-advertise`).
+    mqtt_advertise: bool,
 }
 
 impl TestCluster {
     /// `full` full nodes (and `frontends` front ends after them).
     async fn start(full: usize, frontends: usize) -> Self {
+        Self::start_with(full, frontends, false).await
+    }
+
+    /// `start`, each node recording its MQTT address if `mqtt_advertise`.
+    async fn start_with(full: usize, frontends: usize, mqtt_advertise: bool) -> Self {
         let mut cluster = Self {
             members: Vec::new(),
+            mqtt_advertise,
         };
         for i in 0..full + frontends {
             cluster.members.push(Member {
@@ -113,6 +121,9 @@ impl TestCluster {
         if m.frontend {
             args.extend(["--role".into(), "frontend".into()]);
         }
+        if self.mqtt_advertise {
+            args.extend(["--mqtt-advertise".into(), format!("127.0.0.1:{}", m.mqtt)]);
+        }
         (m.dir.path().to_path_buf(), m.mqtt, args)
     }
 
@@ -187,6 +198,16 @@ impl TestCluster {
         format!("127.0.0.1:{}", self.members[i].mqtt)
             .parse()
             .expect("addr")
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to member `i`'s process, which this test started.
+    fn signal(&self, i: usize, signal: &str) {
+        let process = self.members[i].process.as_ref().expect("running");
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &process.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal}");
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye to the other nodes.
@@ -600,8 +621,8 @@ async fn five_voters_and_a_frontend_that_holds_no_vote() {
     assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"z");
 }
 
-/// A node leaves: its clients are told to go (0x8B), it is removed from every group, its
-/// process stops, and the others route on.
+/// A node leaves: its clients are told to go (0x8B: no node recorded an MQTT address), it
+/// is removed from every group, its process stops, and the others route on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_leaves_the_cluster_and_the_others_route_on() {
     let mut cluster = TestCluster::start(3, 0).await;
@@ -621,7 +642,9 @@ async fn a_node_leaves_the_cluster_and_the_others_route_on() {
     );
     match leaving_client.recv().await {
         Some(Packet::Disconnect(d)) => {
-            assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown)
+            // No node recorded an MQTT address: nowhere to send the client.
+            assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown);
+            assert_eq!(d.properties.server_reference, None);
         }
         other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
     }
@@ -793,4 +816,112 @@ async fn shoal_cluster_join_makes_a_waiting_node_a_member() {
         Some(3),
         "{status}"
     );
+}
+
+/// The MQTT address each member recorded (`mqtt_advertise`), by node id.
+fn mqtt_addresses(status: &serde_json::Value) -> BTreeMap<u64, String> {
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| Some((n["id"].as_u64()?, n["mqtt"].as_str()?.to_owned())))
+        .collect()
+}
+
+/// Waits for a DISCONNECT and returns its reason code and Server Reference.
+async fn disconnect_of(raw: &mut Raw, wait: Duration) -> (DisconnectReasonCode, Option<String>) {
+    loop {
+        match raw.recv_within(wait).await {
+            Some(Packet::Disconnect(d)) => {
+                return (
+                    d.reason_code,
+                    d.properties.server_reference.map(|s| s.to_string()),
+                );
+            }
+            Some(_) => continue,
+            None => panic!("the connection closed without DISCONNECT"),
+        }
+    }
+}
+
+/// With `mqtt_advertise` on every node, a node that leaves sends each MQTT 5 client to
+/// another node that is up (DISCONNECT 0x9C with its Server Reference, round robin);
+/// an MQTT 3.1.1 client is closed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_sends_mqtt5_clients_to_another_node() {
+    let cluster = TestCluster::start_with(3, 0, true).await;
+    let status = cluster.status(0).await;
+    let expected: BTreeMap<u64, String> = (0..3)
+        .map(|i| {
+            (
+                i as u64 + 1,
+                format!("127.0.0.1:{}", cluster.members[i].mqtt),
+            )
+        })
+        .collect();
+    assert_eq!(mqtt_addresses(&status), expected, "{status}");
+    let (code, out, _) = cluster.cli(0, &["status"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("MQTT") && out.contains(&expected[&3]), "{out}");
+
+    let mut first = client(cluster.addr(2), "leaver-a").await;
+    let mut second = client(cluster.addr(2), "leaver-b").await;
+    let (mut old, ack) =
+        Raw::connect(cluster.addr(2), ProtocolVersion::V3_1_1, "leaver-3", |_| {}).await;
+    assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+    let (code, out, err) = cluster.cli(2, &["leave"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let mut sent_to = BTreeSet::new();
+    for raw in [&mut first, &mut second] {
+        let (reason, server) = disconnect_of(raw, Duration::from_secs(10)).await;
+        assert_eq!(reason, DisconnectReasonCode::UseAnotherServer);
+        let server = server.expect("a Server Reference");
+        assert!(
+            server == expected[&1] || server == expected[&2],
+            "{server} is not another node's MQTT address"
+        );
+        sent_to.insert(server);
+    }
+    assert_eq!(sent_to.len(), 2, "round robin over the two other nodes");
+    assert_eq!(
+        old.recv().await,
+        None,
+        "an MQTT 3.1.1 client is just closed"
+    );
+}
+
+/// A node cut off from the majority (the two others stopped with SIGSTOP) sends its MQTT 5
+/// clients to another node from its copy of meta (DISCONNECT 0x9C) and refuses new ones
+/// with CONNACK 0x9C and a Server Reference; it serves again once the others are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_sends_its_clients_to_another_node() {
+    let cluster = TestCluster::start_with(3, 0, true).await;
+    let others = [
+        format!("127.0.0.1:{}", cluster.members[1].mqtt),
+        format!("127.0.0.1:{}", cluster.members[2].mqtt),
+    ];
+    let mut raw = client(cluster.addr(0), "stranded").await;
+    cluster.signal(1, "STOP");
+    cluster.signal(2, "STOP");
+    let (reason, server) = disconnect_of(&mut raw, Duration::from_secs(15)).await;
+    let refused = Raw::connect(cluster.addr(0), V5, "newcomer", |_| {})
+        .await
+        .1;
+    cluster.signal(1, "CONT");
+    cluster.signal(2, "CONT");
+    assert_eq!(reason, DisconnectReasonCode::UseAnotherServer);
+    let server = server.expect("a Server Reference");
+    assert!(others.contains(&server), "{server}");
+    assert_eq!(
+        refused.reason_code,
+        shoal_codec::ConnectReasonCode::UseAnotherServer
+    );
+    let server = refused
+        .properties
+        .server_reference
+        .map(|s| s.to_string())
+        .expect("a Server Reference");
+    assert!(others.contains(&server), "{server}");
+    cluster.ready(0).await;
+    client(cluster.addr(0), "welcome-back").await;
 }

@@ -124,6 +124,7 @@ impl Cluster {
             node: inner.id,
             address: config.advertise.clone(),
             frontend: config.frontend,
+            mqtt: config.mqtt_advertise.clone(),
         };
         let deadline = Instant::now() + config.join_timeout;
         loop {

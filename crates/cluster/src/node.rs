@@ -52,6 +52,10 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// host:port at which the other nodes reach this one.
     pub advertise: String,
+    /// host:port at which MQTT clients reach this node, recorded in meta: the Server
+    /// Reference the other nodes give their MQTT 5 clients when they send them elsewhere
+    /// (DISCONNECT or CONNACK 0x9C). `None`: not said; clients get 0x8B or 0x89 instead.
+    pub mqtt_advertise: Option<String>,
     /// Where to look for the cluster when joining: host:port each, names resolving to
     /// every address they have (a Kubernetes headless service).
     pub seeds: Vec<String>,
@@ -182,6 +186,8 @@ pub(crate) struct Inner {
     /// lost the race).
     kicked: Mutex<HashMap<String, u64>>,
     shared_cursor: AtomicUsize,
+    /// The round robin of `server_reference`.
+    redirect_cursor: AtomicUsize,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Whether this node is in touch with a majority (see `lease.rs`).
     pub(crate) lease: Arc<Lease>,
@@ -342,6 +348,7 @@ impl Cluster {
             forwarders,
             kicked: Mutex::new(HashMap::new()),
             shared_cursor: AtomicUsize::new(0),
+            redirect_cursor: AtomicUsize::new(0),
             tasks: Mutex::new(Vec::new()),
             lease,
             entrance,
@@ -604,6 +611,31 @@ impl Cluster {
         Ok(())
     }
 
+    /// Another node for an MQTT client to use (the Server Reference of DISCONNECT or
+    /// CONNACK 0x9C): round robin over the other members that are up, as this node's
+    /// copy of meta has them (possibly stale, for a node cut off), and that recorded an
+    /// MQTT address. `None`: none known.
+    pub fn server_reference(&self) -> Option<String> {
+        let inner = &self.inner;
+        let others: Vec<String> = {
+            let meta = inner.groups[&GroupId::Meta]
+                .state
+                .read()
+                .unwrap_or_else(|e| e.into_inner());
+            meta.nodes()
+                .iter()
+                .filter(|(id, m)| **id != inner.id && !m.down)
+                .filter_map(|(_, m)| m.mqtt.clone())
+                .collect()
+        };
+        if others.is_empty() {
+            return None;
+        }
+        let len = others.len();
+        let turn = inner.redirect_cursor.fetch_add(1, Ordering::Relaxed);
+        others.into_iter().nth(turn % len)
+    }
+
     /// What this node knows of the cluster.
     pub fn status(&self) -> ClusterStatus {
         self.inner.status()
@@ -648,6 +680,8 @@ pub struct NodeStatus {
     pub frontend: bool,
     /// Declared down by failure detection.
     pub down: bool,
+    /// Where its MQTT clients connect (`mqtt_advertise`), if it said.
+    pub mqtt: Option<String>,
 }
 
 /// A group as this node sees it.
@@ -1009,6 +1043,7 @@ impl Inner {
                     address: m.address.clone(),
                     frontend: m.frontend,
                     down: m.down,
+                    mqtt: m.mqtt.clone(),
                 })
                 .collect()
         };
