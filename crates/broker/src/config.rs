@@ -285,6 +285,11 @@ raw_config! {
     /// lease), so half of it must exceed an election (three times
     /// `cluster_election_timeout_ms`). Default 6000.
     cluster_failure_timeout_ms: u64 = "SHOAL_CLUSTER_FAILURE_TIMEOUT_MS",
+    /// Cluster (advanced): a Raft group snapshots its state every this many log entries
+    /// and keeps a tenth of that many before the snapshot; a node that fell further behind
+    /// (down, or restarted from an old data folder) is sent the snapshot rather than the
+    /// log. Fewer: more snapshot work, less log on disk. Default 10000, at least 10.
+    cluster_snapshot_logs: u64 = "SHOAL_CLUSTER_SNAPSHOT_LOGS",
     /// Cluster: how long a SUBACK waits for its new route to be usable on every node,
     /// seconds, before it answers 0x80. Default 10.
     route_timeout: u64 = "SHOAL_ROUTE_TIMEOUT",
@@ -892,6 +897,15 @@ fn cluster_settings_on(
             ),
         ));
     }
+    let snapshot_logs = match raw.cluster_snapshot_logs.unwrap_or(10_000) {
+        n if n >= 10 => n,
+        n => {
+            return Err(invalid(
+                "cluster_snapshot_logs",
+                format!("{n} is below the minimum of 10"),
+            ));
+        }
+    };
     let route_timeout = match raw.route_timeout.unwrap_or(10) {
         0 => {
             return Err(invalid(
@@ -916,6 +930,7 @@ fn cluster_settings_on(
             election_timeout,
             failure_timeout,
             join_timeout: Duration::from_secs(120),
+            snapshot_logs,
         },
         route_timeout,
     }))
@@ -1260,6 +1275,21 @@ mod tests {
         let alone = cluster_settings_on(&parse(&["--mqtt-advertise", "a:1883"]), "h")
             .expect_err("a node alone");
         assert!(alone.to_string().contains("`mqtt_advertise`"), "{alone}");
+    }
+
+    #[test]
+    fn cluster_snapshot_logs_defaults_to_ten_thousand_and_refuses_tiny_values() {
+        let node = |args: &[&str]| {
+            let mut all = vec!["--cluster-listen", "127.0.0.1:7946", "--node-id", "1"];
+            all.extend(args);
+            cluster_settings_on(&parse(&all), "h")
+        };
+        let default = node(&[]).expect("valid").expect("cluster");
+        assert_eq!(default.node.snapshot_logs, 10_000);
+        let small = node(&["--cluster-snapshot-logs", "50"]).expect("valid");
+        assert_eq!(small.expect("cluster").node.snapshot_logs, 50);
+        let err = node(&["--cluster-snapshot-logs", "5"]).expect_err("too small");
+        assert!(err.to_string().contains("`cluster_snapshot_logs`"), "{err}");
     }
 
     #[test]

@@ -32,19 +32,28 @@ struct TestCluster {
     members: Vec<Member>,
     /// Whether each node records its MQTT address (`--mqtt-advertise`).
     mqtt_advertise: bool,
+    /// Flags every node gets.
+    extra: Vec<String>,
 }
 
 impl TestCluster {
     /// `full` full nodes (and `frontends` front ends after them).
     async fn start(full: usize, frontends: usize) -> Self {
-        Self::start_with(full, frontends, false).await
+        Self::start_with(full, frontends, false, &[]).await
     }
 
-    /// `start`, each node recording its MQTT address if `mqtt_advertise`.
-    async fn start_with(full: usize, frontends: usize, mqtt_advertise: bool) -> Self {
+    /// `start`, each node recording its MQTT address if `mqtt_advertise`, and with `extra`
+    /// flags.
+    async fn start_with(
+        full: usize,
+        frontends: usize,
+        mqtt_advertise: bool,
+        extra: &[&str],
+    ) -> Self {
         let mut cluster = Self {
             members: Vec::new(),
             mqtt_advertise,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..full + frontends {
             cluster.members.push(Member {
@@ -124,6 +133,7 @@ impl TestCluster {
         if self.mqtt_advertise {
             args.extend(["--mqtt-advertise".into(), format!("127.0.0.1:{}", m.mqtt)]);
         }
+        args.extend(self.extra.iter().cloned());
         (m.dir.path().to_path_buf(), m.mqtt, args)
     }
 
@@ -849,7 +859,7 @@ async fn disconnect_of(raw: &mut Raw, wait: Duration) -> (DisconnectReasonCode, 
 /// an MQTT 3.1.1 client is closed as before.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaving_node_sends_mqtt5_clients_to_another_node() {
-    let cluster = TestCluster::start_with(3, 0, true).await;
+    let cluster = TestCluster::start_with(3, 0, true, &[]).await;
     let status = cluster.status(0).await;
     let expected: BTreeMap<u64, String> = (0..3)
         .map(|i| {
@@ -895,7 +905,7 @@ async fn a_leaving_node_sends_mqtt5_clients_to_another_node() {
 /// with CONNACK 0x9C and a Server Reference; it serves again once the others are back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_cut_off_sends_its_clients_to_another_node() {
-    let cluster = TestCluster::start_with(3, 0, true).await;
+    let cluster = TestCluster::start_with(3, 0, true, &[]).await;
     let others = [
         format!("127.0.0.1:{}", cluster.members[1].mqtt),
         format!("127.0.0.1:{}", cluster.members[2].mqtt),
@@ -924,4 +934,139 @@ async fn a_node_cut_off_sends_its_clients_to_another_node() {
     assert!(others.contains(&server), "{server}");
     cluster.ready(0).await;
     client(cluster.addr(0), "welcome-back").await;
+}
+
+/// The groups of `status` by name: (last log, applied, snapshot, purged, installed).
+fn groups_of(status: &serde_json::Value) -> BTreeMap<String, [u64; 5]> {
+    status["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let n = |key: &str| g[key].as_u64().unwrap_or(0);
+            (
+                g["group"].as_str().unwrap_or("").to_owned(),
+                [
+                    n("last_log"),
+                    n("applied"),
+                    n("snapshot"),
+                    n("purged"),
+                    n("snapshots_installed"),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// A node killed with -9 misses so many route and retained changes that the others purge
+/// their logs past its position; restarted with its data, it catches up through snapshots
+/// (installed, and counted in its status): every retained message is delivered on it, the
+/// routes made meanwhile route from it, and new routes on it work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fell_behind_catches_up_through_a_snapshot() {
+    const N: u16 = 300;
+    let mut cluster =
+        TestCluster::start_with(3, 0, false, &["--cluster-snapshot-logs", "50"]).await;
+    cluster.kill(2);
+    // Retained messages on node 1 (both retained shards), routes on node 2 (every route
+    // shard): each a log entry, far past 50 + 5 per group.
+    let mut retainer = client(cluster.addr(0), "retainer").await;
+    for n in 1..=N {
+        retainer
+            .publish(
+                &format!("snap/{n}"),
+                &n.to_be_bytes(),
+                QosPid::AtLeastOnce(pid(n)),
+                true,
+            )
+            .await;
+        match retainer.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::PubAck(ack)) => assert!(
+                matches!(
+                    ack.reason_code,
+                    PubAckReasonCode::Success | PubAckReasonCode::NoMatchingSubscribers
+                ),
+                "retained {n}: {ack:?}"
+            ),
+            other => panic!("retained {n}: expected PUBACK, got {other:?}"),
+        }
+    }
+    let mut listener = client(cluster.addr(1), "route-holder").await;
+    for n in 1..=N {
+        subscribe(&mut listener, n, &format!("route/{n}"), QoS::AtLeastOnce).await;
+    }
+    let leader_view = groups_of(&cluster.status(0).await);
+    for (group, [_, _, snapshot, purged, _]) in &leader_view {
+        if group != "meta" {
+            assert!(
+                *snapshot > 0 && *purged > 0,
+                "{group} snapshotted and purged its log: {leader_view:?}"
+            );
+        }
+    }
+
+    cluster.run(2).await;
+    // Caught up: node 3 applied every group as far as node 1's log went.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let caught_up = loop {
+        let view = groups_of(&cluster.status(2).await);
+        if leader_view
+            .iter()
+            .all(|(group, [last_log, ..])| view.get(group).is_some_and(|g| g[1] >= *last_log))
+        {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not catch up: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("node 1 before the restart: {leader_view:?}\nnode 3 caught up: {caught_up:?}");
+    for (group, [.., installed]) in &caught_up {
+        if group != "meta" {
+            assert!(
+                *installed >= 1,
+                "{group}: node 3 caught up without a snapshot: {caught_up:?}"
+            );
+        }
+    }
+    // Every retained message, on node 3.
+    let mut reader = client(cluster.addr(2), "snap-reader").await;
+    subscribe(&mut reader, 1, "snap/#", QoS::AtMostOnce).await;
+    let mut got = BTreeSet::new();
+    while got.len() < N as usize {
+        match reader.recv_within(Duration::from_secs(5)).await {
+            Some(Packet::Publish(p)) => {
+                assert!(p.retain);
+                got.insert(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+            other => panic!("{} of {N} retained messages, then {other:?}", got.len()),
+        }
+    }
+    assert_eq!(got, (1..=N).collect());
+    // The routes made while it was down route from it.
+    let mut publisher = client(cluster.addr(2), "snap-publisher").await;
+    for n in [1, N / 2, N] {
+        assert_eq!(
+            publish_qos1(&mut publisher, &format!("route/{n}"), b"from-3", n).await,
+            PubAckReasonCode::Success
+        );
+        let delivered = listener.next_publish().await;
+        assert_eq!(delivered.topic.to_string(), format!("route/{n}"));
+        if let QosPid::AtLeastOnce(id) = delivered.qos_pid {
+            listener
+                .send(Packet::PubAck(shoal_codec::PubAck::new(id)))
+                .await;
+        }
+    }
+    // And a route made on it is used by node 1.
+    let mut subscriber = client(cluster.addr(2), "snap-subscriber").await;
+    subscribe(&mut subscriber, 1, "after/#", QoS::AtLeastOnce).await;
+    let mut from_1 = client(cluster.addr(0), "from-node-1").await;
+    assert_eq!(
+        publish_qos1(&mut from_1, "after/x", b"hi", 1).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"hi");
 }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -78,6 +78,10 @@ pub struct ClusterConfig {
     pub failure_timeout: Duration,
     /// How long a new node keeps trying to join.
     pub join_timeout: Duration,
+    /// A group snapshots its state after this many log entries since its last snapshot,
+    /// and keeps a tenth of that many entries before the snapshot in its log; a node that
+    /// fell further behind is sent the snapshot. Fewer: more snapshot work, smaller logs.
+    pub snapshot_logs: u64,
 }
 
 impl ClusterConfig {
@@ -171,6 +175,8 @@ pub enum ClusterError {
 pub(crate) struct Group {
     pub(crate) raft: Raft<GroupConfig>,
     pub(crate) state: Arc<RwLock<GroupState>>,
+    /// How many snapshots the group installed from its leader since the node started.
+    pub(crate) installed: Arc<AtomicU64>,
 }
 
 pub(crate) struct Inner {
@@ -288,8 +294,8 @@ impl Cluster {
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election_timeout.as_millis() as u64,
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            max_in_snapshot_log_to_keep: config.snapshot_logs / 10,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| ClusterError::Start {
@@ -321,6 +327,7 @@ impl Cluster {
                 }
             }
             let state = state_machine.shared();
+            let installed = state_machine.installed();
             let network = NetworkFactory {
                 group,
                 peers: Arc::clone(&peers),
@@ -329,7 +336,14 @@ impl Cluster {
             let raft = Raft::new(id, Arc::clone(&raft_config), network, log, state_machine)
                 .await
                 .map_err(|e| start_error(e.to_string()))?;
-            groups.insert(group, Group { raft, state });
+            groups.insert(
+                group,
+                Group {
+                    raft,
+                    state,
+                    installed,
+                },
+            );
         }
         let had_state = groups[&GroupId::Meta]
             .raft
@@ -699,6 +713,13 @@ pub struct GroupStatus {
     pub last_log: u64,
     /// The last applied index.
     pub applied: u64,
+    /// The last index its current snapshot covers (0: none).
+    pub snapshot: u64,
+    /// The last index purged from its log (0: none).
+    pub purged: u64,
+    /// How many snapshots this node installed from the group's leader since it started
+    /// (it had fallen behind the leader's log).
+    pub snapshots_installed: u64,
     /// The voters.
     pub voters: Vec<RaftNodeId>,
     /// The learners.
@@ -1068,6 +1089,9 @@ impl Inner {
                     term: metrics.current_term,
                     last_log: metrics.last_log_index.unwrap_or(0),
                     applied: metrics.last_applied.map_or(0, |l| l.index),
+                    snapshot: metrics.snapshot.map_or(0, |l| l.index),
+                    purged: metrics.purged.map_or(0, |l| l.index),
+                    snapshots_installed: g.installed.load(Ordering::Relaxed),
                     voters: membership.voter_ids().collect(),
                     learners: membership.learner_ids().collect(),
                 }
