@@ -874,15 +874,18 @@ async fn a_leaving_node_sends_mqtt5_clients_to_another_node() {
     assert_eq!(code, 0);
     assert!(out.contains("MQTT") && out.contains(&expected[&3]), "{out}");
 
+    // Three MQTT 5 clients and one 3.1.1 client: the four turns of the round robin
+    // alternate between the two other nodes, so any three of them name both.
     let mut first = client(cluster.addr(2), "leaver-a").await;
     let mut second = client(cluster.addr(2), "leaver-b").await;
+    let mut third = client(cluster.addr(2), "leaver-c").await;
     let (mut old, ack) =
         Raw::connect(cluster.addr(2), ProtocolVersion::V3_1_1, "leaver-3", |_| {}).await;
     assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
     let (code, out, err) = cluster.cli(2, &["leave"]).await;
     assert_eq!(code, 0, "{out}{err}");
     let mut sent_to = BTreeSet::new();
-    for raw in [&mut first, &mut second] {
+    for raw in [&mut first, &mut second, &mut third] {
         let (reason, server) = disconnect_of(raw, Duration::from_secs(10)).await;
         assert_eq!(reason, DisconnectReasonCode::UseAnotherServer);
         let server = server.expect("a Server Reference");
