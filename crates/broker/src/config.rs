@@ -1254,13 +1254,15 @@ mod tests {
         assert_eq!(env_error(&err, &args, |_| true), None);
     }
 
+    /// The cluster settings of node 1 listening on 127.0.0.1:7946, with `args`.
+    fn node(args: &[&str]) -> Result<Option<ClusterSettings>, ConfigError> {
+        let mut all = vec!["--cluster-listen", "127.0.0.1:7946", "--node-id", "1"];
+        all.extend(args);
+        cluster_settings_on(&parse(&all), "h")
+    }
+
     #[test]
     fn mqtt_advertise_is_host_port_and_only_for_a_cluster() {
-        let node = |args: &[&str]| {
-            let mut all = vec!["--cluster-listen", "127.0.0.1:7946", "--node-id", "1"];
-            all.extend(args);
-            cluster_settings_on(&parse(&all), "h")
-        };
         let set = node(&["--mqtt-advertise", "mqtt-1.example:1883"])
             .expect("valid")
             .expect("cluster");
@@ -1279,11 +1281,6 @@ mod tests {
 
     #[test]
     fn cluster_snapshot_logs_defaults_to_ten_thousand_and_refuses_tiny_values() {
-        let node = |args: &[&str]| {
-            let mut all = vec!["--cluster-listen", "127.0.0.1:7946", "--node-id", "1"];
-            all.extend(args);
-            cluster_settings_on(&parse(&all), "h")
-        };
         let default = node(&[]).expect("valid").expect("cluster");
         assert_eq!(default.node.snapshot_logs, 10_000);
         let small = node(&["--cluster-snapshot-logs", "50"]).expect("valid");

@@ -56,15 +56,7 @@ impl TestCluster {
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..full + frontends {
-            cluster.members.push(Member {
-                id: i as u64 + 1,
-                mqtt: free_port(),
-                cluster: free_port(),
-                admin: free_port(),
-                dir: tempfile::tempdir().expect("tempdir"),
-                frontend: i >= full,
-                process: None,
-            });
+            cluster.push_member(i >= full);
         }
         cluster.run(0).await;
         // The others join at once, in parallel, as pods of a StatefulSet do.
@@ -137,8 +129,8 @@ impl TestCluster {
         (m.dir.path().to_path_buf(), m.mqtt, args)
     }
 
-    /// Adds a new full node that joins the running cluster; returns its index.
-    async fn add(&mut self) -> usize {
+    /// A new member (not started), on free ports; returns its index.
+    fn push_member(&mut self, frontend: bool) -> usize {
         let i = self.members.len();
         self.members.push(Member {
             id: i as u64 + 1,
@@ -146,9 +138,15 @@ impl TestCluster {
             cluster: free_port(),
             admin: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
-            frontend: false,
+            frontend,
             process: None,
         });
+        i
+    }
+
+    /// Adds a new full node that joins the running cluster; returns its index.
+    async fn add(&mut self) -> usize {
+        let i = self.push_member(false);
         self.run(i).await;
         i
     }
@@ -156,16 +154,7 @@ impl TestCluster {
     /// Adds a new full node that is not told where the cluster is: with `seeds` (none: it
     /// waits for `shoal cluster join`); returns its index without waiting for it to join.
     async fn add_unjoined(&mut self, seeds: Option<String>) -> usize {
-        let i = self.members.len();
-        self.members.push(Member {
-            id: i as u64 + 1,
-            mqtt: free_port(),
-            cluster: free_port(),
-            admin: free_port(),
-            dir: tempfile::tempdir().expect("tempdir"),
-            frontend: false,
-            process: None,
-        });
+        let i = self.push_member(false);
         let (dir, mqtt, mut args) = self.command(i);
         let at = args.iter().position(|a| a == "--seeds").expect("a seed");
         args.drain(at..at + 2);
@@ -234,6 +223,32 @@ impl TestCluster {
         serde_json::from_str(&body).expect("JSON")
     }
 
+    /// Polls `GET /api/v1/cluster` of member `i` (for up to 20 s) until `until` holds of
+    /// it; returns it.
+    async fn status_when(
+        &self,
+        i: usize,
+        what: &str,
+        until: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, body) = self.admin(i, "GET", "/api/v1/cluster").await;
+            if code == 200 {
+                let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                if until(&status) {
+                    return status;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}: {what}: {code} {body}",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// One request to member `i`'s admin API: status code and body.
     async fn admin(&self, i: usize, method: &str, path: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.members[i].admin))
@@ -291,6 +306,25 @@ async fn drain(raw: &mut Raw, wait: Duration) -> Vec<Vec<u8>> {
         }
     }
     got
+}
+
+/// A subscriber on member `to` (SUBACK first) gets what a client of member `from`
+/// publishes at QoS 1 afterwards; `tag` names the clients and the topic.
+async fn assert_routes(cluster: &TestCluster, from: usize, to: usize, tag: &str) {
+    let mut subscriber = client(cluster.addr(to), &format!("{tag}-sub")).await;
+    subscribe(&mut subscriber, 1, &format!("{tag}/#"), QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(from), &format!("{tag}-pub")).await;
+    assert_eq!(
+        publish_qos1(&mut publisher, &format!("{tag}/x"), tag.as_bytes(), 1).await,
+        PubAckReasonCode::Success,
+        "{tag}: node {} to node {}",
+        from + 1,
+        to + 1
+    );
+    assert_eq!(
+        subscriber.next_publish().await.payload.as_ref(),
+        tag.as_bytes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -621,14 +655,7 @@ async fn five_voters_and_a_frontend_that_holds_no_vote() {
         assert_eq!(group["learners"], serde_json::json!([6]), "{group}");
         assert_eq!(group["role"], "learner", "{group}");
     }
-    let mut subscriber = client(cluster.addr(5), "on-frontend").await;
-    subscribe(&mut subscriber, 1, "fe/#", QoS::AtLeastOnce).await;
-    let mut publisher = client(cluster.addr(3), "on-node-4").await;
-    assert_eq!(
-        publish_qos1(&mut publisher, "fe/1", b"z", 1).await,
-        PubAckReasonCode::Success
-    );
-    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"z");
+    assert_routes(&cluster, 3, 5, "fe").await;
 }
 
 /// A node leaves: its clients are told to go (0x8B: no node recorded an MQTT address), it
@@ -744,19 +771,12 @@ async fn shoal_cluster_join_makes_a_waiting_node_a_member() {
     let mut cluster = TestCluster::start(1, 0).await;
     let waiting = cluster.add_unjoined(None).await;
     // It answers its admin API, says it waits (once its groups are open), and is not ready.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, body) = cluster.admin(waiting, "GET", "/api/v1/cluster").await;
-        if code == 200 {
-            let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    cluster
+        .status_when(waiting, "not waiting", |status| {
             assert_eq!(status["joined"], false, "{status}");
-            if status["waiting"] == true {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "not waiting: {code} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            status["waiting"] == true
+        })
+        .await;
     let (code, _) = cluster.admin(waiting, "GET", "/readyz").await;
     assert_eq!(code, 503, "a waiting node is not ready");
     let (code, out, _) = cluster.cli(waiting, &["status"]).await;
@@ -778,22 +798,8 @@ async fn shoal_cluster_join_makes_a_waiting_node_a_member() {
         "{status}"
     );
     // A message published on the new member reaches a subscriber on node 1, and back.
-    let mut subscriber = client(cluster.addr(0), "on-node-1").await;
-    subscribe(&mut subscriber, 1, "joined/#", QoS::AtLeastOnce).await;
-    let mut publisher = client(cluster.addr(waiting), "on-node-2").await;
-    assert_eq!(
-        publish_qos1(&mut publisher, "joined/x", b"hello", 1).await,
-        PubAckReasonCode::Success
-    );
-    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"hello");
-    let mut back = client(cluster.addr(waiting), "back-on-node-2").await;
-    subscribe(&mut back, 1, "back/#", QoS::AtLeastOnce).await;
-    let mut publisher = client(cluster.addr(0), "back-on-node-1").await;
-    assert_eq!(
-        publish_qos1(&mut publisher, "back/x", b"too", 1).await,
-        PubAckReasonCode::Success
-    );
-    assert_eq!(back.next_publish().await.payload.as_ref(), b"too");
+    assert_routes(&cluster, waiting, 0, "joined").await;
+    assert_routes(&cluster, 0, waiting, "back").await;
 
     // A member answers 409 with why.
     let (code, _, err) = cluster.cli(waiting, &["join", &seed]).await;
@@ -803,20 +809,13 @@ async fn shoal_cluster_join_makes_a_waiting_node_a_member() {
     // A node trying a wrong seed (nothing listens there) takes the right one.
     let wrong = format!("127.0.0.1:{}", free_port());
     let lost = cluster.add_unjoined(Some(wrong.clone())).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, body) = cluster.admin(lost, "GET", "/api/v1/cluster").await;
-        if code == 200 {
-            let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    cluster
+        .status_when(lost, "no failed attempt reported", |status| {
             assert_eq!(status["waiting"], false, "{status}");
             assert_eq!(status["seeds"], serde_json::json!([wrong]), "{status}");
-            if status["last_error"].is_string() {
-                break;
-            }
-        }
-        assert!(Instant::now() < deadline, "no failed attempt reported");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            status["last_error"].is_string()
+        })
+        .await;
     let (code, out, err) = cluster.cli(lost, &["join", &seed]).await;
     assert_eq!(code, 0, "{out}{err}");
     cluster.ready(lost).await;
@@ -1064,12 +1063,5 @@ async fn a_node_that_fell_behind_catches_up_through_a_snapshot() {
         }
     }
     // And a route made on it is used by node 1.
-    let mut subscriber = client(cluster.addr(2), "snap-subscriber").await;
-    subscribe(&mut subscriber, 1, "after/#", QoS::AtLeastOnce).await;
-    let mut from_1 = client(cluster.addr(0), "from-node-1").await;
-    assert_eq!(
-        publish_qos1(&mut from_1, "after/x", b"hi", 1).await,
-        PubAckReasonCode::Success
-    );
-    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"hi");
+    assert_routes(&cluster, 0, 2, "after").await;
 }

@@ -555,10 +555,7 @@ impl Cluster {
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let inner = &self.inner;
         let others: Vec<RaftNodeId> = {
-            let meta = inner.groups[&GroupId::Meta]
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let meta = inner.meta();
             meta.nodes()
                 .keys()
                 .copied()
@@ -632,10 +629,7 @@ impl Cluster {
     pub fn server_reference(&self) -> Option<String> {
         let inner = &self.inner;
         let others: Vec<String> = {
-            let meta = inner.groups[&GroupId::Meta]
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let meta = inner.meta();
             meta.nodes()
                 .iter()
                 .filter(|(id, m)| **id != inner.id && !m.down)
@@ -739,6 +733,14 @@ impl Inner {
             .holds(self.id, leading, &voters, self.config.failure_timeout / 2)
     }
 
+    /// This node's copy of meta's state (read-locked: hold it briefly).
+    pub(crate) fn meta(&self) -> std::sync::RwLockReadGuard<'_, GroupState> {
+        self.groups[&GroupId::Meta]
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn group(&self, group: GroupId) -> Option<&Group> {
         self.groups.get(&group)
     }
@@ -752,10 +754,7 @@ impl Inner {
                 return Some(n.addr.clone());
             }
         }
-        let meta = self.groups[&GroupId::Meta]
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let meta = self.meta();
         meta.nodes().get(&node).map(|m| m.address.clone())
     }
 
@@ -765,10 +764,7 @@ impl Inner {
     }
 
     pub(crate) fn is_down(&self, node: RaftNodeId) -> bool {
-        let meta = self.groups[&GroupId::Meta]
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let meta = self.meta();
         meta.nodes().get(&node).is_some_and(|m| m.down)
     }
 
@@ -1053,10 +1049,7 @@ impl Inner {
 
     pub(crate) fn status(&self) -> ClusterStatus {
         let nodes = {
-            let meta = self.groups[&GroupId::Meta]
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let meta = self.meta();
             meta.nodes()
                 .iter()
                 .map(|(id, m)| NodeStatus {
