@@ -67,7 +67,7 @@ start_cluster() {
         local args=(--listen "127.0.0.1:$mqtt" --admin-listen "127.0.0.1:$admin"
             --cluster-listen "127.0.0.1:$cport" --node-id "$i" --data-dir "$dir"
             --sys-interval 0 --log warn)
-        [ -n "$seed" ] && args+=(--seeds "$seed")
+        if [ -n "$seed" ]; then args+=(--seeds "$seed"); else args+=(--bootstrap true); fi
         "$SHOAL" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
         PIDS+=($!)
         PORTS+=("$mqtt")

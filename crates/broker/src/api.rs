@@ -5,8 +5,9 @@
 //! | request | answer |
 //! | --- | --- |
 //! | `GET /api/v1/status` | this node: version, uptime, counts; the cluster |
-//! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (down or not), each Raft group's leader, this node's role, term, last log and applied index, voters and learners; `joined` false while the node is still joining |
-//! | `POST /api/v1/cluster/leave` | this node leaves its cluster: clients disconnected (MQTT 5: 0x8B), removed from every group with its routes, then the process stops: 200, or 409 with why |
+//! | `GET /api/v1/cluster` (also `/cluster`) | the cluster as this node sees it: members (cluster address, MQTT address if recorded, down or not), each Raft group's leader, this node's role, term, last log, applied, snapshot and purged index, snapshots installed since start, voters and learners; `joined` false while the node is still joining, with `seeds` it tries, `last_error`, and `waiting` true when it has none and waits for `POST /api/v1/cluster/join` |
+//! | `POST /api/v1/cluster/join` | body `{"seeds": ["host:port", ...]}`: a node that is not a member yet (one started with `cluster_listen` and no seeds, discovery or bootstrap waits for this) joins through these seeds, replacing any it was trying: 200 once it is a member (within 30 s), 202 while it still tries (`last_error` says why), 409 with why for a node that is a member already, has cluster state on disk, bootstraps, or runs alone |
+//! | `POST /api/v1/cluster/leave` | this node leaves its cluster: clients disconnected (MQTT 5: 0x9C with the Server Reference of another node that is up and recorded `mqtt_advertise`, else 0x8B), removed from every group with its routes, then the process stops: 200, or 409 with why |
 //! | `GET /api/v1/nodes` | the nodes of the cluster (this one, for a node alone) |
 //! | `GET /api/v1/clients` | sessions, connected or not, by client id |
 //! | `GET /api/v1/clients/{id}` | one session with its subscriptions |
@@ -57,6 +58,7 @@ pub(crate) async fn handle(broker: &Broker, method: &str, target: &str, body: &[
     match (method, head, tail.as_str()) {
         ("GET", "status", "") => ok(status(broker)),
         ("GET", "cluster", "") => ok(cluster(broker)),
+        ("POST", "cluster", "join") => join_cluster(broker, body).await,
         ("POST", "cluster", "leave") => match broker.leave_cluster().await {
             Ok(()) => ("200 OK", "{\"left\":true}".to_owned()),
             Err(e) => ("409 Conflict", format!("{e}\n")),
@@ -192,15 +194,89 @@ fn cluster(broker: &Broker) -> Value {
             view["joined"] = json!(true);
             view
         }
-        (None, Some(settings)) => json!({
-            "enabled": true,
-            "joined": false,
-            "node_id": settings.node.node_id,
-            "nodes": [],
-            "groups": [],
-            "routes": 0,
-        }),
+        (None, Some(settings)) => {
+            let mut view = json!({
+                "enabled": true,
+                "joined": false,
+                "node_id": settings.node.node_id,
+                "nodes": [],
+                "groups": [],
+                "routes": 0,
+                "waiting": false,
+                "seeds": settings.node.seeds,
+                "last_error": null,
+            });
+            if let Some(entry) = broker.entering().map(shoal_cluster::Cluster::entry) {
+                view["waiting"] = json!(entry.waiting);
+                view["seeds"] = json!(entry.seeds);
+                view["last_error"] = json!(entry.last_error);
+            }
+            view
+        }
         (None, None) => json!({ "enabled": false, "nodes": [node_name()] }),
+    }
+}
+
+/// How long `POST /api/v1/cluster/join` waits for the node to become a member before it
+/// answers 202 (the node goes on trying the seeds).
+const JOIN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JoinBody {
+    seeds: Vec<String>,
+}
+
+/// `POST /api/v1/cluster/join {"seeds": ["host:port", ...]}`: gives a node that is not a
+/// member yet the seeds to join through (replacing those it tries), then waits for it to
+/// join: 200 once it is a member, 202 if it is still trying, 409 if it takes no seeds.
+async fn join_cluster(broker: &Broker, body: &[u8]) -> Answer {
+    let seeds = match serde_json::from_slice::<JoinBody>(body) {
+        Ok(JoinBody { seeds }) => seeds,
+        Err(e) => {
+            return bad(&format!(
+                "expected {{\"seeds\": [\"host:port\", ...]}}: {e}"
+            ));
+        }
+    };
+    let seeds: Vec<String> = seeds.iter().map(|s| s.trim().to_owned()).collect();
+    if let Some(why) = seeds
+        .iter()
+        .find_map(|s| crate::config::check_seed(s).err())
+    {
+        return bad(&why);
+    }
+    if let Some(cluster) = broker.cluster() {
+        let why = shoal_cluster::JoinRefused::Member { node: cluster.id() };
+        return ("409 Conflict", format!("{why}\n"));
+    }
+    let Some(cluster) = broker.entering() else {
+        if broker.config().cluster.is_some() {
+            return (
+                "503 Service Unavailable",
+                "this node is still opening its cluster state: try again\n".into(),
+            );
+        }
+        return (
+            "409 Conflict",
+            "this node runs alone: start it with cluster_listen (and no seeds, discovery or bootstrap) to join a cluster with shoal cluster join\n".into(),
+        );
+    };
+    if let Err(why) = cluster.join_through(seeds) {
+        return ("409 Conflict", format!("{why}\n"));
+    }
+    let joined = cluster.wait_joined(JOIN_WAIT).await;
+    let entry = cluster.entry();
+    let view = json!({
+        "joined": joined,
+        "node_id": cluster.id(),
+        "seeds": entry.seeds,
+        "last_error": entry.last_error,
+    });
+    if joined {
+        ok(view)
+    } else {
+        ("202 Accepted", view.to_string())
     }
 }
 

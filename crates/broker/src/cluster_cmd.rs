@@ -4,6 +4,8 @@
 //! shoal cluster local [--nodes N] [--data-dir DIR] [--mqtt-port P] [--admin-port P]
 //!                     [--cluster-port P] [-- NODE FLAGS...]
 //! shoal cluster status [--admin http://HOST:PORT] [--token TOKEN] [--json]
+//! shoal cluster join [--admin http://HOST:PORT] [--token TOKEN] SEED...
+//! shoal cluster leave [--admin http://HOST:PORT] [--token TOKEN]
 //! ```
 //!
 //! `local` runs N nodes of this same binary on loopback as one cluster (node 1 starts it,
@@ -11,7 +13,10 @@
 //! a table of their addresses once every one answers `/readyz`, SIGTERM and SIGINT passed
 //! on (SIGHUP too, which reloads), and an end as soon as one of them dies.
 //!
-//! `status` prints a node's view of the cluster (`GET /api/v1/cluster`) as tables.
+//! `status` prints a node's view of the cluster (`GET /api/v1/cluster`) as tables; `join`
+//! makes a node that waits (started with `cluster_listen` and no seeds, discovery or
+//! bootstrap) join a cluster through the seeds given (`POST /api/v1/cluster/join`); `leave`
+//! makes a node leave its cluster for good (`POST /api/v1/cluster/leave`).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -36,9 +41,17 @@ commands:
       a node's view of the cluster: the members and every Raft group (--json: as the API
       gives it). --admin defaults to $SHOAL_CTL_ADMIN, else http://127.0.0.1:18083;
       --token to $SHOAL_ADMIN_TOKEN.
+  join [--admin http://HOST:PORT] [--token TOKEN] SEED...
+      the node at --admin joins a cluster through SEED (host:port of a member's cluster
+      listener; several may be given, or separated by commas). For a node started with
+      cluster_listen and neither seeds, discovery nor bootstrap: it waits, not serving
+      (/readyz 503), until told this. Also replaces the seeds of a node still trying
+      wrong ones. Waits up to 30 s for the node to be a member; exits 1 if it is still
+      trying then (it goes on), or if the node is a member already.
   leave [--admin http://HOST:PORT] [--token TOKEN]
       the node at --admin leaves its cluster for good: its clients are told to go elsewhere
-      (MQTT 5: DISCONNECT 0x8B), it is removed from every Raft group with its routes, and
+      (MQTT 5: DISCONNECT 0x9C naming another node's mqtt_advertise address, or 0x8B
+      when no node has one), it is removed from every Raft group with its routes, and
       its process stops. Delete its data folder before reusing it.";
 
 /// Runs `shoal cluster ARGS`: the exit status.
@@ -46,6 +59,7 @@ pub fn command(args: &[String]) -> i32 {
     match args.first().map(String::as_str) {
         Some("local") => local(&args[1..]),
         Some("status") => status(&args[1..]),
+        Some("join") => join(&args[1..]),
         Some("leave") => leave(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
@@ -77,31 +91,49 @@ fn port(text: &str, flag: &str) -> Result<u16, String> {
 }
 
 // ---------------------------------------------------------------------------------------
-// shoal cluster leave
+// The commands that talk to a node's admin API
 
-/// The arguments of a command that talks to a node's admin API: `--admin`, `--token`, and
-/// for `status` `--json`. Prints the usage and returns `Err` when they are wrong.
-fn admin_args(args: &[String], command: &str) -> Result<(String, Option<String>, bool), ()> {
-    let mut admin =
-        std::env::var("SHOAL_CTL_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:18083".into());
-    let mut token = std::env::var("SHOAL_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty());
-    let mut json = false;
+/// The arguments of a command that talks to a node's admin API.
+#[derive(Debug)]
+struct AdminArgs {
+    /// `--admin`: the node's admin URL.
+    admin: String,
+    /// `--token`: the admin token.
+    token: Option<String>,
+    /// `--json` (`status` only).
+    json: bool,
+    /// The other arguments (`join`'s seeds).
+    rest: Vec<String>,
+}
+
+/// The arguments of `command`: `--admin`, `--token`, for `status` `--json`, for `join`
+/// the seeds. Prints the usage and returns `Err` when they are wrong.
+fn admin_args(args: &[String], command: &str) -> Result<AdminArgs, ()> {
+    let mut parsed = AdminArgs {
+        admin: std::env::var("SHOAL_CTL_ADMIN").unwrap_or_else(|_| "http://127.0.0.1:18083".into()),
+        token: std::env::var("SHOAL_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+        json: false,
+        rest: Vec::new(),
+    };
     let mut it = args.iter();
-    let parsed: Result<(), String> = (|| {
+    let result: Result<(), String> = (|| {
         while let Some(arg) = it.next() {
             match arg.as_str() {
-                "--admin" => admin = value(&mut it, "--admin")?,
-                "--token" => token = Some(value(&mut it, "--token")?),
-                "--json" if command == "status" => json = true,
+                "--admin" => parsed.admin = value(&mut it, "--admin")?,
+                "--token" => parsed.token = Some(value(&mut it, "--token")?),
+                "--json" if command == "status" => parsed.json = true,
+                other if command == "join" && !other.starts_with('-') => {
+                    parsed.rest.push(other.to_owned());
+                }
                 other => return Err(format!("unknown argument {other:?}")),
             }
         }
         Ok(())
     })();
-    match parsed {
-        Ok(()) => Ok((admin, token, json)),
+    match result {
+        Ok(()) => Ok(parsed),
         Err(e) => {
             eprintln!("shoal cluster {command}: {e}\n{USAGE}");
             Err(())
@@ -109,10 +141,73 @@ fn admin_args(args: &[String], command: &str) -> Result<(String, Option<String>,
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// shoal cluster join
+
+fn join(args: &[String]) -> i32 {
+    let Ok(parsed) = admin_args(args, "join") else {
+        return 2;
+    };
+    let seeds: Vec<&str> = parsed
+        .rest
+        .iter()
+        .flat_map(|s| s.split(','))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if seeds.is_empty() {
+        eprintln!("shoal cluster join: name at least one SEED (host:port)\n{USAGE}");
+        return 2;
+    }
+    let admin = &parsed.admin;
+    let path = "/api/v1/cluster/join";
+    let body = serde_json::json!({ "seeds": seeds }).to_string();
+    match ctl::request(
+        admin,
+        parsed.token.as_deref(),
+        "POST",
+        path,
+        Some(&body),
+        Duration::from_secs(60),
+    ) {
+        Ok((200, answer)) => {
+            let view: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+            println!(
+                "node {} at {admin} joined the cluster through {}",
+                view["node_id"],
+                seeds.join(", ")
+            );
+            0
+        }
+        Ok((202, answer)) => {
+            let view: Value = serde_json::from_str(&answer).unwrap_or(Value::Null);
+            eprintln!(
+                "shoal cluster join: the node at {admin} has not joined yet; it goes on trying {} (last failure: {})",
+                seeds.join(", "),
+                view["last_error"].as_str().unwrap_or("none yet")
+            );
+            1
+        }
+        Ok((code, answer)) => {
+            eprintln!(
+                "shoal cluster join: POST {path}: HTTP {code}: {}",
+                answer.trim_end()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("shoal cluster join: {e}");
+            2
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// shoal cluster leave
+
 fn leave(args: &[String]) -> i32 {
-    let (admin, token) = match admin_args(args, "leave") {
-        Ok((admin, token, false)) => (admin, token),
-        Ok((_, _, true)) | Err(_) => return 2,
+    let Ok(AdminArgs { admin, token, .. }) = admin_args(args, "leave") else {
+        return 2;
     };
     let path = "/api/v1/cluster/leave";
     match ctl::request(
@@ -145,7 +240,10 @@ fn leave(args: &[String]) -> i32 {
 // shoal cluster status
 
 fn status(args: &[String]) -> i32 {
-    let Ok((admin, token, json)) = admin_args(args, "status") else {
+    let Ok(AdminArgs {
+        admin, token, json, ..
+    }) = admin_args(args, "status")
+    else {
         return 2;
     };
     let path = "/api/v1/cluster";
@@ -196,10 +294,24 @@ fn render_status(view: &Value) -> String {
             .to_owned();
     }
     let me = view["node_id"].as_u64().unwrap_or(0);
-    if view["joined"] == false {
+    if view["waiting"] == true {
         return format!(
-            "node {me} has not joined its cluster yet (it keeps trying its seeds; /readyz answers 503 until it has)\n"
+            "node {me} is in no cluster yet and waits to be told one: shoal cluster join --admin URL SEED... (/readyz answers 503 until it has joined)\n"
         );
+    }
+    if view["joined"] == false {
+        let seeds: Vec<&str> = view["seeds"]
+            .as_array()
+            .map(|s| s.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let mut out = format!(
+            "node {me} has not joined its cluster yet (it keeps trying its seeds {}; /readyz answers 503 until it has)\n",
+            seeds.join(", ")
+        );
+        if let Some(last) = view["last_error"].as_str() {
+            out.push_str(&format!("last failure: {last}\n"));
+        }
+        return out;
     }
     let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
     let groups = view["groups"].as_array().cloned().unwrap_or_default();
@@ -220,7 +332,7 @@ fn render_status(view: &Value) -> String {
         view["routes"].as_u64().unwrap_or(0),
     );
     let yes_no = |v: &Value| if *v == true { "yes" } else { "no" }.to_owned();
-    let mut members = vec![row(&["NODE", "ADDRESS", "ROLE", "DOWN"])];
+    let mut members = vec![row(&["NODE", "ADDRESS", "MQTT", "ROLE", "DOWN"])];
     for n in &nodes {
         let id = n["id"].as_u64().unwrap_or(0);
         members.push(vec![
@@ -230,6 +342,7 @@ fn render_status(view: &Value) -> String {
                 id.to_string()
             },
             n["address"].as_str().unwrap_or("").to_owned(),
+            n["mqtt"].as_str().unwrap_or("-").to_owned(),
             if n["frontend"] == true {
                 "frontend"
             } else {
@@ -382,9 +495,12 @@ impl LocalOptions {
             "--data-dir".to_owned(),
             self.data_dir.join(format!("node{k}")).display().to_string(),
         ];
-        if k > 1 {
-            // Node 1 has no seeds: with no state it starts the cluster, with its data it
-            // rejoins it; the others join through it (or, restarted, rejoin as themselves).
+        if k == 1 {
+            // Node 1 bootstraps: with no state it starts the cluster, with its data it
+            // rejoins it.
+            flags.extend(["--bootstrap".to_owned(), "true".to_owned()]);
+        } else {
+            // The others join through node 1 (or, restarted, rejoin as themselves).
             flags.extend([
                 "--seeds".to_owned(),
                 format!("127.0.0.1:{}", self.cluster_port),
@@ -812,6 +928,10 @@ mod tests {
         .expect("valid");
         let first = options.node(1);
         assert!(!first.flags.contains(&"--seeds".to_owned()), "{first:?}");
+        assert!(
+            first.flags.join(" ").contains("--bootstrap true"),
+            "node 1 starts the cluster explicitly: {first:?}"
+        );
         let third = options.node(3);
         assert_eq!(third.mqtt, "127.0.0.1:2002");
         assert_eq!(third.admin, "http://127.0.0.1:18085");
@@ -842,7 +962,8 @@ mod tests {
         let view = serde_json::json!({
             "enabled": true, "node_id": 2, "routes": 4,
             "nodes": [
-                {"id": 1, "address": "a:7946", "frontend": false, "down": false},
+                {"id": 1, "address": "a:7946", "frontend": false, "down": false,
+                 "mqtt": "m1:1883"},
                 {"id": 2, "address": "b:7946", "frontend": false, "down": true},
                 {"id": 3, "address": "c:7946", "frontend": true, "down": false},
             ],
@@ -856,23 +977,28 @@ mod tests {
         let text = render_status(&view);
         assert!(text.starts_with("node 2's view: 3 member(s), 1 down; 2 group(s), 1 WITHOUT a leader; 4 routed filter(s)"), "{text}");
         let lines: Vec<&str> = text.lines().collect();
-        assert!(
-            lines.contains(&"2 (this)  b:7946   full      yes"),
-            "{text}"
-        );
-        assert!(lines.contains(&"3         c:7946   frontend  no"), "{text}");
-        assert!(
-            lines.contains(&"meta      1       follower   3     9         9        1,2     3"),
-            "{text}"
-        );
-        assert!(
-            lines.contains(&"routes/0  none    candidate  4     5         5        1,2     -"),
-            "{text}"
-        );
+        for line in [
+            "1         a:7946   m1:1883  full      no",
+            "2 (this)  b:7946   -        full      yes",
+            "3         c:7946   -        frontend  no",
+            "meta      1       follower   3     9         9        1,2     3",
+            "routes/0  none    candidate  4     5         5        1,2     -",
+        ] {
+            assert!(lines.contains(&line), "{line:?} in\n{text}");
+        }
         let alone = render_status(&serde_json::json!({"enabled": false, "nodes": ["x"]}));
         assert!(alone.starts_with("not in a cluster"), "{alone}");
         let joining = render_status(&serde_json::json!({"enabled": true, "joined": false,
             "node_id": 4, "nodes": [], "groups": [], "routes": 0}));
         assert!(joining.starts_with("node 4 has not joined"), "{joining}");
+        let waiting = render_status(&serde_json::json!({"enabled": true, "joined": false,
+            "waiting": true, "node_id": 5, "seeds": [], "nodes": [], "groups": []}));
+        assert!(waiting.contains("shoal cluster join"), "{waiting}");
+        let trying = render_status(&serde_json::json!({"enabled": true, "joined": false,
+            "waiting": false, "node_id": 5, "seeds": ["a:1"], "last_error": "a:1: refused"}));
+        assert!(
+            trying.contains("a:1") && trying.contains("last failure: a:1: refused"),
+            "{trying}"
+        );
     }
 }

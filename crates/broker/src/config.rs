@@ -57,6 +57,7 @@ const HELP_FOOTER: &str = "Other commands:
   shoal ctl [--admin URL] [--token T] ...    talk to a node's admin API (shoal ctl help)
   shoal cluster local [--nodes N] ...        run N nodes on this machine as one cluster
   shoal cluster status [--admin URL] ...     a node's view of its cluster (shoal cluster help)
+  shoal cluster join [--admin URL] SEED...   make a waiting node join a cluster through SEED
 
 Exit status:
   0  stopped in order (SIGTERM, SIGINT)
@@ -227,7 +228,8 @@ raw_config! {
     bind_client_id_to_username: bool = "SHOAL_BIND_CLIENT_ID_TO_USERNAME",
     /// Cluster: the address the node listens on for other nodes (gRPC: Raft, forwarding).
     /// Setting it (or `seeds`, or `discovery`) makes the node a member of a cluster; unset,
-    /// the node is a broker on its own. Example 0.0.0.0:7946.
+    /// the node is a broker on its own. Set alone (no seeds, discovery or bootstrap), the
+    /// node waits for `shoal cluster join`. Example 0.0.0.0:7946.
     cluster_listen: SocketAddr = "SHOAL_CLUSTER_LISTEN",
     /// Cluster: this node's id, a positive integer unique in the cluster and stable across
     /// restarts. Default: the number at the end of the host name plus one (pod `shoal-2`
@@ -236,16 +238,25 @@ raw_config! {
     /// Cluster: host:port at which other nodes reach this one. Default: `cluster_listen`,
     /// with the host name in place of an unspecified address (0.0.0.0).
     cluster_advertise: String = "SHOAL_CLUSTER_ADVERTISE",
+    /// Cluster: host:port at which MQTT clients reach this node (a name or address the
+    /// clients can resolve and connect to, not a bind address), recorded with its
+    /// membership. When a node sends its MQTT 5 clients elsewhere (it leaves the cluster,
+    /// or is cut off from the majority), it names another node's in DISCONNECT and CONNACK
+    /// 0x9C (Use another server, with a Server Reference); nodes without one are never
+    /// named, and with none known clients get 0x8B or 0x89. Default: none.
+    mqtt_advertise: String = "SHOAL_MQTT_ADVERTISE",
     /// Cluster: nodes to join through, `host:port` separated by commas; a name resolving
-    /// to several addresses is tried at each. A node with no state and no seeds, or with
-    /// `bootstrap`, starts a new cluster.
+    /// to several addresses is tried at each. A node with no state starts a new cluster
+    /// only with `bootstrap` (or on the `bootstrap_host`); with neither seeds, `discovery`
+    /// nor `bootstrap` it waits, not serving, until `shoal cluster join` gives it seeds.
     seeds: String = "SHOAL_SEEDS",
     /// Cluster: `dns:NAME:PORT`, a name that resolves to every node (a Kubernetes headless
     /// service), used as a seed and resolved again at each attempt.
     discovery: String = "SHOAL_DISCOVERY",
-    /// Cluster: start a new cluster with this node if it has no state yet, whatever the
-    /// seeds say. Exactly one node of a new cluster does this (the StatefulSet's first pod).
-    /// Default false.
+    /// Cluster: start a new cluster with this node if it has no state yet (with seeds, it
+    /// asks them first and joins a cluster that answers). Exactly one node of a new cluster
+    /// does this (the StatefulSet's first pod). Default false: the node joins through its
+    /// seeds or `discovery`, or, with neither, waits for `shoal cluster join`.
     bootstrap: bool = "SHOAL_BOOTSTRAP",
     /// Cluster: bootstrap (as `bootstrap` does) only on the machine whose host name is this
     /// one, so that every node can be given the same value: `shoal-0` makes the first pod
@@ -274,6 +285,11 @@ raw_config! {
     /// lease), so half of it must exceed an election (three times
     /// `cluster_election_timeout_ms`). Default 6000.
     cluster_failure_timeout_ms: u64 = "SHOAL_CLUSTER_FAILURE_TIMEOUT_MS",
+    /// Cluster (advanced): a Raft group snapshots its state every this many log entries
+    /// and keeps a tenth of that many before the snapshot; a node that fell further behind
+    /// (down, or restarted from an old data folder) is sent the snapshot rather than the
+    /// log. Fewer: more snapshot work, less log on disk. Default 10000, at least 10.
+    cluster_snapshot_logs: u64 = "SHOAL_CLUSTER_SNAPSHOT_LOGS",
     /// Cluster: how long a SUBACK waits for its new route to be usable on every node,
     /// seconds, before it answers 0x80. Default 10.
     route_timeout: u64 = "SHOAL_ROUTE_TIMEOUT",
@@ -763,15 +779,20 @@ fn cluster_settings_on(
         .map(str::to_owned)
         .collect();
     for seed in &seeds {
-        if seed
-            .rsplit_once(':')
-            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
-        {
-            return Err(invalid("seeds", format!("{seed:?} is not host:port")));
-        }
+        check_seed(seed).map_err(|why| invalid("seeds", why))?;
     }
     seeds.extend(discovery);
     if raw.cluster_listen.is_none() && seeds.is_empty() {
+        if raw
+            .mqtt_advertise
+            .as_deref()
+            .is_some_and(|a| !a.trim().is_empty())
+        {
+            return Err(invalid(
+                "mqtt_advertise",
+                "set on a node alone: it only serves a cluster (set cluster_listen, seeds or discovery)".into(),
+            ));
+        }
         return Ok(None);
     }
     let listen = raw
@@ -816,6 +837,13 @@ fn cluster_settings_on(
         Some(a) if !a.is_empty() => a.to_owned(),
         _ if listen.ip().is_unspecified() => format!("{host}:{}", listen.port()),
         _ => listen.to_string(),
+    };
+    let mqtt_advertise = match raw.mqtt_advertise.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(address) => {
+            check_seed(address).map_err(|why| invalid("mqtt_advertise", why))?;
+            Some(address.to_owned())
+        }
     };
     let frontend = match raw.role.as_deref().unwrap_or("full") {
         "full" => false,
@@ -869,6 +897,15 @@ fn cluster_settings_on(
             ),
         ));
     }
+    let snapshot_logs = match raw.cluster_snapshot_logs.unwrap_or(10_000) {
+        n if n >= 10 => n,
+        n => {
+            return Err(invalid(
+                "cluster_snapshot_logs",
+                format!("{n} is below the minimum of 10"),
+            ));
+        }
+    };
     let route_timeout = match raw.route_timeout.unwrap_or(10) {
         0 => {
             return Err(invalid(
@@ -883,6 +920,7 @@ fn cluster_settings_on(
             node_id,
             listen,
             advertise,
+            mqtt_advertise,
             seeds,
             bootstrap,
             frontend,
@@ -892,9 +930,21 @@ fn cluster_settings_on(
             election_timeout,
             failure_timeout,
             join_timeout: Duration::from_secs(120),
+            snapshot_logs,
         },
         route_timeout,
     }))
+}
+
+/// Checks that `seed` is `host:port` (as `seeds` and `POST /api/v1/cluster/join` take it).
+pub(crate) fn check_seed(seed: &str) -> Result<(), String> {
+    if seed
+        .rsplit_once(':')
+        .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+    {
+        return Err(format!("{seed:?} is not host:port"));
+    }
+    Ok(())
 }
 
 /// This machine's host name (`HOSTNAME`, else the kernel's), for the node id and address.
@@ -1202,6 +1252,41 @@ mod tests {
         // Given on the command line, clap's own message (naming the flag) stands.
         let args: Vec<std::ffi::OsString> = vec!["shoal".into(), "--max-qos".into(), "x".into()];
         assert_eq!(env_error(&err, &args, |_| true), None);
+    }
+
+    /// The cluster settings of node 1 listening on 127.0.0.1:7946, with `args`.
+    fn node(args: &[&str]) -> Result<Option<ClusterSettings>, ConfigError> {
+        let mut all = vec!["--cluster-listen", "127.0.0.1:7946", "--node-id", "1"];
+        all.extend(args);
+        cluster_settings_on(&parse(&all), "h")
+    }
+
+    #[test]
+    fn mqtt_advertise_is_host_port_and_only_for_a_cluster() {
+        let set = node(&["--mqtt-advertise", "mqtt-1.example:1883"])
+            .expect("valid")
+            .expect("cluster");
+        assert_eq!(
+            set.node.mqtt_advertise.as_deref(),
+            Some("mqtt-1.example:1883")
+        );
+        let unset = node(&[]).expect("valid").expect("cluster");
+        assert_eq!(unset.node.mqtt_advertise, None);
+        let err = node(&["--mqtt-advertise", "mqtt-1.example"]).expect_err("no port");
+        assert!(err.to_string().contains("`mqtt_advertise`"), "{err}");
+        let alone = cluster_settings_on(&parse(&["--mqtt-advertise", "a:1883"]), "h")
+            .expect_err("a node alone");
+        assert!(alone.to_string().contains("`mqtt_advertise`"), "{alone}");
+    }
+
+    #[test]
+    fn cluster_snapshot_logs_defaults_to_ten_thousand_and_refuses_tiny_values() {
+        let default = node(&[]).expect("valid").expect("cluster");
+        assert_eq!(default.node.snapshot_logs, 10_000);
+        let small = node(&["--cluster-snapshot-logs", "50"]).expect("valid");
+        assert_eq!(small.expect("cluster").node.snapshot_logs, 50);
+        let err = node(&["--cluster-snapshot-logs", "5"]).expect_err("too small");
+        assert!(err.to_string().contains("`cluster_snapshot_logs`"), "{err}");
     }
 
     #[test]

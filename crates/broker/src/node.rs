@@ -178,7 +178,13 @@ impl Node {
         ));
         if let Some(settings) = &config.cluster {
             let host = Arc::new(crate::broker::BrokerHost(Arc::downgrade(&broker)));
-            let cluster = shoal_cluster::Cluster::start(settings.node.clone(), &broker.store, host)
+            let cluster = shoal_cluster::Cluster::open(settings.node.clone(), &broker.store, host)
+                .await
+                .map_err(|source| StartError::Cluster { source })?;
+            // Meanwhile the admin API shows how it enters, and `cluster/join` gives it seeds.
+            broker.set_entering(cluster.clone());
+            cluster
+                .enter()
                 .await
                 .map_err(|source| StartError::Cluster { source })?;
             tracing::info!(node = cluster.id(), "joined the cluster");

@@ -86,6 +86,7 @@ impl SessionSlot {
     pub(crate) fn set_connected_as(&self, who: Option<(Option<String>, IpAddr)>) {
         self.kick_reason.store(0, Ordering::Release);
         let mut client = crate::broker::lock(&self.client);
+        client.redirect = None;
         match who {
             Some((username, addr)) => {
                 client.username = username.map(String::into_boxed_str);
@@ -100,6 +101,18 @@ impl SessionSlot {
         let client = crate::broker::lock(&self.client);
         let addr = client.addr?;
         Some((client.username.as_deref().map(str::to_owned), addr))
+    }
+
+    /// Asks the attached connection to end with 0x9C (Use another server), naming
+    /// `server` (MQTT 5: the Server Reference); the Will is published if `publish_will`.
+    pub(crate) fn redirect(&self, server: &str, publish_will: bool) {
+        crate::broker::lock(&self.client).redirect = Some((server.into(), publish_will));
+        self.kick(DisconnectReasonCode::UseAnotherServer);
+    }
+
+    /// Where a kick with 0x9C sends the client, and whether its Will is due (taken).
+    pub(crate) fn take_redirect(&self) -> Option<(Box<str>, bool)> {
+        crate::broker::lock(&self.client).redirect.take()
     }
 
     /// Asks the attached connection to end with `reason` (a ban, a shutdown).
@@ -324,6 +337,9 @@ struct ClientInfo {
     /// The username that created the session (`Some(None)`: an anonymous client), for
     /// `bind_client_id_to_username`; `None` while unknown (restored after a restart).
     owner: Option<Option<Box<str>>>,
+    /// Where the attached connection is sent by its kick with 0x9C (Use another server):
+    /// the Server Reference, and whether the Will is due.
+    redirect: Option<(Box<str>, bool)>,
 }
 
 /// Sessions by a key of their own (client identifier, subscriber id), held as a table of

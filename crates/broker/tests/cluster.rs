@@ -30,24 +30,33 @@ struct Member {
 /// Nodes started as one cluster: node 1 bootstraps, the others join through it.
 struct TestCluster {
     members: Vec<Member>,
+    /// Whether each node records its MQTT address (`--mqtt-advertise`).
+    mqtt_advertise: bool,
+    /// Flags every node gets.
+    extra: Vec<String>,
 }
 
 impl TestCluster {
     /// `full` full nodes (and `frontends` front ends after them).
     async fn start(full: usize, frontends: usize) -> Self {
+        Self::start_with(full, frontends, false, &[]).await
+    }
+
+    /// `start`, each node recording its MQTT address if `mqtt_advertise`, and with `extra`
+    /// flags.
+    async fn start_with(
+        full: usize,
+        frontends: usize,
+        mqtt_advertise: bool,
+        extra: &[&str],
+    ) -> Self {
         let mut cluster = Self {
             members: Vec::new(),
+            mqtt_advertise,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..full + frontends {
-            cluster.members.push(Member {
-                id: i as u64 + 1,
-                mqtt: free_port(),
-                cluster: free_port(),
-                admin: free_port(),
-                dir: tempfile::tempdir().expect("tempdir"),
-                frontend: i >= full,
-                process: None,
-            });
+            cluster.push_member(i >= full);
         }
         cluster.run(0).await;
         // The others join at once, in parallel, as pods of a StatefulSet do.
@@ -102,7 +111,9 @@ impl TestCluster {
             "--admin-listen".into(),
             format!("127.0.0.1:{}", m.admin),
         ]);
-        if i > 0 {
+        if i == 0 {
+            args.extend(["--bootstrap".into(), "true".into()]);
+        } else {
             args.extend([
                 "--seeds".into(),
                 format!("127.0.0.1:{}", self.members[0].cluster),
@@ -111,11 +122,15 @@ impl TestCluster {
         if m.frontend {
             args.extend(["--role".into(), "frontend".into()]);
         }
+        if self.mqtt_advertise {
+            args.extend(["--mqtt-advertise".into(), format!("127.0.0.1:{}", m.mqtt)]);
+        }
+        args.extend(self.extra.iter().cloned());
         (m.dir.path().to_path_buf(), m.mqtt, args)
     }
 
-    /// Adds a new full node that joins the running cluster; returns its index.
-    async fn add(&mut self) -> usize {
+    /// A new member (not started), on free ports; returns its index.
+    fn push_member(&mut self, frontend: bool) -> usize {
         let i = self.members.len();
         self.members.push(Member {
             id: i as u64 + 1,
@@ -123,11 +138,50 @@ impl TestCluster {
             cluster: free_port(),
             admin: free_port(),
             dir: tempfile::tempdir().expect("tempdir"),
-            frontend: false,
+            frontend,
             process: None,
         });
+        i
+    }
+
+    /// Adds a new full node that joins the running cluster; returns its index.
+    async fn add(&mut self) -> usize {
+        let i = self.push_member(false);
         self.run(i).await;
         i
+    }
+
+    /// Adds a new full node that is not told where the cluster is: with `seeds` (none: it
+    /// waits for `shoal cluster join`); returns its index without waiting for it to join.
+    async fn add_unjoined(&mut self, seeds: Option<String>) -> usize {
+        let i = self.push_member(false);
+        let (dir, mqtt, mut args) = self.command(i);
+        let at = args.iter().position(|a| a == "--seeds").expect("a seed");
+        args.drain(at..at + 2);
+        if let Some(seeds) = seeds {
+            args.extend(["--seeds".into(), seeds]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let process = Process::start_args(&dir, mqtt, &args, Duration::from_secs(60)).await;
+        self.members[i].process = Some(process);
+        i
+    }
+
+    /// `shoal cluster ARGS` against member `i`'s admin API: exit code, stdout, stderr.
+    async fn cli(&self, i: usize, args: &[&str]) -> (i32, String, String) {
+        let admin = format!("http://127.0.0.1:{}", self.members[i].admin);
+        let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .arg("cluster")
+            .args(args)
+            .args(["--admin", &admin])
+            .output()
+            .await
+            .expect("shoal cluster runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// Starts (or restarts, with its data) member `i`.
@@ -143,6 +197,16 @@ impl TestCluster {
         format!("127.0.0.1:{}", self.members[i].mqtt)
             .parse()
             .expect("addr")
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`) to member `i`'s process, which this test started.
+    fn signal(&self, i: usize, signal: &str) {
+        let process = self.members[i].process.as_ref().expect("running");
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &process.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success(), "kill -{signal}");
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye to the other nodes.
@@ -194,6 +258,32 @@ impl TestCluster {
                 "the leaderships did not spread: {leaders:?}"
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Polls `GET /api/v1/cluster` of member `i` (for up to 20 s) until `until` holds of
+    /// it; returns it.
+    async fn status_when(
+        &self,
+        i: usize,
+        what: &str,
+        until: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (code, body) = self.admin(i, "GET", "/api/v1/cluster").await;
+            if code == 200 {
+                let status: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+                if until(&status) {
+                    return status;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {}: {what}: {code} {body}",
+                i + 1
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -254,6 +344,25 @@ async fn drain(raw: &mut Raw, wait: Duration) -> Vec<Vec<u8>> {
         }
     }
     got
+}
+
+/// A subscriber on member `to` (SUBACK first) gets what a client of member `from`
+/// publishes at QoS 1 afterwards; `tag` names the clients and the topic.
+async fn assert_routes(cluster: &TestCluster, from: usize, to: usize, tag: &str) {
+    let mut subscriber = client(cluster.addr(to), &format!("{tag}-sub")).await;
+    subscribe(&mut subscriber, 1, &format!("{tag}/#"), QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(from), &format!("{tag}-pub")).await;
+    assert_eq!(
+        publish_qos1(&mut publisher, &format!("{tag}/x"), tag.as_bytes(), 1).await,
+        PubAckReasonCode::Success,
+        "{tag}: node {} to node {}",
+        from + 1,
+        to + 1
+    );
+    assert_eq!(
+        subscriber.next_publish().await.payload.as_ref(),
+        tag.as_bytes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -639,18 +748,11 @@ async fn five_voters_and_a_frontend_that_holds_no_vote() {
         assert_eq!(group["learners"], serde_json::json!([6]), "{group}");
         assert_eq!(group["role"], "learner", "{group}");
     }
-    let mut subscriber = client(cluster.addr(5), "on-frontend").await;
-    subscribe(&mut subscriber, 1, "fe/#", QoS::AtLeastOnce).await;
-    let mut publisher = client(cluster.addr(3), "on-node-4").await;
-    assert_eq!(
-        publish_qos1(&mut publisher, "fe/1", b"z", 1).await,
-        PubAckReasonCode::Success
-    );
-    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"z");
+    assert_routes(&cluster, 3, 5, "fe").await;
 }
 
-/// A node leaves: its clients are told to go (0x8B), it is removed from every group, its
-/// process stops, and the others route on.
+/// A node leaves: its clients are told to go (0x8B: no node recorded an MQTT address), it
+/// is removed from every group, its process stops, and the others route on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_leaves_the_cluster_and_the_others_route_on() {
     let mut cluster = TestCluster::start(3, 0).await;
@@ -670,7 +772,9 @@ async fn a_node_leaves_the_cluster_and_the_others_route_on() {
     );
     match leaving_client.recv().await {
         Some(Packet::Disconnect(d)) => {
-            assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown)
+            // No node recorded an MQTT address: nowhere to send the client.
+            assert_eq!(d.reason_code, DisconnectReasonCode::ServerShuttingDown);
+            assert_eq!(d.properties.server_reference, None);
         }
         other => panic!("expected DISCONNECT 0x8B, got {other:?}"),
     }
@@ -750,4 +854,307 @@ async fn a_fresh_node_joins_under_load() {
     for group in status["groups"].as_array().expect("groups") {
         assert_eq!(group["voters"].as_array().map(Vec::len), Some(4), "{group}");
     }
+}
+
+/// A node started with a cluster listener and neither seeds nor bootstrap waits, not
+/// serving, until `shoal cluster join` names a member; then it is one, and routes both
+/// ways. A node trying a wrong seed takes the right one the same way; a member refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shoal_cluster_join_makes_a_waiting_node_a_member() {
+    let mut cluster = TestCluster::start(1, 0).await;
+    let waiting = cluster.add_unjoined(None).await;
+    // It answers its admin API, says it waits (once its groups are open), and is not ready.
+    cluster
+        .status_when(waiting, "not waiting", |status| {
+            assert_eq!(status["joined"], false, "{status}");
+            status["waiting"] == true
+        })
+        .await;
+    let (code, _) = cluster.admin(waiting, "GET", "/readyz").await;
+    assert_eq!(code, 503, "a waiting node is not ready");
+    let (code, out, _) = cluster.cli(waiting, &["status"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("shoal cluster join"), "{out}");
+    // Still waiting a while later: it did not start a cluster of its own.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(cluster.status(waiting).await["waiting"], true);
+
+    let seed = format!("127.0.0.1:{}", cluster.members[0].cluster);
+    let (code, out, err) = cluster.cli(waiting, &["join", &seed]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("joined the cluster"), "{out}");
+    cluster.ready(waiting).await;
+    let status = cluster.status(0).await;
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(2),
+        "{status}"
+    );
+    // A message published on the new member reaches a subscriber on node 1, and back.
+    assert_routes(&cluster, waiting, 0, "joined").await;
+    assert_routes(&cluster, 0, waiting, "back").await;
+
+    // A member answers 409 with why.
+    let (code, _, err) = cluster.cli(waiting, &["join", &seed]).await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("409") && err.contains("member"), "{err}");
+
+    // A node trying a wrong seed (nothing listens there) takes the right one.
+    let wrong = format!("127.0.0.1:{}", free_port());
+    let lost = cluster.add_unjoined(Some(wrong.clone())).await;
+    cluster
+        .status_when(lost, "no failed attempt reported", |status| {
+            assert_eq!(status["waiting"], false, "{status}");
+            assert_eq!(status["seeds"], serde_json::json!([wrong]), "{status}");
+            status["last_error"].is_string()
+        })
+        .await;
+    let (code, out, err) = cluster.cli(lost, &["join", &seed]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    cluster.ready(lost).await;
+    let status = cluster.status(lost).await;
+    assert_eq!(
+        status["nodes"].as_array().map(Vec::len),
+        Some(3),
+        "{status}"
+    );
+}
+
+/// The MQTT address each member recorded (`mqtt_advertise`), by node id.
+fn mqtt_addresses(status: &serde_json::Value) -> BTreeMap<u64, String> {
+    status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| Some((n["id"].as_u64()?, n["mqtt"].as_str()?.to_owned())))
+        .collect()
+}
+
+/// Waits for a DISCONNECT and returns its reason code and Server Reference.
+async fn disconnect_of(raw: &mut Raw, wait: Duration) -> (DisconnectReasonCode, Option<String>) {
+    loop {
+        match raw.recv_within(wait).await {
+            Some(Packet::Disconnect(d)) => {
+                return (
+                    d.reason_code,
+                    d.properties.server_reference.map(|s| s.to_string()),
+                );
+            }
+            Some(_) => continue,
+            None => panic!("the connection closed without DISCONNECT"),
+        }
+    }
+}
+
+/// With `mqtt_advertise` on every node, a node that leaves sends each MQTT 5 client to
+/// another node that is up (DISCONNECT 0x9C with its Server Reference, round robin);
+/// an MQTT 3.1.1 client is closed as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaving_node_sends_mqtt5_clients_to_another_node() {
+    let cluster = TestCluster::start_with(3, 0, true, &[]).await;
+    let status = cluster.status(0).await;
+    let expected: BTreeMap<u64, String> = (0..3)
+        .map(|i| {
+            (
+                i as u64 + 1,
+                format!("127.0.0.1:{}", cluster.members[i].mqtt),
+            )
+        })
+        .collect();
+    assert_eq!(mqtt_addresses(&status), expected, "{status}");
+    let (code, out, _) = cluster.cli(0, &["status"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("MQTT") && out.contains(&expected[&3]), "{out}");
+
+    // Three MQTT 5 clients and one 3.1.1 client: the four turns of the round robin
+    // alternate between the two other nodes, so any three of them name both.
+    let mut first = client(cluster.addr(2), "leaver-a").await;
+    let mut second = client(cluster.addr(2), "leaver-b").await;
+    let mut third = client(cluster.addr(2), "leaver-c").await;
+    let (mut old, ack) =
+        Raw::connect(cluster.addr(2), ProtocolVersion::V3_1_1, "leaver-3", |_| {}).await;
+    assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+    let (code, out, err) = cluster.cli(2, &["leave"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let mut sent_to = BTreeSet::new();
+    for raw in [&mut first, &mut second, &mut third] {
+        let (reason, server) = disconnect_of(raw, Duration::from_secs(10)).await;
+        assert_eq!(reason, DisconnectReasonCode::UseAnotherServer);
+        let server = server.expect("a Server Reference");
+        assert!(
+            server == expected[&1] || server == expected[&2],
+            "{server} is not another node's MQTT address"
+        );
+        sent_to.insert(server);
+    }
+    assert_eq!(sent_to.len(), 2, "round robin over the two other nodes");
+    assert_eq!(
+        old.recv().await,
+        None,
+        "an MQTT 3.1.1 client is just closed"
+    );
+}
+
+/// A node cut off from the majority (the two others stopped with SIGSTOP) sends its MQTT 5
+/// clients to another node from its copy of meta (DISCONNECT 0x9C) and refuses new ones
+/// with CONNACK 0x9C and a Server Reference; it serves again once the others are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_sends_its_clients_to_another_node() {
+    let cluster = TestCluster::start_with(3, 0, true, &[]).await;
+    let others = [
+        format!("127.0.0.1:{}", cluster.members[1].mqtt),
+        format!("127.0.0.1:{}", cluster.members[2].mqtt),
+    ];
+    let mut raw = client(cluster.addr(0), "stranded").await;
+    cluster.signal(1, "STOP");
+    cluster.signal(2, "STOP");
+    let (reason, server) = disconnect_of(&mut raw, Duration::from_secs(15)).await;
+    let refused = Raw::connect(cluster.addr(0), V5, "newcomer", |_| {})
+        .await
+        .1;
+    cluster.signal(1, "CONT");
+    cluster.signal(2, "CONT");
+    assert_eq!(reason, DisconnectReasonCode::UseAnotherServer);
+    let server = server.expect("a Server Reference");
+    assert!(others.contains(&server), "{server}");
+    assert_eq!(
+        refused.reason_code,
+        shoal_codec::ConnectReasonCode::UseAnotherServer
+    );
+    let server = refused
+        .properties
+        .server_reference
+        .map(|s| s.to_string())
+        .expect("a Server Reference");
+    assert!(others.contains(&server), "{server}");
+    cluster.ready(0).await;
+    client(cluster.addr(0), "welcome-back").await;
+}
+
+/// The groups of `status` by name: (last log, applied, snapshot, purged, installed).
+fn groups_of(status: &serde_json::Value) -> BTreeMap<String, [u64; 5]> {
+    status["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .map(|g| {
+            let n = |key: &str| g[key].as_u64().unwrap_or(0);
+            (
+                g["group"].as_str().unwrap_or("").to_owned(),
+                [
+                    n("last_log"),
+                    n("applied"),
+                    n("snapshot"),
+                    n("purged"),
+                    n("snapshots_installed"),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// A node killed with -9 misses so many route and retained changes that the others purge
+/// their logs past its position; restarted with its data, it catches up through snapshots
+/// (installed, and counted in its status): every retained message is delivered on it, the
+/// routes made meanwhile route from it, and new routes on it work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_fell_behind_catches_up_through_a_snapshot() {
+    const N: u16 = 300;
+    let mut cluster =
+        TestCluster::start_with(3, 0, false, &["--cluster-snapshot-logs", "50"]).await;
+    cluster.kill(2);
+    // Retained messages on node 1 (both retained shards), routes on node 2 (every route
+    // shard): each a log entry, far past 50 + 5 per group.
+    let mut retainer = client(cluster.addr(0), "retainer").await;
+    for n in 1..=N {
+        retainer
+            .publish(
+                &format!("snap/{n}"),
+                &n.to_be_bytes(),
+                QosPid::AtLeastOnce(pid(n)),
+                true,
+            )
+            .await;
+        match retainer.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::PubAck(ack)) => assert!(
+                matches!(
+                    ack.reason_code,
+                    PubAckReasonCode::Success | PubAckReasonCode::NoMatchingSubscribers
+                ),
+                "retained {n}: {ack:?}"
+            ),
+            other => panic!("retained {n}: expected PUBACK, got {other:?}"),
+        }
+    }
+    let mut listener = client(cluster.addr(1), "route-holder").await;
+    for n in 1..=N {
+        subscribe(&mut listener, n, &format!("route/{n}"), QoS::AtLeastOnce).await;
+    }
+    let leader_view = groups_of(&cluster.status(0).await);
+    for (group, [_, _, snapshot, purged, _]) in &leader_view {
+        if group != "meta" {
+            assert!(
+                *snapshot > 0 && *purged > 0,
+                "{group} snapshotted and purged its log: {leader_view:?}"
+            );
+        }
+    }
+
+    cluster.run(2).await;
+    // Caught up: node 3 applied every group as far as node 1's log went.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let caught_up = loop {
+        let view = groups_of(&cluster.status(2).await);
+        if leader_view
+            .iter()
+            .all(|(group, [last_log, ..])| view.get(group).is_some_and(|g| g[1] >= *last_log))
+        {
+            break view;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 3 did not catch up: {view:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("node 1 before the restart: {leader_view:?}\nnode 3 caught up: {caught_up:?}");
+    for (group, [.., installed]) in &caught_up {
+        if group != "meta" {
+            assert!(
+                *installed >= 1,
+                "{group}: node 3 caught up without a snapshot: {caught_up:?}"
+            );
+        }
+    }
+    // Every retained message, on node 3.
+    let mut reader = client(cluster.addr(2), "snap-reader").await;
+    subscribe(&mut reader, 1, "snap/#", QoS::AtMostOnce).await;
+    let mut got = BTreeSet::new();
+    while got.len() < N as usize {
+        match reader.recv_within(Duration::from_secs(5)).await {
+            Some(Packet::Publish(p)) => {
+                assert!(p.retain);
+                got.insert(u16::from_be_bytes([p.payload[0], p.payload[1]]));
+            }
+            other => panic!("{} of {N} retained messages, then {other:?}", got.len()),
+        }
+    }
+    assert_eq!(got, (1..=N).collect());
+    // The routes made while it was down route from it.
+    let mut publisher = client(cluster.addr(2), "snap-publisher").await;
+    for n in [1, N / 2, N] {
+        assert_eq!(
+            publish_qos1(&mut publisher, &format!("route/{n}"), b"from-3", n).await,
+            PubAckReasonCode::Success
+        );
+        let delivered = listener.next_publish().await;
+        assert_eq!(delivered.topic.to_string(), format!("route/{n}"));
+        if let QosPid::AtLeastOnce(id) = delivered.qos_pid {
+            listener
+                .send(Packet::PubAck(shoal_codec::PubAck::new(id)))
+                .await;
+        }
+    }
+    // And a route made on it is used by node 1.
+    assert_routes(&cluster, 0, 2, "after").await;
 }

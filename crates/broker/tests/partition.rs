@@ -174,9 +174,10 @@ fn start(netns: Option<&str>, id: u64, ip: &str, seed: Option<SocketAddr>) -> No
         .args(["--sys-interval", "0", "--log", "warn"])
         .arg("--data-dir")
         .arg(dir.path());
-    if let Some(seed) = seed {
-        command.args(["--seeds", &seed.to_string()]);
-    }
+    match seed {
+        Some(seed) => command.args(["--seeds", &seed.to_string()]),
+        None => command.args(["--bootstrap", "true"]),
+    };
     let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

@@ -94,7 +94,9 @@ impl Inner {
     /// Hands the leadership of `group` to `target` (see the module's text); `Ok` once
     /// `target` leads it.
     pub(crate) async fn hand_off(&self, group: GroupId, target: RaftNodeId) -> Result<(), String> {
-        let g = self.group(group).ok_or("this node does not run the group")?;
+        let g = self
+            .group(group)
+            .ok_or("this node does not run the group")?;
         let mut client = self
             .client_of(target)
             .ok_or_else(|| format!("the address of node {target} is not known"))?;

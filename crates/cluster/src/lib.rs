@@ -21,6 +21,7 @@
 #![allow(clippy::result_large_err)]
 
 mod encoding;
+mod entry;
 mod forward;
 mod group_id;
 mod handoff;
@@ -47,6 +48,7 @@ pub mod proto {
     tonic::include_proto!("shoal.cluster.v1");
 }
 
+pub use entry::{EntryStatus, JoinRefused};
 pub use forward::ForwardWait;
 pub use group_id::GroupId;
 pub use log_store::SledLogStore;

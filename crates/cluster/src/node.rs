@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use shoal_session::Message;
 use shoal_store::Store;
 use tonic::transport::Channel;
 
+use crate::entry::Entrance;
 use crate::forward::{ForwardWait, Forwarder, Outgoing};
 use crate::group_id::GroupId;
 use crate::lease::Lease;
@@ -51,11 +52,17 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// host:port at which the other nodes reach this one.
     pub advertise: String,
+    /// host:port at which MQTT clients reach this node, recorded in meta: the Server
+    /// Reference the other nodes give their MQTT 5 clients when they send them elsewhere
+    /// (DISCONNECT or CONNACK 0x9C). `None`: not said; clients get 0x8B or 0x89 instead.
+    pub mqtt_advertise: Option<String>,
     /// Where to look for the cluster when joining: host:port each, names resolving to
     /// every address they have (a Kubernetes headless service).
     pub seeds: Vec<String>,
-    /// Start a new cluster with this node alone if it has no state yet. Also what a node
-    /// without seeds does.
+    /// Start a new cluster with this node alone if it has no state yet (after asking the
+    /// seeds once, if it has any: a cluster that answers is joined instead). Without it
+    /// and without seeds, a node with no state waits for seeds from `Cluster::join_through`
+    /// (`shoal cluster join`).
     pub bootstrap: bool,
     /// A front end: joins every group as a learner, holds no vote.
     pub frontend: bool,
@@ -71,6 +78,10 @@ pub struct ClusterConfig {
     pub failure_timeout: Duration,
     /// How long a new node keeps trying to join.
     pub join_timeout: Duration,
+    /// A group snapshots its state after this many log entries since its last snapshot,
+    /// and keeps a tenth of that many entries before the snapshot in its log; a node that
+    /// fell further behind is sent the snapshot. Fewer: more snapshot work, smaller logs.
+    pub snapshot_logs: u64,
 }
 
 impl ClusterConfig {
@@ -167,6 +178,8 @@ pub(crate) struct Group {
     /// This node is handing the group's leadership to another node: it takes no new
     /// commands (they wait for the new leader).
     pub(crate) handing_off: AtomicBool,
+    /// How many snapshots the group installed from its leader since the node started.
+    pub(crate) installed: Arc<AtomicU64>,
 }
 
 pub(crate) struct Inner {
@@ -182,15 +195,19 @@ pub(crate) struct Inner {
     /// lost the race).
     kicked: Mutex<HashMap<String, u64>>,
     shared_cursor: AtomicUsize,
+    /// The round robin of `server_reference`.
+    redirect_cursor: AtomicUsize,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Whether this node is in touch with a majority (see `lease.rs`).
     pub(crate) lease: Arc<Lease>,
+    /// How this node enters its cluster: its seeds, whether it is a member yet.
+    pub(crate) entrance: Entrance,
 }
 
 /// This node's part of the cluster; cheap to clone.
 #[derive(Clone)]
 pub struct Cluster {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -249,9 +266,21 @@ impl Observer for NodeObserver {
 }
 
 impl Cluster {
-    /// Opens this node's groups in `store`, starts the cluster listener, then joins the
-    /// cluster (or bootstraps it, or, restarted with its data, rejoins as itself).
+    /// Opens this node's groups in `store`, starts the cluster listener, then enters the
+    /// cluster (`open`, then `enter`).
     pub async fn start(
+        config: ClusterConfig,
+        store: &Store,
+        host: Arc<dyn Host>,
+    ) -> Result<Self, ClusterError> {
+        let cluster = Self::open(config, store, host).await?;
+        cluster.enter().await?;
+        Ok(cluster)
+    }
+
+    /// Opens this node's groups in `store` and starts the cluster listener; the node is
+    /// not a member yet: `enter` bootstraps, joins or rejoins.
+    pub async fn open(
         config: ClusterConfig,
         store: &Store,
         host: Arc<dyn Host>,
@@ -268,8 +297,8 @@ impl Cluster {
             heartbeat_interval: config.heartbeat.as_millis() as u64,
             election_timeout_min: config.election_timeout.as_millis() as u64,
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(10_000),
-            max_in_snapshot_log_to_keep: 1_000,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
+            max_in_snapshot_log_to_keep: config.snapshot_logs / 10,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| ClusterError::Start {
@@ -301,6 +330,7 @@ impl Cluster {
                 }
             }
             let state = state_machine.shared();
+            let installed = state_machine.installed();
             let network = NetworkFactory {
                 group,
                 peers: Arc::clone(&peers),
@@ -315,9 +345,16 @@ impl Cluster {
                     raft,
                     state,
                     handing_off: AtomicBool::new(false),
+                    installed,
                 },
             );
         }
+        let had_state = groups[&GroupId::Meta]
+            .raft
+            .is_initialized()
+            .await
+            .unwrap_or(false);
+        let entrance = Entrance::new(config.seeds.clone(), had_state);
         let inner = Arc::new(Inner {
             id,
             config,
@@ -329,8 +366,10 @@ impl Cluster {
             forwarders,
             kicked: Mutex::new(HashMap::new()),
             shared_cursor: AtomicUsize::new(0),
+            redirect_cursor: AtomicUsize::new(0),
             tasks: Mutex::new(Vec::new()),
             lease,
+            entrance,
         });
         let server = crate::service::serve(Arc::clone(&inner), listener);
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
@@ -341,143 +380,7 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .extend([server, writer_task, watch_task, spread_task]);
-        let cluster = Self { inner };
-        cluster.enter().await?;
-        Ok(cluster)
-    }
-
-    /// Bootstraps, joins, or (restarted with its data) just waits to hear from a leader.
-    async fn enter(&self) -> Result<(), ClusterError> {
-        let inner = &self.inner;
-        let meta = &inner.groups[&GroupId::Meta].raft;
-        let initialized = meta.is_initialized().await.unwrap_or(false);
-        if initialized {
-            tracing::info!(
-                node = inner.id,
-                "rejoining the cluster with the state on disk"
-            );
-        } else if inner.config.seeds.is_empty()
-            || (inner.config.bootstrap && self.join_round(Duration::from_secs(3)).await.is_err())
-        {
-            // A bootstrap node with seeds asks them once first: if a cluster already
-            // answers (this node lost its data folder), it joins it rather than starting a
-            // second one.
-            if inner.config.frontend {
-                return Err(ClusterError::Join {
-                    seeds: inner.config.seeds.clone(),
-                    secs: 0,
-                    last: "a front end cannot bootstrap a cluster: give it seeds".to_owned(),
-                });
-            }
-            tracing::info!(
-                node = inner.id,
-                "bootstrapping a new cluster with this node"
-            );
-            let me = BTreeMap::from([(inner.id, BasicNode::new(&inner.config.advertise))]);
-            for (group, g) in &inner.groups {
-                if let Err(e) = g.raft.initialize(me.clone()).await {
-                    return Err(ClusterError::Start {
-                        group: *group,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        } else if !inner.config.bootstrap {
-            self.join().await?;
-        }
-        // Record this node in meta (its address may have changed).
-        let command = Command::AddNode {
-            node: inner.id,
-            address: inner.config.advertise.clone(),
-            frontend: inner.config.frontend,
-        };
-        let deadline = Instant::now() + inner.config.join_timeout;
-        loop {
-            match inner.propose(GroupId::Meta, command.clone()).await {
-                Ok(_) => break,
-                Err(e) if Instant::now() > deadline => {
-                    return Err(ClusterError::Join {
-                        seeds: inner.config.seeds.clone(),
-                        secs: inner.config.join_timeout.as_secs(),
-                        last: e.to_string(),
-                    });
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
-            }
-        }
-        if inner.is_down(inner.id) {
-            let _ = inner
-                .propose(
-                    GroupId::Meta,
-                    Command::SetDown {
-                        node: inner.id,
-                        down: false,
-                    },
-                )
-                .await;
-        }
-        Ok(())
-    }
-
-    /// Asks the seeds to make this node a member of every group, until one does.
-    async fn join(&self) -> Result<(), ClusterError> {
-        self.join_round(self.inner.config.join_timeout).await
-    }
-
-    /// Asks the seeds, round after round for `within`, to make this node a member of
-    /// every group.
-    async fn join_round(&self, within: Duration) -> Result<(), ClusterError> {
-        let inner = &self.inner;
-        let config = &inner.config;
-        let deadline = Instant::now() + within;
-        let mut last = String::from("no seed answered");
-        loop {
-            for seed in &config.seeds {
-                let addresses: Vec<SocketAddr> = match tokio::net::lookup_host(seed).await {
-                    Ok(found) => found.collect(),
-                    Err(e) => {
-                        last = format!("{seed} does not resolve: {e}");
-                        continue;
-                    }
-                };
-                for address in addresses {
-                    if address == config.listen || address.to_string() == config.advertise {
-                        continue;
-                    }
-                    let Ok(endpoint) = Channel::from_shared(format!("http://{address}")) else {
-                        continue;
-                    };
-                    let channel = endpoint
-                        .connect_timeout(Duration::from_secs(2))
-                        .connect_lazy();
-                    let mut client = ClusterClient::new(channel);
-                    let mut request = tonic::Request::new(JoinRequest {
-                        node_id: inner.id,
-                        address: config.advertise.clone(),
-                        frontend: config.frontend,
-                        group: String::new(),
-                    });
-                    request.set_timeout(Duration::from_secs(30));
-                    match client.join(request).await {
-                        Ok(reply) if reply.get_ref().error.is_empty() => {
-                            tracing::info!(node = inner.id, through = %address, "joined the cluster");
-                            return Ok(());
-                        }
-                        Ok(reply) => last = format!("{address}: {}", reply.into_inner().error),
-                        Err(status) => last = format!("{address}: {}", status.message()),
-                    }
-                }
-            }
-            if Instant::now() > deadline {
-                return Err(ClusterError::Join {
-                    seeds: config.seeds.clone(),
-                    secs: within.as_secs(),
-                    last,
-                });
-            }
-            tracing::info!(node = inner.id, last = %last, "not joined yet; trying the seeds again");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
+        Ok(Self { inner })
     }
 
     /// This node's id.
@@ -657,10 +560,7 @@ impl Cluster {
     pub async fn leave(&self) -> Result<(), ClusterError> {
         let inner = &self.inner;
         let others: Vec<RaftNodeId> = {
-            let meta = inner.groups[&GroupId::Meta]
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let meta = inner.meta();
             meta.nodes()
                 .keys()
                 .copied()
@@ -727,6 +627,28 @@ impl Cluster {
         Ok(())
     }
 
+    /// Another node for an MQTT client to use (the Server Reference of DISCONNECT or
+    /// CONNACK 0x9C): round robin over the other members that are up, as this node's
+    /// copy of meta has them (possibly stale, for a node cut off), and that recorded an
+    /// MQTT address. `None`: none known.
+    pub fn server_reference(&self) -> Option<String> {
+        let inner = &self.inner;
+        let others: Vec<String> = {
+            let meta = inner.meta();
+            meta.nodes()
+                .iter()
+                .filter(|(id, m)| **id != inner.id && !m.down)
+                .filter_map(|(_, m)| m.mqtt.clone())
+                .collect()
+        };
+        if others.is_empty() {
+            return None;
+        }
+        let len = others.len();
+        let turn = inner.redirect_cursor.fetch_add(1, Ordering::Relaxed);
+        others.into_iter().nth(turn % len)
+    }
+
     /// What this node knows of the cluster.
     pub fn status(&self) -> ClusterStatus {
         self.inner.status()
@@ -771,6 +693,8 @@ pub struct NodeStatus {
     pub frontend: bool,
     /// Declared down by failure detection.
     pub down: bool,
+    /// Where its MQTT clients connect (`mqtt_advertise`), if it said.
+    pub mqtt: Option<String>,
 }
 
 /// A group as this node sees it.
@@ -788,6 +712,13 @@ pub struct GroupStatus {
     pub last_log: u64,
     /// The last applied index.
     pub applied: u64,
+    /// The last index its current snapshot covers (0: none).
+    pub snapshot: u64,
+    /// The last index purged from its log (0: none).
+    pub purged: u64,
+    /// How many snapshots this node installed from the group's leader since it started
+    /// (it had fallen behind the leader's log).
+    pub snapshots_installed: u64,
     /// The voters.
     pub voters: Vec<RaftNodeId>,
     /// The learners.
@@ -807,6 +738,14 @@ impl Inner {
             .holds(self.id, leading, &voters, self.config.failure_timeout / 2)
     }
 
+    /// This node's copy of meta's state (read-locked: hold it briefly).
+    pub(crate) fn meta(&self) -> std::sync::RwLockReadGuard<'_, GroupState> {
+        self.groups[&GroupId::Meta]
+            .state
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     pub(crate) fn group(&self, group: GroupId) -> Option<&Group> {
         self.groups.get(&group)
     }
@@ -820,10 +759,7 @@ impl Inner {
                 return Some(n.addr.clone());
             }
         }
-        let meta = self.groups[&GroupId::Meta]
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let meta = self.meta();
         meta.nodes().get(&node).map(|m| m.address.clone())
     }
 
@@ -833,10 +769,7 @@ impl Inner {
     }
 
     pub(crate) fn is_down(&self, node: RaftNodeId) -> bool {
-        let meta = self.groups[&GroupId::Meta]
-            .state
-            .read()
-            .unwrap_or_else(|e| e.into_inner());
+        let meta = self.meta();
         meta.nodes().get(&node).is_some_and(|m| m.down)
     }
 
@@ -1123,10 +1056,7 @@ impl Inner {
 
     pub(crate) fn status(&self) -> ClusterStatus {
         let nodes = {
-            let meta = self.groups[&GroupId::Meta]
-                .state
-                .read()
-                .unwrap_or_else(|e| e.into_inner());
+            let meta = self.meta();
             meta.nodes()
                 .iter()
                 .map(|(id, m)| NodeStatus {
@@ -1134,6 +1064,7 @@ impl Inner {
                     address: m.address.clone(),
                     frontend: m.frontend,
                     down: m.down,
+                    mqtt: m.mqtt.clone(),
                 })
                 .collect()
         };
@@ -1158,6 +1089,9 @@ impl Inner {
                     term: metrics.current_term,
                     last_log: metrics.last_log_index.unwrap_or(0),
                     applied: metrics.last_applied.map_or(0, |l| l.index),
+                    snapshot: metrics.snapshot.map_or(0, |l| l.index),
+                    purged: metrics.purged.map_or(0, |l| l.index),
+                    snapshots_installed: g.installed.load(Ordering::Relaxed),
                     voters: membership.voter_ids().collect(),
                     learners: membership.learner_ids().collect(),
                 }

@@ -19,9 +19,10 @@ use crate::group_id::GroupId;
 use crate::node::{Forwarded, Inner};
 use crate::proto::cluster_server::{Cluster, ClusterServer};
 use crate::proto::{
-    Applied, CampaignReply, CampaignRequest, ForwardAck, ForwardBatch, GroupStatus, JoinReply, JoinRequest, KickReply, KickRequest,
-    LeaveReply, LeaveRequest, ProposeReply, ProposeRequest, RaftKind, RaftReply, RaftRequest,
-    StatusReply, StatusRequest, WaitAppliedReply, WaitAppliedRequest, propose_reply,
+    Applied, CampaignReply, CampaignRequest, ForwardAck, ForwardBatch, GroupStatus, JoinReply,
+    JoinRequest, KickReply, KickRequest, LeaveReply, LeaveRequest, ProposeReply, ProposeRequest,
+    RaftKind, RaftReply, RaftRequest, StatusReply, StatusRequest, WaitAppliedReply,
+    WaitAppliedRequest, propose_reply,
 };
 use crate::state::Command;
 use crate::type_config::GroupConfig;

@@ -89,6 +89,11 @@ pub enum Command {
         address: String,
         /// A front end: never a voter.
         frontend: bool,
+        /// Where its MQTT clients connect, host:port (`mqtt_advertise`): the Server
+        /// Reference other nodes give their clients when they send them elsewhere. Absent
+        /// in entries written before it existed.
+        #[serde(default)]
+        mqtt: Option<String>,
     },
 }
 
@@ -111,6 +116,9 @@ pub struct Member {
     /// Declared unreachable by failure detection.
     #[serde(default)]
     pub down: bool,
+    /// Where its MQTT clients connect, host:port, if it said (`mqtt_advertise`).
+    #[serde(default)]
+    pub mqtt: Option<String>,
 }
 
 /// What applying one entry did.
@@ -260,11 +268,13 @@ impl GroupState {
                 node,
                 address,
                 frontend,
+                mqtt,
             } => {
                 let member = Member {
                     address: address.clone(),
                     frontend: *frontend,
                     down: false,
+                    mqtt: mqtt.clone(),
                 };
                 if self.nodes.get(node) != Some(&member) {
                     self.nodes.insert(*node, member);
@@ -445,6 +455,33 @@ mod tests {
         assert_eq!(state.route("b"), None);
         assert_eq!(state.owner("c1"), None);
         assert_eq!(state.owner("c2").map(|o| o.node), Some(2));
+    }
+
+    #[test]
+    fn an_add_node_entry_written_before_the_mqtt_address_still_decodes() {
+        let old = br#"{"AddNode":{"node":2,"address":"10.0.0.2:7946","frontend":false}}"#;
+        let command: Command = serde_json::from_slice(old).expect("an old entry decodes");
+        let mut state = GroupState::default();
+        apply(&mut state, &command);
+        assert_eq!(state.nodes()[&2].mqtt, None);
+        let old_member = br#"{"address":"10.0.0.2:7946","frontend":false}"#;
+        let member: Member = serde_json::from_slice(old_member).expect("an old member decodes");
+        assert_eq!(member.mqtt, None);
+        // The same node again with its MQTT address: recorded.
+        let (_, touched) = apply(
+            &mut state,
+            &Command::AddNode {
+                node: 2,
+                address: "10.0.0.2:7946".into(),
+                frontend: false,
+                mqtt: Some("mqtt-2.example:1883".into()),
+            },
+        );
+        assert_eq!(touched, BTreeSet::from([Touched::Node(2)]));
+        assert_eq!(
+            state.nodes()[&2].mqtt.as_deref(),
+            Some("mqtt-2.example:1883")
+        );
     }
 
     #[test]

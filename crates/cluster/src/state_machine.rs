@@ -19,6 +19,7 @@
 //! flush, since the log before it may then be purged.
 use std::collections::BTreeSet;
 use std::io::{self, Cursor};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
@@ -92,6 +93,8 @@ pub struct SledStateMachine {
     /// The state as applied, shared with the node for lookups (read-locked briefly).
     shared: Arc<RwLock<GroupState>>,
     observer: Arc<dyn Observer>,
+    /// How many snapshots were installed since the state machine was opened.
+    installed: Arc<AtomicU64>,
 }
 
 impl SledStateMachine {
@@ -161,7 +164,13 @@ impl SledStateMachine {
             shared: Arc::new(RwLock::new(applied.state.clone())),
             applied,
             observer,
+            installed: Arc::default(),
         })
+    }
+
+    /// How many snapshots were installed since the state machine was opened, shared.
+    pub fn installed(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.installed)
     }
 
     /// The state as applied, shared: the node reads it for lookups.
@@ -379,8 +388,15 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         self.store
             .flush()
             .await
-            .map(drop)
-            .map_err(|e| io_error(subject, ErrorVerb::Write, &e))
+            .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
+        self.installed.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            group = %self.group,
+            last_log = ?meta.last_log_id,
+            keys = touched.len(),
+            "installed a snapshot from the leader (this node had fallen behind its log)"
+        );
+        Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<GroupConfig>>> {

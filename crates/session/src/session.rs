@@ -7,8 +7,9 @@ use std::num::NonZeroU16;
 use std::sync::Arc;
 
 use shoal_codec::{
-    ConnAck, ConnAckProperties, Connect, ConnectReasonCode, Disconnect, DisconnectReasonCode,
-    MqttString, Packet, PacketId, ProtocolVersion, PubRel, QoS, SubAckReasonCode,
+    ConnAck, ConnAckProperties, Connect, ConnectReasonCode, Disconnect, DisconnectProperties,
+    DisconnectReasonCode, MqttString, Packet, PacketId, ProtocolVersion, PubRel, QoS,
+    SubAckReasonCode,
 };
 
 use crate::config::SessionConfig;
@@ -498,13 +499,27 @@ impl Session {
         publish_will: bool,
         explanation: Option<&str>,
     ) {
+        let properties = DisconnectProperties {
+            reason_string: explanation.and_then(|text| MqttString::try_from(text).ok()),
+            ..Default::default()
+        };
+        self.close_with(reason, publish_will, properties);
+    }
+
+    /// `close`, with the DISCONNECT's properties (MQTT 5 only; e.g. a Server Reference with
+    /// 0x9C, Use another server).
+    pub fn close_with(
+        &mut self,
+        reason: DisconnectReasonCode,
+        publish_will: bool,
+        properties: DisconnectProperties,
+    ) {
         if self.closing.is_some() {
             return;
         }
         if self.link.as_ref().is_some_and(|l| l.version.is_v5()) {
             let mut disconnect = Disconnect::new(reason);
-            disconnect.properties.reason_string =
-                explanation.and_then(|text| MqttString::try_from(text).ok());
+            disconnect.properties = properties;
             push(&mut self.control, Packet::Disconnect(disconnect));
         }
         let close = CloseReason {

@@ -33,6 +33,17 @@ impl Broker {
         self.cluster.get()
     }
 
+    /// This node's part of the cluster once opened, before it has joined (`None`: a node
+    /// alone, or not opened yet).
+    pub(crate) fn entering(&self) -> Option<&Cluster> {
+        self.entering.get()
+    }
+
+    /// The cluster is open: the node enters it (and may wait for `cluster/join`).
+    pub(crate) fn set_entering(&self, cluster: Cluster) {
+        let _ = self.entering.set(cluster);
+    }
+
     /// Joins the cluster: from now on, routes, forwarding and claims go through it.
     pub(crate) fn set_cluster(&self, cluster: Cluster) {
         let _ = self.cluster.set(cluster);
@@ -45,7 +56,8 @@ impl Broker {
     }
 
     /// Follows the cluster's membership lease until shutdown: when it lapses, every client
-    /// is disconnected (MQTT 5: DISCONNECT 0x89, Server busy: reconnect elsewhere) and new
+    /// is disconnected (MQTT 5: DISCONNECT 0x9C, Use another server, naming another node
+    /// as this node's copy of meta knows them; with none known, 0x89, Server busy) and new
     /// ones are refused; when it holds again, the node serves again.
     pub(crate) async fn watch_lease(self: Arc<Self>, cluster: Cluster) {
         let mut shutdown = self.shutdown.subscribe();
@@ -66,22 +78,44 @@ impl Broker {
                 tracing::warn!(
                     "cut off from the cluster's majority (membership lease lapsed): disconnecting every client until it is back"
                 );
-                self.kick_all(DisconnectReasonCode::ServerBusy);
+                self.send_elsewhere(&cluster, DisconnectReasonCode::ServerBusy, true);
+            }
+        }
+    }
+
+    /// Disconnects every client to send it to another node: MQTT 5 clients get
+    /// DISCONNECT 0x9C (Use another server) with the Server Reference of another node that
+    /// is up (round robin over those that recorded `mqtt_advertise`), or `fallback` when
+    /// none is known; MQTT 3.1.1 clients are closed. The Will of a client sent elsewhere
+    /// is published if `publish_will`.
+    fn send_elsewhere(
+        &self,
+        cluster: &Cluster,
+        fallback: DisconnectReasonCode,
+        publish_will: bool,
+    ) {
+        for slot in self.slots() {
+            if slot.connected_as().is_none() {
+                continue;
+            }
+            match cluster.server_reference() {
+                Some(server) => slot.redirect(&server, publish_will),
+                None => slot.kick(fallback),
             }
         }
     }
 
     /// Leaves the cluster (`POST /api/v1/cluster/leave`): serves no client any more,
-    /// disconnects every client (MQTT 5: DISCONNECT 0x8B, Server shutting down: reconnect
-    /// elsewhere), has the other nodes remove it from every group, then asks the process
-    /// to stop.
+    /// disconnects every client (MQTT 5: DISCONNECT 0x9C, Use another server, naming
+    /// another node; with none known, 0x8B, Server shutting down), has the other nodes
+    /// remove it from every group, then asks the process to stop.
     pub(crate) async fn leave_cluster(&self) -> Result<(), String> {
         let Some(cluster) = self.cluster() else {
             return Err("this node is not part of a cluster".to_owned());
         };
         self.isolated
             .store(true, std::sync::atomic::Ordering::Release);
-        self.kick_all(DisconnectReasonCode::ServerShuttingDown);
+        self.send_elsewhere(cluster, DisconnectReasonCode::ServerShuttingDown, false);
         let result = cluster.leave().await.map_err(|e| e.to_string());
         match &result {
             Ok(()) => {

@@ -52,6 +52,9 @@ pub struct Broker {
     deadlines: deadlines::Deadlines,
     /// This node's part of the cluster, once it has joined (never, for a node alone).
     cluster: std::sync::OnceLock<shoal_cluster::Cluster>,
+    /// This node's part of the cluster from the moment it is opened, joined or not (the
+    /// admin API's `cluster/join` gives it seeds while it waits).
+    entering: std::sync::OnceLock<shoal_cluster::Cluster>,
     /// Set while a node of a cluster is cut off from the majority (its lease lapsed, or it
     /// has not joined yet): it serves no client.
     isolated: std::sync::atomic::AtomicBool,
@@ -98,6 +101,7 @@ impl Broker {
             store_broken: Default::default(),
             deadlines: Default::default(),
             cluster: std::sync::OnceLock::new(),
+            entering: std::sync::OnceLock::new(),
             isolated: std::sync::atomic::AtomicBool::new(clustered),
             stop: tokio::sync::Notify::new(),
             store,

@@ -99,12 +99,12 @@ impl<T: Transport> Conn<T> {
             return None;
         }
         if self.broker.is_isolated() {
-            self.refuse(Refused::ConnAck(
-                version,
-                ConnectReasonCode::ServerBusy,
-                Some("this node is cut off from its cluster: connect to another node".into()),
-            ))
-            .await;
+            const WHY: &str = "this node is cut off from its cluster: connect to another node";
+            let refused = match self.broker.cluster().and_then(|c| c.server_reference()) {
+                Some(server) => Refused::Redirect(version, server, WHY),
+                None => Refused::ConnAck(version, ConnectReasonCode::ServerBusy, Some(WHY.into())),
+            };
+            self.refuse(refused).await;
             return None;
         }
         // In a cluster, the client id is claimed cluster-wide first: a connection holding it
@@ -524,15 +524,26 @@ impl<T: Transport> Conn<T> {
     }
 
     pub(super) async fn refuse(&mut self, refused: Refused) {
-        let Refused::ConnAck(version, code, explanation) = refused else {
-            metrics::counter!(m::CONNECTS, "result" => "closed").increment(1);
-            return;
+        let (version, code, explanation, server) = match refused {
+            Refused::ConnAck(version, code, explanation) => (version, code, explanation, None),
+            Refused::Redirect(version, server, why) => (
+                version,
+                ConnectReasonCode::UseAnotherServer,
+                Some(why.to_owned()),
+                Some(server),
+            ),
+            Refused::Close => {
+                metrics::counter!(m::CONNECTS, "result" => "closed").increment(1);
+                return;
+            }
         };
         metrics::counter!(m::CONNECTS, "result" => format!("{code:?}")).increment(1);
         tracing::debug!(%code, "CONNECT refused");
         let mut connack = ConnAck::new(code, false);
         connack.properties.reason_string =
             explanation.and_then(|text| MqttString::try_from(text).ok());
+        connack.properties.server_reference =
+            server.and_then(|server| MqttString::try_from(server).ok());
         let _ = Packet::ConnAck(Box::new(connack)).encode(version, &mut self.wbuf);
         self.write_and_close().await;
     }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use shoal_access::acl::ClientAcl;
 use shoal_codec::{
-    ConnectReasonCode, DecodeError, Decoder, DisconnectReasonCode, Packet, ProtocolVersion,
+    ConnectReasonCode, DecodeError, Decoder, DisconnectReasonCode, MqttString, Packet,
+    ProtocolVersion,
 };
 use shoal_session::{CloseReason, ClosedBy};
 use shoal_topic::Recipients;
@@ -137,6 +138,9 @@ enum Refused {
     /// Answer with this CONNACK, in this version (MQTT 5: with this Reason String), then
     /// close.
     ConnAck(ProtocolVersion, ConnectReasonCode, Option<String>),
+    /// Answer with CONNACK 0x9C (Use another server) naming this server (MQTT 5: the
+    /// Server Reference; 3.1.1: return code 3), with this Reason String, then close.
+    Redirect(ProtocolVersion, String, &'static str),
     /// Just close.
     Close,
 }
@@ -215,20 +219,35 @@ impl<T: Transport> Conn<T> {
             let stats = &self.broker.stats;
             match woke {
                 Woke::Kicked(reason) => {
-                    if reason != DisconnectReasonCode::ServerShuttingDown
-                        && reason != DisconnectReasonCode::SessionTakenOver
-                    {
+                    // Reasons that end every connection of the node are logged once, by
+                    // whoever ended them.
+                    if !matches!(
+                        reason,
+                        DisconnectReasonCode::ServerShuttingDown
+                            | DisconnectReasonCode::SessionTakenOver
+                            | DisconnectReasonCode::UseAnotherServer
+                    ) {
                         tracing::info!(%reason, "disconnected by the server");
                     }
                     // Wills are not published on a graceful shutdown, nor when a connection
                     // resuming the session took it over (§3.1.4): the session goes on. A
-                    // clean start ended it (the slot is retired): then the Will is due.
+                    // clean start ended it (the slot is retired): then the Will is due. A
+                    // client sent elsewhere: as whoever sent it said.
+                    let redirect = match reason {
+                        DisconnectReasonCode::UseAnotherServer => slot.take_redirect(),
+                        _ => None,
+                    };
                     let will = match reason {
                         DisconnectReasonCode::ServerShuttingDown => false,
                         DisconnectReasonCode::SessionTakenOver => slot.is_retired(),
-                        _ => true,
+                        _ => redirect.as_ref().is_none_or(|(_, will)| *will),
                     };
-                    slot.lock().close(reason, will);
+                    let properties = shoal_codec::DisconnectProperties {
+                        server_reference: redirect
+                            .and_then(|(server, _)| MqttString::try_from(&*server).ok()),
+                        ..Default::default()
+                    };
+                    slot.lock().close_with(reason, will, properties);
                 }
                 Woke::Read(Ok((0, _)) | Err(_)) | Woke::Wrote(Ok(0) | Err(_)) => {
                     return CloseReason {
