@@ -174,6 +174,23 @@ pub enum Command {
         #[arg(long, default_value = "shoal-loadtest report")]
         title: String,
     },
+    /// Check record files (--record): acknowledged QoS 1/2 messages never delivered, QoS 2
+    /// duplicates and per-publisher order violations; exit 3 on any.
+    Check {
+        /// Record files of one run.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// When the fault happened (CLOCK_MONOTONIC nanoseconds): report recovery.
+        #[arg(long)]
+        fault_at_ns: Option<u64>,
+        /// A pause in a flow's deliveries across the fault longer than this is an
+        /// interruption.
+        #[arg(long, default_value = "500ms")]
+        stall: Span,
+        /// Write the verdict as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// (internal) A worker process of a --workers run.
     #[command(hide = true)]
     Worker,
@@ -305,6 +322,10 @@ pub struct RunArgs {
     /// Write the result as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write what the broker acknowledged and what each subscriber received (JSON lines)
+    /// for `shoal-loadtest check`. Not with --workers.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
     /// Write per-second samples as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -387,7 +408,12 @@ impl RunArgs {
                 .context("--max-packet-size is too large")?,
             workers: usize::from(self.workers),
             slot: None,
+            record: self.record.clone(),
         };
+        anyhow::ensure!(
+            self.record.is_none() || self.workers <= 1,
+            "--record needs every client in one process: leave out --workers"
+        );
         // Check the scenario and the placement now, before any connection or worker starts.
         Scenario::build(&config.scenario, &config.session)?
             .layout(config.placement, config.brokers.count())?;
@@ -500,7 +526,7 @@ impl Command {
                     .with_context(|| format!("{} is not a valid scenario", file.display()))?;
                 (spec, run)
             }
-            Self::Report { .. } | Self::Worker => return Ok(None),
+            Self::Report { .. } | Self::Check { .. } | Self::Worker => return Ok(None),
         }))
     }
 }

@@ -197,6 +197,7 @@ mod tests {
             max_packet_size: 1 << 20,
             workers: 1,
             slot: None,
+            record: None,
         }
     }
 

@@ -119,4 +119,6 @@ pub struct Shared {
     pub options: ClientOptions,
     /// Progress counters.
     pub progress: Progress,
+    /// With `--record`: every finished client's record.
+    pub records: Option<std::sync::Mutex<Vec<crate::record::ClientRecord>>>,
 }

@@ -56,4 +56,7 @@ pub struct RunConfig {
     pub workers: usize,
     /// Set in a worker process: its share.
     pub slot: Option<WorkerSlot>,
+    /// Write what was acknowledged and delivered here (`--record`; one process only).
+    #[serde(default)]
+    pub record: Option<std::path::PathBuf>,
 }

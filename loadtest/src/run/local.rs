@@ -44,6 +44,10 @@ impl LocalEngine {
                 flush_every: Duration::from_millis(100),
             },
             progress: Progress::default(),
+            records: config
+                .record
+                .is_some()
+                .then(|| std::sync::Mutex::new(Vec::new())),
         });
         let mut plans = Vec::new();
         let mut ordinal = 0usize;
