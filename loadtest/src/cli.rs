@@ -290,6 +290,10 @@ pub struct RunArgs {
     /// Reconnect this long after a connection is lost (default: do not reconnect).
     #[arg(long)]
     pub reconnect: Option<Span>,
+    /// With --reconnect: reconnect to the next broker of -b and --more-brokers (a cluster
+    /// node that died) instead of the same one.
+    #[arg(long, requires = "reconnect")]
+    pub failover: bool,
     /// Longest wait for in-flight messages once publishing stops.
     #[arg(long, default_value = "5s")]
     pub drain: Span,
@@ -402,6 +406,7 @@ impl RunArgs {
             connect_timeout: self.connect_timeout,
             inflight: self.inflight,
             reconnect: self.reconnect,
+            failover: self.failover,
             drain: self.drain,
             source_ips: self.source_ip.clone(),
             max_packet_size: u32::try_from(self.max_packet_size)

@@ -63,7 +63,7 @@ impl ClientState {
 }
 
 /// Runs one client from its first connection to the end of the run.
-pub async fn run_client(plan: ClientPlan, shared: Arc<Shared>) {
+pub async fn run_client(mut plan: ClientPlan, shared: Arc<Shared>) {
     let streams = shared.collector.lock().streams.len();
     let mut state = ClientState {
         stats: ClientStats::new(streams),
@@ -119,6 +119,9 @@ pub async fn run_client(plan: ClientPlan, shared: Arc<Shared>) {
         let Some(delay) = shared.options.reconnect else {
             break;
         };
+        if shared.options.failover {
+            plan.broker = (plan.broker + 1) % shared.connector.count().max(1);
+        }
         let resume_at = Instant::now() + delay;
         loop {
             if *phase_rx.borrow_and_update() >= Phase::Draining {

@@ -7,6 +7,7 @@
 //!   duplicates are counted, not failed;
 //! - each subscriber got each publisher's messages in order: a message seen for the first
 //!   time after a later one of its flow is an order violation (a repeat is a duplicate);
+//! - no reconnection (clean start 0) of a persistent session found it gone;
 //! - the record is whole (not truncated).
 //!
 //! With the time of a fault it also measures recovery: for each subscriber and flow whose
@@ -71,7 +72,8 @@ pub struct Verdict {
     pub qos1_duplicates: u64,
     /// Messages delivered for the first time after a later one of the same flow.
     pub order_violations: u64,
-    /// Reconnections that found no session.
+    /// Reconnections (clean start 0) that found no session: the broker dropped a
+    /// persistent session.
     pub sessions_lost: u64,
     /// Whether a client's record was cut short.
     pub truncated: bool,
@@ -209,7 +211,17 @@ pub fn check(lines: &[Line], options: CheckOptions) -> Verdict {
     if let Some(fault) = options.fault_at_ns {
         v.recovery = Some(recovery(&receivers, fault / 1_000, options.stall_us));
     }
-    v.passed = v.lost == 0 && v.qos2_duplicates == 0 && v.order_violations == 0 && !v.truncated;
+    for r in receivers.iter().filter(|r| r.sessions_lost > 0) {
+        v.examples.push(format!(
+            "session lost: {} reconnected {} time(s) without finding its session",
+            r.client, r.sessions_lost
+        ));
+    }
+    v.passed = v.lost == 0
+        && v.qos2_duplicates == 0
+        && v.order_violations == 0
+        && v.sessions_lost == 0
+        && !v.truncated;
     v
 }
 
@@ -266,8 +278,8 @@ pub fn render(v: &Verdict) -> String {
     let _ = writeln!(
         out,
         "lost (acknowledged, never delivered): {}\nQoS 2 duplicates: {}\norder violations: {}\n\
-         QoS 1 duplicates (allowed): {}\nsessions lost on reconnection: {}",
-        v.lost, v.qos2_duplicates, v.order_violations, v.qos1_duplicates, v.sessions_lost
+         sessions lost on reconnection: {}\nQoS 1 duplicates (allowed): {}",
+        v.lost, v.qos2_duplicates, v.order_violations, v.sessions_lost, v.qos1_duplicates
     );
     if let Some(r) = &v.recovery {
         let _ = writeln!(
@@ -387,6 +399,23 @@ mod tests {
         assert!(!v.passed);
         assert_eq!(v.qos2_duplicates, 1, "{}", render(&v));
         assert_eq!(v.order_violations, 2, "{}", render(&v));
+    }
+
+    #[test]
+    fn a_persistent_session_found_gone_fails() {
+        let mut lines = vec![run_line(), flow(0, 1, &[0], &[(0, 2)])];
+        let mut s = sink(0, 1, &[(0, &[[0, 2, 0, 1]])]);
+        if let Line::Sink(s) = &mut s {
+            s.sessions_lost = 1;
+        }
+        lines.push(s);
+        let v = check(&lines, CheckOptions::default());
+        assert!(!v.passed);
+        assert!(
+            v.examples[0].starts_with("session lost: sub-0"),
+            "{:?}",
+            v.examples
+        );
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct RunConfig {
     pub inflight: u16,
     /// Reconnect after this delay when a connection is lost.
     pub reconnect: Option<Span>,
+    /// Reconnect to the next broker of the list (`--failover`).
+    #[serde(default)]
+    pub failover: bool,
     /// Longest wait for in-flight messages after publishing stops.
     pub drain: Span,
     /// Local addresses to connect from, round robin.
