@@ -23,9 +23,10 @@ mod common;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::{Process, QUICK_CLUSTER, free_port, http_response};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -140,68 +141,6 @@ fn monotonic_ns() -> u64 {
     // SAFETY: `ts` is a valid timespec to write into; CLOCK_MONOTONIC always exists.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-fn run_quiet(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// A network namespace joined to the host by a veth pair, removed on drop.
-struct Netns {
-    name: String,
-    host_ip: String,
-    ns_ip: String,
-}
-
-impl Netns {
-    fn create() -> Option<Self> {
-        let tag = std::process::id() % 10_000;
-        let name = format!("shoal-faults-{tag}");
-        let (host, peer) = (format!("shf{tag}a"), format!("shf{tag}b"));
-        let subnet = 1 + tag % 200;
-        let netns = Self {
-            host_ip: format!("10.232.{subnet}.1"),
-            ns_ip: format!("10.232.{subnet}.2"),
-            name: name.clone(),
-        };
-        let _ = run_quiet("ip", &["netns", "del", &name]);
-        let host_cidr = format!("{}/24", netns.host_ip);
-        let ns_cidr = format!("{}/24", netns.ns_ip);
-        let steps: [&[&str]; 8] = [
-            &["netns", "add", &name],
-            &["link", "add", &host, "type", "veth", "peer", "name", &peer],
-            &["link", "set", &peer, "netns", &name],
-            &["addr", "add", &host_cidr, "dev", &host],
-            &["link", "set", &host, "up"],
-            &["-n", &name, "addr", "add", &ns_cidr, "dev", &peer],
-            &["-n", &name, "link", "set", &peer, "up"],
-            &["-n", &name, "link", "set", "lo", "up"],
-        ];
-        for step in steps {
-            if !run_quiet("ip", step) {
-                eprintln!("ip {} failed", step.join(" "));
-                return None;
-            }
-        }
-        Some(netns)
-    }
-
-    fn iptables(&self, args: &[&str]) {
-        let mut all = vec!["netns", "exec", &self.name, "iptables"];
-        all.extend_from_slice(args);
-        assert!(run_quiet("ip", &all), "iptables {args:?} in {}", self.name);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = run_quiet("ip", &["netns", "del", &self.name]);
-    }
 }
 
 /// One node: its address, ports and data folder, and its process while it runs.
@@ -544,7 +483,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     let nodes = shape.nodes;
     // A partition's victim runs in a network namespace from the start.
     let netns = if fault == Fault::Partition {
-        Some(Netns::create()?)
+        Some(Netns::create("faults", 232)?)
     } else {
         None
     };
@@ -746,8 +685,12 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     let checked = verdict["passed"].as_bool() == Some(true);
     if problem.is_none() && !checked {
         problem = Some(format!(
-            "checker: {}",
-            String::from_utf8_lossy(&check.stdout).trim()
+            "checker: lost {}, QoS 2 duplicates {}, order {}, sessions lost {} (see {})",
+            n("lost"),
+            n("qos2_duplicates"),
+            n("order_violations"),
+            n("sessions_lost"),
+            dir.join("check.txt").display()
         ));
     }
     if problem.is_none() && n("acked") < n("sent") / 2 {

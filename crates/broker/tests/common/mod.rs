@@ -2,6 +2,7 @@
 //! MQTT client over real sockets that shows the exact packets the broker sends.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod netns;
 pub mod pki;
 
 use std::net::SocketAddr;
