@@ -174,6 +174,23 @@ pub enum Command {
         #[arg(long, default_value = "shoal-loadtest report")]
         title: String,
     },
+    /// Check record files (--record): acknowledged QoS 1/2 messages never delivered, QoS 2
+    /// duplicates and per-publisher order violations; exit 3 on any.
+    Check {
+        /// Record files of one run.
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+        /// When the fault happened (CLOCK_MONOTONIC nanoseconds): report recovery.
+        #[arg(long)]
+        fault_at_ns: Option<u64>,
+        /// A pause in a flow's deliveries across the fault longer than this is an
+        /// interruption.
+        #[arg(long, default_value = "500ms")]
+        stall: Span,
+        /// Write the verdict as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// (internal) A worker process of a --workers run.
     #[command(hide = true)]
     Worker,
@@ -273,6 +290,10 @@ pub struct RunArgs {
     /// Reconnect this long after a connection is lost (default: do not reconnect).
     #[arg(long)]
     pub reconnect: Option<Span>,
+    /// With --reconnect: reconnect to the next broker of -b and --more-brokers (a cluster
+    /// node that died) instead of the same one.
+    #[arg(long, requires = "reconnect")]
+    pub failover: bool,
     /// Longest wait for in-flight messages once publishing stops.
     #[arg(long, default_value = "5s")]
     pub drain: Span,
@@ -305,6 +326,10 @@ pub struct RunArgs {
     /// Write the result as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write what the broker acknowledged and what each subscriber received (JSON lines)
+    /// for `shoal-loadtest check`. Not with --workers.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
     /// Write per-second samples as CSV.
     #[arg(long)]
     pub csv: Option<PathBuf>,
@@ -381,13 +406,19 @@ impl RunArgs {
             connect_timeout: self.connect_timeout,
             inflight: self.inflight,
             reconnect: self.reconnect,
+            failover: self.failover,
             drain: self.drain,
             source_ips: self.source_ip.clone(),
             max_packet_size: u32::try_from(self.max_packet_size)
                 .context("--max-packet-size is too large")?,
             workers: usize::from(self.workers),
             slot: None,
+            record: self.record.clone(),
         };
+        anyhow::ensure!(
+            self.record.is_none() || self.workers <= 1,
+            "--record needs every client in one process: leave out --workers"
+        );
         // Check the scenario and the placement now, before any connection or worker starts.
         Scenario::build(&config.scenario, &config.session)?
             .layout(config.placement, config.brokers.count())?;
@@ -500,7 +531,7 @@ impl Command {
                     .with_context(|| format!("{} is not a valid scenario", file.display()))?;
                 (spec, run)
             }
-            Self::Report { .. } | Self::Worker => return Ok(None),
+            Self::Report { .. } | Self::Check { .. } | Self::Worker => return Ok(None),
         }))
     }
 }

@@ -20,6 +20,7 @@ pub mod payload;
 pub mod probe;
 pub mod procstat;
 pub mod progress;
+pub mod record;
 pub mod report;
 pub mod run;
 pub mod scenario;

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use shoal_loadtest::cli::{Cli, Command};
-use shoal_loadtest::report;
+use shoal_loadtest::{record, report};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -48,6 +48,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot write {}", output.display()))?;
         eprintln!("wrote {}", output.display());
         return Ok(ExitCode::SUCCESS);
+    }
+    if let Command::Check {
+        inputs,
+        fault_at_ns,
+        stall,
+        json,
+    } = &cli.command
+    {
+        let lines = record::read(inputs)?;
+        let verdict = record::check::check(
+            &lines,
+            record::check::CheckOptions {
+                fault_at_ns: *fault_at_ns,
+                stall_us: stall.0.as_micros() as u64,
+            },
+        );
+        print!("{}", record::check::render(&verdict));
+        if let Some(path) = json {
+            std::fs::write(path, serde_json::to_vec_pretty(&verdict)?)
+                .with_context(|| format!("cannot write {}", path.display()))?;
+        }
+        return Ok(if verdict.passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXPECTATION_FAILED)
+        });
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

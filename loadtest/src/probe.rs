@@ -192,11 +192,13 @@ mod tests {
             connect_timeout: Span(Duration::from_secs(1)),
             inflight: 1,
             reconnect: None,
+            failover: false,
             drain: Span(Duration::from_secs(1)),
             source_ips: Vec::new(),
             max_packet_size: 1 << 20,
             workers: 1,
             slot: None,
+            record: None,
         }
     }
 

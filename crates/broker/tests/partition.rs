@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::netns::Netns;
 use common::{Raw, free_port, http_response, pid};
 use shoal_codec::{
     ConnectReasonCode, DisconnectReasonCode, Packet, ProtocolVersion, PubAckReasonCode, QoS, QosPid,
@@ -19,112 +20,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const V5: ProtocolVersion = ProtocolVersion::V5;
 use common::QUICK_CLUSTER as QUICK;
-
-/// A network namespace and its veth pair, removed on drop.
-struct Netns {
-    name: String,
-    host_ip: String,
-    ns_ip: String,
-}
-
-fn run(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-impl Netns {
-    fn create() -> Option<Self> {
-        let tag = std::process::id() % 10_000;
-        let name = format!("shoal-part-{tag}");
-        let (host, peer) = (format!("shp{tag}a"), format!("shp{tag}b"));
-        let subnet = 100 + (tag % 100);
-        let netns = Self {
-            host_ip: format!("10.231.{subnet}.1"),
-            ns_ip: format!("10.231.{subnet}.2"),
-            name: name.clone(),
-        };
-        let _ = run("ip", &["netns", "del", &name]);
-        let steps: Vec<Vec<String>> = vec![
-            vec!["netns".into(), "add".into(), name.clone()],
-            vec![
-                "link".into(),
-                "add".into(),
-                host.clone(),
-                "type".into(),
-                "veth".into(),
-                "peer".into(),
-                "name".into(),
-                peer.clone(),
-            ],
-            vec![
-                "link".into(),
-                "set".into(),
-                peer.clone(),
-                "netns".into(),
-                name.clone(),
-            ],
-            vec![
-                "addr".into(),
-                "add".into(),
-                format!("{}/24", netns.host_ip),
-                "dev".into(),
-                host.clone(),
-            ],
-            vec!["link".into(), "set".into(), host.clone(), "up".into()],
-            vec![
-                "-n".into(),
-                name.clone(),
-                "addr".into(),
-                "add".into(),
-                format!("{}/24", netns.ns_ip),
-                "dev".into(),
-                peer.clone(),
-            ],
-            vec![
-                "-n".into(),
-                name.clone(),
-                "link".into(),
-                "set".into(),
-                peer,
-                "up".into(),
-            ],
-            vec![
-                "-n".into(),
-                name.clone(),
-                "link".into(),
-                "set".into(),
-                "lo".into(),
-                "up".into(),
-            ],
-        ];
-        for step in steps {
-            let args: Vec<&str> = step.iter().map(String::as_str).collect();
-            if !run("ip", &args) {
-                eprintln!("ip {} failed", args.join(" "));
-                return None;
-            }
-        }
-        Some(netns)
-    }
-
-    /// Runs `iptables args` inside the namespace.
-    fn iptables(&self, args: &[&str]) {
-        let mut all = vec!["netns", "exec", &self.name, "iptables"];
-        all.extend_from_slice(args);
-        assert!(run("ip", &all), "iptables {args:?} in {}", self.name);
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        // Deleting the namespace deletes the veth pair with it.
-        let _ = run("ip", &["netns", "del", &self.name]);
-    }
-}
 
 /// A node process, killed (SIGKILL) on drop.
 struct NodeProcess(Child);
@@ -236,7 +131,7 @@ async fn publish_qos1(raw: &mut Raw, topic: &str, n: u16) -> PubAckReasonCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_node_stops_serving_the_majority_routes_on_and_it_comes_back() {
-    let Some(netns) = Netns::create() else {
+    let Some(netns) = Netns::create("part", 231) else {
         assert!(
             std::env::var_os("CI").is_none(),
             "CI runs as root and must be able to make network namespaces"

@@ -48,9 +48,6 @@ pub(crate) struct Connection {
     keep_alive: Option<Duration>,
     last_write: Instant,
     needs_flush: bool,
-    /// QoS 2 packet ids received and not yet released (a repeated PUBLISH with one of
-    /// them is a legal retransmission, not a new message).
-    incoming_qos2: Vec<u16>,
 }
 
 impl Connection {
@@ -85,7 +82,6 @@ impl Connection {
             keep_alive: None,
             last_write: started,
             needs_flush: false,
-            incoming_qos2: Vec::new(),
         };
         Packet::Connect(Box::new(plan.connect.clone())).encode(version, &mut conn.wbuf)?;
         conn.write_all(deadline).await?;
@@ -109,10 +105,17 @@ impl Connection {
         if keep_alive > 0 {
             conn.keep_alive = Some(Duration::from_secs(u64::from(keep_alive)));
         }
+        let lost = !plan.connect.clean_start && state.connected_before && !connack.session_present;
+        state.connected_before = true;
+        if let Some(r) = state.recorder.as_mut() {
+            r.connected(lost);
+        }
         if connack.session_present {
             conn.resend_inflight(state)?;
         } else {
+            // A new session: nothing of the old one is to be completed [MQTT-4.4.0-1].
             state.inflight.clear();
+            state.incoming_qos2.clear();
         }
         if let Some(subscribe) = &plan.subscribe {
             Packet::Subscribe(subscribe.clone()).encode(version, &mut conn.wbuf)?;
@@ -254,7 +257,12 @@ impl Connection {
         match packet {
             Packet::Publish(p) => self.on_publish(&p, state)?,
             Packet::PubAck(ack) => {
-                let measured = self.complete(ack.packet_id, Stage::PubAck, state);
+                let measured = self.complete(
+                    ack.packet_id,
+                    Stage::PubAck,
+                    ack.reason_code.is_error(),
+                    state,
+                );
                 // Informational codes (No matching subscribers) matter for measured messages
                 // only; a retained status nobody subscribes to is normal.
                 if ack.reason_code.is_error()
@@ -271,10 +279,22 @@ impl Connection {
                     shared
                         .collector
                         .error(&format!("pubrec: {}", rec.reason_code));
+                    if let Some(p) = state.inflight.find(pid.get(), Stage::PubRec)
+                        && p.flow != UNMEASURED
+                        && let Some(r) = state.recorder.as_mut()
+                    {
+                        r.failed(p.flow, p.seq);
+                    }
                     state.inflight.complete(pid.get(), Stage::PubRec);
                 } else {
+                    // PUBREC is the broker taking the message over: acknowledged.
                     if let Some(p) = state.inflight.find(pid.get(), Stage::PubRec) {
                         p.stage = Stage::PubComp;
+                        if p.flow != UNMEASURED
+                            && let Some(r) = state.recorder.as_mut()
+                        {
+                            r.acked(p.flow, p.seq);
+                        }
                     }
                     Packet::PubRel(PubRel::new(pid)).encode(self.version, &mut self.wbuf)?;
                 }
@@ -285,10 +305,13 @@ impl Connection {
                         .collector
                         .error(&format!("pubcomp: {}", comp.reason_code));
                 }
-                self.complete(comp.packet_id, Stage::PubComp, state);
+                // Acknowledged at PUBREC already; PUBCOMP only ends the flow.
+                self.complete(comp.packet_id, Stage::PubComp, false, state);
             }
             Packet::PubRel(rel) => {
-                self.incoming_qos2.retain(|&pid| pid != rel.packet_id.get());
+                state
+                    .incoming_qos2
+                    .retain(|&pid| pid != rel.packet_id.get());
                 Packet::PubComp(PubComp::new(rel.packet_id))
                     .encode(self.version, &mut self.wbuf)?;
             }
@@ -304,13 +327,30 @@ impl Connection {
         Ok(())
     }
 
-    /// Completes a publication; whether it was a measured one.
-    fn complete(&mut self, pid: PacketId, stage: Stage, state: &mut ClientState) -> bool {
-        let measured = state
+    /// Completes a publication (`refused`: with a reason code of 0x80 or above); whether it
+    /// was a measured one. A QoS 1 publication is recorded as acknowledged or refused here.
+    fn complete(
+        &mut self,
+        pid: PacketId,
+        stage: Stage,
+        refused: bool,
+        state: &mut ClientState,
+    ) -> bool {
+        let pending = state
             .inflight
             .iter()
             .find(|p| p.pid == pid.get() && p.stage == stage)
-            .is_some_and(|p| p.flow != UNMEASURED);
+            .copied();
+        let measured = pending.is_some_and(|p| p.flow != UNMEASURED);
+        if let Some(p) = pending.filter(|p| p.flow != UNMEASURED && stage == Stage::PubAck)
+            && let Some(r) = state.recorder.as_mut()
+        {
+            if refused {
+                r.failed(p.flow, p.seq);
+            } else {
+                r.acked(p.flow, p.seq);
+            }
+        }
         if state.inflight.complete(pid.get(), stage)
             && measured
             && let Some(stream) = state.publisher.as_ref().map(|p| p.stream())
@@ -322,22 +362,23 @@ impl Connection {
     }
 
     fn on_publish(&mut self, p: &Publish, state: &mut ClientState) -> Result<(), ClientError> {
+        let deliver = |state: &mut ClientState| {
+            let now = now_ns();
+            state.receiver.on_message(&p.payload, now, &mut state.stats);
+            if let Some(r) = state.recorder.as_mut() {
+                r.delivered(&p.payload, p.retain, now);
+            }
+        };
         match p.qos_pid {
-            QosPid::AtMostOnce => state
-                .receiver
-                .on_message(&p.payload, now_ns(), &mut state.stats),
+            QosPid::AtMostOnce => deliver(state),
             QosPid::AtLeastOnce(id) => {
-                state
-                    .receiver
-                    .on_message(&p.payload, now_ns(), &mut state.stats);
+                deliver(state);
                 Packet::PubAck(PubAck::new(id)).encode(self.version, &mut self.wbuf)?;
             }
             QosPid::ExactlyOnce(id) => {
-                if !self.incoming_qos2.contains(&id.get()) {
-                    self.incoming_qos2.push(id.get());
-                    state
-                        .receiver
-                        .on_message(&p.payload, now_ns(), &mut state.stats);
+                if !state.incoming_qos2.contains(&id.get()) {
+                    state.incoming_qos2.push(id.get());
+                    deliver(state);
                 }
                 Packet::PubRec(PubRec::new(id)).encode(self.version, &mut self.wbuf)?;
             }

@@ -24,6 +24,7 @@ use crate::client::connection::Connection;
 use crate::client::inflight::Inflight;
 use crate::client::publisher::Publisher;
 use crate::client::receiver::Receiver;
+use crate::record::{ClientRecord, ClientRecorder};
 use crate::scenario::ClientPlan;
 use crate::stats::ClientStats;
 
@@ -33,6 +34,14 @@ pub(crate) struct ClientState {
     pub(crate) receiver: Receiver,
     pub(crate) publisher: Option<Publisher>,
     pub(crate) inflight: Inflight,
+    /// QoS 2 packet ids received and not yet released: part of the session, so kept across
+    /// reconnections that resume it (a repeated PUBLISH with one of them is a legal
+    /// retransmission, not a new message) [MQTT-4.3.3-10].
+    pub(crate) incoming_qos2: Vec<u16>,
+    /// What `--record` keeps.
+    pub(crate) recorder: Option<ClientRecorder>,
+    /// Whether this client has connected before.
+    pub(crate) connected_before: bool,
     /// Whether this publisher has told the controller that its count is sent.
     done_reported: bool,
 }
@@ -54,13 +63,19 @@ impl ClientState {
 }
 
 /// Runs one client from its first connection to the end of the run.
-pub async fn run_client(plan: ClientPlan, shared: Arc<Shared>) {
+pub async fn run_client(mut plan: ClientPlan, shared: Arc<Shared>) {
     let streams = shared.collector.lock().streams.len();
     let mut state = ClientState {
         stats: ClientStats::new(streams),
         receiver: Receiver::new(),
         publisher: plan.publisher.clone().map(Publisher::new),
         inflight: Inflight::new(),
+        incoming_qos2: Vec::new(),
+        recorder: shared
+            .records
+            .as_ref()
+            .map(|_| ClientRecorder::new(plan.publisher.as_ref().map_or(0, |p| p.flows.len()))),
+        connected_before: false,
         done_reported: plan.publisher.is_none(),
     };
     let mut phase_rx = shared.phase.clone();
@@ -104,6 +119,9 @@ pub async fn run_client(plan: ClientPlan, shared: Arc<Shared>) {
         let Some(delay) = shared.options.reconnect else {
             break;
         };
+        if shared.options.failover {
+            plan.broker = (plan.broker + 1) % shared.connector.count().max(1);
+        }
         let resume_at = Instant::now() + delay;
         loop {
             if *phase_rx.borrow_and_update() >= Phase::Draining {
@@ -128,6 +146,23 @@ pub async fn run_client(plan: ClientPlan, shared: Arc<Shared>) {
         shared.progress.bump(&shared.progress.publishing, false);
     }
     state.receiver.finish(plan.sink, &shared.collector);
+    if let (Some(records), Some(recorder)) = (&shared.records, state.recorder.take()) {
+        let record = ClientRecord {
+            group: plan.group,
+            client: plan.connect.client_id.to_string(),
+            sink: plan.sink,
+            flows: state
+                .publisher
+                .as_ref()
+                .map(Publisher::sent_per_flow)
+                .unwrap_or_default(),
+            recorder,
+        };
+        records
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(record);
+    }
     shared.progress.alive.fetch_sub(1, Ordering::AcqRel);
     shared.progress.changed.notify_waiters();
 }

@@ -168,6 +168,16 @@ impl Publisher {
         Ok(())
     }
 
+    /// Each flow's id and how many messages were sent on it.
+    pub fn sent_per_flow(&self) -> Vec<(u32, u64)> {
+        self.plan
+            .flows
+            .iter()
+            .zip(&self.seqs)
+            .map(|(f, &sent)| (f.id, sent))
+            .collect()
+    }
+
     /// Hands the sent count of every flow to the collector's ledger.
     pub fn finish(&self, collector: &Collector) {
         for (flow, &sent) in self.plan.flows.iter().zip(&self.seqs) {

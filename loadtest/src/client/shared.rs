@@ -33,6 +33,8 @@ pub struct ClientOptions {
     pub inflight: u16,
     /// Reconnect after this delay when a connection ends early (`None`: do not).
     pub reconnect: Option<Duration>,
+    /// Reconnect to the next broker of the run's list rather than the same one.
+    pub failover: bool,
     /// Largest packet accepted from the broker.
     pub max_packet_size: u32,
     /// How often a connection hands its statistics to the collector.
@@ -119,4 +121,6 @@ pub struct Shared {
     pub options: ClientOptions,
     /// Progress counters.
     pub progress: Progress,
+    /// With `--record`: every finished client's record.
+    pub records: Option<std::sync::Mutex<Vec<crate::record::ClientRecord>>>,
 }

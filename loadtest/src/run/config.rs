@@ -46,6 +46,9 @@ pub struct RunConfig {
     pub inflight: u16,
     /// Reconnect after this delay when a connection is lost.
     pub reconnect: Option<Span>,
+    /// Reconnect to the next broker of the list (`--failover`).
+    #[serde(default)]
+    pub failover: bool,
     /// Longest wait for in-flight messages after publishing stops.
     pub drain: Span,
     /// Local addresses to connect from, round robin.
@@ -56,4 +59,7 @@ pub struct RunConfig {
     pub workers: usize,
     /// Set in a worker process: its share.
     pub slot: Option<WorkerSlot>,
+    /// Write what was acknowledged and delivered here (`--record`; one process only).
+    #[serde(default)]
+    pub record: Option<std::path::PathBuf>,
 }

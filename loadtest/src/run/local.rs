@@ -40,10 +40,15 @@ impl LocalEngine {
                 connect_timeout: config.connect_timeout.0,
                 inflight: config.inflight,
                 reconnect: config.reconnect.map(|s| s.0),
+                failover: config.failover,
                 max_packet_size: config.max_packet_size,
                 flush_every: Duration::from_millis(100),
             },
             progress: Progress::default(),
+            records: config
+                .record
+                .is_some()
+                .then(|| std::sync::Mutex::new(Vec::new())),
         });
         let mut plans = Vec::new();
         let mut ordinal = 0usize;

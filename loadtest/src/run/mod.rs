@@ -238,6 +238,12 @@ pub async fn execute(config: RunConfig, reporting: &Reporting) -> anyhow::Result
             )
         }
         Engine::Local(local) => {
+            if let (Some(path), Some(records)) = (&config.record, &local.shared.records) {
+                let records = records
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                crate::record::write(path, &scenario, &records)?;
+            }
             monitor.sample(local.collector(), local.status(), Phase::Stopping, t);
             outcome::assemble(
                 &config,

@@ -121,6 +121,29 @@ pub(crate) struct Group {
     pub(crate) sinks: Sinks,
 }
 
+/// Subscription filters and the sinks holding each.
+struct SinkFilters {
+    exact: HashMap<String, Vec<u32>>,
+    wild: Vec<(String, Vec<u32>)>,
+}
+
+impl SinkFilters {
+    /// Puts the sinks whose filters match `topic` into `found` (sorted, each once).
+    fn matching(&self, topic: &str, found: &mut Vec<u32>) {
+        found.clear();
+        if let Some(s) = self.exact.get(topic) {
+            found.extend_from_slice(s);
+        }
+        for (filter, sinks) in &self.wild {
+            if topic::matches(filter, topic) {
+                found.extend_from_slice(sinks);
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+    }
+}
+
 /// A checked, numbered scenario.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -322,9 +345,9 @@ impl Scenario {
         })
     }
 
-    /// For every flow, how many sinks have a filter matching its topic; and which group
-    /// receives which group's messages, and how ([`Relation`]).
-    fn count_copies(&mut self) {
+    /// The sinks of every subscription filter: exact filters by name, wildcard filters in a
+    /// list.
+    fn sink_filters(&self) -> SinkFilters {
         let mut exact: HashMap<String, Vec<u32>> = HashMap::new();
         let mut wild: HashMap<String, Vec<u32>> = HashMap::new();
         for (g, group) in self.groups.iter().enumerate() {
@@ -356,7 +379,51 @@ impl Scenario {
                 }
             }
         }
-        let wild: Vec<(String, Vec<u32>)> = wild.into_iter().collect();
+        SinkFilters {
+            exact,
+            wild: wild.into_iter().collect(),
+        }
+    }
+
+    /// Every flow's id and the sinks whose filters match its topic, in flow order.
+    pub(crate) fn flow_sinks(&self) -> Vec<(u32, Vec<u32>)> {
+        let filters = self.sink_filters();
+        let mut out = Vec::new();
+        for (g, group) in self.groups.iter().enumerate() {
+            let Some(p) = &group.publish else { continue };
+            for i in 0..group.count {
+                for t in 0..p.flows_per_client {
+                    let topic = self.flow_topic(g, i, t).unwrap_or_default();
+                    let mut found = Vec::new();
+                    filters.matching(&topic, &mut found);
+                    out.push((p.flow_base + i * p.flows_per_client + t, found));
+                }
+            }
+        }
+        out
+    }
+
+    /// The highest QoS group `group` subscribes with, and whether it is a shared group.
+    pub(crate) fn sink_qos(&self, group: usize) -> (QoS, bool) {
+        let g = &self.groups[group];
+        let qos = g
+            .subscribe
+            .iter()
+            .map(|s| s.qos)
+            .max()
+            .unwrap_or(QoS::AtMostOnce);
+        (qos, matches!(g.sinks, Sinks::Shared { .. }))
+    }
+
+    /// The QoS of group `group`'s measured publications.
+    pub(crate) fn publish_qos(&self, group: usize) -> Option<QoS> {
+        self.groups[group].publish.as_ref().map(|p| p.qos)
+    }
+
+    /// For every flow, how many sinks have a filter matching its topic; and which group
+    /// receives which group's messages, and how ([`Relation`]).
+    fn count_copies(&mut self) {
+        let filters = self.sink_filters();
         // The receiving groups by first sink id: (first sink, group, one sink per client).
         let owners: Vec<(u32, usize, bool)> = self
             .groups
@@ -380,17 +447,7 @@ impl Scenario {
             for i in 0..self.groups[g].count {
                 for t in 0..p.flows_per_client {
                     let topic = self.flow_topic(g, i, t).unwrap_or_default();
-                    found.clear();
-                    if let Some(s) = exact.get(&topic) {
-                        found.extend_from_slice(s);
-                    }
-                    for (filter, sinks) in &wild {
-                        if topic::matches(filter, &topic) {
-                            found.extend_from_slice(sinks);
-                        }
-                    }
-                    found.sort_unstable();
-                    found.dedup();
+                    filters.matching(&topic, &mut found);
                     copies.push(found.len() as u32);
                     for &sink in &found {
                         let (first, to, per_client) = owner(sink);

@@ -114,7 +114,7 @@ impl Drop for Mosquitto {
 pub fn loadtest(args: &[&str], limit: Duration) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_shoal-loadtest"))
         .args(args)
-        .args(if args.first() == Some(&"report") {
+        .args(if matches!(args.first(), Some(&"report" | &"check")) {
             &[][..]
         } else {
             &["--progress", "off"][..]

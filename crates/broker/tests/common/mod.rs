@@ -2,6 +2,7 @@
 //! MQTT client over real sockets that shows the exact packets the broker sends.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod netns;
 pub mod pki;
 
 use std::net::SocketAddr;
@@ -298,12 +299,44 @@ impl Process {
         args: &[&str],
         wait: Duration,
     ) -> Self {
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        Self::start_at(&[], "127.0.0.1", dir, port, args, wait, None).await
+    }
+
+    /// As [`Self::start_args`], on `ip` (a loopback or network namespace address), run
+    /// under `wrapper` (e.g. `ip netns exec NAME`, which execs the binary: the child's id
+    /// is the node's), its standard error appended to `log` if given.
+    pub async fn start_at(
+        wrapper: &[&str],
+        ip: &str,
+        dir: &std::path::Path,
+        port: u16,
+        args: &[&str],
+        wait: Duration,
+        log: Option<&std::path::Path>,
+    ) -> Self {
+        let addr: SocketAddr = format!("{ip}:{port}").parse().expect("addr");
         // `option_env!`: the examples share this file, and only tests have the binary.
         let Some(shoal) = option_env!("CARGO_BIN_EXE_shoal") else {
             panic!("the shoal binary is built with the tests, not the examples");
         };
-        let child = std::process::Command::new(shoal)
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut c = std::process::Command::new(program);
+                c.args(rest).arg(shoal);
+                c
+            }
+            None => std::process::Command::new(shoal),
+        };
+        let stderr = match log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(std::process::Stdio::from)
+                .expect("node log file"),
+            None => std::process::Stdio::inherit(),
+        };
+        let child = command
             .args([
                 "--listen",
                 &addr.to_string(),
@@ -316,7 +349,7 @@ impl Process {
             .arg("--data-dir")
             .arg(dir)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start shoal");
         let deadline = tokio::time::Instant::now() + wait;

@@ -1,0 +1,889 @@
+//! The cluster fault suite (issue 13, first part; deploy/faults/README.md): a cluster of
+//! real `shoal` processes on loopback under load from the real `shoal-loadtest` (persistent
+//! QoS 1 and QoS 2 subscribers, publishers on every node the fault spares, `--placement
+//! cross`, `--reconnect`, `--record`), one fault injected at a seeded random moment, healed,
+//! drained, and the record handed to `shoal-loadtest check`: no acknowledged message lost,
+//! no QoS 2 duplicate, no order violation.
+//!
+//! Faults that the cluster must survive today hit a *bystander*, a node holding no client
+//! of the run: kill -9 (then a restart with its data) of a random one, of the leader of
+//! `meta`, of a route shard or of a retained shard; a network partition of one (root only:
+//! the node runs in a network namespace of its own, cut with iptables as in
+//! `partition.rs`). Two faults hit the node holding subscribers' sessions, and no series
+//! includes them unless asked (`FAULTS_KINDS`): `kill-subscriber-node` restarts it with its
+//! data and its clients come back to it (the sessions are on its own disk);
+//! `lose-subscriber-node` keeps it down and its clients reconnect to another node
+//! (`--failover`), which is expected to lose their sessions until sessions are replicated
+//! (session shards, issue 13 part 2).
+//!
+//! `ci_series` runs a few of each within about three minutes; `long_series` (ignored) is the
+//! documented long run, driven by environment variables (see deploy/faults/README.md).
+
+mod common;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::netns::Netns;
+use common::{Process, QUICK_CLUSTER, free_port, http_response};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Raft groups whose leader a fault can aim at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupKind {
+    Meta,
+    Routes,
+    Retained,
+}
+
+/// One fault of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// kill -9 a random bystander, restart it with its data.
+    KillBystander,
+    /// kill -9 the (bystander) leader of a group of this kind, restart it.
+    KillLeader(GroupKind),
+    /// Cut a bystander off from the other nodes, then heal.
+    Partition,
+    /// kill -9 a node holding subscribers' sessions and restart it with its data; its
+    /// clients come back to it (their sessions are on its disk).
+    KillSubscriberNode,
+    /// kill -9 a node holding subscribers' sessions for good; its clients reconnect to
+    /// another node (`--failover`): expected to lose their sessions, and the messages
+    /// queued in them, until sessions are replicated (session shards, issue 13 part 2).
+    LoseSubscriberNode,
+}
+
+impl Fault {
+    const ALL: [Self; 7] = [
+        Self::KillBystander,
+        Self::KillLeader(GroupKind::Meta),
+        Self::KillLeader(GroupKind::Routes),
+        Self::KillLeader(GroupKind::Retained),
+        Self::Partition,
+        Self::KillSubscriberNode,
+        Self::LoseSubscriberNode,
+    ];
+
+    fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.to_string() == name)
+    }
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::KillBystander => "kill-bystander",
+            Self::KillLeader(GroupKind::Meta) => "kill-meta-leader",
+            Self::KillLeader(GroupKind::Routes) => "kill-route-leader",
+            Self::KillLeader(GroupKind::Retained) => "kill-retained-leader",
+            Self::Partition => "partition",
+            Self::KillSubscriberNode => "kill-subscriber-node",
+            Self::LoseSubscriberNode => "lose-subscriber-node",
+        })
+    }
+}
+
+/// The faults a series runs unless told otherwise: those the cluster must survive today.
+const DEFAULT_FAULTS: [Fault; 5] = [
+    Fault::KillBystander,
+    Fault::KillLeader(GroupKind::Meta),
+    Fault::KillLeader(GroupKind::Routes),
+    Fault::KillLeader(GroupKind::Retained),
+    Fault::Partition,
+];
+
+/// splitmix64: a small seeded generator, so that a run is reproduced from its seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+
+    /// A duration between `lo` and `hi` seconds.
+    fn secs(&mut self, lo: f64, hi: f64) -> Duration {
+        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        Duration::from_secs_f64(lo + (hi - lo) * unit)
+    }
+}
+
+/// What shapes a run besides its seed and fault.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    /// Nodes in the cluster (3 or 5).
+    nodes: usize,
+    /// How long the publishers publish.
+    load: Duration,
+    /// Clients per group (subscribers at QoS 1 and 2, publishers at QoS 1, 2 and retained).
+    clients: u32,
+    /// Messages per second per publisher.
+    rate: u32,
+}
+
+/// The CLOCK_MONOTONIC time in nanoseconds, the clock `shoal-loadtest` stamps its records
+/// with.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid timespec to write into; CLOCK_MONOTONIC always exists.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One node: its address, ports and data folder, and its process while it runs.
+struct Member {
+    id: u64,
+    ip: String,
+    netns: Option<String>,
+    mqtt: u16,
+    cluster: u16,
+    admin: u16,
+    dir: PathBuf,
+    log: PathBuf,
+    process: Option<Process>,
+}
+
+/// A cluster of real nodes in one run's folder.
+struct Cluster {
+    members: Vec<Member>,
+}
+
+impl Cluster {
+    fn args(&self, i: usize) -> Vec<String> {
+        let m = &self.members[i];
+        let mut args: Vec<String> = QUICK_CLUSTER.iter().map(|s| s.to_string()).collect();
+        args.extend([
+            "--node-id".into(),
+            m.id.to_string(),
+            "--cluster-listen".into(),
+            format!("{}:{}", m.ip, m.cluster),
+            "--admin-listen".into(),
+            format!("{}:{}", m.ip, m.admin),
+        ]);
+        if i > 0 {
+            let seed = &self.members[0];
+            args.extend(["--seeds".into(), format!("{}:{}", seed.ip, seed.cluster)]);
+        }
+        args
+    }
+
+    /// Starts (or restarts, with its data) member `i`, and waits until it is ready.
+    async fn run(&mut self, i: usize) {
+        let args = self.args(i);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let m = &self.members[i];
+        let wrapper: Vec<&str> = match &m.netns {
+            Some(ns) => vec!["ip", "netns", "exec", ns],
+            None => Vec::new(),
+        };
+        let process = Process::start_at(
+            &wrapper,
+            &m.ip,
+            &m.dir,
+            m.mqtt,
+            &args,
+            Duration::from_secs(60),
+            Some(&m.log),
+        )
+        .await;
+        self.members[i].process = Some(process);
+        assert!(
+            self.ready_within(i, Duration::from_secs(60)).await,
+            "node {} did not become ready",
+            i + 1
+        );
+    }
+
+    async fn start(
+        dir: &Path,
+        nodes: usize,
+        host_ip: &str,
+        in_netns: Option<(usize, &Netns)>,
+    ) -> Self {
+        let mut cluster = Self {
+            members: Vec::new(),
+        };
+        for i in 0..nodes {
+            let netns = in_netns.filter(|(n, _)| *n == i).map(|(_, ns)| ns);
+            let node_dir = dir.join(format!("node{}", i + 1));
+            std::fs::create_dir_all(&node_dir).expect("node folder");
+            cluster.members.push(Member {
+                id: i as u64 + 1,
+                ip: netns.map_or(host_ip.to_owned(), |ns| ns.ns_ip.clone()),
+                netns: netns.map(|ns| ns.name.clone()),
+                mqtt: free_port(),
+                cluster: free_port(),
+                admin: free_port(),
+                dir: node_dir,
+                log: dir.join(format!("node{}.log", i + 1)),
+                process: None,
+            });
+        }
+        for i in 0..nodes {
+            let t = Instant::now();
+            cluster.run(i).await;
+            eprintln!(
+                "  node {} ready in {:.1} s",
+                i + 1,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        cluster
+    }
+
+    async fn http_get(&self, i: usize, path: &str) -> Option<(u16, String)> {
+        let m = &self.members[i];
+        let connect = tokio::net::TcpStream::connect((m.ip.as_str(), m.admin));
+        let mut stream = tokio::time::timeout(Duration::from_secs(2), connect)
+            .await
+            .ok()?
+            .ok()?;
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut response = String::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+            .await;
+        Some(http_response(&response))
+    }
+
+    async fn ready_within(&self, i: usize, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
+        while Instant::now() < deadline {
+            if self
+                .http_get(i, "/readyz")
+                .await
+                .is_some_and(|(code, _)| code == 200)
+            {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// Each group's leader (node id, 0 for none) as member `i` sees it.
+    async fn leaders(&self, i: usize) -> Vec<(String, u64)> {
+        let Some((200, body)) = self.http_get(i, "/api/v1/cluster").await else {
+            return Vec::new();
+        };
+        let status: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        status["groups"]
+            .as_array()
+            .map(|groups| {
+                groups
+                    .iter()
+                    .map(|g| {
+                        (
+                            g["group"].as_str().unwrap_or("").to_owned(),
+                            g["leader"].as_u64().unwrap_or(0),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// kill -9 member `i` (by its process id).
+    fn kill(&mut self, i: usize) {
+        if let Some(process) = self.members[i].process.take() {
+            process.kill_9();
+        }
+    }
+
+    fn url(&self, i: usize) -> String {
+        let m = &self.members[i];
+        format!("mqtt://{}:{}", m.ip, m.mqtt)
+    }
+}
+
+/// The `shoal-loadtest` binary beside `shoal`, built (or brought up to date) with the same
+/// profile and target folder: `cargo nextest run --workspace` builds it already; `-p
+/// shoal-broker` alone does not.
+fn loadtest_binary() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let shoal = Path::new(env!("CARGO_BIN_EXE_shoal"));
+            let profile_dir = shoal.parent().expect("the binary's folder");
+            let target = profile_dir.parent().expect("the target folder");
+            let profile = profile_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("debug");
+            let profile = if profile == "debug" { "dev" } else { profile };
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut build = Command::new(cargo);
+            // Without what cargo sets for this test (its package's variables): build
+            // scripts that watch them would otherwise rebuild what a plain build made.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy().into_owned();
+                if (key.starts_with("CARGO_") && key != "CARGO_HOME" && key != "CARGO_TARGET_DIR")
+                    || key.starts_with("NEXTEST")
+                    || key == "OUT_DIR"
+                {
+                    build.env_remove(key);
+                }
+            }
+            let status = build
+                .args([
+                    "build",
+                    "-q",
+                    "-p",
+                    "shoal-loadtest",
+                    "--bin",
+                    "shoal-loadtest",
+                ])
+                .args(["--profile", profile, "--target-dir"])
+                .arg(target)
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status();
+            let binary = profile_dir.join("shoal-loadtest");
+            assert!(
+                status.is_ok_and(|s| s.success()) || binary.exists(),
+                "cannot build shoal-loadtest"
+            );
+            binary
+        })
+        .clone()
+}
+
+/// The scenario: every publisher's messages go to one QoS 1 and one QoS 2 persistent
+/// subscriber of the same index (so `--placement cross` puts every group on every node and
+/// each subscriber on another node than its publishers).
+fn scenario(shape: Shape) -> String {
+    let (k, r) = (shape.clients, shape.rate);
+    let retained_rate = (r / 4).max(1);
+    format!(
+        r#"name = "faults"
+
+[[group]]
+name = "sub1"
+count = {k}
+subscribe = [{{ filter = "faults/%i/+", qos = 1 }}]
+
+[[group]]
+name = "sub2"
+count = {k}
+subscribe = [{{ filter = "faults/%i/+", qos = 2 }}]
+
+[[group]]
+name = "pub1"
+count = {k}
+publish = {{ topic = "faults/%i/q1", qos = 1, rate = {r}, size = 64 }}
+
+[[group]]
+name = "pub2"
+count = {k}
+publish = {{ topic = "faults/%i/q2", qos = 2, rate = {r}, size = 64 }}
+
+[[group]]
+name = "pubr"
+count = {k}
+publish = {{ topic = "faults/%i/r", qos = 1, retain = true, rate = {retained_rate}, size = 64 }}
+"#
+    )
+}
+
+/// What one run found.
+#[derive(Debug, Clone)]
+struct RunReport {
+    seed: u64,
+    fault: Fault,
+    nodes: usize,
+    /// The node the fault hit (id), and how.
+    victim: u64,
+    note: String,
+    /// Seconds from the start of publishing to the fault.
+    fault_after: f64,
+    /// How long the node was down or cut off.
+    outage: f64,
+    acked: u64,
+    lost: u64,
+    qos2_duplicates: u64,
+    order_violations: u64,
+    sessions_lost: u64,
+    interrupted: u64,
+    recovery_ms: Option<f64>,
+    max_pause_ms: f64,
+    passed: bool,
+    /// Why the run failed, or was skipped.
+    problem: Option<String>,
+    folder: PathBuf,
+    took: Duration,
+}
+
+impl RunReport {
+    fn row(&self) -> String {
+        format!(
+            "| {} | {} | {} | node {} {} | {:.1} s | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} |",
+            self.seed,
+            self.fault,
+            self.nodes,
+            self.victim,
+            self.note,
+            self.fault_after,
+            self.outage,
+            self.acked,
+            self.lost,
+            self.qos2_duplicates,
+            self.order_violations,
+            self.sessions_lost,
+            self.interrupted,
+            self.recovery_ms
+                .map_or("-".to_owned(), |ms| format!("{ms:.0} ms")),
+            if self.passed {
+                "pass".to_owned()
+            } else {
+                format!("FAIL: {}", self.problem.as_deref().unwrap_or("?"))
+            },
+        )
+    }
+
+    const HEADER: &'static str = "| seed | fault | nodes | victim | fault at | outage | acked | lost | QoS 2 dup | order | sessions lost | interrupted flows | recovery | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+}
+
+/// Waits until the loadtest's progress lines (stderr, in `log`) show publishing.
+async fn publishing_started(log: &Path, child: &mut Child, wait: Duration) -> bool {
+    let deadline = Instant::now() + wait;
+    while Instant::now() < deadline {
+        if std::fs::read_to_string(log).is_ok_and(|t| t.contains("running")) {
+            return true;
+        }
+        if child.try_wait().ok().flatten().is_some() {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// Runs one fault with `seed` in a fresh folder; `None` when it cannot run here (a
+/// partition needs root).
+async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
+    let started = Instant::now();
+    let mut rng = Rng(seed);
+    let folder = tempfile::Builder::new()
+        .prefix("shoal-faults-")
+        .tempdir()
+        .expect("tempdir");
+    let dir = folder.path().to_path_buf();
+    let nodes = shape.nodes;
+    // A partition's victim runs in a network namespace from the start.
+    let netns = if fault == Fault::Partition {
+        Some(Netns::create("faults", 232)?)
+    } else {
+        None
+    };
+    let partitioned = 1 + rng.below(nodes as u64 - 1) as usize;
+    let host_ip = netns.as_ref().map_or("127.0.0.1", |ns| ns.host_ip.as_str());
+    let mut cluster = Cluster::start(
+        &dir,
+        nodes,
+        host_ip,
+        netns.as_ref().map(|ns| (partitioned, ns)),
+    )
+    .await;
+
+    // The victim, chosen before the load, so that no client of the run is on it (but for
+    // kill-subscriber-node, where every node has clients).
+    let mut note = String::new();
+    let victim = match fault {
+        Fault::KillBystander | Fault::KillSubscriberNode | Fault::LoseSubscriberNode => {
+            rng.below(nodes as u64) as usize
+        }
+        Fault::Partition => partitioned,
+        Fault::KillLeader(kind) => {
+            let prefix = match kind {
+                GroupKind::Meta => "meta",
+                GroupKind::Routes => "routes/",
+                GroupKind::Retained => "retained/",
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let groups: Vec<(String, u64)> = cluster
+                    .leaders(0)
+                    .await
+                    .into_iter()
+                    .filter(|(g, leader)| g.starts_with(prefix) && *leader > 0)
+                    .collect();
+                if !groups.is_empty() {
+                    let (group, leader) = &groups[rng.below(groups.len() as u64) as usize];
+                    note = format!("(leader of {group})");
+                    break (*leader - 1) as usize;
+                }
+                assert!(Instant::now() < deadline, "no leader of {prefix}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    let brokers: Vec<usize> = match fault {
+        Fault::KillSubscriberNode | Fault::LoseSubscriberNode => (0..nodes).collect(),
+        _ => (0..nodes).filter(|&i| i != victim).collect(),
+    };
+
+    // The load.
+    let scenario_path = dir.join("scenario.toml");
+    std::fs::write(&scenario_path, scenario(shape)).expect("scenario");
+    let record = dir.join("record.jsonl");
+    let progress_log = dir.join("loadtest.log");
+    let more: Vec<String> = brokers[1..].iter().map(|&i| cluster.url(i)).collect();
+    let load_secs = shape.load.as_secs_f64();
+    let mut loadtest = Command::new(loadtest_binary())
+        .arg("scenario")
+        .arg(&scenario_path)
+        .args([
+            "-b",
+            &cluster.url(brokers[0]),
+            "--more-brokers",
+            &more.join(","),
+        ])
+        .args([
+            "--placement",
+            "cross",
+            "--persistent",
+            "--session-expiry",
+            "600",
+        ])
+        .args(["--reconnect", "300ms", "--inflight", "16"])
+        .args([
+            "-d",
+            &format!("{load_secs}s"),
+            "--drain",
+            "20s",
+            "--timeout",
+            "5m",
+        ])
+        .args(["--progress", "lines", "--no-broker-version"])
+        .args(if fault == Fault::LoseSubscriberNode {
+            &["--failover"][..]
+        } else {
+            &[]
+        })
+        .arg("--record")
+        .arg(&record)
+        .arg("--json")
+        .arg(dir.join("result.json"))
+        .stdout(std::fs::File::create(dir.join("summary.txt")).expect("summary file"))
+        .stderr(std::fs::File::create(&progress_log).expect("log file"))
+        .spawn()
+        .expect("start shoal-loadtest");
+    let mut problem = None;
+    if !publishing_started(&progress_log, &mut loadtest, Duration::from_secs(60)).await {
+        problem = Some("the load never started publishing".to_owned());
+    }
+    let publishing = Instant::now();
+    let cluster_took = started.elapsed();
+
+    // The fault, at a random moment of the first half of the load, healed well before its
+    // end (the drain must not wait on a node still out).
+    let (mut fault_at_ns, mut fault_after, mut outage) = (0, 0.0, Duration::ZERO);
+    if problem.is_none() {
+        let wait = rng.secs(0.15, 0.4).mul_f64(load_secs);
+        tokio::time::sleep(wait).await;
+        if let Fault::KillLeader(_) = fault {
+            let now_leads = cluster
+                .leaders(brokers[0])
+                .await
+                .into_iter()
+                .filter(|(_, l)| *l == victim as u64 + 1)
+                .map(|(g, _)| g)
+                .collect::<Vec<_>>();
+            if now_leads.is_empty() {
+                note.push_str(" (no longer a leader at the fault)");
+            }
+        }
+        fault_after = publishing.elapsed().as_secs_f64();
+        fault_at_ns = monotonic_ns();
+        match fault {
+            Fault::Partition => {
+                let ns = netns.as_ref().expect("a namespace for the partition");
+                let own = cluster.members[victim].cluster.to_string();
+                ns.iptables(&["-A", "INPUT", "-p", "tcp", "--dport", &own, "-j", "DROP"]);
+                for (i, m) in cluster.members.iter().enumerate() {
+                    if i != victim {
+                        let port = m.cluster.to_string();
+                        ns.iptables(&["-A", "INPUT", "-p", "tcp", "--sport", &port, "-j", "DROP"]);
+                    }
+                }
+                outage = rng.secs(3.5, 5.0);
+                tokio::time::sleep(outage).await;
+                ns.iptables(&["-F", "INPUT"]);
+                if !cluster.ready_within(victim, Duration::from_secs(30)).await {
+                    problem = Some("the partitioned node did not come back".to_owned());
+                }
+            }
+            Fault::LoseSubscriberNode => {
+                cluster.kill(victim);
+                outage = shape.load.saturating_sub(publishing.elapsed());
+            }
+            _ => {
+                cluster.kill(victim);
+                outage = rng.secs(0.5, 2.0);
+                tokio::time::sleep(outage).await;
+                cluster.run(victim).await;
+            }
+        }
+    }
+
+    // The drain: the load ends by itself; bounded all the same.
+    let limit = Instant::now() + shape.load + Duration::from_secs(120);
+    let exit = loop {
+        if let Ok(Some(status)) = loadtest.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() > limit {
+            let _ = loadtest.kill();
+            let _ = loadtest.wait();
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if exit.is_none_or(|s| s.code() != Some(0)) && problem.is_none() {
+        problem = Some(format!("shoal-loadtest ended with {exit:?}"));
+    }
+    let load_took = publishing.elapsed();
+    for i in 0..nodes {
+        cluster.kill(i);
+    }
+    drop(netns);
+
+    // The verdict.
+    let verdict_path = dir.join("verdict.json");
+    let check = Command::new(loadtest_binary())
+        .arg("check")
+        .arg(&record)
+        .args(["--fault-at-ns", &fault_at_ns.to_string()])
+        .arg("--json")
+        .arg(&verdict_path)
+        .output()
+        .expect("run the checker");
+    std::fs::write(dir.join("check.txt"), &check.stdout).expect("check output");
+    eprintln!(
+        "  cluster and connections {:.1} s, load and drain {:.1} s, check {:.1} s",
+        cluster_took.as_secs_f64(),
+        load_took.as_secs_f64(),
+        (started.elapsed() - cluster_took - load_took).as_secs_f64()
+    );
+    let verdict: serde_json::Value = std::fs::read(&verdict_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let n = |key: &str| verdict[key].as_u64().unwrap_or(0);
+    let checked = verdict["passed"].as_bool() == Some(true);
+    if problem.is_none() && !checked {
+        problem = Some(format!(
+            "checker: lost {}, QoS 2 duplicates {}, order {}, sessions lost {} (see {})",
+            n("lost"),
+            n("qos2_duplicates"),
+            n("order_violations"),
+            n("sessions_lost"),
+            dir.join("check.txt").display()
+        ));
+    }
+    if problem.is_none() && n("acked") < n("sent") / 2 {
+        problem = Some(format!(
+            "only {} of {} messages acknowledged: the run tested little",
+            n("acked"),
+            n("sent")
+        ));
+    }
+    let passed = problem.is_none();
+    let folder_path = if passed && std::env::var_os("FAULTS_KEEP").is_none() {
+        dir
+    } else {
+        // Kept for the post-mortem: node logs, the record, the checker's examples.
+        folder.keep()
+    };
+    Some(RunReport {
+        seed,
+        fault,
+        nodes,
+        victim: victim as u64 + 1,
+        note,
+        fault_after,
+        outage: outage.as_secs_f64(),
+        acked: n("acked"),
+        lost: n("lost"),
+        qos2_duplicates: n("qos2_duplicates"),
+        order_violations: n("order_violations"),
+        sessions_lost: n("sessions_lost"),
+        interrupted: verdict["recovery"]["interrupted"].as_u64().unwrap_or(0),
+        recovery_ms: verdict["recovery"]["max_ms"].as_f64(),
+        max_pause_ms: verdict["recovery"]["max_pause_ms"].as_f64().unwrap_or(0.0),
+        passed,
+        problem,
+        folder: folder_path,
+        took: started.elapsed(),
+    })
+}
+
+/// Runs `faults` in turn (run `i` with seed `base + i`), within `budget`; prints a table.
+async fn series(
+    base: u64,
+    faults: &[Fault],
+    runs: usize,
+    shape: Shape,
+    budget: Duration,
+) -> Vec<RunReport> {
+    let start = Instant::now();
+    eprintln!(
+        "fault series: base seed {base}, {runs} runs, {} nodes, load {:?}, faults {}",
+        shape.nodes,
+        shape.load,
+        faults
+            .iter()
+            .map(Fault::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let mut reports = Vec::new();
+    for i in 0..runs {
+        if start.elapsed() >= budget {
+            eprintln!("time budget spent after {i} runs");
+            break;
+        }
+        let seed = base.wrapping_add(i as u64);
+        let fault = faults[i % faults.len()];
+        eprintln!("run {}: seed {seed}, fault {fault}", i + 1);
+        match run_one(seed, fault, shape).await {
+            Some(r) => {
+                eprintln!(
+                    "  {} in {:.0} s; longest pause {:.0} ms{}",
+                    if r.passed { "passed" } else { "FAILED" },
+                    r.took.as_secs_f64(),
+                    r.max_pause_ms,
+                    if r.passed {
+                        String::new()
+                    } else {
+                        format!("; kept in {}", r.folder.display())
+                    }
+                );
+                reports.push(r);
+            }
+            None => eprintln!("  skipped: {fault} needs root (network namespaces)"),
+        }
+    }
+    eprintln!("{}", RunReport::HEADER);
+    for r in &reports {
+        eprintln!("{}", r.row());
+    }
+    reports
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn base_seed() -> u64 {
+    env_or(
+        "FAULTS_SEED",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_secs()),
+    )
+}
+
+/// The CI series: two runs of each fault the cluster must survive today (one of each
+/// leader kind), seeded from the clock (printed) or `FAULTS_SEED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ci_series_loses_no_acknowledged_message() {
+    let shape = Shape {
+        nodes: 3,
+        load: Duration::from_secs(8),
+        clients: 4,
+        rate: 20,
+    };
+    let faults = [
+        Fault::KillBystander,
+        Fault::Partition,
+        Fault::KillLeader(GroupKind::Meta),
+        Fault::KillLeader(GroupKind::Routes),
+        Fault::KillLeader(GroupKind::Retained),
+        Fault::KillBystander,
+        Fault::Partition,
+    ];
+    let reports = series(
+        base_seed(),
+        &faults,
+        faults.len(),
+        shape,
+        Duration::from_secs(240),
+    )
+    .await;
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(RunReport::row)
+        .collect();
+    assert!(failed.is_empty(), "failed runs:\n{}", failed.join("\n"));
+}
+
+/// The long series (deploy/faults/README.md): `FAULTS_RUNS` (24), `FAULTS_SEED` (the
+/// clock), `FAULTS_KINDS` (comma-separated; the five that must pass), `FAULTS_NODES` (3),
+/// `FAULTS_LOAD_SECS` (10), `FAULTS_BUDGET_SECS` (1800), `FAULTS_OUT` (a markdown table).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the long series: minutes; run by deploy/faults/run.sh"]
+async fn long_series() {
+    let faults: Vec<Fault> = match std::env::var("FAULTS_KINDS") {
+        Ok(list) => list
+            .split(',')
+            .map(|name| {
+                Fault::parse(name.trim()).unwrap_or_else(|| {
+                    let all: Vec<String> = Fault::ALL.iter().map(Fault::to_string).collect();
+                    panic!("unknown fault {name:?}: one of {}", all.join(", "))
+                })
+            })
+            .collect(),
+        Err(_) => DEFAULT_FAULTS.to_vec(),
+    };
+    let shape = Shape {
+        nodes: env_or("FAULTS_NODES", 3),
+        load: Duration::from_secs(env_or("FAULTS_LOAD_SECS", 10)),
+        clients: env_or("FAULTS_CLIENTS", 4),
+        rate: env_or("FAULTS_RATE", 20),
+    };
+    assert!(shape.nodes >= 3, "FAULTS_NODES: at least 3");
+    let base = base_seed();
+    let reports = series(
+        base,
+        &faults,
+        env_or("FAULTS_RUNS", 24),
+        shape,
+        Duration::from_secs(env_or("FAULTS_BUDGET_SECS", 1800)),
+    )
+    .await;
+    if let Ok(out) = std::env::var("FAULTS_OUT") {
+        let mut text = format!("{}\n", RunReport::HEADER);
+        for r in &reports {
+            text.push_str(&r.row());
+            text.push('\n');
+        }
+        std::fs::write(&out, text).expect("write FAULTS_OUT");
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.passed)
+        .map(RunReport::row)
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "failed runs (base seed {base}):\n{}",
+        failed.join("\n")
+    );
+}
