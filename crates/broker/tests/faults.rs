@@ -176,6 +176,8 @@ impl Cluster {
         if i > 0 {
             let seed = &self.members[0];
             args.extend(["--seeds".into(), format!("{}:{}", seed.ip, seed.cluster)]);
+        } else {
+            args.extend(["--bootstrap".into(), "true".into()]);
         }
         args
     }

@@ -321,6 +321,10 @@ fn start_example(name: &str, example: &str, pki: &common::pki::Pki) {
                 }
                 format!("{key} = \"127.0.0.1:0\"")
             }
+            // The cluster sample alone: a cluster of this one node, on loopback.
+            "cluster_listen" => format!("cluster_listen = \"127.0.0.1:{}\"", common::free_port()),
+            "seeds" => String::new(),
+            "mqtt_advertise" => "mqtt_advertise = \"127.0.0.1:1883\"".to_owned(),
             "cert" => format!("cert = {:?}", pki.server.cert),
             "key" => format!("key = {:?}", pki.server.key),
             "client_ca" => format!("client_ca = {:?}", pki.ca),
