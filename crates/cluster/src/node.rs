@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use shoal_session::Message;
@@ -19,6 +18,7 @@ use shoal_store::Store;
 use tonic::transport::Channel;
 
 use crate::entry::Entrance;
+use crate::batch::{Batcher, Written};
 use crate::forward::{ForwardWait, Forwarder, Outgoing};
 use crate::group_id::GroupId;
 use crate::lease::Lease;
@@ -178,6 +178,8 @@ pub(crate) struct Group {
     /// This node is handing the group's leadership to another node: it takes no new
     /// commands (they wait for the new leader).
     pub(crate) handing_off: AtomicBool,
+    /// The group commit of this node's proposals while it leads the group.
+    pub(crate) writes: Batcher,
     /// How many snapshots the group installed from its leader since the node started.
     pub(crate) installed: Arc<AtomicU64>,
 }
@@ -342,6 +344,7 @@ impl Cluster {
             groups.insert(
                 group,
                 Group {
+                    writes: Batcher::start(raft.clone()),
                     raft,
                     state,
                     handing_off: AtomicBool::new(false),
@@ -792,18 +795,13 @@ impl Inner {
             match leader {
                 // Handing the leadership over: wait for the next leader.
                 Some(leader) if leader == self.id && g.handing_off.load(Ordering::SeqCst) => {}
-                Some(leader) if leader == self.id => {
-                    match g.raft.client_write(command.clone()).await {
-                        Ok(written) => return Ok((written.log_id.index, written.data)),
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(e) => {
-                            return Err(ClusterError::Refused {
-                                group,
-                                message: e.to_string(),
-                            });
-                        }
+                Some(leader) if leader == self.id => match g.writes.write(command.clone()).await {
+                    Written::Applied(index, response) => return Ok((index, response)),
+                    Written::NotLeader(_) => {}
+                    Written::Failed(message) => {
+                        return Err(ClusterError::Refused { group, message });
                     }
-                }
+                },
                 Some(leader) => {
                     if let Some(mut client) = self.client_of(leader) {
                         let payload =

@@ -27,6 +27,9 @@ pub struct RouteChange {
 /// The payload of a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// Several commands in one entry (group commit of a leader's proposals), applied in
+    /// order; answered with [`Response::Batch`].
+    Batch(Vec<Command>),
     /// `node`'s routes changed (applied in order; batched by the node's route writer).
     Routes {
         /// The node the routes point at.
@@ -121,6 +124,23 @@ pub struct Member {
     pub mqtt: Option<String>,
 }
 
+impl Command {
+    /// About how many bytes the command weighs in a log entry (what batching bounds).
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Command::Batch(commands) => commands.iter().map(Command::weight).sum(),
+            Command::Routes { changes, .. } => {
+                changes.iter().map(|c| c.filter.len() + 16).sum::<usize>() + 16
+            }
+            Command::Retain { topic, message } => topic.len() + 4 * message.len() + 16,
+            Command::Claim { client_id, .. }
+            | Command::Release { client_id, .. } => client_id.len() + 32,
+            Command::ClearRetained { topic } => topic.len() + 16,
+            _ => 64,
+        }
+    }
+}
+
 /// What applying one entry did.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Response {
@@ -136,6 +156,8 @@ pub enum Response {
     },
     /// A release: whether the claim was still the live one.
     Released(bool),
+    /// The responses of a [`Command::Batch`], in its order.
+    Batch(Vec<Response>),
 }
 
 /// A key of the state that an entry changed, so that it can be written through and
@@ -174,6 +196,12 @@ impl GroupState {
     /// same order give the same state on every replica.
     pub fn apply(&mut self, command: &Command, touched: &mut BTreeSet<Touched>) -> Response {
         match command {
+            Command::Batch(commands) => Response::Batch(
+                commands
+                    .iter()
+                    .map(|command| self.apply(command, touched))
+                    .collect(),
+            ),
             Command::Routes { node, changes } => {
                 for change in changes {
                     let changed = if change.present {
@@ -514,6 +542,7 @@ mod tests {
             node: 2,
             address: address.into(),
             frontend: false,
+            mqtt: None,
         };
         let commands = [
             member("a:1"),
@@ -558,5 +587,35 @@ mod tests {
             }
             assert_eq!(copy, state, "after {command:?}");
         }
+    }
+
+    #[test]
+    fn a_batch_applies_like_its_commands_one_by_one() {
+        let commands = vec![
+            Command::Claim {
+                client_id: "a".into(),
+                node: 1,
+            },
+            Command::Claim {
+                client_id: "a".into(),
+                node: 2,
+            },
+            routes(2, &[("x/#", true)]),
+            Command::Release {
+                client_id: "a".into(),
+                epoch: 1,
+            },
+        ];
+        let mut one_by_one = GroupState::default();
+        let responses: Vec<Response> = commands
+            .iter()
+            .map(|c| apply(&mut one_by_one, c).0)
+            .collect();
+        let mut batched = GroupState::default();
+        let (response, touched) = apply(&mut batched, &Command::Batch(commands));
+        assert_eq!(response, Response::Batch(responses));
+        assert_eq!(batched, one_by_one);
+        assert!(touched.contains(&Touched::Owner("a".into())));
+        assert!(touched.contains(&Touched::Route("x/#".into())));
     }
 }
