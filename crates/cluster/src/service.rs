@@ -247,6 +247,9 @@ impl Cluster for Service {
         tokio::spawn(async move {
             while let Ok(Some(batch)) = inbound.message().await {
                 let up_to = batch.publications.last().map_or(0, |p| p.seq);
+                // A batch of QoS 0 publications only has nobody waiting for its answer: a
+                // later answer's `up_to` covers its sequence numbers.
+                let answer = batch.publications.iter().any(|p| p.acknowledge);
                 let mut failed = Vec::new();
                 let mut seqs = Vec::with_capacity(batch.publications.len());
                 let mut messages = Vec::with_capacity(batch.publications.len());
@@ -271,7 +274,7 @@ impl Cluster for Service {
                         failed.push(seq);
                     }
                 }
-                if tx.send(Ok(ForwardAck { up_to, failed })).await.is_err() {
+                if answer && tx.send(Ok(ForwardAck { up_to, failed })).await.is_err() {
                     break;
                 }
             }
