@@ -11,14 +11,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use shoal_session::Message;
 use shoal_store::Store;
 use tonic::transport::Channel;
 
-use crate::entry::Entrance;
 use crate::batch::{Batcher, Written};
+use crate::entry::Entrance;
 use crate::forward::{ForwardWait, Forwarder, Outgoing};
 use crate::group_id::GroupId;
 use crate::lease::Lease;
@@ -116,6 +117,11 @@ pub trait Host: Send + Sync + 'static {
     /// The retained message of `topic` changed (the Raft apply): keep it in memory for
     /// subscribe-time delivery (`None`: cleared).
     fn retained_changed(&self, topic: &str, message: Option<Message>);
+    /// A forwarded publication that asked for it was accepted by its destination,
+    /// `latency` after it was queued here (for the forwarding latency metric).
+    fn forward_accepted(&self, latency: Duration) {
+        let _ = latency;
+    }
 }
 
 /// Why the cluster could not do something.
@@ -436,19 +442,25 @@ impl Cluster {
         self.inner.routes.len() > 0
     }
 
-    /// Forwards `message` to `node` for its subscribers (and the shared groups `shared`).
-    /// With `acknowledge`, returns what waits for the peer to have it durably.
+    /// A publication in the form it is forwarded in (the store's message format): made
+    /// once per publication, whatever the number of destinations.
+    pub fn encode(message: &Message) -> Result<Bytes, ClusterError> {
+        shoal_store::message_to_bytes(message).map_err(|e| ClusterError::Refused {
+            group: GroupId::Meta,
+            message: e.to_string(),
+        })
+    }
+
+    /// Forwards `message` ([`Cluster::encode`]d) to `node` for its subscribers (and the
+    /// shared groups `shared`). With `acknowledge`, returns what waits for the peer to
+    /// have it durably.
     pub fn forward(
         &self,
         node: RaftNodeId,
-        message: &Message,
+        message: &Bytes,
         shared: Vec<String>,
         acknowledge: bool,
     ) -> Result<Option<ForwardWait>, ClusterError> {
-        let bytes = shoal_store::message_to_bytes(message).map_err(|e| ClusterError::Refused {
-            group: GroupId::Meta,
-            message: e.to_string(),
-        })?;
         let (ack, wait) = if acknowledge {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
@@ -469,9 +481,10 @@ impl Cluster {
         forwarder
             .tx
             .try_send(Outgoing {
-                message: bytes,
+                message: message.clone(),
                 shared,
                 ack,
+                queued: Instant::now(),
             })
             .map_err(|_| ClusterError::Backlogged { node })?;
         Ok(wait)

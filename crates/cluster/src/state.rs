@@ -29,7 +29,7 @@ pub struct RouteChange {
 pub enum Command {
     /// Several commands in one entry (group commit of a leader's proposals), applied in
     /// order; answered with [`Response::Batch`].
-    Batch(Vec<Command>),
+    Batch(Vec<Self>),
     /// `node`'s routes changed (applied in order; batched by the node's route writer).
     Routes {
         /// The node the routes point at.
@@ -128,14 +128,13 @@ impl Command {
     /// About how many bytes the command weighs in a log entry (what batching bounds).
     pub(crate) fn weight(&self) -> usize {
         match self {
-            Command::Batch(commands) => commands.iter().map(Command::weight).sum(),
-            Command::Routes { changes, .. } => {
+            Self::Batch(commands) => commands.iter().map(Self::weight).sum(),
+            Self::Routes { changes, .. } => {
                 changes.iter().map(|c| c.filter.len() + 16).sum::<usize>() + 16
             }
-            Command::Retain { topic, message } => topic.len() + 4 * message.len() + 16,
-            Command::Claim { client_id, .. }
-            | Command::Release { client_id, .. } => client_id.len() + 32,
-            Command::ClearRetained { topic } => topic.len() + 16,
+            Self::Retain { topic, message } => topic.len() + 4 * message.len() + 16,
+            Self::Claim { client_id, .. } | Self::Release { client_id, .. } => client_id.len() + 32,
+            Self::ClearRetained { topic } => topic.len() + 16,
             _ => 64,
         }
     }
@@ -157,7 +156,7 @@ pub enum Response {
     /// A release: whether the claim was still the live one.
     Released(bool),
     /// The responses of a [`Command::Batch`], in its order.
-    Batch(Vec<Response>),
+    Batch(Vec<Self>),
 }
 
 /// A key of the state that an entry changed, so that it can be written through and
@@ -351,7 +350,7 @@ impl GroupState {
 
     /// Every key the state holds (to report them all after a snapshot or at start).
     /// Makes `key` here what it is in `from` (its value, or its absence).
-    pub(crate) fn copy_key(&mut self, from: &GroupState, key: &Touched) {
+    pub(crate) fn copy_key(&mut self, from: &Self, key: &Touched) {
         fn copy<K: Ord + Clone, V: Clone>(to: &mut BTreeMap<K, V>, from: &BTreeMap<K, V>, key: &K) {
             match from.get(key) {
                 Some(value) => {
