@@ -323,7 +323,7 @@ impl GroupState {
 
     /// Every key the state holds (to report them all after a snapshot or at start).
     /// Makes `key` here what it is in `from` (its value, or its absence).
-    pub(crate) fn copy_key(&mut self, from: &GroupState, key: &Touched) {
+    pub(crate) fn copy_key(&mut self, from: &Self, key: &Touched) {
         fn copy<K: Ord + Clone, V: Clone>(to: &mut BTreeMap<K, V>, from: &BTreeMap<K, V>, key: &K) {
             match from.get(key) {
                 Some(value) => {
@@ -514,6 +514,7 @@ mod tests {
             node: 2,
             address: address.into(),
             frontend: false,
+            mqtt: None,
         };
         let commands = [
             member("a:1"),
