@@ -22,6 +22,11 @@ use crate::{admin, listener, sys};
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a node of a cluster spends handing its Raft leaderships over when it stops.
+const HANDOFF_GRACE: Duration = Duration::from_secs(5);
+/// How long a node of a cluster spends telling the others it is going (its routes removed,
+/// itself declared down) when it stops.
+const DEPART_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a node could not start. [`StartError::exit_status`] is the process's exit status.
 #[derive(Debug, thiserror::Error)]
@@ -305,16 +310,40 @@ impl Node {
 
     /// Stops accepting, tells every client the server is shutting down (MQTT 5: DISCONNECT
     /// 0x8B), waits for connections to close (at most a few seconds), flushes the store.
+    ///
+    /// A node of a cluster drains first (it stays a member): it hands its Raft leaderships
+    /// over, sends its MQTT 5 clients to another node (DISCONNECT 0x9C with a Server
+    /// Reference, when one is known), and once they are gone has its routes removed and
+    /// declares itself down, so that publishers elsewhere stop forwarding to it at once.
+    /// Each step is bounded (`HANDOFF_GRACE`, `SHUTDOWN_GRACE`, `DEPART_GRACE`).
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        // The listeners stop accepting; a CONNECT in progress is refused.
         let _ = self.broker.shutdown.send(true);
-        self.broker
-            .kick_all(shoal_codec::DisconnectReasonCode::ServerShuttingDown);
+        match self.broker.cluster() {
+            Some(cluster) => self.broker.drain(cluster, HANDOFF_GRACE).await,
+            None => self
+                .broker
+                .kick_all(shoal_codec::DisconnectReasonCode::ServerShuttingDown),
+        }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while crate::stats::Stats::get(&self.broker.stats.connected) > 0
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(cluster) = self.broker.cluster() {
+            match tokio::time::timeout(DEPART_GRACE, cluster.depart()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "draining: could not tell the other nodes this one is going; they declare it down after the failure timeout")
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "draining: telling the other nodes this one is going took too long; they declare it down after the failure timeout"
+                    )
+                }
+            }
         }
         self.tasks.shutdown().await;
         for (listener, _) in &self.listeners {

@@ -247,9 +247,11 @@ impl Cluster for Service {
     ) -> Result<Response<Self::ForwardStream>, Status> {
         let mut inbound = request.into_inner();
         let host = Arc::clone(&self.inner.host);
+        let drain = Arc::clone(&self.inner.drain);
         let (tx, rx) = mpsc::channel::<Result<ForwardAck, Status>>(16);
         tokio::spawn(async move {
             while let Ok(Some(batch)) = inbound.message().await {
+                let _taking = drain.taking();
                 let up_to = batch.publications.last().map_or(0, |p| p.seq);
                 let mut failed = Vec::new();
                 let mut seqs = Vec::with_capacity(batch.publications.len());
@@ -292,6 +294,12 @@ impl Cluster for Service {
     ) -> Result<Response<CampaignReply>, Status> {
         let request = request.into_inner();
         let raft = self.raft(&request.group)?;
+        if self.inner.drain.is_draining() {
+            return Ok(Response::new(CampaignReply {
+                error: format!("node {} is draining", self.inner.id),
+                draining: true,
+            }));
+        }
         let after = Duration::from_millis(request.after_ms).min(MAX_WAIT);
         let group = request.group;
         tokio::spawn(async move {
@@ -302,6 +310,7 @@ impl Cluster for Service {
         });
         Ok(Response::new(CampaignReply {
             error: String::new(),
+            draining: false,
         }))
     }
 
@@ -309,6 +318,13 @@ impl Cluster for Service {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
+        // Gone as far as the others know: the failure detector must not see it up again.
+        if self.inner.drain.is_departed() {
+            return Err(Status::unavailable(format!(
+                "node {} is shutting down",
+                self.inner.id
+            )));
+        }
         let status = self.inner.status();
         Ok(Response::new(StatusReply {
             node_id: status.node_id,
