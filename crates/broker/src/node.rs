@@ -24,8 +24,8 @@ const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// How long a node of a cluster spends handing its Raft leaderships over when it stops.
 const HANDOFF_GRACE: Duration = Duration::from_secs(5);
-/// How long a node of a cluster spends telling the others it is going (its routes removed,
-/// itself declared down) when it stops.
+/// How long a node of a cluster waits, when it stops, for the routes of the clients that
+/// left to be removed everywhere.
 const DEPART_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a node could not start. [`StartError::exit_status`] is the process's exit status.
@@ -311,11 +311,12 @@ impl Node {
     /// Stops accepting, tells every client the server is shutting down (MQTT 5: DISCONNECT
     /// 0x8B), waits for connections to close (at most a few seconds), flushes the store.
     ///
-    /// A node of a cluster drains first (it stays a member): it hands its Raft leaderships
-    /// over, sends its MQTT 5 clients to another node (DISCONNECT 0x9C with a Server
-    /// Reference, when one is known), and once they are gone has its routes removed and
-    /// declares itself down, so that publishers elsewhere stop forwarding to it at once.
-    /// Each step is bounded (`HANDOFF_GRACE`, `SHUTDOWN_GRACE`, `DEPART_GRACE`).
+    /// A node of a cluster drains first (it stays a member, and comes back with its
+    /// data): it hands its Raft leaderships over, sends its MQTT 5 clients to another node
+    /// (DISCONNECT 0x9C with a Server Reference, when one is known), and once they are
+    /// gone waits until the routes of its clean sessions are removed everywhere (those of
+    /// its persistent sessions stay: see `shoal_cluster`'s `drain.rs`). Each step is
+    /// bounded (`HANDOFF_GRACE`, `SHUTDOWN_GRACE`, `DEPART_GRACE`).
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
         // The listeners stop accepting; a CONNECT in progress is refused.
@@ -332,18 +333,14 @@ impl Node {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        if let Some(cluster) = self.broker.cluster() {
-            match tokio::time::timeout(DEPART_GRACE, cluster.depart()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "draining: could not tell the other nodes this one is going; they declare it down after the failure timeout")
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        "draining: telling the other nodes this one is going took too long; they declare it down after the failure timeout"
-                    )
-                }
-            }
+        if let Some(cluster) = self.broker.cluster()
+            && tokio::time::timeout(DEPART_GRACE, cluster.depart())
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "draining: the routes of the clients that left were not all removed in time; publishers elsewhere may get 0x80 for them until the failure timeout"
+            );
         }
         self.tasks.shutdown().await;
         for (listener, _) in &self.listeners {

@@ -1,21 +1,25 @@
 //! Draining: a node that stops in order (SIGTERM) and stays a member, to come back with
-//! its data.
+//! its data (its persistent sessions are on its own disk until sessions are replicated).
 //!
 //! 1. [`Cluster::hand_off_all`]: the node marks itself draining (its `Campaign` answers
 //!    `draining`, so no balancer hands a group back to it, and its own balancer stops),
 //!    then hands every group it leads (route and retained shards, and meta) to another up
 //!    voter, all at once, within a deadline. The successor of a shard is its preferred
 //!    leader among the other up voters (where the balancers settle once this node is
-//!    down) if that one has the whole log, else the voter furthest along.
-//! 2. The caller disconnects its clients.
-//! 3. [`Cluster::depart`]: the node tells the others it is going. It removes its routes
-//!    and client ids from every route shard and waits until every live node applied that
-//!    (no publisher forwards to it afterwards), lets the forwarded publications already
-//!    on their way be answered, stops answering the failure detector's probes, and
-//!    declares itself down in meta. Without this, publishers elsewhere would get PUBACK
-//!    0x80 for their copies to it until the failure detector declared it down (the
-//!    failure timeout). When it comes back, `enter` declares it up, it writes its routes
-//!    again, and the balancers hand it its share of the shards.
+//!    gone) if that one has the whole log, else the voter furthest along.
+//! 2. The caller disconnects its clients: clean sessions end, and their routes go.
+//! 3. [`Cluster::depart`]: the node waits until those route removals are written and
+//!    applied by every live node (no publisher forwards to it for them afterwards), and
+//!    until the forwarded publications already on their way have their answers.
+//!
+//! What it does not do: remove the routes of its persistent sessions or declare itself
+//! down. Those sessions live on its disk and it comes back with them; a QoS 1/2 message
+//! for one of them published while the node is away is refused to its publisher (PUBACK
+//! or PUBREC 0x80: nothing accepts the copy), not acknowledged and dropped, which is what
+//! removing the routes at once would do. If the node stays away longer than the failure
+//! timeout, the failure detector declares it down and removes its routes, as after a
+//! crash (and from then on such messages are acknowledged without reaching those
+//! sessions, until sessions are replicated).
 //!
 //! Moving meta's leadership keeps every node's membership lease (`lease.rs`): the handoff
 //! stops meta's heartbeats for about two election timeouts and a heartbeat, then the
@@ -27,23 +31,23 @@ use std::time::Duration;
 
 use crate::group_id::GroupId;
 use crate::handoff::HandoffError;
-use crate::node::{Cluster, ClusterError, Inner};
-use crate::state::Command;
+use crate::node::{Cluster, Inner};
 use crate::type_config::RaftNodeId;
 
-/// How long the forwarding streams must be idle before the node declares itself down.
+/// How long the forwarding streams must be idle before a draining node stops.
 const QUIET: Duration = Duration::from_millis(100);
-/// The longest the node waits for them to be idle.
-const QUIET_MAX: Duration = Duration::from_secs(1);
+/// The longest it waits for them to be idle.
+const QUIET_MAX: Duration = Duration::from_millis(500);
+/// How often it looks whether its route writer is done.
+const POLL: Duration = Duration::from_millis(20);
 
 /// Whether this node is draining, and the forwarded publications it is taking.
 #[derive(Debug, Default)]
 pub(crate) struct Drain {
-    /// Handing its leaderships over: it takes none.
+    /// Handing its leaderships over, or gone: it takes none.
     draining: AtomicBool,
-    /// Declared down by itself, or left the cluster: it no longer answers the failure
-    /// detector, and there is nothing more to tell the others.
-    departed: AtomicBool,
+    /// It left the cluster: nothing more to hand over or wait for.
+    left: AtomicBool,
     /// Forwarded batches being delivered now.
     taking: AtomicUsize,
     /// Forwarded batches received since the node started.
@@ -55,14 +59,14 @@ impl Drain {
         self.draining.load(Ordering::SeqCst)
     }
 
-    pub(crate) fn is_departed(&self) -> bool {
-        self.departed.load(Ordering::SeqCst)
-    }
-
     /// The node left the cluster: it is no member any more.
     pub(crate) fn left(&self) {
         self.draining.store(true, Ordering::SeqCst);
-        self.departed.store(true, Ordering::SeqCst);
+        self.left.store(true, Ordering::SeqCst);
+    }
+
+    fn has_left(&self) -> bool {
+        self.left.load(Ordering::SeqCst)
     }
 
     /// A forwarded batch arrived; it is being delivered while the guard lives.
@@ -73,7 +77,8 @@ impl Drain {
     }
 
     /// Waits until no forwarded batch has been delivered or received for `QUIET`, at
-    /// most `QUIET_MAX`.
+    /// most `QUIET_MAX` (publishers elsewhere may go on forwarding to its persistent
+    /// sessions).
     async fn quiet(&self) {
         let deadline = tokio::time::Instant::now() + QUIET_MAX;
         loop {
@@ -167,7 +172,7 @@ impl Cluster {
     pub async fn hand_off_all(&self, within: Duration) -> Vec<GroupId> {
         let inner = &self.inner;
         inner.drain.draining.store(true, Ordering::SeqCst);
-        if inner.drain.is_departed() {
+        if inner.drain.has_left() {
             return Vec::new();
         }
         let deadline = tokio::time::Instant::now() + within;
@@ -200,54 +205,21 @@ impl Cluster {
         }
     }
 
-    /// Tells the other nodes that this draining node is going (see the module's text):
-    /// its routes and client ids are removed everywhere, then it declares itself down.
-    /// Call it once its clients are gone, just before the node stops; it stays a member
-    /// and comes back with its data. Nothing to do for a node with no other up member.
-    pub async fn depart(&self) -> Result<(), ClusterError> {
+    /// Lets the other nodes route around this draining node once its clients are gone
+    /// (see the module's text): waits until its route writer has written the removals of
+    /// its ended clean sessions' routes and every live node applied them, then until the
+    /// forwarded publications on their way are answered. Call it just before the node
+    /// stops, with a deadline of the caller's; it stays a member.
+    pub async fn depart(&self) {
         let inner = &self.inner;
-        if inner.drain.is_departed() {
-            return Ok(());
-        }
-        let others_up = {
-            let meta = inner.meta();
-            meta.nodes()
-                .iter()
-                .any(|(id, member)| *id != inner.id && !member.down)
-        };
-        if !others_up {
-            return Ok(());
+        if inner.drain.has_left() {
+            return;
         }
         inner.drain.draining.store(true, Ordering::SeqCst);
-        // Its route writer stops, so that the removal is not written back.
-        inner.writer.stop();
-        let removals = (0..inner.config.route_shards).map(|shard| async move {
-            let group = GroupId::Routes(shard);
-            let (index, _) = inner
-                .propose(group, Command::RemoveNode { node: inner.id })
-                .await?;
-            inner.barrier(group, index).await;
-            Ok::<(), ClusterError>(())
-        });
-        let removed = futures_util::future::join_all(removals).await;
-        // Copies already forwarded before the others applied the removal get answers.
+        while !inner.writer.is_idle() {
+            tokio::time::sleep(POLL).await;
+        }
         inner.drain.quiet().await;
-        inner.drain.departed.store(true, Ordering::SeqCst);
-        inner
-            .propose(
-                GroupId::Meta,
-                Command::SetDown {
-                    node: inner.id,
-                    down: true,
-                },
-            )
-            .await?;
-        removed.into_iter().collect::<Result<Vec<()>, _>>()?;
-        tracing::info!(
-            node = inner.id,
-            "draining: declared itself down; its routes are removed"
-        );
-        Ok(())
     }
 }
 

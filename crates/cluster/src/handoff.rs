@@ -29,13 +29,15 @@ use std::time::{Duration, Instant};
 
 use crate::group_id::GroupId;
 use crate::node::{Group, Inner};
-use crate::proto::CampaignRequest;
+use crate::proto::{CampaignRequest, StatusRequest};
 use crate::type_config::RaftNodeId;
 
 /// How long after start a node waits before moving leaderships (joins settle first).
 const SETTLE: Duration = Duration::from_secs(3);
 /// How often the leaderships are checked.
 const PERIOD: Duration = Duration::from_secs(2);
+/// How long a successor has to answer the probe before a handoff.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a group whose handoff failed is left alone.
 const BACKOFF: Duration = Duration::from_secs(30);
 
@@ -107,6 +109,13 @@ impl Inner {
         let mut client = self.client_of(target).ok_or_else(|| {
             HandoffError::Failed(format!("the address of node {target} is not known"))
         })?;
+        // A successor that does not answer (stopped, restarting, cut off) is not worth
+        // pausing the group for.
+        let mut probe = tonic::Request::new(StatusRequest {});
+        probe.set_timeout(PROBE_TIMEOUT);
+        if client.status(probe).await.is_err() {
+            return Err(HandoffError::Unreachable { node: target });
+        }
         let lease = self.config.election_timeout * 2;
         let after = lease + self.config.heartbeat + Duration::from_millis(100);
         let paused = Paused::new(g);
@@ -151,6 +160,12 @@ pub(crate) enum HandoffError {
     /// The successor is draining (shutting down): it takes no leadership until it is back.
     #[error("node {node} is draining")]
     Draining {
+        /// The successor asked.
+        node: RaftNodeId,
+    },
+    /// The successor did not answer a status probe: nothing was paused.
+    #[error("node {node} does not answer")]
+    Unreachable {
         /// The successor asked.
         node: RaftNodeId,
     },
@@ -212,10 +227,13 @@ pub(crate) async fn spread_leaders(inner: Weak<Inner>) {
                     Ok(()) => {
                         tracing::info!(group = %group, to = target, "handed a Raft leadership over, to spread leaders over the nodes");
                     }
-                    // A draining successor is declared down as it goes: the group is tried
-                    // again at the next round, with the others.
-                    Err(HandoffError::Draining { .. }) => {
-                        tracing::debug!(group = %group, to = target, "the preferred leader is draining");
+                    // Paused for one round trip at most: a draining successor is going, one
+                    // that does not answer may be restarting (or is declared down soon).
+                    // The group is tried again at the next round.
+                    Err(
+                        why @ (HandoffError::Draining { .. } | HandoffError::Unreachable { .. }),
+                    ) => {
+                        tracing::debug!(group = %group, to = target, %why, "the preferred leader cannot take a leadership now");
                     }
                     Err(why) => {
                         tracing::info!(group = %group, to = target, %why, "a Raft leadership handoff did not succeed; trying again later");

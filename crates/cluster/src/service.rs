@@ -318,13 +318,6 @@ impl Cluster for Service {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
-        // Gone as far as the others know: the failure detector must not see it up again.
-        if self.inner.drain.is_departed() {
-            return Err(Status::unavailable(format!(
-                "node {} is shutting down",
-                self.inner.id
-            )));
-        }
         let status = self.inner.status();
         Ok(Response::new(StatusReply {
             node_id: status.node_id,
