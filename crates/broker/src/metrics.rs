@@ -70,6 +70,10 @@ pub const CLUSTER_LEASE_LOST: &str = "shoal_cluster_lease_lost_total";
 /// Counter, label `qos`: publications forwarded to another node of the cluster (one per
 /// destination node).
 pub const CLUSTER_FORWARDED: &str = "shoal_cluster_forwarded_total";
+/// Histogram: how long a forwarded QoS 1/2 publication took from being queued for another
+/// node to that node's acceptance (queued and flushed there): what a PUBACK across nodes
+/// waits for.
+pub const CLUSTER_FORWARD_SECONDS: &str = "shoal_cluster_forward_seconds";
 /// Gauge, label `state` (`up`, `down`): members of the cluster as this node's `meta` says.
 pub const CLUSTER_NODES: &str = "shoal_cluster_nodes";
 /// Gauge: 1 while this node's membership lease holds (it serves clients), else 0.

@@ -395,6 +395,15 @@ async fn three_nodes_bootstrap_join_and_route_every_way() {
         got.sort();
         assert_eq!(got.len(), 3, "subscriber on node {} got {got:?}", i + 1);
     }
+    // Each publisher's node forwarded its QoS 1 copy to two others and timed their
+    // acceptance.
+    let (code, metrics) = cluster.admin(0, "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    let count = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_cluster_forward_seconds_count "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert_eq!(count, Some(2), "{metrics}");
 }
 
 /// SUBACK from any node means a publication afterwards on any node reaches the subscriber:
@@ -678,13 +687,25 @@ async fn the_leader_dies_routing_recovers_and_it_rejoins_with_its_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leaders_spread_and_a_killed_leader_gets_its_groups_back() {
     let mut cluster = TestCluster::start(3, 0).await;
-    let leaders = cluster.leaders_spread(0, 3).await;
-    let meta = leaders["meta"];
-    let victim_id = leaders
-        .iter()
-        .find(|(group, leader)| group.starts_with("retained/") && **leader != meta)
-        .map(|(_, leader)| *leader)
-        .expect("a retained shard led by another node than meta's leader");
+    // The victim: a node that leads a retained shard and not meta (the shards move one
+    // round at a time: wait for one).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let (leaders, victim_id) = loop {
+        let leaders = cluster.leaders_spread(0, 3).await;
+        let meta = leaders["meta"];
+        let victim = leaders
+            .iter()
+            .find(|(group, leader)| group.starts_with("retained/") && **leader != meta)
+            .map(|(_, leader)| *leader);
+        if let Some(victim) = victim {
+            break (leaders, victim);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retained shard moved off meta's leader: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     let victim = (victim_id - 1) as usize;
     let led: BTreeSet<String> = leaders
         .iter()
@@ -912,12 +933,12 @@ async fn shoal_cluster_join_makes_a_waiting_node_a_member() {
     let (code, out, err) = cluster.cli(lost, &["join", &seed]).await;
     assert_eq!(code, 0, "{out}{err}");
     cluster.ready(lost).await;
-    let status = cluster.status(lost).await;
-    assert_eq!(
-        status["nodes"].as_array().map(Vec::len),
-        Some(3),
-        "{status}"
-    );
+    // Its copy of meta has all three once it has applied the entries after its join.
+    cluster
+        .status_when(lost, "not three members", |status| {
+            status["nodes"].as_array().map(Vec::len) == Some(3)
+        })
+        .await;
 }
 
 /// The MQTT address each member recorded (`mqtt_advertise`), by node id.

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
@@ -27,6 +27,8 @@ pub(crate) struct Outgoing {
     pub(crate) message: Bytes,
     pub(crate) shared: Vec<String>,
     pub(crate) ack: Option<oneshot::Sender<bool>>,
+    /// When it was queued here: the forwarding latency runs from then to the acceptance.
+    pub(crate) queued: Instant,
 }
 
 /// The sending side of the stream to one peer.
@@ -62,12 +64,13 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        let host = Arc::clone(&node.host);
         drop(node);
         let (batch_tx, batch_rx) = mpsc::channel::<ForwardBatch>(4);
         let outbound = futures_util::stream::unfold(batch_rx, |mut rx| async move {
             rx.recv().await.map(|batch| (batch, rx))
         });
-        let pending: Arc<std::sync::Mutex<BTreeMap<u64, oneshot::Sender<bool>>>> = Arc::default();
+        let pending: Arc<std::sync::Mutex<Waiting>> = Arc::default();
         let mut seq: u64 = 0;
         let add = |item: Outgoing, batch: &mut ForwardBatch, seq: &mut u64| {
             *seq += 1;
@@ -76,7 +79,7 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
                 pending
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(*seq, ack);
+                    .insert(*seq, (ack, item.queued));
             }
             batch.publications.push(Publication {
                 seq: *seq,
@@ -110,8 +113,14 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
                     let failed: std::collections::HashSet<u64> = ack.failed.into_iter().collect();
                     let mut pending = pending.lock().unwrap_or_else(|e| e.into_inner());
                     let rest = pending.split_off(&(ack.up_to + 1));
-                    for (seq, waiter) in std::mem::replace(&mut *pending, rest) {
-                        let _ = waiter.send(!failed.contains(&seq));
+                    let answered = std::mem::replace(&mut *pending, rest);
+                    drop(pending);
+                    for (seq, (waiter, queued)) in answered {
+                        let accepted = !failed.contains(&seq);
+                        if accepted {
+                            host.forward_accepted(queued.elapsed());
+                        }
+                        let _ = waiter.send(accepted);
                     }
                 }
             })
@@ -148,9 +157,13 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
     }
 }
 
-fn fail_all(pending: &std::sync::Mutex<BTreeMap<u64, oneshot::Sender<bool>>>) {
+/// The publications sent and not yet answered, by sequence number: who waits, and since
+/// when.
+type Waiting = BTreeMap<u64, (oneshot::Sender<bool>, Instant)>;
+
+fn fail_all(pending: &std::sync::Mutex<Waiting>) {
     let drained = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));
-    for (_, waiter) in drained {
+    for (_, (waiter, _)) in drained {
         let _ = waiter.send(false);
     }
 }

@@ -20,6 +20,7 @@
 // those results return the same type rather than box it only to unbox it again.
 #![allow(clippy::result_large_err)]
 
+mod batch;
 mod drain;
 mod encoding;
 mod entry;

@@ -11,13 +11,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::error::{ClientWriteError, RaftError};
+use bytes::Bytes;
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::Serialize;
 use shoal_session::Message;
 use shoal_store::Store;
 use tonic::transport::Channel;
 
+use crate::batch::{Batcher, Written};
 use crate::drain::Drain;
 use crate::entry::Entrance;
 use crate::forward::{ForwardWait, Forwarder, Outgoing};
@@ -117,6 +118,11 @@ pub trait Host: Send + Sync + 'static {
     /// The retained message of `topic` changed (the Raft apply): keep it in memory for
     /// subscribe-time delivery (`None`: cleared).
     fn retained_changed(&self, topic: &str, message: Option<Message>);
+    /// A forwarded publication that asked for it was accepted by its destination,
+    /// `latency` after it was queued here (for the forwarding latency metric).
+    fn forward_accepted(&self, latency: Duration) {
+        let _ = latency;
+    }
 }
 
 /// Why the cluster could not do something.
@@ -179,6 +185,8 @@ pub(crate) struct Group {
     /// This node is handing the group's leadership to another node: it takes no new
     /// commands (they wait for the new leader).
     pub(crate) handing_off: AtomicBool,
+    /// The group commit of this node's proposals while it leads the group.
+    pub(crate) writes: Batcher,
     /// How many snapshots the group installed from its leader since the node started.
     pub(crate) installed: Arc<AtomicU64>,
 }
@@ -346,6 +354,7 @@ impl Cluster {
             groups.insert(
                 group,
                 Group {
+                    writes: Batcher::start(raft.clone()),
                     raft,
                     state,
                     handing_off: AtomicBool::new(false),
@@ -438,19 +447,25 @@ impl Cluster {
         self.inner.routes.len() > 0
     }
 
-    /// Forwards `message` to `node` for its subscribers (and the shared groups `shared`).
-    /// With `acknowledge`, returns what waits for the peer to have it durably.
+    /// A publication in the form it is forwarded in (the store's message format): made
+    /// once per publication, whatever the number of destinations.
+    pub fn encode(message: &Message) -> Result<Bytes, ClusterError> {
+        shoal_store::message_to_bytes(message).map_err(|e| ClusterError::Refused {
+            group: GroupId::Meta,
+            message: e.to_string(),
+        })
+    }
+
+    /// Forwards `message` ([`Cluster::encode`]d) to `node` for its subscribers (and the
+    /// shared groups `shared`). With `acknowledge`, returns what waits for the peer to
+    /// have it durably.
     pub fn forward(
         &self,
         node: RaftNodeId,
-        message: &Message,
+        message: &Bytes,
         shared: Vec<String>,
         acknowledge: bool,
     ) -> Result<Option<ForwardWait>, ClusterError> {
-        let bytes = shoal_store::message_to_bytes(message).map_err(|e| ClusterError::Refused {
-            group: GroupId::Meta,
-            message: e.to_string(),
-        })?;
         let (ack, wait) = if acknowledge {
             let (tx, rx) = tokio::sync::oneshot::channel();
             (Some(tx), Some(rx))
@@ -471,9 +486,10 @@ impl Cluster {
         forwarder
             .tx
             .try_send(Outgoing {
-                message: bytes,
+                message: message.clone(),
                 shared,
                 ack,
+                queued: Instant::now(),
             })
             .map_err(|_| ClusterError::Backlogged { node })?;
         Ok(wait)
@@ -798,18 +814,13 @@ impl Inner {
             match leader {
                 // Handing the leadership over: wait for the next leader.
                 Some(leader) if leader == self.id && g.handing_off.load(Ordering::SeqCst) => {}
-                Some(leader) if leader == self.id => {
-                    match g.raft.client_write(command.clone()).await {
-                        Ok(written) => return Ok((written.log_id.index, written.data)),
-                        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {}
-                        Err(e) => {
-                            return Err(ClusterError::Refused {
-                                group,
-                                message: e.to_string(),
-                            });
-                        }
+                Some(leader) if leader == self.id => match g.writes.write(command.clone()).await {
+                    Written::Applied(index, response) => return Ok((index, response)),
+                    Written::NotLeader(_) => {}
+                    Written::Failed(message) => {
+                        return Err(ClusterError::Refused { group, message });
                     }
-                }
+                },
                 Some(leader) => {
                     if let Some(mut client) = self.client_of(leader) {
                         let payload =

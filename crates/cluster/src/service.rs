@@ -6,7 +6,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures_core::Stream;
-use openraft::error::{ClientWriteError, RaftError};
 use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
 };
@@ -15,6 +14,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::batch::Written;
 use crate::group_id::GroupId;
 use crate::node::{Forwarded, Inner};
 use crate::proto::cluster_server::{Cluster, ClusterServer};
@@ -125,29 +125,25 @@ impl Cluster for Service {
         request: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
         let request = request.into_inner();
-        let raft = self.raft(&request.group)?;
+        let group: GroupId = request.group.parse().map_err(Status::invalid_argument)?;
+        let g = self
+            .inner
+            .group(group)
+            .ok_or_else(|| Status::not_found(format!("this node does not run {group}")))?;
         let command: Command = decode(&request.command)?;
-        let handing_off = request
-            .group
-            .parse::<GroupId>()
-            .ok()
-            .and_then(|group| self.inner.group(group))
-            .is_some_and(|g| g.handing_off.load(Ordering::SeqCst));
-        if handing_off {
+        if g.handing_off.load(Ordering::SeqCst) {
             // The asker waits and asks again, by then the new leader.
             return Ok(Response::new(ProposeReply {
                 outcome: Some(propose_reply::Outcome::Leader(0)),
             }));
         }
-        let outcome = match raft.client_write(command).await {
-            Ok(written) => propose_reply::Outcome::Applied(Applied {
-                index: written.log_id.index,
-                response: encode(&written.data)?,
+        let outcome = match g.writes.write(command).await {
+            Written::Applied(index, response) => propose_reply::Outcome::Applied(Applied {
+                index,
+                response: encode(&response)?,
             }),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => {
-                propose_reply::Outcome::Leader(forward.leader_id.unwrap_or(0))
-            }
-            Err(e) => propose_reply::Outcome::Error(e.to_string()),
+            Written::NotLeader(leader) => propose_reply::Outcome::Leader(leader.unwrap_or(0)),
+            Written::Failed(message) => propose_reply::Outcome::Error(message),
         };
         Ok(Response::new(ProposeReply {
             outcome: Some(outcome),
@@ -253,6 +249,9 @@ impl Cluster for Service {
             while let Ok(Some(batch)) = inbound.message().await {
                 let _taking = drain.taking();
                 let up_to = batch.publications.last().map_or(0, |p| p.seq);
+                // A batch of QoS 0 publications only has nobody waiting for its answer: a
+                // later answer's `up_to` covers its sequence numbers.
+                let answer = batch.publications.iter().any(|p| p.acknowledge);
                 let mut failed = Vec::new();
                 let mut seqs = Vec::with_capacity(batch.publications.len());
                 let mut messages = Vec::with_capacity(batch.publications.len());
@@ -277,7 +276,7 @@ impl Cluster for Service {
                         failed.push(seq);
                     }
                 }
-                if tx.send(Ok(ForwardAck { up_to, failed })).await.is_err() {
+                if answer && tx.send(Ok(ForwardAck { up_to, failed })).await.is_err() {
                     break;
                 }
             }

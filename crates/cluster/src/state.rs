@@ -27,6 +27,9 @@ pub struct RouteChange {
 /// The payload of a log entry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Command {
+    /// Several commands in one entry (group commit of a leader's proposals), applied in
+    /// order; answered with [`Response::Batch`].
+    Batch(Vec<Self>),
     /// `node`'s routes changed (applied in order; batched by the node's route writer).
     Routes {
         /// The node the routes point at.
@@ -121,6 +124,22 @@ pub struct Member {
     pub mqtt: Option<String>,
 }
 
+impl Command {
+    /// About how many bytes the command weighs in a log entry (what batching bounds).
+    pub(crate) fn weight(&self) -> usize {
+        match self {
+            Self::Batch(commands) => commands.iter().map(Self::weight).sum(),
+            Self::Routes { changes, .. } => {
+                changes.iter().map(|c| c.filter.len() + 16).sum::<usize>() + 16
+            }
+            Self::Retain { topic, message } => topic.len() + 4 * message.len() + 16,
+            Self::Claim { client_id, .. } | Self::Release { client_id, .. } => client_id.len() + 32,
+            Self::ClearRetained { topic } => topic.len() + 16,
+            _ => 64,
+        }
+    }
+}
+
 /// What applying one entry did.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum Response {
@@ -136,6 +155,8 @@ pub enum Response {
     },
     /// A release: whether the claim was still the live one.
     Released(bool),
+    /// The responses of a [`Command::Batch`], in its order.
+    Batch(Vec<Self>),
 }
 
 /// A key of the state that an entry changed, so that it can be written through and
@@ -174,6 +195,12 @@ impl GroupState {
     /// same order give the same state on every replica.
     pub fn apply(&mut self, command: &Command, touched: &mut BTreeSet<Touched>) -> Response {
         match command {
+            Command::Batch(commands) => Response::Batch(
+                commands
+                    .iter()
+                    .map(|command| self.apply(command, touched))
+                    .collect(),
+            ),
             Command::Routes { node, changes } => {
                 for change in changes {
                     let changed = if change.present {
@@ -559,5 +586,35 @@ mod tests {
             }
             assert_eq!(copy, state, "after {command:?}");
         }
+    }
+
+    #[test]
+    fn a_batch_applies_like_its_commands_one_by_one() {
+        let commands = vec![
+            Command::Claim {
+                client_id: "a".into(),
+                node: 1,
+            },
+            Command::Claim {
+                client_id: "a".into(),
+                node: 2,
+            },
+            routes(2, &[("x/#", true)]),
+            Command::Release {
+                client_id: "a".into(),
+                epoch: 1,
+            },
+        ];
+        let mut one_by_one = GroupState::default();
+        let responses: Vec<Response> = commands
+            .iter()
+            .map(|c| apply(&mut one_by_one, c).0)
+            .collect();
+        let mut batched = GroupState::default();
+        let (response, touched) = apply(&mut batched, &Command::Batch(commands));
+        assert_eq!(response, Response::Batch(responses));
+        assert_eq!(batched, one_by_one);
+        assert!(touched.contains(&Touched::Owner("a".into())));
+        assert!(touched.contains(&Touched::Route("x/#".into())));
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use shoal_cluster::{BoxFuture, Cluster, Forwarded, Host};
 use shoal_codec::{DisconnectReasonCode, QoS};
@@ -61,7 +62,7 @@ impl Broker {
     /// ones are refused; when it holds again, the node serves again.
     pub(crate) async fn watch_lease(self: Arc<Self>, cluster: Cluster) {
         let mut shutdown = self.shutdown.subscribe();
-        let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+        let mut ticker = tokio::time::interval(Duration::from_millis(100));
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
@@ -136,7 +137,7 @@ impl Broker {
     /// shutting down; 3.1.1: closed). Wills are not published: the node comes back with
     /// its sessions. The caller waits for the connections to close, then calls
     /// `Cluster::depart`.
-    pub(crate) async fn drain(&self, cluster: &Cluster, within: std::time::Duration) {
+    pub(crate) async fn drain(&self, cluster: &Cluster, within: Duration) {
         let started = std::time::Instant::now();
         let kept = cluster.hand_off_all(within).await;
         if kept.is_empty() {
@@ -205,8 +206,21 @@ impl Broker {
             };
             metrics::counter!(m::CLUSTER_FORWARDED, "qos" => qos).increment(nodes as u64);
         }
+        if nodes == 0 {
+            return (0, targets.elsewhere);
+        }
+        let encoded = match Cluster::encode(message) {
+            Ok(encoded) => encoded,
+            Err(e) => {
+                tracing::warn!(error = %e, "a publication could not be encoded for forwarding");
+                if acknowledge {
+                    waits.push(failed());
+                }
+                return (nodes, targets.elsewhere);
+            }
+        };
         for (node, shared) in targets.nodes {
-            match cluster.forward(node, message, shared, acknowledge) {
+            match cluster.forward(node, &encoded, shared, acknowledge) {
                 Ok(Some(wait)) => waits.push(wait),
                 Ok(None) => {}
                 Err(e) => {
@@ -248,7 +262,7 @@ impl Broker {
         let attached = slot.is_attached();
         if attached {
             slot.kick(DisconnectReasonCode::SessionTakenOver);
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
             loop {
                 let detached = self.detached.notified();
                 tokio::pin!(detached);
@@ -320,5 +334,9 @@ impl Host for BrokerHost {
         if let Some(broker) = self.0.upgrade() {
             broker.retained_changed(topic, message);
         }
+    }
+
+    fn forward_accepted(&self, latency: Duration) {
+        metrics::histogram!(m::CLUSTER_FORWARD_SECONDS).record(latency.as_secs_f64());
     }
 }
