@@ -196,6 +196,7 @@ impl Node {
             // This node's routes are those of its sessions (persistent ones read back).
             let _ = cluster.reconcile_routes(&broker.local_filters());
             broker.set_cluster(cluster.clone());
+            broker.serve_if_in_touch(&cluster);
             tasks.spawn(Arc::clone(&broker).watch_lease(cluster));
             ready.store(true, std::sync::atomic::Ordering::Release);
         }

@@ -38,6 +38,8 @@ use crate::type_config::RaftNodeId;
 const QUIET: Duration = Duration::from_millis(100);
 /// The longest it waits for them to be idle.
 const QUIET_MAX: Duration = Duration::from_millis(500);
+/// How long a draining node waits before it tries the handoffs that failed again.
+const RETRY: Duration = Duration::from_millis(200);
 /// How often it looks whether its route writer is done.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -167,8 +169,8 @@ impl Cluster {
     /// Starts draining this node: from now on it takes no leadership (balancers on the
     /// other nodes leave it alone), and every group it leads (meta included) is handed to
     /// another up voter, all at once, for at most `within`. Returns the groups it still
-    /// leads then (none when all went, or when it has no other up voter: a cluster of
-    /// one keeps them).
+    /// leads then that another voter could have taken (none when all went; a group with
+    /// no other up voter, as in a cluster of one, is not counted).
     pub async fn hand_off_all(&self, within: Duration) -> Vec<GroupId> {
         let inner = &self.inner;
         inner.drain.draining.store(true, Ordering::SeqCst);
@@ -177,21 +179,26 @@ impl Cluster {
         }
         let deadline = tokio::time::Instant::now() + within;
         loop {
-            let led = inner.led();
-            let moves: Vec<(GroupId, RaftNodeId)> = led
-                .iter()
-                .filter_map(|group| inner.drain_target(*group).map(|to| (*group, to)))
+            let moves: Vec<(GroupId, RaftNodeId)> = inner
+                .led()
+                .into_iter()
+                .filter_map(|group| inner.drain_target(group).map(|to| (group, to)))
                 .collect();
             if moves.is_empty() || tokio::time::Instant::now() >= deadline {
-                return led;
+                return moves.into_iter().map(|(group, _)| group).collect();
             }
             let handoffs = futures_util::future::join_all(
                 moves.iter().map(|(group, to)| inner.hand_off(*group, *to)),
             );
             // A handoff cut short by the deadline turns its group's heartbeats back on.
             let Ok(outcomes) = tokio::time::timeout_at(deadline, handoffs).await else {
-                return inner.led();
+                return inner
+                    .led()
+                    .into_iter()
+                    .filter(|group| inner.drain_target(*group).is_some())
+                    .collect();
             };
+            let mut again = false;
             for ((group, to), outcome) in moves.into_iter().zip(outcomes) {
                 match outcome {
                     Ok(()) | Err(HandoffError::Elsewhere { .. }) => {
@@ -199,8 +206,14 @@ impl Cluster {
                     }
                     Err(why) => {
                         tracing::info!(group = %group, to, %why, "draining: a Raft leadership handoff did not succeed; trying again");
+                        again = true;
                     }
                 }
+            }
+            // A successor that refuses at once (draining too, silent) is not asked again
+            // in a busy loop.
+            if again {
+                tokio::time::sleep(RETRY).await;
             }
         }
     }

@@ -56,6 +56,15 @@ impl Broker {
         self.isolated.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Serves clients from now on if the membership lease holds already (a node that has
+    /// just entered its cluster): `/readyz` does not wait for `watch_lease`'s first look.
+    pub(crate) fn serve_if_in_touch(&self, cluster: &Cluster) {
+        if cluster.lease_holds() {
+            self.isolated
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Follows the cluster's membership lease until shutdown: when it lapses, every client
     /// is disconnected (MQTT 5: DISCONNECT 0x9C, Use another server, naming another node
     /// as this node's copy of meta knows them; with none known, 0x89, Server busy) and new
