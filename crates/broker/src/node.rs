@@ -22,6 +22,11 @@ use crate::{admin, listener, sys};
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a node of a cluster spends handing its Raft leaderships over when it stops.
+const HANDOFF_GRACE: Duration = Duration::from_secs(5);
+/// How long a node of a cluster waits, when it stops, for the routes of the clients that
+/// left to be removed everywhere.
+const DEPART_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a node could not start. [`StartError::exit_status`] is the process's exit status.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +196,7 @@ impl Node {
             // This node's routes are those of its sessions (persistent ones read back).
             let _ = cluster.reconcile_routes(&broker.local_filters());
             broker.set_cluster(cluster.clone());
+            broker.serve_if_in_touch(&cluster);
             tasks.spawn(Arc::clone(&broker).watch_lease(cluster));
             ready.store(true, std::sync::atomic::Ordering::Release);
         }
@@ -305,16 +311,37 @@ impl Node {
 
     /// Stops accepting, tells every client the server is shutting down (MQTT 5: DISCONNECT
     /// 0x8B), waits for connections to close (at most a few seconds), flushes the store.
+    ///
+    /// A node of a cluster drains first (it stays a member, and comes back with its
+    /// data): it hands its Raft leaderships over, sends its MQTT 5 clients to another node
+    /// (DISCONNECT 0x9C with a Server Reference, when one is known), and once they are
+    /// gone waits until the routes of its clean sessions are removed everywhere (those of
+    /// its persistent sessions stay: see `shoal_cluster`'s `drain.rs`). Each step is
+    /// bounded (`HANDOFF_GRACE`, `SHUTDOWN_GRACE`, `DEPART_GRACE`).
     pub async fn shutdown(mut self) {
         tracing::info!("shutting down");
+        // The listeners stop accepting; a CONNECT in progress is refused.
         let _ = self.broker.shutdown.send(true);
-        self.broker
-            .kick_all(shoal_codec::DisconnectReasonCode::ServerShuttingDown);
+        match self.broker.cluster() {
+            Some(cluster) => self.broker.drain(cluster, HANDOFF_GRACE).await,
+            None => self
+                .broker
+                .kick_all(shoal_codec::DisconnectReasonCode::ServerShuttingDown),
+        }
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         while crate::stats::Stats::get(&self.broker.stats.connected) > 0
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(cluster) = self.broker.cluster()
+            && tokio::time::timeout(DEPART_GRACE, cluster.depart())
+                .await
+                .is_err()
+        {
+            tracing::warn!(
+                "draining: the routes of the clients that left were not all removed in time; publishers elsewhere may get 0x80 for them until the failure timeout"
+            );
         }
         self.tasks.shutdown().await;
         for (listener, _) in &self.listeners {

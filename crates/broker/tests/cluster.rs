@@ -1179,3 +1179,158 @@ async fn a_node_that_fell_behind_catches_up_through_a_snapshot() {
     // And a route made on it is used by node 1.
     assert_routes(&cluster, 0, 2, "after").await;
 }
+
+/// SIGTERM on a node that leads shards and meta drains it: its leaderships move to the
+/// other nodes while it still runs, its MQTT 5 client is sent to another node (0x9C with
+/// a Server Reference) and its 3.1.1 client is closed, it exits 0 within a bound, and a
+/// QoS 1 publisher on a second node to a subscriber on the third loses nothing and gets
+/// no 0x80 meanwhile, although the draining node had a subscriber of the same topic too
+/// (its route is removed before it exits). A message for the persistent session it keeps
+/// on its disk is refused (0x80) while it is away, not acknowledged and dropped; back
+/// with its data, the node has the session and routes to it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_a_node_leaderships_first_and_no_publisher_sees_an_error() {
+    let mut cluster = TestCluster::start_with(3, 0, true, &[]).await;
+    let leaders = cluster.leaders_spread(0, 3).await;
+    let victim_id = leaders["meta"];
+    let victim = (victim_id - 1) as usize;
+    let led: Vec<&String> = leaders
+        .iter()
+        .filter(|(_, leader)| **leader == victim_id)
+        .map(|(group, _)| group)
+        .collect();
+    assert!(
+        led.len() >= 2,
+        "node {victim_id} leads meta and a shard: {leaders:?}"
+    );
+    let others: Vec<usize> = (0..3).filter(|i| *i != victim).collect();
+    let elsewhere: Vec<String> = others
+        .iter()
+        .map(|i| format!("127.0.0.1:{}", cluster.members[*i].mqtt))
+        .collect();
+
+    let mut on_victim = client(cluster.addr(victim), "drained").await;
+    subscribe(&mut on_victim, 1, "drain/#", QoS::AtLeastOnce).await;
+    let persistent = |c: &mut shoal_codec::Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+    };
+    let (mut keeper, _) = Raw::connect(cluster.addr(victim), V5, "keeper", persistent).await;
+    subscribe(&mut keeper, 1, "kept/#", QoS::AtLeastOnce).await;
+    let (mut old_client, ack) = Raw::connect(
+        cluster.addr(victim),
+        ProtocolVersion::V3_1_1,
+        "drained-3",
+        |_| {},
+    )
+    .await;
+    assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+    let mut subscriber = client(cluster.addr(others[1]), "drain-sub").await;
+    subscribe(&mut subscriber, 1, "drain/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(others[0]), "drain-pub").await;
+    let mut kept_publisher = client(cluster.addr(others[1]), "kept-pub").await;
+
+    // The publisher runs through the drain and a while after it.
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let publishing = tokio::spawn(async move {
+        let mut outcomes = Vec::new();
+        let mut n: u16 = 0;
+        while !*stop_rx.borrow_and_update() {
+            n += 1;
+            let reason = publish_qos1(&mut publisher, "drain/x", &n.to_be_bytes(), n).await;
+            outcomes.push((n, reason));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        outcomes
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    cluster.signal(victim, "TERM");
+    let sent = Instant::now();
+    // The clients are sent away once the leaderships are handed over.
+    let (reason, server) = disconnect_of(&mut on_victim, Duration::from_secs(15)).await;
+    assert_eq!(reason, DisconnectReasonCode::UseAnotherServer);
+    let server = server.expect("a Server Reference");
+    assert!(elsewhere.contains(&server), "{server}");
+    assert_eq!(
+        old_client.recv().await,
+        None,
+        "an MQTT 3.1.1 client is closed"
+    );
+    let moved = cluster
+        .status_when(
+            others[0],
+            "the leaderships moved off the draining node",
+            |s| {
+                s["groups"].as_array().is_some_and(|groups| {
+                    groups.iter().all(|g| {
+                        let leader = g["leader"].as_u64().unwrap_or(0);
+                        leader != 0 && leader != victim_id
+                    })
+                })
+            },
+        )
+        .await;
+    let process = cluster.members[victim].process.as_mut().expect("running");
+    assert_eq!(
+        process.child.try_wait().expect("wait"),
+        None,
+        "the leaderships moved before the node exited: {moved}"
+    );
+    let handed_over = sent.elapsed();
+    let mut process = cluster.members[victim].process.take().expect("running");
+    let exit = loop {
+        if let Some(status) = process.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(20),
+            "the node did not exit within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let exited = sent.elapsed();
+    assert!(exit.success(), "{exit:?}");
+    // Its persistent session's route stays: a copy for it cannot be taken now.
+    assert_eq!(
+        publish_qos1(&mut kept_publisher, "kept/x", b"while away", 1).await,
+        PubAckReasonCode::UnspecifiedError,
+        "a message for the absent node's persistent session is refused"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = stop_tx.send(true);
+    let outcomes = publishing.await.expect("the publisher");
+    let failed: Vec<&(u16, PubAckReasonCode)> = outcomes
+        .iter()
+        .filter(|(_, reason)| *reason != PubAckReasonCode::Success)
+        .collect();
+    assert!(failed.is_empty(), "PUBACKs other than success: {failed:?}");
+    let got: BTreeSet<u16> = drain(&mut subscriber, Duration::from_millis(700))
+        .await
+        .into_iter()
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect();
+    let lost: Vec<u16> = outcomes
+        .iter()
+        .map(|(n, _)| *n)
+        .filter(|n| !got.contains(n))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged and never delivered: {lost:?}"
+    );
+    eprintln!(
+        "SIGTERM on node {victim_id} (leader of {led:?}): leaderships handed over within {handed_over:?}, exit 0 after {exited:?}; {} QoS 1 messages, none refused or lost",
+        outcomes.len()
+    );
+
+    // Back with its data: its session is there, and messages reach it again.
+    cluster.run(victim).await;
+    let (mut back, ack) = Raw::connect(cluster.addr(victim), V5, "keeper", persistent).await;
+    assert!(ack.session_present, "the session stayed on the node's disk");
+    assert_eq!(
+        publish_qos1(&mut kept_publisher, "kept/x", b"back", 2).await,
+        PubAckReasonCode::Success
+    );
+    assert_eq!(back.next_publish().await.payload.as_ref(), b"back");
+}

@@ -9,7 +9,10 @@
 //! of the run: kill -9 (then a restart with its data) of a random one, of the leader of
 //! `meta`, of a route shard or of a retained shard; a network partition of one (root only:
 //! the node runs in a network namespace of its own, cut with iptables as in
-//! `partition.rs`). Two faults hit the node holding subscribers' sessions, and no series
+//! `partition.rs`). A rolling restart (`rolling-restart`) SIGTERMs every node in turn,
+//! each holding clients, and restarts it with its data once it has drained, waiting for it
+//! to be ready and for the leaderships to spread again before the next; its clients come
+//! back to it. Two faults hit the node holding subscribers' sessions, and no series
 //! includes them unless asked (`FAULTS_KINDS`): `kill-subscriber-node` restarts it with its
 //! data and its clients come back to it (the sessions are on its own disk);
 //! `lose-subscriber-node` keeps it down and its clients reconnect to another node
@@ -54,10 +57,14 @@ enum Fault {
     /// another node (`--failover`): expected to lose their sessions, and the messages
     /// queued in them, until sessions are replicated (session shards, issue 13 part 2).
     LoseSubscriberNode,
+    /// SIGTERM every node in turn (each holds clients), restart it with its data, wait
+    /// until it is ready and the leaderships have spread again, then the next; its clients
+    /// come back to it (their sessions are on its disk).
+    RollingRestart,
 }
 
 impl Fault {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::KillBystander,
         Self::KillLeader(GroupKind::Meta),
         Self::KillLeader(GroupKind::Routes),
@@ -65,6 +72,7 @@ impl Fault {
         Self::Partition,
         Self::KillSubscriberNode,
         Self::LoseSubscriberNode,
+        Self::RollingRestart,
     ];
 
     fn parse(name: &str) -> Option<Self> {
@@ -82,18 +90,27 @@ impl fmt::Display for Fault {
             Self::Partition => "partition",
             Self::KillSubscriberNode => "kill-subscriber-node",
             Self::LoseSubscriberNode => "lose-subscriber-node",
+            Self::RollingRestart => "rolling-restart",
         })
     }
 }
 
 /// The faults a series runs unless told otherwise: those the cluster must survive today.
-const DEFAULT_FAULTS: [Fault; 5] = [
+const DEFAULT_FAULTS: [Fault; 6] = [
     Fault::KillBystander,
     Fault::KillLeader(GroupKind::Meta),
     Fault::KillLeader(GroupKind::Routes),
     Fault::KillLeader(GroupKind::Retained),
     Fault::Partition,
+    Fault::RollingRestart,
 ];
+
+/// How much longer the load of a rolling restart runs than the shape says.
+const ROLL_EXTRA_LOAD: Duration = Duration::from_secs(14);
+/// How long a node has to exit after SIGTERM in a rolling restart.
+const ROLL_EXIT_WAIT: Duration = Duration::from_secs(20);
+/// How long a rolling restart waits for the leaderships to spread after each restart.
+const ROLL_SETTLE_WAIT: Duration = Duration::from_secs(15);
 
 /// splitmix64: a small seeded generator, so that a run is reproduced from its seed.
 struct Rng(u64);
@@ -296,6 +313,52 @@ impl Cluster {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// SIGTERM member `i` (by its process id) and waits at most `within` for it to exit;
+    /// `Err` says what went wrong (no exit in time, or a status other than 0).
+    async fn terminate(&mut self, i: usize, within: Duration) -> Result<Duration, String> {
+        let Some(mut process) = self.members[i].process.take() else {
+            return Err("not running".to_owned());
+        };
+        let sent = Command::new("kill")
+            .args(["-TERM", &process.child.id().to_string()])
+            .status();
+        if !sent.is_ok_and(|s| s.success()) {
+            return Err("kill -TERM failed".to_owned());
+        }
+        let start = Instant::now();
+        loop {
+            match process.child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(start.elapsed()),
+                Ok(Some(status)) => return Err(format!("exited with {status}")),
+                Ok(None) if start.elapsed() < within => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => return Err(format!("still running {within:?} after SIGTERM")),
+            }
+        }
+    }
+
+    /// Waits at most `within` until, as member `i` sees it, every group has a leader and
+    /// every node leads a route or retained shard; returns whether it happened.
+    async fn leaders_spread(&self, i: usize, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let leaders = self.leaders(i).await;
+            let spread = !leaders.is_empty()
+                && leaders.iter().all(|(_, leader)| *leader > 0)
+                && self.members.iter().all(|m| {
+                    leaders
+                        .iter()
+                        .any(|(group, leader)| group != "meta" && *leader == m.id)
+                });
+            if spread {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
     }
 
     /// kill -9 member `i` (by its process id).
@@ -503,9 +566,10 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     // kill-subscriber-node, where every node has clients).
     let mut note = String::new();
     let victim = match fault {
-        Fault::KillBystander | Fault::KillSubscriberNode | Fault::LoseSubscriberNode => {
-            rng.below(nodes as u64) as usize
-        }
+        Fault::KillBystander
+        | Fault::KillSubscriberNode
+        | Fault::LoseSubscriberNode
+        | Fault::RollingRestart => rng.below(nodes as u64) as usize,
         Fault::Partition => partitioned,
         Fault::KillLeader(kind) => {
             let prefix = match kind {
@@ -532,7 +596,9 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         }
     };
     let brokers: Vec<usize> = match fault {
-        Fault::KillSubscriberNode | Fault::LoseSubscriberNode => (0..nodes).collect(),
+        Fault::KillSubscriberNode | Fault::LoseSubscriberNode | Fault::RollingRestart => {
+            (0..nodes).collect()
+        }
         _ => (0..nodes).filter(|&i| i != victim).collect(),
     };
 
@@ -542,7 +608,13 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     let record = dir.join("record.jsonl");
     let progress_log = dir.join("loadtest.log");
     let more: Vec<String> = brokers[1..].iter().map(|&i| cluster.url(i)).collect();
-    let load_secs = shape.load.as_secs_f64();
+    // A rolling restart takes a while (each node drained, restarted, leaders spread
+    // again): the load goes on through it.
+    let load = match fault {
+        Fault::RollingRestart => shape.load + ROLL_EXTRA_LOAD,
+        _ => shape.load,
+    };
+    let load_secs = load.as_secs_f64();
     let mut loadtest = Command::new(loadtest_binary())
         .arg("scenario")
         .arg(&scenario_path)
@@ -593,7 +665,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     // end (the drain must not wait on a node still out).
     let (mut fault_at_ns, mut fault_after, mut outage) = (0, 0.0, Duration::ZERO);
     if problem.is_none() {
-        let wait = rng.secs(0.15, 0.4).mul_f64(load_secs);
+        let wait = rng.secs(0.15, 0.4).mul_f64(shape.load.as_secs_f64());
         tokio::time::sleep(wait).await;
         if let Fault::KillLeader(_) = fault {
             let now_leads = cluster
@@ -629,7 +701,40 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
             }
             Fault::LoseSubscriberNode => {
                 cluster.kill(victim);
-                outage = shape.load.saturating_sub(publishing.elapsed());
+                outage = load.saturating_sub(publishing.elapsed());
+            }
+            Fault::RollingRestart => {
+                let roll = Instant::now();
+                let mut steps = Vec::new();
+                for step in 0..nodes {
+                    let i = (victim + step) % nodes;
+                    let drained = match cluster.terminate(i, ROLL_EXIT_WAIT).await {
+                        Ok(took) => took,
+                        Err(why) => {
+                            problem = Some(format!("node {} on SIGTERM: {why}", i + 1));
+                            break;
+                        }
+                    };
+                    let stopped = Instant::now();
+                    cluster.run(i).await;
+                    let away = stopped.elapsed();
+                    let spread = cluster.leaders_spread(i, ROLL_SETTLE_WAIT).await;
+                    steps.push(format!(
+                        "{}: drained {:.1} s, away {:.1} s{}",
+                        i + 1,
+                        drained.as_secs_f64(),
+                        away.as_secs_f64(),
+                        if spread { "" } else { ", leaders not spread" }
+                    ));
+                }
+                note = format!("(then each in turn; {})", steps.join("; "));
+                outage = roll.elapsed();
+                if problem.is_none() && publishing.elapsed() + Duration::from_secs(1) > load {
+                    problem = Some(format!(
+                        "the roll took {:.1} s, past the end of the load",
+                        outage.as_secs_f64()
+                    ));
+                }
             }
             _ => {
                 cluster.kill(victim);
@@ -641,7 +746,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     }
 
     // The drain: the load ends by itself; bounded all the same.
-    let limit = Instant::now() + shape.load + Duration::from_secs(120);
+    let limit = Instant::now() + load + Duration::from_secs(120);
     let exit = loop {
         if let Ok(Some(status)) = loadtest.try_wait() {
             break Some(status);
@@ -801,8 +906,9 @@ fn base_seed() -> u64 {
     )
 }
 
-/// The CI series: two runs of each fault the cluster must survive today (one of each
-/// leader kind), seeded from the clock (printed) or `FAULTS_SEED`.
+/// The CI series: two runs of kill-bystander and of partition, one of each leader kind
+/// and one rolling restart (the faults the cluster must survive today), seeded from the
+/// clock (printed) or `FAULTS_SEED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_series_loses_no_acknowledged_message() {
     let shape = Shape {
@@ -819,6 +925,7 @@ async fn ci_series_loses_no_acknowledged_message() {
         Fault::KillLeader(GroupKind::Retained),
         Fault::KillBystander,
         Fault::Partition,
+        Fault::RollingRestart,
     ];
     let reports = series(
         base_seed(),
@@ -837,7 +944,7 @@ async fn ci_series_loses_no_acknowledged_message() {
 }
 
 /// The long series (deploy/faults/README.md): `FAULTS_RUNS` (24), `FAULTS_SEED` (the
-/// clock), `FAULTS_KINDS` (comma-separated; the five that must pass), `FAULTS_NODES` (3),
+/// clock), `FAULTS_KINDS` (comma-separated; the six that must pass), `FAULTS_NODES` (3),
 /// `FAULTS_LOAD_SECS` (10), `FAULTS_BUDGET_SECS` (1800), `FAULTS_OUT` (a markdown table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the long series: minutes; run by deploy/faults/run.sh"]

@@ -91,19 +91,26 @@ fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name}"))
 }
 
-/// shoal's own drain on SIGTERM, from `src/node.rs` (`SHUTDOWN_GRACE`).
+/// shoal's own drain on SIGTERM at the longest, from `src/node.rs`: its leaderships
+/// handed over (`HANDOFF_GRACE`), its connections closed (`SHUTDOWN_GRACE`), its clients'
+/// routes removed (`DEPART_GRACE`).
 fn shoal_shutdown_grace() -> u64 {
     let source = include_str!("../src/node.rs");
-    let line = source
-        .lines()
-        .find(|l| l.starts_with("const SHUTDOWN_GRACE"))
-        .expect("SHUTDOWN_GRACE in node.rs");
-    let secs = line
-        .split("from_secs(")
-        .nth(1)
-        .and_then(|rest| rest.split(')').next())
-        .expect("SHUTDOWN_GRACE is Duration::from_secs(N)");
-    secs.parse().expect("seconds")
+    ["HANDOFF_GRACE", "SHUTDOWN_GRACE", "DEPART_GRACE"]
+        .iter()
+        .map(|name| {
+            let line = source
+                .lines()
+                .find(|l| l.starts_with(&format!("const {name}")))
+                .unwrap_or_else(|| panic!("{name} in node.rs"));
+            let secs = line
+                .split("from_secs(")
+                .nth(1)
+                .and_then(|rest| rest.split(')').next())
+                .unwrap_or_else(|| panic!("{name} is Duration::from_secs(N)"));
+            secs.parse::<u64>().expect("seconds")
+        })
+        .sum()
 }
 
 /// What is wrong with one workload's draining: the preStop sleep, then shoal's drain on

@@ -18,8 +18,9 @@
 //!    win, nothing changed, and the group is tried again later.
 //!
 //! A group's writes pause for about `2 × election timeout + heartbeat` during its
-//! handoff. Meta is not moved: its leader runs failure detection and its appends feed the
-//! membership lease, and it carries few writes.
+//! handoff. The balancer does not move meta (its leader runs failure detection, and it
+//! carries few writes); a draining node hands it over too (`drain.rs`). A node that is
+//! draining answers `Campaign` with `draining`: nothing is handed back to it while it goes.
 
 use std::collections::HashMap;
 use std::sync::Weak;
@@ -27,21 +28,23 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use crate::group_id::GroupId;
-use crate::node::Inner;
-use crate::proto::CampaignRequest;
+use crate::node::{Group, Inner};
+use crate::proto::{CampaignRequest, StatusRequest};
 use crate::type_config::RaftNodeId;
 
 /// How long after start a node waits before moving leaderships (joins settle first).
 const SETTLE: Duration = Duration::from_secs(3);
 /// How often the leaderships are checked.
 const PERIOD: Duration = Duration::from_secs(2);
+/// How long a successor has to answer the probe before a handoff.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
 /// How long a group whose handoff failed is left alone.
 const BACKOFF: Duration = Duration::from_secs(30);
 
 /// The preferred leader of the group with `ordinal` among the up voters `voters` (sorted):
 /// the groups go round the voters, starting at the second so that the first (often the
 /// bootstrap node, which leads meta) takes fewer.
-fn preferred(ordinal: usize, voters: &[RaftNodeId]) -> Option<RaftNodeId> {
+pub(crate) fn preferred(ordinal: usize, voters: &[RaftNodeId]) -> Option<RaftNodeId> {
     if voters.is_empty() {
         return None;
     }
@@ -50,7 +53,7 @@ fn preferred(ordinal: usize, voters: &[RaftNodeId]) -> Option<RaftNodeId> {
 
 impl Inner {
     /// The group's place in the round of preferred leaders; meta has none.
-    fn ordinal(&self, group: GroupId) -> Option<usize> {
+    pub(crate) fn ordinal(&self, group: GroupId) -> Option<usize> {
         match group {
             GroupId::Meta => None,
             GroupId::Routes(shard) => Some(usize::from(shard)),
@@ -92,51 +95,106 @@ impl Inner {
     }
 
     /// Hands the leadership of `group` to `target` (see the module's text); `Ok` once
-    /// `target` leads it.
-    pub(crate) async fn hand_off(&self, group: GroupId, target: RaftNodeId) -> Result<(), String> {
+    /// `target` leads it. Dropped midway (a caller's deadline), it turns the group's
+    /// heartbeats and commands back on all the same.
+    pub(crate) async fn hand_off(
+        &self,
+        group: GroupId,
+        target: RaftNodeId,
+    ) -> Result<(), HandoffError> {
+        let failed = |why: &str| HandoffError::Failed(why.to_owned());
         let g = self
             .group(group)
-            .ok_or("this node does not run the group")?;
-        let mut client = self
-            .client_of(target)
-            .ok_or_else(|| format!("the address of node {target} is not known"))?;
+            .ok_or_else(|| failed("this node does not run the group"))?;
+        let mut client = self.client_of(target).ok_or_else(|| {
+            HandoffError::Failed(format!("the address of node {target} is not known"))
+        })?;
+        // A successor that does not answer (stopped, restarting, cut off) is not worth
+        // pausing the group for.
+        let mut probe = tonic::Request::new(StatusRequest {});
+        probe.set_timeout(PROBE_TIMEOUT);
+        if client.status(probe).await.is_err() {
+            return Err(HandoffError::Unreachable { node: target });
+        }
         let lease = self.config.election_timeout * 2;
         let after = lease + self.config.heartbeat + Duration::from_millis(100);
-        g.handing_off.store(true, Ordering::SeqCst);
-        g.raft.runtime_config().heartbeat(false);
+        let paused = Paused::new(g);
         let me = self.id;
-        let outcome = async {
-            let mut request = tonic::Request::new(CampaignRequest {
-                group: group.to_string(),
-                after_ms: after.as_millis() as u64,
-            });
-            request.set_timeout(Duration::from_secs(2));
-            let reply = client
-                .campaign(request)
-                .await
-                .map_err(|status| status.message().to_owned())?
-                .into_inner();
-            if !reply.error.is_empty() {
-                return Err(reply.error);
-            }
-            g.raft
-                .wait(Some(after + self.config.election_timeout * 4))
-                .metrics(
-                    |m| m.current_leader.is_some_and(|leader| leader != me),
-                    "leadership handed off",
-                )
-                .await
-                .map_err(|_| "no other node took the leadership in time".to_owned())?;
-            Ok(())
+        let mut request = tonic::Request::new(CampaignRequest {
+            group: group.to_string(),
+            after_ms: after.as_millis() as u64,
+        });
+        request.set_timeout(Duration::from_secs(2));
+        let reply = client
+            .campaign(request)
+            .await
+            .map_err(|status| failed(status.message()))?
+            .into_inner();
+        if reply.draining {
+            return Err(HandoffError::Draining { node: target });
         }
-        .await;
-        g.raft.runtime_config().heartbeat(true);
-        g.handing_off.store(false, Ordering::SeqCst);
-        outcome?;
+        if !reply.error.is_empty() {
+            return Err(HandoffError::Failed(reply.error));
+        }
+        g.raft
+            .wait(Some(after + self.config.election_timeout * 4))
+            .metrics(
+                |m| m.current_leader.is_some_and(|leader| leader != me),
+                "leadership handed off",
+            )
+            .await
+            .map_err(|_| failed("no other node took the leadership in time"))?;
+        drop(paused);
         match g.raft.metrics().borrow().current_leader {
             Some(leader) if leader == target => Ok(()),
-            other => Err(format!("node {} leads it instead", other.unwrap_or(0))),
+            other => Err(HandoffError::Elsewhere {
+                leader: other.unwrap_or(0),
+            }),
         }
+    }
+}
+
+/// Why a leadership handoff did not happen as asked.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandoffError {
+    /// The successor is draining (shutting down): it takes no leadership until it is back.
+    #[error("node {node} is draining")]
+    Draining {
+        /// The successor asked.
+        node: RaftNodeId,
+    },
+    /// The successor did not answer a status probe: nothing was paused.
+    #[error("node {node} does not answer")]
+    Unreachable {
+        /// The successor asked.
+        node: RaftNodeId,
+    },
+    /// Another node than the one asked won the election (the leadership moved all the same).
+    #[error("node {leader} leads it instead")]
+    Elsewhere {
+        /// The new leader (0: none known).
+        leader: RaftNodeId,
+    },
+    /// Nothing changed: the group is tried again later.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// A group's heartbeats and new commands, stopped for a handoff while this lives.
+struct Paused<'a>(&'a Group);
+
+impl<'a> Paused<'a> {
+    fn new(group: &'a Group) -> Self {
+        group.handing_off.store(true, Ordering::SeqCst);
+        group.raft.runtime_config().heartbeat(false);
+        Self(group)
+    }
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.0.raft.runtime_config().heartbeat(true);
+        self.0.handing_off.store(false, Ordering::SeqCst);
     }
 }
 
@@ -147,7 +205,7 @@ pub(crate) async fn spread_leaders(inner: Weak<Inner>) {
     let mut failed: HashMap<GroupId, Instant> = HashMap::new();
     loop {
         let Some(node) = inner.upgrade() else { return };
-        if node.lease_holds() {
+        if node.lease_holds() && !node.drain.is_draining() {
             let now = Instant::now();
             failed.retain(|_, until| *until > now);
             let moves: Vec<(GroupId, RaftNodeId)> = node
@@ -168,6 +226,14 @@ pub(crate) async fn spread_leaders(inner: Weak<Inner>) {
                 match outcome {
                     Ok(()) => {
                         tracing::info!(group = %group, to = target, "handed a Raft leadership over, to spread leaders over the nodes");
+                    }
+                    // Paused for one round trip at most: a draining successor is going, one
+                    // that does not answer may be restarting (or is declared down soon).
+                    // The group is tried again at the next round.
+                    Err(
+                        why @ (HandoffError::Draining { .. } | HandoffError::Unreachable { .. }),
+                    ) => {
+                        tracing::debug!(group = %group, to = target, %why, "the preferred leader cannot take a leadership now");
                     }
                     Err(why) => {
                         tracing::info!(group = %group, to = target, %why, "a Raft leadership handoff did not succeed; trying again later");

@@ -21,6 +21,7 @@
 #![allow(clippy::result_large_err)]
 
 mod batch;
+mod drain;
 mod encoding;
 mod entry;
 mod forward;

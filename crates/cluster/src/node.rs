@@ -19,6 +19,7 @@ use shoal_store::Store;
 use tonic::transport::Channel;
 
 use crate::batch::{Batcher, Written};
+use crate::drain::Drain;
 use crate::entry::Entrance;
 use crate::forward::{ForwardWait, Forwarder, Outgoing};
 use crate::group_id::GroupId;
@@ -210,6 +211,9 @@ pub(crate) struct Inner {
     pub(crate) lease: Arc<Lease>,
     /// How this node enters its cluster: its seeds, whether it is a member yet.
     pub(crate) entrance: Entrance,
+    /// Whether this node is draining, and the forwarded publications it is still taking
+    /// (see `drain.rs`).
+    pub(crate) drain: Arc<Drain>,
 }
 
 /// This node's part of the cluster; cheap to clone.
@@ -379,6 +383,7 @@ impl Cluster {
             tasks: Mutex::new(Vec::new()),
             lease,
             entrance,
+            drain: Arc::default(),
         });
         let server = crate::service::serve(Arc::clone(&inner), listener);
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
@@ -639,6 +644,7 @@ impl Cluster {
                 return Err(refused(last));
             }
         }
+        inner.drain.left();
         tracing::info!(node = inner.id, "left the cluster");
         Ok(())
     }

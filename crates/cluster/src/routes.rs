@@ -200,6 +200,13 @@ impl RouteWriter {
         self.wake.notify_one();
     }
 
+    /// Whether nothing is queued or being written (every change so far is applied on
+    /// every live node, or given up).
+    pub(crate) fn is_idle(&self) -> bool {
+        let state = self.lock();
+        state.queued.is_empty() && state.in_flight.is_empty()
+    }
+
     /// The route of `filter` to this node disappeared (the node was declared dead and came
     /// back): write it again if this node still wants it.
     pub(crate) fn restore(&self, filter: &str) {

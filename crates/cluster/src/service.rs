@@ -243,9 +243,11 @@ impl Cluster for Service {
     ) -> Result<Response<Self::ForwardStream>, Status> {
         let mut inbound = request.into_inner();
         let host = Arc::clone(&self.inner.host);
+        let drain = Arc::clone(&self.inner.drain);
         let (tx, rx) = mpsc::channel::<Result<ForwardAck, Status>>(16);
         tokio::spawn(async move {
             while let Ok(Some(batch)) = inbound.message().await {
+                let _taking = drain.taking();
                 let up_to = batch.publications.last().map_or(0, |p| p.seq);
                 // A batch of QoS 0 publications only has nobody waiting for its answer: a
                 // later answer's `up_to` covers its sequence numbers.
@@ -291,6 +293,12 @@ impl Cluster for Service {
     ) -> Result<Response<CampaignReply>, Status> {
         let request = request.into_inner();
         let raft = self.raft(&request.group)?;
+        if self.inner.drain.is_draining() {
+            return Ok(Response::new(CampaignReply {
+                error: format!("node {} is draining", self.inner.id),
+                draining: true,
+            }));
+        }
         let after = Duration::from_millis(request.after_ms).min(MAX_WAIT);
         let group = request.group;
         tokio::spawn(async move {
@@ -301,6 +309,7 @@ impl Cluster for Service {
         });
         Ok(Response::new(CampaignReply {
             error: String::new(),
+            draining: false,
         }))
     }
 

@@ -56,6 +56,15 @@ impl Broker {
         self.isolated.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// Serves clients from now on if the membership lease holds already (a node that has
+    /// just entered its cluster): `/readyz` does not wait for `watch_lease`'s first look.
+    pub(crate) fn serve_if_in_touch(&self, cluster: &Cluster) {
+        if cluster.lease_holds() {
+            self.isolated
+                .store(false, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// Follows the cluster's membership lease until shutdown: when it lapses, every client
     /// is disconnected (MQTT 5: DISCONNECT 0x9C, Use another server, naming another node
     /// as this node's copy of meta knows them; with none known, 0x89, Server busy) and new
@@ -128,6 +137,28 @@ impl Broker {
             }
         }
         result
+    }
+
+    /// Drains this node of a cluster before it stops (SIGTERM), the listeners stopped
+    /// already: hands every Raft leadership it holds to another node (for at most
+    /// `within`), then disconnects every client to send it elsewhere (MQTT 5: DISCONNECT
+    /// 0x9C, Use another server, naming another node; with none known, 0x8B, Server
+    /// shutting down; 3.1.1: closed). Wills are not published: the node comes back with
+    /// its sessions. The caller waits for the connections to close, then calls
+    /// `Cluster::depart`.
+    pub(crate) async fn drain(&self, cluster: &Cluster, within: Duration) {
+        let started = std::time::Instant::now();
+        let kept = cluster.hand_off_all(within).await;
+        if kept.is_empty() {
+            tracing::info!(
+                ms = started.elapsed().as_millis() as u64,
+                "draining: this node leads no Raft group any more"
+            );
+        } else {
+            let kept: Vec<String> = kept.iter().map(ToString::to_string).collect();
+            tracing::warn!(groups = ?kept, "draining: these Raft leaderships could not be handed over; they move by election once the node is gone");
+        }
+        self.send_elsewhere(cluster, DisconnectReasonCode::ServerShuttingDown, false);
     }
 
     /// Removes the subscriptions of `subscriber` to `filters` from the index; a filter that
