@@ -758,6 +758,42 @@ async fn leaders_spread_and_a_killed_leader_gets_its_groups_back() {
     assert_eq!(drain(&mut back, Duration::from_millis(500)).await.len(), 8);
 }
 
+/// The bootstrap node loses its data folder: restarted with seeds, it asks them first and
+/// joins the cluster that exists (as the member it was), instead of starting a second one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bootstrap_node_that_lost_its_data_joins_the_cluster_that_exists() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let mut subscriber = client(cluster.addr(1), "still-here").await;
+    subscribe(&mut subscriber, 1, "again/#", QoS::AtLeastOnce).await;
+    cluster.kill(0);
+    cluster.members[0].dir = tempfile::tempdir().expect("tempdir");
+    let (dir, mqtt, mut args) = cluster.command(0);
+    args.extend([
+        "--seeds".to_owned(),
+        format!("127.0.0.1:{}", cluster.members[1].cluster),
+    ]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cluster.members[0].process =
+        Some(Process::start_args(&dir, mqtt, &args, Duration::from_secs(60)).await);
+    cluster.ready(0).await;
+    // One cluster: the new node 1 knows the three members...
+    cluster
+        .status_when(0, "not three members", |status| {
+            status["nodes"].as_array().map(Vec::len) == Some(3)
+        })
+        .await;
+    // ...and, once it has caught up, routes to node 2's subscriber.
+    let mut publisher = client(cluster.addr(0), "on-the-new-node-1").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut id = 1;
+    while publish_qos1(&mut publisher, "again/1", b"one", id).await != PubAckReasonCode::Success {
+        assert!(Instant::now() < deadline, "node 1 never routed to node 2");
+        id += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"one");
+}
+
 /// A front end joins every group as a learner and serves clients like any node; five
 /// full nodes make five voters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
