@@ -11,17 +11,14 @@
 //! disagree on disk.
 
 use std::fmt::Debug;
-use std::future::Future;
 use std::io;
 use std::ops::{Bound, RangeBounds};
-use std::pin::Pin;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, LogId, RaftLogReader, Vote};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use shoal_store::Store;
-use tokio::sync::mpsc;
 
 use crate::encoding::{Result, decode, encode, io_error};
 use crate::group_id::GroupId;
@@ -44,9 +41,7 @@ fn entry_key(index: u64) -> [u8; 9] {
 /// The log store of one Raft group. Cloning is cheap: clones share the tree (the log
 /// reader openraft asks for is a clone).
 ///
-/// Durability: [`append`](RaftLogStorage::append) reports the entries flushed (through
-/// openraft's callback, in append order, without making openraft wait: the next append is
-/// written while this one's flush runs, and they share flushes), and
+/// Durability: [`append`](RaftLogStorage::append) reports the entries flushed, and
 /// [`save_vote`](RaftLogStorage::save_vote) and
 /// [`truncate`](RaftLogStorage::truncate) return, only after the store's flush (group
 /// commit) that covers them has completed. The committed index and purges are written
@@ -55,22 +50,6 @@ fn entry_key(index: u64) -> [u8; 9] {
 pub struct SledLogStore {
     tree: sled::Tree,
     store: Store,
-    /// The appends whose flush is awaited, in order, by a task of their own; made at the
-    /// first append (in the runtime).
-    flushed: Option<mpsc::UnboundedSender<PendingFlush>>,
-}
-
-/// An append waiting for the flush that covers it.
-type PendingFlush = (
-    Pin<Box<dyn Future<Output = std::result::Result<(), io::Error>> + Send>>,
-    LogFlushed<GroupConfig>,
-);
-
-/// Reports each append flushed once its flush is done, in append order.
-async fn report_flushes(mut pending: mpsc::UnboundedReceiver<PendingFlush>) {
-    while let Some((flush, callback)) = pending.recv().await {
-        callback.log_io_completed(flush.await);
-    }
 }
 
 impl SledLogStore {
@@ -82,7 +61,6 @@ impl SledLogStore {
         Ok(Self {
             tree,
             store: store.clone(),
-            flushed: None,
         })
     }
 
@@ -234,18 +212,8 @@ impl RaftLogStorage<GroupConfig> for SledLogStore {
             .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         // The entries are in sled's memory; only the flush puts them on disk, and only
         // then may openraft count them (a vote or an ack of a follower rests on them).
-        // The flush is asked for now (it covers these entries) and awaited elsewhere, so
-        // that openraft goes on with the next entries meanwhile.
-        let flush = self.store.flush();
-        let flush = Box::pin(async move { flush.await.map(drop).map_err(io::Error::other) });
-        let pending = self.flushed.get_or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
-            tokio::spawn(report_flushes(rx));
-            tx
-        });
-        if let Err(mpsc::error::SendError((flush, callback))) = pending.send((flush, callback)) {
-            callback.log_io_completed(flush.await);
-        }
+        let flushed = self.store.flush().await.map(drop).map_err(io::Error::other);
+        callback.log_io_completed(flushed);
         Ok(())
     }
 
