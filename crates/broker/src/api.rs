@@ -185,19 +185,23 @@ fn status(broker: &Broker) -> Value {
 }
 
 /// The cluster as this node sees it: members, and each Raft group's leader, term and
-/// indexes; a node still joining (`joined` false) or alone (`enabled` false) says so.
+/// indexes; a node still joining (`joined` false) or alone (`alone`: a cluster of one
+/// that no other node can join) says so.
 fn cluster(broker: &Broker) -> Value {
-    match (broker.cluster(), &broker.config().cluster) {
-        (Some(cluster), _) => {
+    let settings = &broker.config().cluster;
+    match broker.cluster() {
+        Some(cluster) => {
             let mut view = serde_json::to_value(cluster.status()).unwrap_or(Value::Null);
             view["enabled"] = json!(true);
             view["joined"] = json!(true);
+            view["alone"] = json!(settings.is_alone());
             view
         }
-        (None, Some(settings)) => {
+        None => {
             let mut view = json!({
                 "enabled": true,
                 "joined": false,
+                "alone": settings.is_alone(),
                 "node_id": settings.node.node_id,
                 "nodes": [],
                 "groups": [],
@@ -213,7 +217,6 @@ fn cluster(broker: &Broker) -> Value {
             }
             view
         }
-        (None, None) => json!({ "enabled": false, "nodes": [node_name()] }),
     }
 }
 
@@ -246,20 +249,20 @@ async fn join_cluster(broker: &Broker, body: &[u8]) -> Answer {
     {
         return bad(&why);
     }
+    if broker.config().cluster.is_alone() {
+        return (
+            "409 Conflict",
+            "this node runs alone: start it with cluster_listen (and no seeds, discovery or bootstrap) and a data folder of its own to join a cluster with shoal cluster join\n".into(),
+        );
+    }
     if let Some(cluster) = broker.cluster() {
         let why = shoal_cluster::JoinRefused::Member { node: cluster.id() };
         return ("409 Conflict", format!("{why}\n"));
     }
     let Some(cluster) = broker.entering() else {
-        if broker.config().cluster.is_some() {
-            return (
-                "503 Service Unavailable",
-                "this node is still opening its cluster state: try again\n".into(),
-            );
-        }
         return (
-            "409 Conflict",
-            "this node runs alone: start it with cluster_listen (and no seeds, discovery or bootstrap) to join a cluster with shoal cluster join\n".into(),
+            "503 Service Unavailable",
+            "this node is still opening its cluster state: try again\n".into(),
         );
     };
     if let Err(why) = cluster.join_through(seeds) {

@@ -290,6 +290,7 @@ fn status(args: &[String]) -> i32 {
 /// members, the groups.
 fn render_status(view: &Value) -> String {
     if view["enabled"] != true {
+        // A node of a version before a node alone was a cluster of one.
         return "not in a cluster: this node runs alone (no cluster_listen, seeds or discovery)\n"
             .to_owned();
     }
@@ -320,7 +321,13 @@ fn render_status(view: &Value) -> String {
         .iter()
         .filter(|g| g["leader"].as_u64().unwrap_or(0) == 0)
         .count();
-    let mut out = format!(
+    let mut out = String::new();
+    if view["alone"] == true {
+        out.push_str(&format!(
+            "node {me} runs alone: a cluster of one that no other node can join (no cluster_listen, seeds or discovery)\n"
+        ));
+    }
+    out += &format!(
         "node {me}'s view: {} member(s), {down} down; {} group(s), {}; {} routed filter(s)\n\n",
         nodes.len(),
         groups.len(),
@@ -986,8 +993,13 @@ mod tests {
         ] {
             assert!(lines.contains(&line), "{line:?} in\n{text}");
         }
-        let alone = render_status(&serde_json::json!({"enabled": false, "nodes": ["x"]}));
-        assert!(alone.starts_with("not in a cluster"), "{alone}");
+        let old = render_status(&serde_json::json!({"enabled": false, "nodes": ["x"]}));
+        assert!(old.starts_with("not in a cluster"), "{old}");
+        let mut alone = view.clone();
+        alone["alone"] = serde_json::json!(true);
+        let alone = render_status(&alone);
+        assert!(alone.starts_with("node 2 runs alone"), "{alone}");
+        assert!(alone.contains("node 2's view: 3 member(s)"), "{alone}");
         let joining = render_status(&serde_json::json!({"enabled": true, "joined": false,
             "node_id": 4, "nodes": [], "groups": [], "routes": 0}));
         assert!(joining.starts_with("node 4 has not joined"), "{joining}");

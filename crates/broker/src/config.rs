@@ -228,12 +228,14 @@ raw_config! {
     bind_client_id_to_username: bool = "SHOAL_BIND_CLIENT_ID_TO_USERNAME",
     /// Cluster: the address the node listens on for other nodes (gRPC: Raft, forwarding).
     /// Setting it (or `seeds`, or `discovery`) makes the node a member of a cluster; unset,
-    /// the node is a broker on its own. Set alone (no seeds, discovery or bootstrap), the
+    /// the node is a broker on its own (a cluster of one that no other node can reach:
+    /// its Raft groups run on it alone, with no listener). Set alone (no seeds, discovery or bootstrap), the
     /// node waits for `shoal cluster join`. Example 0.0.0.0:7946.
     cluster_listen: SocketAddr = "SHOAL_CLUSTER_LISTEN",
     /// Cluster: this node's id, a positive integer unique in the cluster and stable across
     /// restarts. Default: the number at the end of the host name plus one (pod `shoal-2`
-    /// of a StatefulSet is node 3); a host name without one is refused.
+    /// of a StatefulSet is node 3); a host name without one is refused. A node alone is node
+    /// 1. The data folder remembers its node: another id is refused at start.
     node_id: u64 = "SHOAL_NODE_ID",
     /// Cluster: host:port at which other nodes reach this one. Default: `cluster_listen`,
     /// with the host name in place of an unspecified address (0.0.0.0).
@@ -499,8 +501,9 @@ pub struct Config {
     pub sys_interval: Option<Duration>,
     /// The log filter.
     pub log: String,
-    /// Cluster membership, if the node is part of a cluster.
-    pub cluster: Option<ClusterSettings>,
+    /// Cluster membership (a node alone is a cluster of one: see
+    /// [`ClusterSettings::is_alone`]).
+    pub cluster: ClusterSettings,
 }
 
 /// How the node takes part in a cluster.
@@ -510,6 +513,13 @@ pub struct ClusterSettings {
     pub node: shoal_cluster::ClusterConfig,
     /// How long a SUBACK waits for its route.
     pub route_timeout: Duration,
+}
+
+impl ClusterSettings {
+    /// A node alone: a cluster of one with no listener, which no other node can join.
+    pub fn is_alone(&self) -> bool {
+        self.node.listen.is_none()
+    }
 }
 
 impl Config {
@@ -744,16 +754,13 @@ impl Config {
     }
 }
 
-/// The cluster keys, if the node is part of a cluster.
-fn cluster_settings(raw: &RawConfig) -> Result<Option<ClusterSettings>, ConfigError> {
+/// The cluster keys (a node alone is a cluster of one).
+fn cluster_settings(raw: &RawConfig) -> Result<ClusterSettings, ConfigError> {
     cluster_settings_on(raw, &hostname())
 }
 
 /// The cluster keys, on a machine whose host name is `host`.
-fn cluster_settings_on(
-    raw: &RawConfig,
-    host: &str,
-) -> Result<Option<ClusterSettings>, ConfigError> {
+fn cluster_settings_on(raw: &RawConfig, host: &str) -> Result<ClusterSettings, ConfigError> {
     let discovery = match raw.discovery.as_deref() {
         None | Some("") => None,
         Some(d) => match d.strip_prefix("dns:") {
@@ -782,7 +789,11 @@ fn cluster_settings_on(
         check_seed(seed).map_err(|why| invalid("seeds", why))?;
     }
     seeds.extend(discovery);
-    if raw.cluster_listen.is_none() && seeds.is_empty() {
+    // A node without cluster_listen, seeds or discovery runs alone: a cluster of one
+    // that no other node can reach (no listener), bootstrapped by itself, node 1 unless
+    // node_id says otherwise.
+    let alone = raw.cluster_listen.is_none() && seeds.is_empty();
+    if alone {
         if raw
             .mqtt_advertise
             .as_deref()
@@ -793,12 +804,20 @@ fn cluster_settings_on(
                 "set on a node alone: it only serves a cluster (set cluster_listen, seeds or discovery)".into(),
             ));
         }
-        return Ok(None);
+        if raw.role.as_deref().is_some_and(|r| r == "frontend") {
+            return Err(invalid(
+                "role",
+                "frontend on a node alone: a front end serves a cluster (set seeds or discovery)"
+                    .into(),
+            ));
+        }
     }
-    let listen = raw
-        .cluster_listen
-        .unwrap_or_else(|| "0.0.0.0:7946".parse().expect("a valid address literal"));
+    let listen = (!alone).then(|| {
+        raw.cluster_listen
+            .unwrap_or_else(|| "0.0.0.0:7946".parse().expect("a valid address literal"))
+    });
     let bootstrap = match raw.bootstrap_host.as_deref().map(str::trim) {
+        _ if alone => true,
         None | Some("") => raw.bootstrap.unwrap_or(false),
         Some(_) if raw.bootstrap == Some(true) => {
             return Err(invalid(
@@ -811,6 +830,7 @@ fn cluster_settings_on(
     let node_id = match raw.node_id {
         Some(0) => return Err(invalid("node_id", "0 is not a node id (1 and up)".into())),
         Some(id) => id,
+        None if alone => 1,
         None => {
             let digits: String = host
                 .chars()
@@ -833,10 +853,13 @@ fn cluster_settings_on(
             }
         }
     };
-    let advertise = match raw.cluster_advertise.as_deref() {
-        Some(a) if !a.is_empty() => a.to_owned(),
-        _ if listen.ip().is_unspecified() => format!("{host}:{}", listen.port()),
-        _ => listen.to_string(),
+    let advertise = match (raw.cluster_advertise.as_deref(), listen) {
+        (Some(a), Some(_)) if !a.is_empty() => a.to_owned(),
+        (_, Some(listen)) if listen.ip().is_unspecified() => {
+            format!("{host}:{}", listen.port())
+        }
+        (_, Some(listen)) => listen.to_string(),
+        (_, None) => String::new(),
     };
     let mqtt_advertise = match raw.mqtt_advertise.as_deref().map(str::trim) {
         None | Some("") => None,
@@ -915,7 +938,7 @@ fn cluster_settings_on(
         }
         secs => Duration::from_secs(secs),
     };
-    Ok(Some(ClusterSettings {
+    Ok(ClusterSettings {
         node: shoal_cluster::ClusterConfig {
             node_id,
             listen,
@@ -933,7 +956,7 @@ fn cluster_settings_on(
             snapshot_logs,
         },
         route_timeout,
-    }))
+    })
 }
 
 /// Checks that `seed` is `host:port` (as `seeds` and `POST /api/v1/cluster/join` take it).
@@ -1255,7 +1278,7 @@ mod tests {
     }
 
     /// The cluster settings of node 1 listening on 127.0.0.1:7946, with `args`.
-    fn node(args: &[&str]) -> Result<Option<ClusterSettings>, ConfigError> {
+    fn node(args: &[&str]) -> Result<ClusterSettings, ConfigError> {
         let mut all = vec!["--cluster-listen", "127.0.0.1:7946", "--node-id", "1"];
         all.extend(args);
         cluster_settings_on(&parse(&all), "h")
@@ -1263,14 +1286,12 @@ mod tests {
 
     #[test]
     fn mqtt_advertise_is_host_port_and_only_for_a_cluster() {
-        let set = node(&["--mqtt-advertise", "mqtt-1.example:1883"])
-            .expect("valid")
-            .expect("cluster");
+        let set = node(&["--mqtt-advertise", "mqtt-1.example:1883"]).expect("valid");
         assert_eq!(
             set.node.mqtt_advertise.as_deref(),
             Some("mqtt-1.example:1883")
         );
-        let unset = node(&[]).expect("valid").expect("cluster");
+        let unset = node(&[]).expect("valid");
         assert_eq!(unset.node.mqtt_advertise, None);
         let err = node(&["--mqtt-advertise", "mqtt-1.example"]).expect_err("no port");
         assert!(err.to_string().contains("`mqtt_advertise`"), "{err}");
@@ -1280,11 +1301,28 @@ mod tests {
     }
 
     #[test]
+    fn a_node_alone_is_a_cluster_of_one_without_a_listener() {
+        let alone = cluster_settings_on(&parse(&[]), "laptop").expect("valid");
+        assert!(alone.is_alone());
+        assert_eq!(alone.node.listen, None);
+        assert_eq!(alone.node.node_id, 1, "no number in the host name: node 1");
+        assert!(alone.node.bootstrap, "it starts its own cluster");
+        assert!(alone.node.seeds.is_empty());
+        let named = cluster_settings_on(&parse(&["--node-id", "7"]), "h").expect("valid");
+        assert_eq!(named.node.node_id, 7);
+        let err = cluster_settings_on(&parse(&["--role", "frontend"]), "h").expect_err("alone");
+        assert!(err.to_string().contains("`role`"), "{err}");
+        let member = node(&[]).expect("valid");
+        assert!(!member.is_alone());
+        assert!(!member.node.bootstrap, "a listener alone waits for a join");
+    }
+
+    #[test]
     fn cluster_snapshot_logs_defaults_to_ten_thousand_and_refuses_tiny_values() {
-        let default = node(&[]).expect("valid").expect("cluster");
+        let default = node(&[]).expect("valid");
         assert_eq!(default.node.snapshot_logs, 10_000);
         let small = node(&["--cluster-snapshot-logs", "50"]).expect("valid");
-        assert_eq!(small.expect("cluster").node.snapshot_logs, 50);
+        assert_eq!(small.node.snapshot_logs, 50);
         let err = node(&["--cluster-snapshot-logs", "5"]).expect_err("too small");
         assert!(err.to_string().contains("`cluster_snapshot_logs`"), "{err}");
     }
@@ -1297,12 +1335,7 @@ mod tests {
             "--bootstrap-host",
             "shoal-0",
         ]);
-        let on = |host: &str| {
-            cluster_settings_on(&raw, host)
-                .expect("valid")
-                .expect("a cluster node")
-                .node
-        };
+        let on = |host: &str| cluster_settings_on(&raw, host).expect("valid").node;
         let first = on("shoal-0");
         assert!(first.bootstrap, "shoal-0 starts the cluster");
         assert_eq!(first.node_id, 1);
@@ -1312,9 +1345,9 @@ mod tests {
         // Without the key, `bootstrap` decides, as before.
         let plain = parse(&["--seeds", "a:7946", "--node-id", "4"]);
         let node = |raw: &RawConfig| cluster_settings_on(raw, "shoal-0").expect("valid");
-        assert!(!node(&plain).expect("cluster").node.bootstrap);
+        assert!(!node(&plain).node.bootstrap);
         let forced = parse(&["--seeds", "a:7946", "--node-id", "4", "--bootstrap", "true"]);
-        assert!(node(&forced).expect("cluster").node.bootstrap);
+        assert!(node(&forced).node.bootstrap);
         // An empty value (a chart's unset variable) is no value.
         let empty = parse(&[
             "--seeds",
@@ -1324,7 +1357,7 @@ mod tests {
             "--bootstrap-host",
             "",
         ]);
-        assert!(!node(&empty).expect("cluster").node.bootstrap);
+        assert!(!node(&empty).node.bootstrap);
         // Both at once contradict each other on every host but one: refused.
         let both = parse(&[
             "--seeds",

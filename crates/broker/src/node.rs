@@ -45,6 +45,13 @@ pub enum StartError {
         /// The store's error.
         source: StoreError,
     },
+    /// The retained messages of an older data folder could not be moved into their Raft
+    /// groups.
+    #[error("moving the retained messages into their Raft groups: {message}")]
+    Migrate {
+        /// Why.
+        message: String,
+    },
     /// A listener could not bind its address.
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
@@ -78,9 +85,11 @@ impl StartError {
     pub fn exit_status(&self) -> i32 {
         match self {
             Self::Access { .. } => 2,
-            Self::Locked { .. } | Self::Store { .. } | Self::Bind { .. } | Self::Cluster { .. } => {
-                3
-            }
+            Self::Locked { .. }
+            | Self::Store { .. }
+            | Self::Bind { .. }
+            | Self::Cluster { .. }
+            | Self::Migrate { .. } => 3,
         }
     }
 
@@ -172,7 +181,7 @@ impl Node {
         let config = broker.config().clone();
         // A node of a cluster is ready once it has joined (the admin listener answers
         // /healthz meanwhile, and /readyz 503).
-        let ready = Arc::new(AtomicBool::new(config.cluster.is_none()));
+        let ready = Arc::new(AtomicBool::new(false));
         let mut tasks = JoinSet::new();
         let mut running = Vec::new();
         tasks.spawn(admin::run(
@@ -181,7 +190,8 @@ impl Node {
             prometheus,
             Arc::clone(&ready),
         ));
-        if let Some(settings) = &config.cluster {
+        {
+            let settings = &config.cluster;
             let host = Arc::new(crate::broker::BrokerHost(Arc::downgrade(&broker)));
             let cluster = shoal_cluster::Cluster::open(settings.node.clone(), &broker.store, host)
                 .await
@@ -192,7 +202,17 @@ impl Node {
                 .enter()
                 .await
                 .map_err(|source| StartError::Cluster { source })?;
-            tracing::info!(node = cluster.id(), "joined the cluster");
+            tracing::info!(
+                node = cluster.id(),
+                alone = settings.is_alone(),
+                "joined the cluster"
+            );
+            broker
+                .migrate_retained(&cluster)
+                .await
+                .map_err(|e| StartError::Migrate {
+                    message: e.to_string(),
+                })?;
             // This node's routes are those of its sessions (persistent ones read back).
             let _ = cluster.reconcile_routes(&broker.local_filters());
             broker.set_cluster(cluster.clone());

@@ -102,7 +102,17 @@ async fn operators_inspect_and_steer_the_node_through_the_api_and_shoal_ctl() {
     assert!(publisher.closed().await);
 
     let status = ok(admin, &["status"]).await;
-    assert_eq!(status["cluster"]["enabled"], false);
+    // A node alone is a cluster of one: its groups, led by itself.
+    assert_eq!(status["cluster"]["enabled"], true);
+    assert_eq!(status["cluster"]["alone"], true);
+    assert_eq!(status["cluster"]["nodes"].as_array().map(Vec::len), Some(1));
+    assert!(
+        status["cluster"]["groups"]
+            .as_array()
+            .is_some_and(|g| !g.is_empty() && g.iter().all(|g| g["leader"] == 1)),
+        "{}",
+        status["cluster"]
+    );
     assert_eq!(status["retained"], 2);
     assert_eq!(status["version"], env!("CARGO_PKG_VERSION"));
     let nodes = ok(admin, &["nodes"]).await;

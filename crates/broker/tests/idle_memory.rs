@@ -31,9 +31,11 @@ async fn an_idle_connection_stays_within_its_heap_budget() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (after, _) = idle::snapshot();
     let per_connection = (after - before) / CLIENTS as isize;
-    // Release builds hold about 1,810 bytes (1,550 on the broker's side); debug builds lay
-    // futures out larger.
-    let budget = if cfg!(debug_assertions) { 2_600 } else { 2_000 };
+    // Release builds held about 1,810 bytes (1,550 on the broker's side) before a node
+    // alone became a cluster of one; the client id's entry in the cluster-wide registry
+    // (its owner in the route group's state, in the group's tree and log in sled's cache)
+    // adds about 150-250 bytes. Debug builds lay futures out larger.
+    let budget = if cfg!(debug_assertions) { 2_850 } else { 2_250 };
     assert!(
         per_connection <= budget,
         "an idle connection holds {per_connection} bytes of heap (budget {budget})"

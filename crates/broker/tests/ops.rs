@@ -80,7 +80,16 @@ impl Drop for Shoal {
 async fn health_readiness_and_metrics_are_served() {
     let shoal = Shoal::start().await;
     assert_eq!(shoal.get("/healthz").await.0, 200);
-    assert_eq!(shoal.get("/readyz").await.0, 200);
+    // Ready once it has entered its cluster (a node alone: its cluster of one), which
+    // takes a moment after the admin listener answers.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while shoal.get("/readyz").await.0 != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert_eq!(shoal.get("/nowhere").await.0, 404);
     let (mut c, _) = Raw::connect(shoal.mqtt, ProtocolVersion::V5, "m", |_| {}).await;
     c.publish("t", b"x", QosPid::AtLeastOnce(pid(1)), false)

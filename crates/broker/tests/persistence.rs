@@ -176,3 +176,125 @@ async fn every_acknowledged_message_survives_kill_9_and_qos2_arrives_once() {
         }
     }
 }
+
+/// The store's own tree held retained messages before a node alone kept them in its Raft
+/// groups (a cluster of one): a data folder from then has them moved into the groups at
+/// start (an expired one is dropped), and the tree is emptied, so a restart reads them
+/// from the groups alone.
+#[tokio::test]
+async fn retained_messages_of_an_older_data_folder_move_into_their_groups() {
+    use shoal_session::{Message, Timestamp};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_millis() as u64;
+    let message = |topic: &str, payload: &'static [u8], expires_at: Option<u64>| Message {
+        topic: s(topic),
+        payload: bytes::Bytes::from_static(payload),
+        qos: QoS::AtLeastOnce,
+        retain: true,
+        properties: Default::default(),
+        expires_at: expires_at.map(Timestamp),
+        received_at: Timestamp(now_ms - 60_000),
+    };
+    {
+        let store = shoal_store::Store::open(dir.path(), Default::default()).expect("store");
+        for m in [
+            message("old/1", b"one", None),
+            message("old/2", b"two", Some(now_ms + 3_600_000)),
+            message("old/gone", b"expired", Some(now_ms - 1_000)),
+        ] {
+            store.put_retained(&m).expect("put");
+        }
+        store.flush().await.expect("flush");
+    }
+    let expect_old = |node: &TestNode| {
+        let addr = node.addr();
+        async move {
+            let (mut late, _) = Raw::connect(addr, V4, "late", |_| {}).await;
+            late.subscribe(1, &[("old/#", QoS::AtMostOnce)]).await;
+            let mut got = Vec::new();
+            for _ in 0..2 {
+                let p = late.next_publish().await;
+                got.push((p.topic.to_string(), p.payload.to_vec()));
+            }
+            got.sort();
+            assert_eq!(
+                got,
+                [
+                    ("old/1".to_owned(), b"one".to_vec()),
+                    ("old/2".to_owned(), b"two".to_vec())
+                ]
+            );
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), late.recv())
+                    .await
+                    .is_err(),
+                "the expired message is not delivered"
+            );
+        }
+    };
+    let node = TestNode {
+        node: start_in(dir.path(), |_| {}).await,
+        dir,
+    };
+    expect_old(&node).await;
+    let TestNode { node, dir } = node;
+    node.shutdown().await;
+    {
+        let store = shoal_store::Store::open(dir.path(), Default::default()).expect("store");
+        let left = store.load_retained().expect("load");
+        assert!(
+            left.records.is_empty(),
+            "the tree is emptied: {:?}",
+            left.records
+        );
+    }
+    let node = TestNode {
+        node: start_in(dir.path(), |_| {}).await,
+        dir,
+    };
+    expect_old(&node).await;
+}
+
+/// A retained message that expires leaves its Raft group too: after a restart it is not
+/// back (not even in memory: the node counts no retained message).
+#[tokio::test]
+async fn an_expired_retained_message_is_gone_after_a_restart() {
+    let node = TestNode::start().await;
+    let (mut publisher, _) = Raw::connect(node.addr(), ProtocolVersion::V5, "p", |_| {}).await;
+    let mut p = Publish::new(s("short/lived"), bytes::Bytes::from_static(b"x"));
+    p.retain = true;
+    p.qos_pid = QosPid::AtLeastOnce(pid(1));
+    p.properties.message_expiry_interval = Some(1);
+    publisher.send(Packet::Publish(p)).await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    drop(publisher);
+    // Expiry runs on the node's sweep (each second) after the message's second is up.
+    tokio::time::sleep(Duration::from_millis(2_600)).await;
+    let node = node.restart().await;
+    let (mut late, _) = Raw::connect(node.addr(), V4, "late", |_| {}).await;
+    late.subscribe(1, &[("short/#", QoS::AtMostOnce)]).await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), late.recv())
+            .await
+            .is_err(),
+        "an expired message is not delivered"
+    );
+    // Nor held: the node counts no retained message.
+    let mut stream = tokio::net::TcpStream::connect(node.node.admin_addr())
+        .await
+        .expect("admin");
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response).await;
+    let (code, body) = http_response(&response);
+    assert_eq!(code, 200, "{response}");
+    let status: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(status["retained"], 0, "{status}");
+}

@@ -74,7 +74,14 @@ async fn a_full_disk_answers_failures_reports_not_ready_and_still_stops_on_sigte
         assert!(std::time::Instant::now() < deadline, "shoal did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(http_get(admin, "/readyz").await, 200);
+    // Ready once it has entered its cluster of one.
+    while http_get(admin, "/readyz").await != 200 {
+        assert!(std::time::Instant::now() < deadline, "shoal was not ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Connected before the store fails: claiming a client id afterwards is a Raft write,
+    // which fails too (below).
+    let (mut v3, _) = Raw::connect(mqtt, ProtocolVersion::V3_1_1, "filler3", |_| {}).await;
 
     // An offline persistent subscriber: every message is written for it.
     let (mut sub, _) = Raw::connect(mqtt, ProtocolVersion::V5, "offline", |c| {
@@ -114,7 +121,6 @@ async fn a_full_disk_answers_failures_reports_not_ready_and_still_stops_on_sigte
     );
     // MQTT 3.1.1 has no failure code for a publication: the connection is closed instead
     // of acknowledging.
-    let (mut v3, _) = Raw::connect(mqtt, ProtocolVersion::V3_1_1, "filler3", |_| {}).await;
     let mut p = Publish::new(s("fill/t"), payload.clone());
     p.qos_pid = QosPid::AtLeastOnce(pid(1));
     v3.send(Packet::Publish(p)).await;
@@ -123,6 +129,16 @@ async fn a_full_disk_answers_failures_reports_not_ready_and_still_stops_on_sigte
         None,
         "MQTT 3.1.1: closed, not acknowledged"
     );
+    // A new client: registering its client id is a write too, which fails: refused (or
+    // closed), never accepted.
+    let mut late = Raw::open(mqtt, ProtocolVersion::V5).await;
+    if let Some(ack) = late.handshake("late", |_| {}).await {
+        assert_ne!(
+            ack.reason_code,
+            ConnectReasonCode::Success,
+            "a connection accepted after the store failed"
+        );
+    }
 
     // SAFETY: kill(2) with a pid this test spawned and a valid signal number.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);

@@ -288,7 +288,7 @@ impl Cluster {
                     }
                 };
                 for address in addresses {
-                    if address == config.listen || address.to_string() == config.advertise {
+                    if Some(address) == config.listen || address.to_string() == config.advertise {
                         continue;
                     }
                     let Ok(endpoint) = Channel::from_shared(format!("http://{address}")) else {

@@ -50,9 +50,10 @@ const ROUTE_BATCH: usize = 4_096;
 pub struct ClusterConfig {
     /// This node's id: stable across restarts, unique in the cluster, not 0.
     pub node_id: RaftNodeId,
-    /// Where the cluster (gRPC) listener binds.
-    pub listen: SocketAddr,
-    /// host:port at which the other nodes reach this one.
+    /// Where the cluster (gRPC) listener binds. `None`: a node alone (a cluster of one
+    /// that no other node can reach: it runs every group by itself, with no listener).
+    pub listen: Option<SocketAddr>,
+    /// host:port at which the other nodes reach this one (empty for a node alone).
     pub advertise: String,
     /// host:port at which MQTT clients reach this node, recorded in meta: the Server
     /// Reference the other nodes give their MQTT 5 clients when they send them elsewhere
@@ -135,6 +136,22 @@ pub enum ClusterError {
         address: SocketAddr,
         /// Why.
         source: std::io::Error,
+    },
+    /// The data folder belongs to another node id than the configured one.
+    #[error(
+        "`node_id` is {configured}, but this data folder holds the cluster state of node {stored}: set node_id = {stored}, or start node {configured} with a data folder of its own"
+    )]
+    WrongNode {
+        /// The id in the data folder.
+        stored: RaftNodeId,
+        /// The configured id.
+        configured: RaftNodeId,
+    },
+    /// The node's identity could not be read or written in its data folder.
+    #[error("the node id in the data folder could not be read or written: {message}")]
+    Identity {
+        /// Why.
+        message: String,
     },
     /// A group could not open its storage or start.
     #[error("Raft group {group} could not start: {message}")]
@@ -298,12 +315,15 @@ impl Cluster {
         host: Arc<dyn Host>,
     ) -> Result<Self, ClusterError> {
         let id = config.node_id;
-        let listener = tokio::net::TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| ClusterError::Listen {
-                address: config.listen,
-                source,
-            })?;
+        check_identity(store, id).await?;
+        let listener = match config.listen {
+            Some(address) => Some(
+                tokio::net::TcpListener::bind(address)
+                    .await
+                    .map_err(|source| ClusterError::Listen { address, source })?,
+            ),
+            None => None,
+        };
         let raft_config = openraft::Config {
             cluster_name: "shoal".to_owned(),
             heartbeat_interval: config.heartbeat.as_millis() as u64,
@@ -385,7 +405,7 @@ impl Cluster {
             entrance,
             drain: Arc::default(),
         });
-        let server = crate::service::serve(Arc::clone(&inner), listener);
+        let server = listener.map(|l| crate::service::serve(Arc::clone(&inner), l));
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
         let watch_task = tokio::spawn(watch_nodes(Arc::downgrade(&inner)));
         let spread_task = tokio::spawn(crate::handoff::spread_leaders(Arc::downgrade(&inner)));
@@ -393,7 +413,11 @@ impl Cluster {
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend([server, writer_task, watch_task, spread_task]);
+            .extend(
+                server
+                    .into_iter()
+                    .chain([writer_task, watch_task, spread_task]),
+            );
         Ok(Self { inner })
     }
 
@@ -565,6 +589,34 @@ impl Cluster {
         let (index, _) = inner.propose(group, command).await?;
         inner.barrier(group, index).await;
         Ok(())
+    }
+
+    /// `message`, the retained message of its topic, expired (by this node's clock): the
+    /// leader of its group clears it from the group (if it is still that message; other
+    /// nodes only drop their copy in memory, and the leader's clear reaches them). A node
+    /// that leads after a crash meets the message again when it applies it at start.
+    pub async fn expire_retained(&self, message: &Message) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let group = GroupId::Retained(shard_of(
+            message.topic.as_str(),
+            inner.config.retained_shards,
+        ));
+        let leads = inner
+            .groups
+            .get(&group)
+            .is_some_and(|g| g.raft.metrics().borrow().current_leader == Some(inner.id));
+        if !leads {
+            return Ok(());
+        }
+        let bytes = shoal_store::message_to_bytes(message).map_err(|e| ClusterError::Refused {
+            group,
+            message: e.to_string(),
+        })?;
+        let command = Command::ExpireRetained {
+            topic: message.topic.as_str().to_owned(),
+            digest: crate::state::digest(&bytes),
+        };
+        inner.propose(group, command).await.map(drop)
     }
 
     /// Whether this node may serve clients: it is in touch with a majority of the
@@ -1257,4 +1309,36 @@ async fn watch_nodes(inner: Weak<Inner>) {
         drop(node);
         tokio::time::sleep(period).await;
     }
+}
+
+/// The tree that holds the node's identity: key `id`, the node id (u64, big-endian).
+const IDENTITY_TREE: &str = "raft/node";
+
+/// Checks that the data folder belongs to node `id` (Raft state names its node: started
+/// as another id, it would vote and lead as a node that does not exist), and records `id`
+/// in a folder that names none yet (flushed before the node takes part in any group).
+async fn check_identity(store: &Store, id: RaftNodeId) -> Result<(), ClusterError> {
+    let failed = |e: &dyn std::fmt::Display| ClusterError::Identity {
+        message: e.to_string(),
+    };
+    let tree = store.open_tree(IDENTITY_TREE).map_err(|e| failed(&e))?;
+    match tree.get("id").map_err(|e| failed(&e))? {
+        Some(bytes) => {
+            let stored = <[u8; 8]>::try_from(bytes.as_ref())
+                .map(u64::from_be_bytes)
+                .map_err(|_| failed(&format!("{} bytes, not 8", bytes.len())))?;
+            if stored != id {
+                return Err(ClusterError::WrongNode {
+                    stored,
+                    configured: id,
+                });
+            }
+        }
+        None => {
+            tree.insert("id", &id.to_be_bytes())
+                .map_err(|e| failed(&e))?;
+            store.flush().await.map_err(|e| failed(&e))?;
+        }
+    }
+    Ok(())
 }

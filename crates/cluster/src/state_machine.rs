@@ -84,13 +84,24 @@ struct Applied {
     state: GroupState,
 }
 
+/// [`Applied`] by reference: a snapshot is written from the shared state in place, not
+/// from a copy (the same JSON).
+#[derive(Serialize)]
+struct AppliedRef<'a> {
+    last_applied: &'a Option<LogId<RaftNodeId>>,
+    membership: &'a Membership,
+    state: &'a GroupState,
+}
+
 /// The state machine of one group.
 pub struct SledStateMachine {
     group: GroupId,
     tree: sled::Tree,
     store: Store,
-    applied: Applied,
-    /// The state as applied, shared with the node for lookups (read-locked briefly).
+    last_applied: Option<LogId<RaftNodeId>>,
+    membership: Membership,
+    /// The state as applied: the only copy in memory, shared with the node for lookups
+    /// (read-locked briefly; write-locked while an `apply` call changes it).
     shared: Arc<RwLock<GroupState>>,
     observer: Arc<dyn Observer>,
     /// How many snapshots were installed since the state machine was opened.
@@ -157,12 +168,18 @@ impl SledStateMachine {
         for key in &keys {
             observer.changed(group, &applied.state, key);
         }
+        let Applied {
+            last_applied,
+            membership,
+            state,
+        } = applied;
         Ok(Self {
             group,
             tree,
             store: store.clone(),
-            shared: Arc::new(RwLock::new(applied.state.clone())),
-            applied,
+            last_applied,
+            membership,
+            shared: Arc::new(RwLock::new(state)),
             observer,
             installed: Arc::default(),
         })
@@ -178,31 +195,30 @@ impl SledStateMachine {
         Arc::clone(&self.shared)
     }
 
-    /// The state as applied so far.
-    pub fn state(&self) -> &GroupState {
-        &self.applied.state
+    /// The state as applied so far (read-locked).
+    pub fn state(&self) -> std::sync::RwLockReadGuard<'_, GroupState> {
+        self.shared.read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The last applied log id.
     pub fn last_applied(&self) -> Option<LogId<RaftNodeId>> {
-        self.applied.last_applied
+        self.last_applied
     }
 
     fn applied_batch(&self, batch: &mut sled::Batch) -> Result<()> {
         batch.insert(
             APPLIED,
-            encode(&self.applied.last_applied, ErrorSubject::StateMachine)?,
+            encode(&self.last_applied, ErrorSubject::StateMachine)?,
         );
         batch.insert(
             MEMBERSHIP,
-            encode(&self.applied.membership, ErrorSubject::StateMachine)?,
+            encode(&self.membership, ErrorSubject::StateMachine)?,
         );
         Ok(())
     }
 
-    /// Writes the current value of `touched` (or its removal) into `batch`.
-    fn key_write(&self, batch: &mut sled::Batch, touched: &Touched) -> Result<()> {
-        let state = &self.applied.state;
+    /// Writes the current value of `touched` in `state` (or its removal) into `batch`.
+    fn key_write(batch: &mut sled::Batch, state: &GroupState, touched: &Touched) -> Result<()> {
         let key = key_of(touched);
         let subject = || ErrorSubject::StateMachine;
         let value = match touched {
@@ -219,25 +235,17 @@ impl SledStateMachine {
         Ok(())
     }
 
-    /// Publishes the applied state for lookups, key by key (the touched keys are every
-    /// change: the store's write-through rests on them too), and tells the observer what
-    /// changed. Copying only those keeps an apply's cost independent of the state's size.
-    fn publish(&self, touched: &BTreeSet<Touched>) {
-        if touched.is_empty() {
-            return;
-        }
-        let mut shared = self.shared.write().unwrap_or_else(|e| e.into_inner());
+    /// Tells the observer what changed (the touched keys are every change: the store's
+    /// write-through rests on them too).
+    fn report(&self, state: &GroupState, touched: &BTreeSet<Touched>) {
         for key in touched {
-            shared.copy_key(&self.applied.state, key);
-        }
-        for key in touched {
-            self.observer.changed(self.group, &shared, key);
+            self.observer.changed(self.group, state, key);
         }
     }
 }
 
 /// Encodes `state` as a snapshot's bytes.
-fn snapshot_bytes(state: &Applied) -> Result<Vec<u8>> {
+fn snapshot_bytes(state: &AppliedRef<'_>) -> Result<Vec<u8>> {
     encode(state, ErrorSubject::Snapshot(None))
 }
 
@@ -259,23 +267,26 @@ fn read_snapshot_meta(tree: &sled::Tree) -> Result<Option<Meta>> {
     }
 }
 
-/// Builds a snapshot of the state as it was when openraft asked for the builder.
+/// Builds a snapshot of the state as it was when openraft asked for the builder (written
+/// out then, under the state's read lock: no copy of the state is kept meanwhile).
 pub struct SnapshotBuilder {
     tree: sled::Tree,
     store: Store,
-    state: Applied,
+    last_applied: Option<LogId<RaftNodeId>>,
+    membership: Membership,
+    data: Result<Vec<u8>>,
 }
 
 impl RaftSnapshotBuilder<GroupConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<GroupConfig>> {
-        let data = snapshot_bytes(&self.state)?;
-        let snapshot_id = match self.state.last_applied {
+        let data = std::mem::replace(&mut self.data, Ok(Vec::new()))?;
+        let snapshot_id = match self.last_applied {
             Some(log_id) => log_id.to_string(),
             None => "empty".to_owned(),
         };
         let meta = Meta {
-            last_log_id: self.state.last_applied,
-            last_membership: self.state.membership.clone(),
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
             snapshot_id,
         };
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
@@ -304,7 +315,7 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId<RaftNodeId>>, Membership)> {
-        Ok((self.applied.last_applied, self.applied.membership.clone()))
+        Ok((self.last_applied, self.membership.clone()))
     }
 
     async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>>
@@ -314,13 +325,15 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
     {
         let mut responses = Vec::new();
         let mut touched = BTreeSet::new();
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
         for entry in entries {
-            self.applied.last_applied = Some(entry.log_id);
+            self.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(command) => self.applied.state.apply(&command, &mut touched),
+                EntryPayload::Normal(command) => state.apply(&command, &mut touched),
                 EntryPayload::Membership(membership) => {
-                    self.applied.membership = StoredMembership::new(Some(entry.log_id), membership);
+                    self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::Done
                 }
             };
@@ -328,21 +341,28 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         }
         let mut batch = sled::Batch::default();
         for key in &touched {
-            self.key_write(&mut batch, key)?;
+            Self::key_write(&mut batch, &state, key)?;
         }
         self.applied_batch(&mut batch)?;
         self.tree
             .apply_batch(batch)
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
-        self.publish(&touched);
+        self.report(&state, &touched);
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        let data = snapshot_bytes(&AppliedRef {
+            last_applied: &self.last_applied,
+            membership: &self.membership,
+            state: &self.state(),
+        });
         SnapshotBuilder {
             tree: self.tree.clone(),
             store: self.store.clone(),
-            state: self.applied.clone(),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            data,
         }
     }
 
@@ -362,29 +382,31 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         // Every key of the old state and of the new one: the old ones are removed, the new
         // ones written, and each is reported with its new value.
         let mut touched = BTreeSet::new();
-        self.applied.state.keys(&mut touched);
-        installed.state.keys(&mut touched);
-        let mut batch = sled::Batch::default();
-        for prefix in PREFIXES {
-            for key in self.tree.scan_prefix(prefix).keys() {
-                let key = key.map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
-                batch.remove(key);
+        {
+            let shared = Arc::clone(&self.shared);
+            let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
+            state.keys(&mut touched);
+            installed.state.keys(&mut touched);
+            let mut batch = sled::Batch::default();
+            for prefix in PREFIXES {
+                for key in self.tree.scan_prefix(prefix).keys() {
+                    let key = key.map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
+                    batch.remove(key);
+                }
             }
+            self.last_applied = meta.last_log_id;
+            self.membership = meta.last_membership.clone();
+            *state = installed.state;
+            for key in &touched {
+                Self::key_write(&mut batch, &state, key)?;
+            }
+            self.applied_batch(&mut batch)?;
+            snapshot_batch(&mut batch, meta, &data)?;
+            self.tree
+                .apply_batch(batch)
+                .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
+            self.report(&state, &touched);
         }
-        self.applied = Applied {
-            last_applied: meta.last_log_id,
-            membership: meta.last_membership.clone(),
-            state: installed.state,
-        };
-        for key in &touched {
-            self.key_write(&mut batch, key)?;
-        }
-        self.applied_batch(&mut batch)?;
-        snapshot_batch(&mut batch, meta, &data)?;
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
-        self.publish(&touched);
         self.store
             .flush()
             .await

@@ -32,8 +32,17 @@ impl Broker {
                         .and_then(|message| message.expires_at);
                     match expires_at {
                         Some(at) if at <= now => {
-                            write(&self.retained).remove(&topic);
-                            let _ = self.store.remove_retained(&topic);
+                            let expired = write(&self.retained).remove(&topic);
+                            // The group forgets it too (its leader says so), or it would
+                            // come back at the next start and weigh on every snapshot.
+                            if let (Some(message), Some(cluster)) = (expired, self.cluster()) {
+                                let cluster = cluster.clone();
+                                tokio::spawn(async move {
+                                    if let Err(e) = cluster.expire_retained(&message).await {
+                                        tracing::debug!(topic = %message.topic, error = %e, "an expired retained message stays in its group until the next start");
+                                    }
+                                });
+                            }
                         }
                         // Replaced by a message that expires later: its turn then.
                         Some(at) => self.deadlines.file(at, Due::Retained(topic)),

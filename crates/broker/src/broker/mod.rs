@@ -86,7 +86,6 @@ impl Broker {
         clock: Clock,
     ) -> Result<Arc<Self>, shoal_store::StoreError> {
         let session_config = Arc::new(config.session.clone());
-        let clustered = config.cluster.is_some();
         let (shutdown, _) = watch::channel(false);
         let handshakes = Arc::new(tokio::sync::Semaphore::new(config.max_handshakes));
         let broker = Arc::new(Self {
@@ -102,7 +101,8 @@ impl Broker {
             deadlines: Default::default(),
             cluster: std::sync::OnceLock::new(),
             entering: std::sync::OnceLock::new(),
-            isolated: std::sync::atomic::AtomicBool::new(clustered),
+            // Until the node has entered its cluster (even a cluster of one).
+            isolated: std::sync::atomic::AtomicBool::new(true),
             stop: tokio::sync::Notify::new(),
             store,
             sessions: Mutex::default(),
@@ -120,19 +120,8 @@ impl Broker {
 
     fn restore(self: &Arc<Self>) -> Result<(), shoal_store::StoreError> {
         let now = self.clock.now();
-        // In a cluster, retained messages come from their Raft groups, not this store.
-        let retained = match self.config.cluster {
-            Some(_) => Vec::new(),
-            None => loaded(self.store.load_retained()?, "retained message"),
-        };
-        for message in retained {
-            let message = Arc::new(message);
-            if let Some(at) = message.expires_at {
-                self.deadlines
-                    .file(at, deadlines::Due::Retained(message.topic.clone()));
-            }
-            write(&self.retained).insert(&message.topic, message.clone());
-        }
+        // Retained messages come from their Raft groups, as the cluster applies them (those
+        // the store still holds from before are moved there: `migrate_retained`).
         for mut record in loaded(self.store.load_sessions()?, "session") {
             let queue = loaded(self.store.load_queue(&record.client_id)?, "queued message");
             // A session that was connected when the node stopped lost its connection

@@ -73,7 +73,47 @@ impl Retained {
     }
 }
 
+/// Why moving the retained messages of an older data folder into the Raft groups failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MigrateError {
+    /// Reading or clearing the store's retained messages failed.
+    #[error("{0}")]
+    Store(#[from] shoal_store::StoreError),
+    /// A retained group did not take a message.
+    #[error("{0}")]
+    Cluster(#[from] shoal_cluster::ClusterError),
+}
+
 impl Broker {
+    /// Moves the retained messages that the store's own tree still holds (a data folder
+    /// written before retained messages lived in their Raft groups, even on a node alone)
+    /// into the retained groups, each removed from the tree once its group committed it.
+    /// Runs once the node has entered its cluster and before it serves: no client can have
+    /// set a newer message meanwhile. A crash half-way leaves the rest in the tree, moved
+    /// at the next start (setting a message twice is harmless). Returns how many moved.
+    pub(crate) async fn migrate_retained(
+        &self,
+        cluster: &shoal_cluster::Cluster,
+    ) -> Result<usize, MigrateError> {
+        let now = self.now();
+        let mut moved = 0;
+        for message in super::loaded(self.store.load_retained()?, "retained message") {
+            if !message.is_expired(now) {
+                cluster.retain(&message.topic, Some(&message)).await?;
+                moved += 1;
+            }
+            self.store.remove_retained(&message.topic)?;
+        }
+        if moved > 0 {
+            self.store.flush().await?;
+            tracing::info!(
+                moved,
+                "retained messages moved from the store into their Raft groups"
+            );
+        }
+        Ok(moved)
+    }
+
     /// Why a retained PUBLISH is refused, if it is: the node holds `max_retained_messages`
     /// or `max_retained_bytes` already (PUBACK/PUBREC 0x97, Quota exceeded; counted in
     /// `shoal_retained_refused_total`). Replacing or clearing a topic's message still works.

@@ -293,11 +293,7 @@ pub(super) async fn wait_receipts(
     receipts: Receipts,
 ) -> (Done, bool) {
     let flushed = !receipts.flush || flush_store(broker).await;
-    let timeout = broker
-        .config
-        .cluster
-        .as_ref()
-        .map_or(std::time::Duration::from_secs(10), |c| c.route_timeout);
+    let timeout = broker.config.cluster.route_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     for (waiter, wait) in std::mem::take(&mut done.pending) {
         let held = matches!(tokio::time::timeout_at(deadline, wait).await, Ok(Ok(true)));
