@@ -233,6 +233,11 @@ fn check_cluster_env(objects: &[Value], workload: &Value, headless: &Value, fron
         format!("$(POD_NAME).{service}.mqtt.svc.cluster.local:7946"),
         "each pod advertises its stable DNS name"
     );
+    // Said only when set (`cluster.mqttAdvertise`), after POD_NAME, which it may name.
+    if let Some(at) = env.iter().position(|(n, _)| n == "SHOAL_MQTT_ADVERTISE") {
+        assert!(pod_name < at, "{env:?}");
+        assert!(env[at].1.contains("$(POD_NAME)"), "{env:?}");
+    }
     let bootstrap_host = env_value(&env, "SHOAL_BOOTSTRAP_HOST");
     assert_eq!(env_value(&env, "SHOAL_BOOTSTRAP"), None, "{env:?}");
     if frontend {
@@ -688,8 +693,14 @@ fn the_rendered_pod_environment_bootstraps_on_ordinal_0_only_and_gives_each_pod_
     if !tools_present() {
         return;
     }
-    // The default values (whose shoal.toml names no file the test lacks), with front ends.
-    let objects = render(&["--set", "frontend.enabled=true"]);
+    // The default values (whose shoal.toml names no file the test lacks), with front ends
+    // and each pod's MQTT address.
+    let objects = render(&[
+        "--set",
+        "frontend.enabled=true",
+        "--set",
+        "cluster.mqttAdvertise=$(POD_NAME).mqtt.example:1883",
+    ]);
     let mut first = Pod::start(&objects, "shoal", "shoal-0", 0);
     let mut second = Pod::start(&objects, "shoal", "shoal-1", 1);
     let mut frontend = Pod::start(&objects, "shoal-frontend", "shoal-frontend-1", 1);
@@ -704,6 +715,10 @@ fn the_rendered_pod_environment_bootstraps_on_ordinal_0_only_and_gives_each_pod_
     assert_eq!(
         view["nodes"][0]["address"], "shoal-0.shoal-headless.mqtt.svc.cluster.local:7946",
         "{view}"
+    );
+    assert_eq!(
+        view["nodes"][0]["mqtt"], "shoal-0.mqtt.example:1883",
+        "the pod's MQTT address, its name put in: {view}"
     );
     // shoal-1 (node 2) and front end 1 (node 1001) wait to join: nobody answers them.
     for (pod, id) in [(&mut second, 2), (&mut frontend, 1001)] {
