@@ -577,6 +577,13 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                 GroupKind::Routes => "routes/",
                 GroupKind::Retained => "retained/",
             };
+            // Route and retained shards are led by every node once the balancer has spread
+            // them (a few seconds after start): wait for that, so that the victim is any
+            // node, not the first one that led everything. Meta stays where it started.
+            if kind != GroupKind::Meta && !cluster.leaders_spread(0, Duration::from_secs(15)).await
+            {
+                note.push_str("(leaders not spread) ");
+            }
             let deadline = Instant::now() + Duration::from_secs(20);
             loop {
                 let groups: Vec<(String, u64)> = cluster
@@ -587,7 +594,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                     .collect();
                 if !groups.is_empty() {
                     let (group, leader) = &groups[rng.below(groups.len() as u64) as usize];
-                    note = format!("(leader of {group})");
+                    note.push_str(&format!("(leader of {group}, node {leader})"));
                     break (*leader - 1) as usize;
                 }
                 assert!(Instant::now() < deadline, "no leader of {prefix}");
