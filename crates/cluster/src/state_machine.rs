@@ -343,11 +343,14 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         for key in &touched {
             Self::key_write(&mut batch, &state, key)?;
         }
+        self.report(&state, &touched);
+        // Readers wait for the lock only while the entries apply, not for sled's write. (A
+        // failed write fails the group: openraft stops it, memory and tree no matter.)
+        drop(state);
         self.applied_batch(&mut batch)?;
         self.tree
             .apply_batch(batch)
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
-        self.report(&state, &touched);
         Ok(responses)
     }
 
