@@ -252,7 +252,7 @@ async fn join_cluster(broker: &Broker, body: &[u8]) -> Answer {
     if broker.config().cluster.is_alone() {
         return (
             "409 Conflict",
-            "this node runs alone: start it with cluster_listen (and no seeds, discovery or bootstrap) and a data folder of its own to join a cluster with shoal cluster join\n".into(),
+            "this node runs alone (no cluster listener): restart it with cluster_listen for other nodes to join it, or, with a data folder of its own and no seeds, discovery or bootstrap, to join a cluster with shoal cluster join\n".into(),
         );
     }
     if let Some(cluster) = broker.cluster() {

@@ -324,7 +324,7 @@ fn render_status(view: &Value) -> String {
     let mut out = String::new();
     if view["alone"] == true {
         out.push_str(&format!(
-            "node {me} runs alone: a cluster of one that no other node can join (no cluster_listen, seeds or discovery)\n"
+            "node {me} runs alone: a cluster of one with no cluster listener (restarted with cluster_listen, other nodes can join it)\n"
         ));
     }
     out += &format!(

@@ -794,6 +794,86 @@ async fn a_bootstrap_node_that_lost_its_data_joins_the_cluster_that_exists() {
     assert_eq!(subscriber.next_publish().await.payload.as_ref(), b"one");
 }
 
+/// The address a member is known at in `status` (its cluster address, as meta has it).
+fn address_of(status: &serde_json::Value, id: u64) -> Option<String> {
+    status["nodes"]
+        .as_array()?
+        .iter()
+        .find(|n| n["id"] == id)
+        .and_then(|n| n["address"].as_str().map(str::to_owned))
+}
+
+/// A node killed and restarted with its data at another cluster address: it tells the
+/// cluster, whose groups reach it there from then on (openraft's membership names the
+/// address; without the update nobody would hear its leaders, nor it theirs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_at_another_address_is_reached_there() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    cluster.kill(2);
+    cluster.members[2].cluster = free_port();
+    cluster.run(2).await;
+    let moved = format!("127.0.0.1:{}", cluster.members[2].cluster);
+    cluster
+        .status_when(0, "node 3 at its new address", |status| {
+            address_of(status, 3).as_deref() == Some(moved.as_str())
+        })
+        .await;
+    assert_routes(&cluster, 0, 2, "moved-in").await;
+    assert_routes(&cluster, 2, 1, "moved-out").await;
+}
+
+/// A node alone (a cluster of one, no listener) restarted with `cluster_listen` becomes
+/// the first node of a cluster that others join; what it held (a retained message) is
+/// the cluster's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_grows_into_a_cluster() {
+    let mut cluster = TestCluster {
+        members: Vec::new(),
+        mqtt_advertise: false,
+        extra: Vec::new(),
+    };
+    cluster.push_member(false);
+    cluster.push_member(false);
+    let (dir, mqtt, admin) = {
+        let m = &cluster.members[0];
+        (m.dir.path().to_path_buf(), m.mqtt, m.admin)
+    };
+    let admin_listen = format!("127.0.0.1:{admin}");
+    cluster.members[0].process = Some(
+        Process::start_args(
+            &dir,
+            mqtt,
+            &["--admin-listen", &admin_listen],
+            Duration::from_secs(60),
+        )
+        .await,
+    );
+    cluster.ready(0).await;
+    assert_eq!(cluster.status(0).await["alone"], true);
+    let mut publisher = client(cluster.addr(0), "lone-pub").await;
+    publisher
+        .publish("grow/r", b"kept", QosPid::AtLeastOnce(pid(1)), true)
+        .await;
+    assert!(matches!(publisher.recv().await, Some(Packet::PubAck(_))));
+    drop(publisher);
+    cluster.kill(0);
+    // Now with a cluster listener (node 1 still, as its data folder says), then a second node.
+    cluster.run(0).await;
+    cluster.run(1).await;
+    let listen = format!("127.0.0.1:{}", cluster.members[0].cluster);
+    cluster
+        .status_when(1, "two members, node 1 at its listener", |status| {
+            status["nodes"].as_array().map(Vec::len) == Some(2)
+                && address_of(status, 1).as_deref() == Some(listen.as_str())
+        })
+        .await;
+    let mut late = client(cluster.addr(1), "late").await;
+    subscribe(&mut late, 1, "grow/#", QoS::AtLeastOnce).await;
+    assert_eq!(late.next_publish().await.payload.as_ref(), b"kept");
+    assert_routes(&cluster, 0, 1, "grown-a").await;
+    assert_routes(&cluster, 1, 0, "grown-b").await;
+}
+
 /// A front end joins every group as a learner and serves clients like any node; five
 /// full nodes make five voters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,7 @@ impl Cluster {
                 node = inner.id,
                 "rejoining the cluster with the state on disk"
             );
+            self.announce_new_address().await?;
         } else if config.bootstrap {
             // A bootstrap node with seeds asks them once first: if a cluster already
             // answers (this node lost its data folder), it joins it rather than starting a
@@ -229,6 +230,51 @@ impl Cluster {
                     message: e.to_string(),
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// A node restarted with its data at another cluster address (`cluster_advertise`;
+    /// a node alone given `cluster_listen`): the groups' memberships still name the old
+    /// one, where nobody hears their leaders. It asks the other members (as the groups
+    /// know them, and its seeds) to record the new one, as a join does; with no other
+    /// member, it records it itself once it leads. Nothing to do if the address is the same.
+    async fn announce_new_address(&self) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let config = &inner.config;
+        let mut moved = false;
+        let mut others: Vec<String> = config.seeds.clone();
+        for g in inner.groups.values() {
+            let metrics = g.raft.metrics();
+            let metrics = metrics.borrow();
+            for (id, node) in metrics.membership_config.membership().nodes() {
+                if *id == inner.id {
+                    moved |= node.addr != config.advertise;
+                } else if !node.addr.is_empty() && !others.contains(&node.addr) {
+                    others.push(node.addr.clone());
+                }
+            }
+        }
+        if !moved {
+            return Ok(());
+        }
+        tracing::info!(
+            node = inner.id,
+            address = %config.advertise,
+            "this node's cluster address changed: telling the cluster"
+        );
+        if !others.is_empty() {
+            return self.join_round(&others, Some(config.join_timeout)).await;
+        }
+        for group in inner.groups.keys() {
+            inner
+                .add_member(*group, inner.id, &config.advertise, config.frontend)
+                .await
+                .map_err(|last| ClusterError::Join {
+                    seeds: Vec::new(),
+                    secs: config.join_timeout.as_secs(),
+                    last,
+                })?;
         }
         Ok(())
     }

@@ -1010,16 +1010,32 @@ impl Inner {
         let g = self.group(group).ok_or("no such group")?;
         let deadline = Instant::now() + PROPOSE_TIMEOUT * 4;
         loop {
-            let (leader, voters, learner) = {
+            let (leader, voters, learner, known) = {
                 let metrics = g.raft.metrics();
                 let metrics = metrics.borrow();
                 let membership = metrics.membership_config.membership();
                 let voters: BTreeSet<RaftNodeId> = membership.voter_ids().collect();
                 let learner = membership.learner_ids().any(|id| id == node);
-                (metrics.current_leader, voters, learner)
+                let known = membership.get_node(&node).map(|n| n.addr.clone());
+                (metrics.current_leader, voters, learner, known)
             };
             match leader {
                 Some(leader) if leader == self.id => {
+                    // A member that comes back at another address (it asks itself, with the
+                    // data folder that holds its id): the group reaches it there from now on.
+                    if known.as_deref().is_some_and(|known| known != address) {
+                        tracing::info!(node, group = %group, address, "a member's address changed");
+                        g.raft
+                            .change_membership(
+                                ChangeMembers::SetNodes(BTreeMap::from([(
+                                    node,
+                                    BasicNode::new(address),
+                                )])),
+                                false,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                     if !voters.contains(&node) && !learner {
                         g.raft
                             .add_learner(node, BasicNode::new(address), true)
