@@ -312,22 +312,20 @@ async fn clear_retained(broker: &Broker, topic: &str) -> Answer {
         expires_at: None,
         received_at: broker.now(),
     });
-    let persist = !topic.starts_with('$');
-    if persist && let Some(cluster) = broker.cluster() {
-        // In a cluster the retained message is cleared through its Raft group, everywhere.
-        return match cluster.retain(topic, None).await {
-            Ok(()) => {
-                tracing::info!(topic, "retained message cleared by an operator");
-                ("204 No Content", String::new())
-            }
-            Err(e) => ("503 Service Unavailable", format!("{e}\n")),
+    // A $SYS topic is kept in memory only; any other is cleared through its Raft group,
+    // on every node.
+    if topic.starts_with('$') {
+        broker.retain(&empty);
+    } else {
+        let Some(cluster) = broker.cluster() else {
+            return (
+                "503 Service Unavailable",
+                "this node is still entering its cluster: try again\n".into(),
+            );
         };
-    }
-    if broker.retain(&empty, persist).flush
-        && let Err(e) = broker.store.flush().await
-    {
-        tracing::error!(topic, error = %e, "flushing a retained message's removal failed");
-        return ("500 Internal Server Error", format!("{e}\n"));
+        if let Err(e) = cluster.retain(topic, None).await {
+            return ("503 Service Unavailable", format!("{e}\n"));
+        }
     }
     tracing::info!(topic, "retained message cleared by an operator");
     ("204 No Content", String::new())

@@ -135,7 +135,7 @@ fn publish(broker: &Arc<Broker>, load: &Load, recipients: &mut Recipients<u64>) 
             received_at: now,
         });
         // Kept in memory only: $SYS values are rebuilt at start.
-        let _ = broker.retain(&message, false);
+        broker.retain(&message);
         crate::broker::read(&broker.index).match_topic(&message.topic, None, recipients);
         if recipients.is_empty() {
             continue;

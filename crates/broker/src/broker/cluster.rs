@@ -250,7 +250,7 @@ impl Broker {
     fn retained_changed(&self, topic: &str, message: Option<Message>) {
         match message {
             Some(message) => {
-                let _ = self.retain(&Arc::new(message), false);
+                self.retain(&Arc::new(message));
             }
             None => {
                 write(&self.retained).remove(topic);

@@ -74,7 +74,9 @@ impl Broker {
         if message.retain {
             match self.cluster() {
                 Some(cluster) => out.pending.push(self.retain_replicated(cluster, message)),
-                None => out.receipts = out.receipts.and(self.retain(message, true)),
+                // A node serves only once it has entered its cluster (a node alone too):
+                // not reached, and never acknowledged if it were.
+                None => out.pending.push(super::cluster::failed()),
             }
         }
         let (nodes, elsewhere) = self.forward(message, &mut out.pending);

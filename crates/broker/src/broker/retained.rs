@@ -7,7 +7,7 @@ use shoal_codec::PubAckReasonCode;
 use shoal_session::{Message, Timestamp};
 use shoal_topic::RetainedIndex;
 
-use super::{Broker, Receipts, read, write};
+use super::{Broker, read, write};
 use crate::metrics as m;
 
 /// The retained messages of the node: the index by topic, and what they weigh
@@ -135,48 +135,28 @@ impl Broker {
         Some(PubAckReasonCode::QuotaExceeded)
     }
 
-    /// Keeps (or with an empty payload, clears) the retained message of a topic. Returns
-    /// what an acknowledgement of it waits for.
-    pub(crate) fn retain(&self, message: &Arc<Message>, persist: bool) -> Receipts {
+    /// Keeps (or with an empty payload, clears) the retained message of a topic in memory:
+    /// what a retained group applied (the group is its store), or a `$SYS` topic (kept in
+    /// memory only).
+    pub(crate) fn retain(&self, message: &Arc<Message>) {
         let topic = message.topic.as_str();
-        let result = if message.payload.is_empty() {
-            let removed = write(&self.retained).remove(topic).is_some();
-            if removed && persist {
-                Some(self.store.remove_retained(&message.topic).map(|_| ()))
-            } else {
-                None
-            }
-        } else {
-            // Kept for long: its own allocation, not its packet's read buffer.
-            let kept = Arc::new(message.detached());
-            let expires_at = kept.expires_at;
-            let stored = persist.then(|| self.store.put_retained(&kept));
-            let replaced = write(&self.retained).insert(topic, kept);
-            // One deadline per topic is enough: the one filed for the message replaced, if
-            // earlier, comes first and files the next (`expire`).
-            if let Some(at) = expires_at
-                && replaced
-                    .and_then(|old| old.expires_at)
-                    .is_none_or(|earlier| earlier > at)
-            {
-                self.deadlines
-                    .file(at, super::deadlines::Due::Retained(message.topic.clone()));
-            }
-            stored
-        };
-        match result {
-            Some(Ok(())) => Receipts {
-                flush: true,
-                failed: false,
-            },
-            Some(Err(e)) => {
-                self.store_failed(&e);
-                Receipts {
-                    flush: true,
-                    failed: true,
-                }
-            }
-            None => Receipts::default(),
+        if message.payload.is_empty() {
+            write(&self.retained).remove(topic);
+            return;
+        }
+        // Kept for long: its own allocation, not its packet's read buffer.
+        let kept = Arc::new(message.detached());
+        let expires_at = kept.expires_at;
+        let replaced = write(&self.retained).insert(topic, kept);
+        // One deadline per topic is enough: the one filed for the message replaced, if
+        // earlier, comes first and files the next (`expire`).
+        if let Some(at) = expires_at
+            && replaced
+                .and_then(|old| old.expires_at)
+                .is_none_or(|earlier| earlier > at)
+        {
+            self.deadlines
+                .file(at, super::deadlines::Due::Retained(message.topic.clone()));
         }
     }
 
