@@ -200,6 +200,50 @@ fn a_second_node_on_the_same_data_folder_is_refused_with_exit_status_3() {
     );
 }
 
+/// A data folder holds its node's Raft state: started under another node id, it is
+/// refused (exit status 3, naming `node_id` and the id the folder belongs to).
+#[test]
+fn a_data_folder_refuses_another_node_id() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = shoal();
+    loopback(&mut first, dir.path());
+    let mut child = first
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start");
+    // Node 1 (a node alone) records its id before its groups start (within 0.1 s here).
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut second = shoal();
+    loopback(&mut second, dir.path());
+    let mut refused = second
+        .args(["--node-id", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    // Bounded: a node that took the folder would run on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while refused.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            let _ = refused.wait();
+            panic!("node 2 started on node 1's data folder");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = refused.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert_one_line(&text);
+    assert!(
+        text.contains("`node_id` is 2") && text.contains("node 1"),
+        "{text}"
+    );
+}
+
 #[test]
 fn an_address_in_use_exits_3_naming_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -82,6 +82,9 @@ pub(crate) enum MigrateError {
     /// A retained group did not take a message.
     #[error("{0}")]
     Cluster(#[from] shoal_cluster::ClusterError),
+    /// The task proposing a message ended without an answer.
+    #[error("a proposal's task failed: {0}")]
+    Task(String),
 }
 
 impl Broker {
@@ -90,19 +93,36 @@ impl Broker {
     /// into the retained groups, each removed from the tree once its group committed it.
     /// Runs once the node has entered its cluster and before it serves: no client can have
     /// set a newer message meanwhile. A crash half-way leaves the rest in the tree, moved
-    /// at the next start (setting a message twice is harmless). Returns how many moved.
+    /// at the next start (setting a message twice is harmless). Messages go a few hundred
+    /// at a time, so that their proposals share Raft entries (group commit) rather than
+    /// wait for one commit each. Returns how many moved.
     pub(crate) async fn migrate_retained(
         &self,
         cluster: &shoal_cluster::Cluster,
     ) -> Result<usize, MigrateError> {
+        const AT_ONCE: usize = 256;
         let now = self.now();
         let mut moved = 0;
-        for message in super::loaded(self.store.load_retained()?, "retained message") {
-            if !message.is_expired(now) {
-                cluster.retain(&message.topic, Some(&message)).await?;
-                moved += 1;
-            }
+        let (live, expired): (Vec<Message>, Vec<Message>) =
+            super::loaded(self.store.load_retained()?, "retained message")
+                .into_iter()
+                .partition(|m| !m.is_expired(now));
+        for message in &expired {
             self.store.remove_retained(&message.topic)?;
+        }
+        for chunk in live.chunks(AT_ONCE) {
+            let mut writes = tokio::task::JoinSet::new();
+            for message in chunk {
+                let (cluster, message) = (cluster.clone(), message.clone());
+                writes.spawn(async move { cluster.retain(&message.topic, Some(&message)).await });
+            }
+            while let Some(written) = writes.join_next().await {
+                written.map_err(|e| MigrateError::Task(e.to_string()))??;
+            }
+            for message in chunk {
+                self.store.remove_retained(&message.topic)?;
+            }
+            moved += chunk.len();
         }
         if moved > 0 {
             self.store.flush().await?;
