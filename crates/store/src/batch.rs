@@ -25,12 +25,15 @@ use crate::store::Store;
 /// Writes to apply together with [`Store::apply`].
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
-    ops: Vec<Op>,
+    pub(crate) ops: Vec<Op>,
+    /// The owner epochs of the sessions it writes (`fence`): a replicated apply refuses
+    /// the batch if a newer owner has written since. The store itself ignores them.
+    fences: Vec<(MqttString, u64)>,
 }
 
 /// One encoded write.
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     PutSession {
         client_id: MqttString,
         value: Bytes,
@@ -100,6 +103,20 @@ impl WriteBatch {
     /// Removes every write, keeping the allocation.
     pub fn clear(&mut self) {
         self.ops.clear();
+        self.fences.clear();
+    }
+
+    /// Notes that the writes for `client_id` come from its owner of `epoch` (once per
+    /// client id).
+    pub fn fence(&mut self, client_id: &MqttString, epoch: u64) {
+        if !self.fences.iter().any(|(c, _)| c == client_id) {
+            self.fences.push((client_id.clone(), epoch));
+        }
+    }
+
+    /// The owner epochs noted with [`fence`](Self::fence).
+    pub fn fences(&self) -> &[(MqttString, u64)] {
+        &self.fences
     }
 
     /// [`Store::put_session`], encoded now.
@@ -243,6 +260,15 @@ impl Store {
     /// before the failing one stay applied. Follow with [`flush`](Self::flush) to make
     /// them durable.
     pub fn apply(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.writable()?;
+        let applied = self.apply_ops(batch);
+        if applied.is_err() {
+            self.fail();
+        }
+        applied
+    }
+
+    fn apply_ops(&self, batch: &WriteBatch) -> Result<(), StoreError> {
         for op in &batch.ops {
             match op {
                 Op::PutSession {
@@ -351,7 +377,10 @@ impl Store {
             }
         }
         self.apply(&rest)?;
-        self.inner.queues.apply_batch(queues)?;
+        if let Err(e) = self.inner.queues.apply_batch(queues) {
+            self.fail();
+            return Err(e.into());
+        }
         Ok(())
     }
 }

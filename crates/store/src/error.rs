@@ -36,6 +36,10 @@ pub enum StoreError {
     /// The flusher thread has stopped (it panicked): no flush can be waited for.
     #[error("the flusher thread has stopped")]
     FlusherStopped,
+    /// An earlier write failed (a full disk): sled may hang on its next write or flush, so
+    /// the store takes none until the node restarts.
+    #[error("an earlier write failed; the store takes no more writes until the node restarts")]
+    Broken,
     /// At open: sled's log file could not be opened to be synced, or the folder not
     /// synced.
     #[error("cannot prepare sled's files for fsync: {0}")]

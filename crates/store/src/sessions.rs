@@ -76,6 +76,31 @@ impl Store {
         Ok(loaded)
     }
 
+    /// The session of `client_id`, if the store holds one (`Ok(None)` also for a record
+    /// that does not decode: it is in `Loaded::corrupt`).
+    pub fn load_session(
+        &self,
+        client_id: &MqttString,
+    ) -> Result<Loaded<SessionRecord>, StoreError> {
+        let mut loaded = Loaded::default();
+        let key = client_id.as_bytes();
+        if let Some(value) = self.inner.sessions.get(key)? {
+            match decode_session_at(key, &value) {
+                Ok(mut session) => {
+                    self.load_receipts(&mut session, &mut loaded)?;
+                    self.load_subscriptions(&mut session, &mut loaded)?;
+                    loaded.records.push(session);
+                }
+                Err(source) => loaded.corrupt.push(CorruptRecord {
+                    tree: SESSIONS,
+                    key: RecordKey(key.to_vec()),
+                    source,
+                }),
+            }
+        }
+        Ok(loaded)
+    }
+
     /// Adds the subscriptions stored beside the session (`WriteBatch::put_subscription`)
     /// to its record, replacing any of the same filter that an older record held.
     fn load_subscriptions(

@@ -54,6 +54,8 @@ pub(crate) struct Inner {
     stripes: [Mutex<()>; STRIPES],
     commit: GroupCommit,
     db: sled::Db,
+    /// Set once a write failed (`Store::fail`).
+    broken: std::sync::atomic::AtomicBool,
 }
 
 impl Store {
@@ -91,6 +93,7 @@ impl Store {
                 stripes: std::array::from_fn(|_| Mutex::new(())),
                 commit,
                 db,
+                broken: std::sync::atomic::AtomicBool::new(false),
             }),
         })
     }
@@ -106,7 +109,36 @@ impl Store {
     /// The future does not borrow the store; dropping it does not cancel the flush. Once a
     /// flush has failed, every later one fails with the same error ([`StoreError::Flush`]).
     pub fn flush(&self) -> impl Future<Output = Result<FlushReceipt, StoreError>> + Send + 'static {
-        self.inner.commit.flush()
+        let flush = (!self.is_broken()).then(|| self.inner.commit.flush());
+        async move {
+            match flush {
+                Some(flush) => flush.await,
+                None => Err(StoreError::Broken),
+            }
+        }
+    }
+
+    /// Records that a write failed: sled 0.34 may hang on the next write or flush after
+    /// an IO error (a full disk wedges its log buffers), so from now on every write and
+    /// flush of this store (the Raft groups' too) fails at once with
+    /// [`StoreError::Broken`], and the node can still answer and stop.
+    pub fn fail(&self) {
+        self.inner
+            .broken
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether a write failed since the store was opened ([`fail`](Self::fail)).
+    pub fn is_broken(&self) -> bool {
+        self.inner.broken.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// `Ok` unless the store is broken.
+    pub fn writable(&self) -> Result<(), StoreError> {
+        match self.is_broken() {
+            true => Err(StoreError::Broken),
+            false => Ok(()),
+        }
     }
 
     /// [`flush`](Self::flush) for a caller outside an async runtime: blocks the thread.

@@ -1,0 +1,76 @@
+//! The session group's replication format: a batch as bytes, the session trees whole.
+
+mod util;
+
+use shoal_session::OutboundState;
+use shoal_store::WriteBatch;
+use util::*;
+
+#[test]
+fn a_batch_reads_back_as_written_and_applies_alike() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path());
+    let mut batch = WriteBatch::new();
+    batch.put_session(&session("c", 60, None)).expect("encodes");
+    batch
+        .enqueue(&id("c"), 7, &queued("c", 7, Some(9_000_000_000_000)))
+        .expect("encodes");
+    batch
+        .enqueue(&id("c"), 8, &queued("c", 8, None))
+        .expect("encodes");
+    batch.set_outbound_state(&id("c"), 7, OutboundState::Sent(pid(3)));
+    batch.put_receipt(&id("c"), pid(9));
+    batch.remove_receipt(&id("c"), pid(3));
+    batch.remove_subscription(&id("c"), &id("b"));
+    batch.remove_outbound(&id("c"), 8);
+    let bytes = batch.encode();
+    let decoded = WriteBatch::decode(&bytes).expect("decodes");
+    assert_eq!(decoded.encode(), bytes);
+    store.apply(&decoded).expect("applies");
+    let loaded = store.load_session(&id("c")).expect("loads");
+    assert!(loaded.corrupt.is_empty());
+    let record = &loaded.records[0];
+    assert_eq!(record.subscriptions.len(), 1);
+    assert!(record.incoming_qos2.contains(&pid(9)));
+    let queue = store.load_queue(&id("c")).expect("loads").records;
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0].0, 7);
+    assert_eq!(queue[0].1.state, OutboundState::Sent(pid(3)));
+    // Every truncation and a bad version are errors, never a panic.
+    for n in 1..bytes.len() {
+        let _ = WriteBatch::decode(&bytes[..n]);
+    }
+    assert!(WriteBatch::decode(&[]).is_err());
+    assert!(WriteBatch::decode(&[99]).is_err());
+    assert!(
+        store
+            .load_session(&id("none"))
+            .expect("loads")
+            .records
+            .is_empty()
+    );
+}
+
+#[test]
+fn exported_trees_replace_another_stores_sessions() {
+    let a_dir = tempfile::tempdir().expect("temp dir");
+    let b_dir = tempfile::tempdir().expect("temp dir");
+    let a = open(a_dir.path());
+    let b = open(b_dir.path());
+    a.put_session(&session("kept", 60, Some(1)))
+        .expect("writes");
+    a.enqueue(&id("kept"), 1, &queued("kept", 1, None))
+        .expect("writes");
+    b.put_session(&session("gone", 60, None)).expect("writes");
+    b.import_sessions(&a.export_sessions().expect("exports"))
+        .expect("imports");
+    let ids: Vec<String> = b
+        .load_sessions()
+        .expect("loads")
+        .records
+        .into_iter()
+        .map(|s| s.client_id.to_string())
+        .collect();
+    assert_eq!(ids, vec!["kept".to_owned()]);
+    assert_eq!(b.load_queue(&id("kept")).expect("loads").records.len(), 1);
+}
