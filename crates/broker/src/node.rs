@@ -213,6 +213,18 @@ impl Node {
                 .map_err(|e| StartError::Migrate {
                     message: e.to_string(),
                 })?;
+            // The persistent sessions, read back once the store holds every session write
+            // committed before; those another node holds now are let go.
+            cluster
+                .sync_sessions()
+                .await
+                .map_err(|source| StartError::Cluster { source })?;
+            broker.restore().map_err(|source| StartError::Store {
+                path: config.data_dir.clone(),
+                source,
+            })?;
+            broker.settle_sessions(&cluster).await;
+            broker.set_sessions_ready();
             // This node's routes are those of its sessions (persistent ones read back).
             let _ = cluster.reconcile_routes(&broker.local_filters());
             broker.set_cluster(cluster.clone());
@@ -367,13 +379,26 @@ impl Node {
         for (listener, _) in &self.listeners {
             listener.close_quic().await;
         }
-        if let Some(cluster) = self.broker.cluster() {
-            cluster.shutdown().await;
+        // Bounded: a node whose disk failed must still stop.
+        if let Some(cluster) = self.broker.cluster()
+            && tokio::time::timeout(SHUTDOWN_GRACE, cluster.shutdown())
+                .await
+                .is_err()
+        {
+            tracing::warn!("the Raft groups did not stop in time");
         }
-        if let Err(e) = self.broker.store.flush().await {
-            tracing::error!(error = %e, "final store flush failed");
+        match tokio::time::timeout(SHUTDOWN_GRACE, self.broker.store.flush()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "final store flush failed"),
+            Err(_) => tracing::error!("the final store flush did not finish in time"),
         }
         tracing::info!("stopped");
+        if self.broker.store.is_broken() {
+            // sled flushes when its last handle drops, and after a failed write that
+            // flush can hang for ever: a broken store is left to the process's exit
+            // (what was acknowledged is durable already; nothing else is owed).
+            std::mem::forget(self);
+        }
     }
 }
 

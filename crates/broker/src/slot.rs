@@ -77,9 +77,11 @@ impl SessionSlot {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Records the cluster's owner epoch of the claim that now holds the session.
+    /// Records the cluster's owner epoch of a claim that holds the session. Never goes
+    /// back: two CONNECTs on this node may finish their claims in either order, and the
+    /// session's writes carry the newest (the session group refuses older ones).
     pub(crate) fn set_epoch(&self, epoch: u64) {
-        self.epoch.store(epoch, Ordering::Release);
+        self.epoch.fetch_max(epoch, Ordering::AcqRel);
     }
 
     /// Records who is connected now (`None`: nobody).

@@ -1199,9 +1199,16 @@ async fn a_node_that_fell_behind_catches_up_through_a_snapshot() {
     const N: u16 = 300;
     let mut cluster =
         TestCluster::start_with(3, 0, false, &["--cluster-snapshot-logs", "50"]).await;
+    // A persistent session on node 2, offline: its queue fills while node 3 is away.
+    let (mut device, _) = persistent(cluster.addr(1), "snap-device").await;
+    subscribe(&mut device, 1, "snapq/#", QoS::AtLeastOnce).await;
+    device
+        .send(Packet::Disconnect(shoal_codec::Disconnect::default()))
+        .await;
     cluster.kill(2);
     // Retained messages on node 1 (both retained shards), routes on node 2 (every route
-    // shard): each a log entry, far past 50 + 5 per group.
+    // shard), queued messages (the session group): each a log entry, far past 50 + 5 per
+    // group.
     let mut retainer = client(cluster.addr(0), "retainer").await;
     for n in 1..=N {
         retainer
@@ -1227,6 +1234,13 @@ async fn a_node_that_fell_behind_catches_up_through_a_snapshot() {
     for n in 1..=N {
         subscribe(&mut listener, n, &format!("route/{n}"), QoS::AtLeastOnce).await;
     }
+    let mut queuer = client(cluster.addr(0), "snap-queuer").await;
+    let queued = publish_range(&mut queuer, "snapq/x", 1..=N).await;
+    assert_eq!(
+        queued.len(),
+        N as usize,
+        "every message queued for the session"
+    );
     let leader_view = groups_of(&cluster.status(0).await);
     for (group, [_, _, snapshot, purged, _]) in &leader_view {
         if group != "meta" {
@@ -1294,6 +1308,14 @@ async fn a_node_that_fell_behind_catches_up_through_a_snapshot() {
     }
     // And a route made on it is used by node 1.
     assert_routes(&cluster, 0, 2, "after").await;
+    // The session's queue came with the snapshot: node 2 dies, and the client resumes on
+    // node 3 with every message.
+    cluster.kill(1);
+    let (mut device, present) = persistent(cluster.addr(2), "snap-device").await;
+    assert!(present, "the session is in node 3's snapshot");
+    let got = numbers(drain(&mut device, Duration::from_millis(1500)).await);
+    let lost: Vec<u16> = queued.difference(&got).copied().collect();
+    assert!(lost.is_empty(), "queued and never delivered: {lost:?}");
 }
 
 /// SIGTERM on a node that leads shards and meta drains it: its leaderships move to the
@@ -1449,4 +1471,212 @@ async fn sigterm_drains_a_node_leaderships_first_and_no_publisher_sees_an_error(
         PubAckReasonCode::Success
     );
     assert_eq!(back.next_publish().await.payload.as_ref(), b"back");
+}
+
+/// A persistent MQTT 5 client of `addr` (clean start 0, session expiry an hour); returns
+/// whether the node said Session Present.
+async fn persistent(addr: SocketAddr, id: &str) -> (Raw, bool) {
+    let (raw, ack) = Raw::connect(addr, V5, id, |c| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+    })
+    .await;
+    assert_eq!(
+        ack.reason_code,
+        shoal_codec::ConnectReasonCode::Success,
+        "{id} connects to {addr}"
+    );
+    (raw, ack.session_present)
+}
+
+/// The numbers in the payloads `drain` returns.
+fn numbers(payloads: Vec<Vec<u8>>) -> BTreeSet<u16> {
+    payloads
+        .into_iter()
+        .map(|p| u16::from_be_bytes([p[0], p[1]]))
+        .collect()
+}
+
+/// Publishes `range` at QoS 1 on `topic`; returns those acknowledged with Success.
+async fn publish_range(
+    raw: &mut Raw,
+    topic: &str,
+    range: std::ops::RangeInclusive<u16>,
+) -> BTreeSet<u16> {
+    let mut acked = BTreeSet::new();
+    for n in range {
+        match publish_qos1(raw, topic, &n.to_be_bytes(), n).await {
+            PubAckReasonCode::Success => {
+                acked.insert(n);
+            }
+            PubAckReasonCode::UnspecifiedError => {}
+            other => panic!("message {n}: unexpected PUBACK {other:?}"),
+        }
+    }
+    acked
+}
+
+/// A persistent session is replicated: its node is killed with -9 while messages wait in
+/// its queue, unread, and its client resumes on another node with Session Present and
+/// every acknowledged message; what is published afterwards reaches it there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_node_died_resumes_on_another_node_with_what_was_acknowledged() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let (mut device, present) = persistent(cluster.addr(0), "device-1").await;
+    assert!(!present);
+    subscribe(&mut device, 1, "fleet/device-1/#", QoS::AtLeastOnce).await;
+    // Offline on node 1: its queue fills there.
+    device
+        .send(Packet::Disconnect(shoal_codec::Disconnect::default()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut publisher = client(cluster.addr(1), "backend").await;
+    let acked = publish_range(&mut publisher, "fleet/device-1/cmd", 1..=60).await;
+    assert_eq!(
+        acked.len(),
+        60,
+        "every message has a live subscriber session"
+    );
+    cluster.kill(0);
+    // The client comes back through node 3.
+    let (mut device, present) = persistent(cluster.addr(2), "device-1").await;
+    assert!(present, "the session survived the death of its node");
+    let got = numbers(drain(&mut device, Duration::from_millis(1500)).await);
+    let lost: Vec<u16> = acked.difference(&got).copied().collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged and never delivered: {lost:?}"
+    );
+    // Its subscription holds on the new node.
+    let later = publish_range(&mut publisher, "fleet/device-1/cmd", 61..=80).await;
+    let got = numbers(drain(&mut device, Duration::from_millis(700)).await);
+    let lost: Vec<u16> = later.difference(&got).copied().collect();
+    assert!(
+        !later.is_empty() && lost.is_empty(),
+        "after the move: lost {lost:?} of {later:?}"
+    );
+}
+
+/// A persistent session follows its client from node to node while a publisher on a third
+/// node keeps publishing: nothing acknowledged is lost, and each reconnect finds the
+/// session present.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_follows_its_client_between_live_nodes() {
+    let cluster = TestCluster::start(3, 0).await;
+    let (mut device, _) = persistent(cluster.addr(0), "roamer").await;
+    subscribe(&mut device, 1, "roam/#", QoS::AtLeastOnce).await;
+    let publisher_addr = cluster.addr(2);
+    let publishing = tokio::spawn(async move {
+        let mut publisher = client(publisher_addr, "roam-source").await;
+        let mut acked = BTreeSet::new();
+        for n in 1..=300u16 {
+            if publish_qos1(&mut publisher, "roam/x", &n.to_be_bytes(), n).await
+                == PubAckReasonCode::Success
+            {
+                acked.insert(n);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        acked
+    });
+    let mut got = BTreeSet::new();
+    for hop in [1usize, 0, 1, 2] {
+        got.extend(numbers(
+            drain(&mut device, Duration::from_millis(300)).await,
+        ));
+        let (next, present) = persistent(cluster.addr(hop), "roamer").await;
+        assert!(present, "session present on node {}", hop + 1);
+        device = next;
+    }
+    let acked = publishing.await.expect("publisher");
+    got.extend(numbers(
+        drain(&mut device, Duration::from_millis(1000)).await,
+    ));
+    let lost: Vec<u16> = acked.difference(&got).copied().collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged and never delivered: {lost:?}"
+    );
+    assert!(
+        acked.len() > 200,
+        "most messages acknowledged: {}",
+        acked.len()
+    );
+}
+
+/// Kill -9 of the node holding a persistent session with a Will: once the node is
+/// declared down, another node takes the session up (before the dead node's routes go),
+/// publishes its Will once, and queues what is published for it meanwhile; its client
+/// resumes on a third node with every acknowledged message, and the dead node, back with
+/// its data, does not publish the Will again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sessions_of_a_dead_node_are_taken_up_and_their_wills_published_once() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let mut watcher = client(cluster.addr(2), "will-watcher").await;
+    subscribe(&mut watcher, 1, "wills/#", QoS::AtLeastOnce).await;
+    let (mut dying, ack) = Raw::connect(cluster.addr(1), V5, "dying", |c| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(3600);
+        c.will = Some(shoal_codec::LastWill {
+            topic: shoal_codec::MqttString::try_from("wills/dying").expect("topic"),
+            payload: bytes::Bytes::from_static(b"gone"),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+            properties: Default::default(),
+        });
+    })
+    .await;
+    assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+    subscribe(&mut dying, 1, "orders/#", QoS::AtLeastOnce).await;
+    let mut publisher = client(cluster.addr(2), "orders-source").await;
+    let mut acked = publish_range(&mut publisher, "orders/x", 1..=20).await;
+    assert_eq!(acked.len(), 20);
+    let killed = Instant::now();
+    cluster.kill(1);
+    // Publishing goes on: refused (0x80) until the session is taken up, then queued there.
+    let mut n = 21u16;
+    let mut resumed_after = None;
+    while killed.elapsed() < Duration::from_secs(12) {
+        let got = publish_range(&mut publisher, "orders/x", n..=n).await;
+        if !got.is_empty() && resumed_after.is_none() && n > 21 {
+            resumed_after = Some(killed.elapsed());
+        }
+        acked.extend(got);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let will = watcher.next_publish().await;
+    assert_eq!(will.topic.to_string(), "wills/dying");
+    if let QosPid::AtLeastOnce(id) = will.qos_pid {
+        watcher
+            .send(Packet::PubAck(shoal_codec::PubAck::new(id)))
+            .await;
+    }
+    assert!(
+        acked.contains(&(n - 1)),
+        "publishing to the session works again after its node died (acked {} of {})",
+        acked.len(),
+        n - 1
+    );
+    // The client comes back on node 1: its session, with every acknowledged message.
+    let (mut device, present) = persistent(cluster.addr(0), "dying").await;
+    assert!(present, "the session was taken up");
+    let got = numbers(drain(&mut device, Duration::from_millis(1500)).await);
+    let lost: Vec<u16> = acked.difference(&got).copied().collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged and never delivered: {lost:?}"
+    );
+    // The dead node comes back with its data: the Will is not published again.
+    cluster.run(1).await;
+    cluster.ready(1).await;
+    assert!(
+        watcher.recv_within(Duration::from_secs(2)).await.is_none(),
+        "the Will was published once"
+    );
+    eprintln!(
+        "session of a dead node: publishing resumed {resumed_after:?} after the kill; {} of {} acknowledged, all delivered",
+        acked.len(),
+        n - 1
+    );
 }

@@ -278,7 +278,7 @@ async fn three_local_nodes_route_node_1_to_node_3_report_their_status_and_stop_o
     let (code, text) = cluster_status(&["--admin", &admin3]);
     assert_eq!(code, 0, "{text}");
     assert!(
-        text.starts_with("node 3's view: 3 member(s), 0 down; 7 group(s), each with a leader"),
+        text.starts_with("node 3's view: 3 member(s), 0 down; 8 group(s), each with a leader"),
         "{text}"
     );
     for k in 0..3u16 {
@@ -313,7 +313,8 @@ async fn three_local_nodes_route_node_1_to_node_3_report_their_status_and_stop_o
             "routes/2",
             "routes/3",
             "retained/0",
-            "retained/1"
+            "retained/1",
+            "sessions/0"
         ],
         "{text}"
     );
@@ -408,7 +409,7 @@ fn status_of_a_node_alone_and_of_no_node() {
     assert_eq!(code, 0, "{text}");
     assert!(text.starts_with("node 1 runs alone"), "{text}");
     assert!(
-        text.contains("node 1's view: 1 member(s), 0 down; 7 group(s), each with a leader"),
+        text.contains("node 1's view: 1 member(s), 0 down; 8 group(s), each with a leader"),
         "{text}"
     );
     // Nothing listening there any more: exit status 2, saying so.

@@ -80,8 +80,10 @@ async fn run(raft: Raft<GroupConfig>, mut proposals: mpsc::UnboundedReceiver<Pro
             .into_iter()
             .map(|proposal| (proposal.command, proposal.reply))
             .unzip();
-        let command = match commands.len() {
-            1 => commands.pop().expect("one command"),
+        // One command alone goes as it is, unless it is a batch itself: its response
+        // (a batch too) must not be taken for the responses of several proposals.
+        let command = match commands.as_slice() {
+            [one] if !matches!(one, Command::Batch(_)) => commands.pop().expect("one command"),
             _ => Command::Batch(commands),
         };
         match raft.client_write(command).await {

@@ -52,10 +52,13 @@ pub(crate) fn preferred(ordinal: usize, voters: &[RaftNodeId]) -> Option<RaftNod
 }
 
 impl Inner {
-    /// The group's place in the round of preferred leaders; meta has none.
+    /// The group's place in the round of preferred leaders; meta and the session group
+    /// have none: the balancer leaves them where they are (the session group carries
+    /// every persistent write, and each handoff pauses its writes for about two election
+    /// timeouts; it moves when its leader drains or dies).
     pub(crate) fn ordinal(&self, group: GroupId) -> Option<usize> {
         match group {
-            GroupId::Meta => None,
+            GroupId::Meta | GroupId::Sessions(_) => None,
             GroupId::Routes(shard) => Some(usize::from(shard)),
             GroupId::Retained(shard) => {
                 Some(usize::from(self.config.route_shards) + usize::from(shard))

@@ -34,6 +34,7 @@ mod node;
 mod peers;
 mod routes;
 mod service;
+mod sessions;
 mod state;
 mod state_machine;
 mod type_config;

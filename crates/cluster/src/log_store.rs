@@ -83,10 +83,29 @@ impl SledLogStore {
         subject: ErrorSubject<RaftNodeId>,
     ) -> Result<()> {
         let bytes = encode(value, subject.clone())?;
+        self.writable(subject.clone())?;
         self.tree
             .insert(key, bytes)
-            .map_err(|e| io_error(subject, ErrorVerb::Write, &e))?;
+            .map_err(|e| self.failed(subject, ErrorVerb::Write, &e))?;
         Ok(())
+    }
+
+    /// Fails at once if the store is broken (an earlier write failed: sled may hang).
+    fn writable(&self, subject: ErrorSubject<RaftNodeId>) -> Result<()> {
+        self.store
+            .writable()
+            .map_err(|e| io_error(subject, ErrorVerb::Write, &e))
+    }
+
+    /// A write failed: the store is broken from now on (see `Store::fail`).
+    fn failed(
+        &self,
+        subject: ErrorSubject<RaftNodeId>,
+        verb: ErrorVerb,
+        e: &sled::Error,
+    ) -> openraft::StorageError<RaftNodeId> {
+        self.store.fail();
+        io_error(subject, verb, e)
     }
 
     /// Waits for the store's flush that covers every write made so far.
@@ -207,9 +226,10 @@ impl RaftLogStorage<GroupConfig> for SledLogStore {
             let bytes = encode(&entry, ErrorSubject::Log(entry.log_id))?;
             batch.insert(&entry_key(entry.log_id.index), bytes);
         }
+        self.writable(ErrorSubject::Logs)?;
         self.tree
             .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+            .map_err(|e| self.failed(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
         // The entries are in sled's memory; only the flush puts them on disk, and only
         // then may openraft count them (a vote or an ack of a follower rests on them).
         let flushed = self.store.flush().await.map(drop).map_err(io::Error::other);
@@ -226,9 +246,10 @@ impl RaftLogStorage<GroupConfig> for SledLogStore {
                 Bound::Included(entry_key(u64::MAX)),
             ),
         )?;
+        self.writable(ErrorSubject::Logs)?;
         self.tree
             .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
+            .map_err(|e| self.failed(ErrorSubject::Logs, ErrorVerb::Delete, &e))?;
         self.flush(ErrorSubject::Logs).await
     }
 
@@ -242,8 +263,9 @@ impl RaftLogStorage<GroupConfig> for SledLogStore {
                 Bound::Included(entry_key(log_id.index)),
             ),
         )?;
+        self.writable(ErrorSubject::Logs)?;
         self.tree
             .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+            .map_err(|e| self.failed(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 }

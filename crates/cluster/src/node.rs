@@ -93,6 +93,7 @@ impl ClusterConfig {
         let mut groups = vec![GroupId::Meta];
         groups.extend((0..self.route_shards).map(GroupId::Routes));
         groups.extend((0..self.retained_shards).map(GroupId::Retained));
+        groups.extend((0..crate::group_id::SESSION_GROUPS).map(GroupId::Sessions));
         groups
     }
 }
@@ -119,6 +120,19 @@ pub trait Host: Send + Sync + 'static {
     /// The retained message of `topic` changed (the Raft apply): keep it in memory for
     /// subscribe-time delivery (`None`: cleared).
     fn retained_changed(&self, topic: &str, message: Option<Message>);
+    /// The session of `client_id` was fenced with `epoch` in the session group (a node
+    /// took it up): a session held here under an older claim must be let go (the apply;
+    /// must not block).
+    fn session_fenced(&self, client_id: &str, epoch: u64) {
+        let _ = (client_id, epoch);
+    }
+    /// `node` was declared down: take up its persistent sessions here (their routes, their
+    /// queues, their Wills) before its routes are removed. Called on the node that leads
+    /// meta; answers once done.
+    fn adopt_sessions(&self, node: RaftNodeId) -> BoxFuture<()> {
+        let _ = node;
+        Box::pin(async {})
+    }
     /// A forwarded publication that asked for it was accepted by its destination,
     /// `latency` after it was queued here (for the forwarding latency metric).
     fn forward_accepted(&self, latency: Duration) {
@@ -231,6 +245,8 @@ pub(crate) struct Inner {
     /// Whether this node is draining, and the forwarded publications it is still taking
     /// (see `drain.rs`).
     pub(crate) drain: Arc<Drain>,
+    /// The queue of this node's writes to the session group (see `sessions.rs`).
+    pub(crate) sessions: crate::sessions::SessionWriter,
 }
 
 /// This node's part of the cluster; cheap to clone.
@@ -289,6 +305,11 @@ impl Observer for NodeObserver {
                     self.peers.forget(*node);
                 }
             }
+            Touched::Fence(client) => {
+                if let Some(epoch) = state.fences.get(client) {
+                    self.host.session_fenced(client, *epoch);
+                }
+            }
             Touched::Owner(_) | Touched::Node(_) | Touched::Epoch => {}
         }
     }
@@ -331,6 +352,10 @@ impl Cluster {
             election_timeout_max: 2 * config.election_timeout.as_millis() as u64,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_logs),
             max_in_snapshot_log_to_keep: config.snapshot_logs / 10,
+            // An entry of the session group can carry up to a MiB of writes: at 300 entries
+            // (openraft's default) an append to a node catching up would pass the 64 MiB
+            // message limit and be retried for ever.
+            max_payload_entries: 32,
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate().map_err(|e| ClusterError::Start {
@@ -404,20 +429,23 @@ impl Cluster {
             lease,
             entrance,
             drain: Arc::default(),
+            sessions: Default::default(),
         });
         let server = listener.map(|l| crate::service::serve(Arc::clone(&inner), l));
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
         let watch_task = tokio::spawn(watch_nodes(Arc::downgrade(&inner)));
         let spread_task = tokio::spawn(crate::handoff::spread_leaders(Arc::downgrade(&inner)));
+        let sessions_task = tokio::spawn(crate::sessions::write_sessions(Arc::downgrade(&inner)));
         inner
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(
-                server
-                    .into_iter()
-                    .chain([writer_task, watch_task, spread_task]),
-            );
+            .extend(server.into_iter().chain([
+                writer_task,
+                watch_task,
+                spread_task,
+                sessions_task,
+            ]));
         Ok(Self { inner })
     }
 
@@ -522,6 +550,14 @@ impl Cluster {
     /// Claims `client_id` for a connection on this node: returns the claim's epoch once the
     /// registry has it and a connection holding it on another node is closed.
     pub async fn claim(&self, client_id: &str) -> Result<u64, ClusterError> {
+        self.claim_owner(client_id).await.map(|(epoch, _)| epoch)
+    }
+
+    /// [`claim`](Self::claim), also naming the previous owner, if another claim was live.
+    pub async fn claim_owner(
+        &self,
+        client_id: &str,
+    ) -> Result<(u64, Option<crate::state::Owner>), ClusterError> {
         let inner = &self.inner;
         let group = GroupId::Routes(shard_of(client_id, inner.config.route_shards));
         let command = Command::Claim {
@@ -541,7 +577,7 @@ impl Cluster {
         {
             inner.kick_remote(previous.node, client_id, epoch).await;
         }
-        Ok(epoch)
+        Ok((epoch, previous))
     }
 
     /// Whether another node claimed `client_id` after the claim of `epoch` made here: the
@@ -862,6 +898,14 @@ impl Inner {
         };
         let deadline = Instant::now() + PROPOSE_TIMEOUT;
         loop {
+            // A group whose Raft core stopped on a storage error (a full disk) takes no
+            // more writes here: say so at once rather than wait for a leader.
+            if let Err(fatal) = &g.raft.metrics().borrow().running_state {
+                return Err(ClusterError::Refused {
+                    group,
+                    message: format!("the group stopped on this node: {fatal}"),
+                });
+            }
             let leader = g.raft.metrics().borrow().current_leader;
             match leader {
                 // Handing the leadership over: wait for the next leader.
@@ -1314,6 +1358,15 @@ async fn watch_nodes(inner: Weak<Inner>) {
                     .await
                     .is_ok()
                 {
+                    // Its persistent sessions are taken up here first, so that their routes
+                    // never go missing (bounded: the rest wait for their clients).
+                    let adopting = node.host.adopt_sessions(id);
+                    if tokio::time::timeout(ADOPT_TIMEOUT, adopting).await.is_err() {
+                        tracing::warn!(
+                            node = id,
+                            "taking up the sessions of a dead node took too long; its routes go now"
+                        );
+                    }
                     for shard in 0..node.config.route_shards {
                         let _ = node
                             .propose(GroupId::Routes(shard), Command::RemoveNode { node: id })
@@ -1326,6 +1379,10 @@ async fn watch_nodes(inner: Weak<Inner>) {
         tokio::time::sleep(period).await;
     }
 }
+
+/// How long the leader of meta waits for the sessions of a node declared down to be taken
+/// up before it removes that node's routes.
+const ADOPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The tree that holds the node's identity: key `id`, the node id (u64, big-endian).
 const IDENTITY_TREE: &str = "raft/node";

@@ -80,6 +80,37 @@ pub enum Command {
         /// [`digest`] of the expired message's bytes.
         digest: u64,
     },
+    /// Store writes of persistent sessions (a `shoal_store::WriteBatch`, encoded), from
+    /// the owners of the sessions they touch, with their owner epochs (session group).
+    /// Refused as a whole ([`Response::Refused`]) if a newer owner of one of them wrote
+    /// or fenced since; otherwise every replica applies the writes to its store.
+    Session {
+        /// Each client id the writes touch, with its writer's owner epoch.
+        fences: Vec<(String, u64)>,
+        /// The writes (`WriteBatch::encode`), as base64 in the JSON of the log.
+        #[serde(with = "base64_bytes")]
+        ops: Vec<u8>,
+    },
+    /// The owner of `client_id` with `epoch` takes the session over: from now on writes
+    /// of older owners are refused (session group).
+    Fence {
+        /// The client id.
+        client_id: String,
+        /// The new owner's epoch.
+        epoch: u64,
+    },
+    /// Claims `client_id` for `node` only if nobody owns it, or `from` does (a node taking
+    /// up a session that lost its owner, or whose owner died): answered like a claim, or
+    /// [`Response::Refused`].
+    Adopt {
+        /// The client id.
+        client_id: String,
+        /// The node.
+        node: RaftNodeId,
+        /// The owner it may take the client id from.
+        #[serde(default)]
+        from: Option<RaftNodeId>,
+    },
     /// `node` left the cluster: it is no member any more (meta).
     ForgetNode {
         /// The node.
@@ -107,6 +138,25 @@ pub enum Command {
         #[serde(default)]
         mqtt: Option<String>,
     },
+}
+
+/// Bytes as a base64 string in JSON (an array of numbers would be three to four times
+/// larger, and far slower to read back: session writes are most of the log).
+pub(crate) mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        STANDARD
+            .decode(text.as_bytes())
+            .map_err(serde::de::Error::custom)
+    }
 }
 
 /// The owner of a connected client id.
@@ -155,6 +205,9 @@ impl Command {
             Self::Retain { topic, message } => topic.len() + 4 * message.len() + 16,
             Self::Claim { client_id, .. } | Self::Release { client_id, .. } => client_id.len() + 32,
             Self::ClearRetained { topic } | Self::ExpireRetained { topic, .. } => topic.len() + 16,
+            Self::Session { fences, ops } => {
+                fences.iter().map(|(c, _)| c.len() + 16).sum::<usize>() + 4 * ops.len() / 3 + 16
+            }
             _ => 64,
         }
     }
@@ -177,6 +230,9 @@ pub enum Response {
     Released(bool),
     /// The responses of a [`Command::Batch`], in its order.
     Batch(Vec<Self>),
+    /// Not applied: a session write of an owner that was replaced, or an adoption of a
+    /// client id that has an owner.
+    Refused,
 }
 
 /// A key of the state that an entry changed, so that it can be written through and
@@ -193,6 +249,8 @@ pub enum Touched {
     Node(RaftNodeId),
     /// The epoch counter.
     Epoch,
+    /// The owner epoch a session's writes must have (session group).
+    Fence(String),
 }
 
 /// The state of one group.
@@ -208,6 +266,10 @@ pub struct GroupState {
     pub(crate) retained: BTreeMap<String, Vec<u8>>,
     /// The members (meta).
     pub(crate) nodes: BTreeMap<RaftNodeId, Member>,
+    /// Client id -> the owner epoch its session's writes must have at least (session
+    /// group).
+    #[serde(default)]
+    pub(crate) fences: BTreeMap<String, u64>,
 }
 
 impl GroupState {
@@ -250,6 +312,40 @@ impl GroupState {
                     epoch: self.epoch,
                     previous,
                 }
+            }
+            Command::Adopt {
+                client_id,
+                node,
+                from,
+            } => {
+                if let Some(owner) = self.owners.get(client_id)
+                    && Some(owner.node) != *from
+                {
+                    return Response::Refused;
+                }
+                self.apply(
+                    &Command::Claim {
+                        client_id: client_id.clone(),
+                        node: *node,
+                    },
+                    touched,
+                )
+            }
+            Command::Session { fences, .. } => {
+                let stale = fences
+                    .iter()
+                    .any(|(client, epoch)| self.fences.get(client).is_some_and(|f| f > epoch));
+                if stale {
+                    return Response::Refused;
+                }
+                for (client, epoch) in fences {
+                    self.raise_fence(client, *epoch, touched);
+                }
+                Response::Done
+            }
+            Command::Fence { client_id, epoch } => {
+                self.raise_fence(client_id, *epoch, touched);
+                Response::Done
             }
             Command::Release { client_id, epoch } => {
                 let live = self
@@ -339,6 +435,14 @@ impl GroupState {
         }
     }
 
+    fn raise_fence(&mut self, client: &str, epoch: u64, touched: &mut BTreeSet<Touched>) {
+        let fence = self.fences.entry(client.to_owned()).or_insert(0);
+        if *fence < epoch {
+            *fence = epoch;
+            touched.insert(Touched::Fence(client.to_owned()));
+        }
+    }
+
     fn remove_route(&mut self, filter: &str, node: RaftNodeId) -> bool {
         let Some(nodes) = self.routes.get_mut(filter) else {
             return false;
@@ -381,6 +485,7 @@ impl GroupState {
         into.extend(self.owners.keys().cloned().map(Touched::Owner));
         into.extend(self.retained.keys().cloned().map(Touched::Retained));
         into.extend(self.nodes.keys().copied().map(Touched::Node));
+        into.extend(self.fences.keys().cloned().map(Touched::Fence));
         into.insert(Touched::Epoch);
     }
 }
@@ -537,6 +642,57 @@ mod tests {
         let (_, touched) = apply(&mut state, &expire(&[2]));
         assert_eq!(touched, BTreeSet::from([Touched::Retained("t".into())]));
         assert!(state.retained.is_empty());
+    }
+
+    #[test]
+    fn a_replaced_owner_s_session_writes_are_refused() {
+        let mut state = GroupState::default();
+        let write = |epoch| Command::Session {
+            fences: vec![("c".into(), epoch), ("d".into(), 1)],
+            ops: vec![1],
+        };
+        assert_eq!(apply(&mut state, &write(3)).0, Response::Done);
+        assert_eq!(state.fences.get("c"), Some(&3));
+        // The same owner writes again; an older one is refused, with nothing changed.
+        assert_eq!(apply(&mut state, &write(3)).0, Response::Done);
+        let (refused, touched) = apply(&mut state, &write(2));
+        assert_eq!(refused, Response::Refused);
+        assert!(touched.is_empty());
+        // A new owner fences: the owner of 3 is refused from now on.
+        apply(
+            &mut state,
+            &Command::Fence {
+                client_id: "c".into(),
+                epoch: 5,
+            },
+        );
+        assert_eq!(apply(&mut state, &write(3)).0, Response::Refused);
+        assert_eq!(apply(&mut state, &write(5)).0, Response::Done);
+    }
+
+    #[test]
+    fn an_adoption_claims_only_a_client_id_nobody_owns() {
+        let mut state = GroupState::default();
+        let adopt = |node, from| Command::Adopt {
+            client_id: "c".into(),
+            node,
+            from,
+        };
+        let (first, _) = apply(&mut state, &adopt(2, None));
+        assert!(matches!(first, Response::Claimed { previous: None, .. }));
+        assert_eq!(apply(&mut state, &adopt(3, None)).0, Response::Refused);
+        assert_eq!(apply(&mut state, &adopt(3, Some(1))).0, Response::Refused);
+        assert_eq!(state.owner("c").map(|o| o.node), Some(2));
+        // Node 2 died: node 3 may take the client id from it.
+        let (taken, _) = apply(&mut state, &adopt(3, Some(2)));
+        assert!(matches!(
+            taken,
+            Response::Claimed {
+                previous: Some(Owner { node: 2, .. }),
+                ..
+            }
+        ));
+        assert_eq!(state.owner("c").map(|o| o.node), Some(3));
     }
 
     #[test]

@@ -9,8 +9,14 @@
 //! - `o:` + client id: its owner (JSON); `a:epoch`: the last epoch handed out;
 //! - `t:` + topic: its retained message (the store's message format, raw);
 //! - `n:` + node id (decimal): a member (JSON);
+//! - `f:` + client id: the owner epoch its session's writes must have (session group);
 //! - `a:applied`, `a:membership`: the last applied log id and membership;
 //! - `s:meta`, `s:data`: the current snapshot, its metadata and its bytes.
+//!
+//! The session group's state is mostly not here: its accepted commands are writes of the
+//! store's own trees (sessions, queues, expiry), applied to them before the applied log
+//! id moves (re-applying a suffix of puts and removes after a crash gives the same
+//! trees), and its snapshots carry those trees whole.
 //!
 //! Each `apply` call writes what it changed and the applied log id in one batch, so the
 //! tree never holds state of entries it does not count as applied. Those writes are not
@@ -31,7 +37,7 @@ use shoal_store::Store;
 
 use crate::encoding::{Result, decode, encode, io_error};
 use crate::group_id::GroupId;
-use crate::state::{GroupState, Response, Touched};
+use crate::state::{Command, GroupState, Response, Touched};
 use crate::type_config::{GroupConfig, RaftNodeId};
 
 type Entry = openraft::Entry<GroupConfig>;
@@ -42,8 +48,15 @@ const ROUTE_PREFIX: &[u8] = b"r:";
 const OWNER_PREFIX: &[u8] = b"o:";
 const RETAINED_PREFIX: &[u8] = b"t:";
 const NODE_PREFIX: &[u8] = b"n:";
+const FENCE_PREFIX: &[u8] = b"f:";
 const EPOCH: &[u8] = b"a:epoch";
-const PREFIXES: [&[u8]; 4] = [ROUTE_PREFIX, OWNER_PREFIX, RETAINED_PREFIX, NODE_PREFIX];
+const PREFIXES: [&[u8]; 5] = [
+    ROUTE_PREFIX,
+    OWNER_PREFIX,
+    RETAINED_PREFIX,
+    NODE_PREFIX,
+    FENCE_PREFIX,
+];
 const APPLIED: &[u8] = b"a:applied";
 const MEMBERSHIP: &[u8] = b"a:membership";
 const SNAPSHOT_META: &[u8] = b"s:meta";
@@ -56,6 +69,21 @@ fn key_of(touched: &Touched) -> Vec<u8> {
         Touched::Retained(topic) => [RETAINED_PREFIX, topic.as_bytes()].concat(),
         Touched::Node(node) => [NODE_PREFIX, node.to_string().as_bytes()].concat(),
         Touched::Epoch => EPOCH.to_vec(),
+        Touched::Fence(client) => [FENCE_PREFIX, client.as_bytes()].concat(),
+    }
+}
+
+/// The store writes of the session commands `command` carried that were accepted
+/// (`response` says which), in order.
+fn accepted_ops<'a>(command: &'a Command, response: &Response, into: &mut Vec<&'a [u8]>) {
+    match (command, response) {
+        (Command::Batch(commands), Response::Batch(responses)) => {
+            for (command, response) in commands.iter().zip(responses) {
+                accepted_ops(command, response, into);
+            }
+        }
+        (Command::Session { ops, .. }, Response::Done) => into.push(ops),
+        _ => {}
     }
 }
 
@@ -82,6 +110,9 @@ struct Applied {
     last_applied: Option<LogId<RaftNodeId>>,
     membership: Membership,
     state: GroupState,
+    /// The session group's store trees (`encode_entries`), base64 in the JSON.
+    #[serde(default, with = "crate::state::base64_bytes")]
+    store: Vec<u8>,
 }
 
 /// [`Applied`] by reference: a snapshot is written from the shared state in place, not
@@ -91,6 +122,52 @@ struct AppliedRef<'a> {
     last_applied: &'a Option<LogId<RaftNodeId>>,
     membership: &'a Membership,
     state: &'a GroupState,
+    #[serde(
+        skip_serializing_if = "<[_]>::is_empty",
+        serialize_with = "crate::state::base64_bytes::serialize"
+    )]
+    store: &'a [u8],
+}
+
+/// The session trees as bytes: per entry its tree (u8), the key and the value, each with a
+/// u32 length before it.
+fn encode_entries(entries: &[shoal_store::TreeEntry]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (tree, key, value) in entries {
+        out.push(*tree as u8);
+        for part in [key, value] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part);
+        }
+    }
+    out
+}
+
+/// Reads what `encode_entries` wrote; `None` if it does not decode.
+fn decode_entries(mut bytes: &[u8]) -> Option<Vec<shoal_store::TreeEntry>> {
+    let mut entries = Vec::new();
+    let take = |bytes: &mut &[u8], n: usize| -> Option<Vec<u8>> {
+        if bytes.len() < n {
+            return None;
+        }
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        Some(head.to_vec())
+    };
+    while let Some((&tree, rest)) = bytes.split_first() {
+        bytes = rest;
+        let tree = shoal_store::SessionTree::try_from(tree).ok()?;
+        let mut parts = Vec::with_capacity(2);
+        for _ in 0..2 {
+            let len = take(&mut bytes, 4)?;
+            let len = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+            parts.push(take(&mut bytes, len)?);
+        }
+        let value = parts.pop()?;
+        let key = parts.pop()?;
+        entries.push((tree, key, value));
+    }
+    Some(entries)
 }
 
 /// The state machine of one group.
@@ -155,6 +232,10 @@ impl SledStateMachine {
                     RETAINED_PREFIX => {
                         state.retained.insert(name, value.to_vec());
                     }
+                    FENCE_PREFIX => {
+                        let epoch = decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
+                        state.fences.insert(name, epoch);
+                    }
                     _ => {
                         let node = name.parse().map_err(|e| bad(&e))?;
                         let member = decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
@@ -172,6 +253,7 @@ impl SledStateMachine {
             last_applied,
             membership,
             state,
+            ..
         } = applied;
         Ok(Self {
             group,
@@ -227,6 +309,7 @@ impl SledStateMachine {
             Touched::Retained(topic) => state.retained.get(topic).map(|m| Ok(m.clone())),
             Touched::Node(node) => state.nodes.get(node).map(|m| encode(m, subject())),
             Touched::Epoch => Some(encode(&state.epoch, subject())),
+            Touched::Fence(client) => state.fences.get(client).map(|e| encode(e, subject())),
         };
         match value {
             Some(value) => batch.insert(key, value?),
@@ -323,15 +406,26 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        // Nothing is applied once the store is broken (sled may hang on the next write).
+        self.store
+            .writable()
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
         let mut responses = Vec::new();
         let mut touched = BTreeSet::new();
+        let mut session_writes = Vec::new();
         let shared = Arc::clone(&self.shared);
         let mut state = shared.write().unwrap_or_else(|e| e.into_inner());
         for entry in entries {
             self.last_applied = Some(entry.log_id);
             let response = match entry.payload {
                 EntryPayload::Blank => Response::Done,
-                EntryPayload::Normal(command) => state.apply(&command, &mut touched),
+                EntryPayload::Normal(command) => {
+                    let response = state.apply(&command, &mut touched);
+                    let mut ops = Vec::new();
+                    accepted_ops(&command, &response, &mut ops);
+                    session_writes.extend(ops.into_iter().map(<[u8]>::to_vec));
+                    response
+                }
                 EntryPayload::Membership(membership) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), membership);
                     Response::Done
@@ -347,19 +441,47 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         // Readers wait for the lock only while the entries apply, not for sled's write. (A
         // failed write fails the group: openraft stops it, memory and tree no matter.)
         drop(state);
+        // The sessions' writes go to the store before the applied log id moves: a crash
+        // in between re-applies them, which leaves the same trees.
+        for ops in &session_writes {
+            match shoal_store::WriteBatch::decode(ops) {
+                Ok(writes) => self
+                    .store
+                    .apply(&writes)
+                    .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?,
+                // Every replica decodes the same bytes the same way: all skip it.
+                Err(e) => {
+                    tracing::error!(group = %self.group, error = %e, "a session write does not decode; skipped")
+                }
+            }
+        }
         self.applied_batch(&mut batch)?;
-        self.tree
-            .apply_batch(batch)
-            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        self.tree.apply_batch(batch).map_err(|e| {
+            self.store.fail();
+            io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e)
+        })?;
         Ok(responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        let data = snapshot_bytes(&AppliedRef {
-            last_applied: &self.last_applied,
-            membership: &self.membership,
-            state: &self.state(),
-        });
+        // No apply runs meanwhile (openraft drives both from one task): the store's
+        // session trees are those of `last_applied`.
+        let store = match self.group {
+            GroupId::Sessions(_) => self
+                .store
+                .export_sessions()
+                .map(|entries| encode_entries(&entries)),
+            _ => Ok(Vec::new()),
+        };
+        let data = match store {
+            Ok(store) => snapshot_bytes(&AppliedRef {
+                last_applied: &self.last_applied,
+                membership: &self.membership,
+                state: &self.state(),
+                store: &store,
+            }),
+            Err(e) => Err(io_error(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e)),
+        };
         SnapshotBuilder {
             tree: self.tree.clone(),
             store: self.store.clone(),
@@ -396,6 +518,18 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
                     let key = key.map_err(|e| io_error(subject.clone(), ErrorVerb::Read, &e))?;
                     batch.remove(key);
                 }
+            }
+            if let GroupId::Sessions(_) = self.group {
+                let entries = decode_entries(&installed.store).ok_or_else(|| {
+                    io_error(
+                        subject.clone(),
+                        ErrorVerb::Read,
+                        &io::Error::other("the session trees of a snapshot do not decode"),
+                    )
+                })?;
+                self.store
+                    .import_sessions(&entries)
+                    .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
             }
             self.last_applied = meta.last_log_id;
             self.membership = meta.last_membership.clone();

@@ -288,7 +288,11 @@ impl Broker {
                 }
             }
         }
-        self.end_claimed(&slot);
+        // A persistent session stays (offline) until the new owner fences it in the session
+        // group (`session_fenced`): its routes keep publications coming meanwhile.
+        if !slot.lock().is_persistent() {
+            self.end_claimed(&slot);
+        }
         attached
     }
 
@@ -296,7 +300,7 @@ impl Broker {
     /// it queued is durable.
     async fn deliver_forwarded(self: Arc<Self>, messages: Vec<Forwarded>) -> Vec<bool> {
         let mut recipients = Recipients::new();
-        let mut flush = false;
+        let mut all = super::Receipts::default();
         let mut results = Vec::with_capacity(messages.len());
         for forwarded in messages {
             let receipts = self.dispatch_forwarded(
@@ -304,13 +308,19 @@ impl Broker {
                 &forwarded.shared,
                 &mut recipients,
             );
-            flush |= receipts.flush;
-            results.push(!receipts.failed);
+            all = all.and(receipts);
+            results.push(receipts);
         }
-        if flush && !crate::connection::flush_store(&self).await {
-            results.iter_mut().for_each(|ok| *ok = false);
+        // One wait for the whole batch; a message whose own writes failed fails alone.
+        let durable = all.is_empty() || self.durable(all).await;
+        if durable {
+            return results.into_iter().map(|r| !r.failed).collect();
         }
-        results
+        let mut answers = Vec::with_capacity(results.len());
+        for receipts in results {
+            answers.push(receipts.is_empty() || self.durable(receipts).await);
+        }
+        answers
     }
 }
 
@@ -323,8 +333,10 @@ impl Host for BrokerHost {
         let n = messages.len();
         Box::pin(async move {
             match broker {
-                Some(broker) => broker.deliver_forwarded(messages).await,
-                None => vec![false; n],
+                // Not before its persistent sessions are read back: a copy for one of them
+                // would find no subscriber and be accepted.
+                Some(broker) if broker.sessions_ready() => broker.deliver_forwarded(messages).await,
+                _ => vec![false; n],
             }
         })
     }
@@ -342,6 +354,21 @@ impl Host for BrokerHost {
     fn retained_changed(&self, topic: &str, message: Option<Message>) {
         if let Some(broker) = self.0.upgrade() {
             broker.retained_changed(topic, message);
+        }
+    }
+
+    fn adopt_sessions(&self, node: shoal_cluster::RaftNodeId) -> BoxFuture<()> {
+        let broker = self.0.upgrade();
+        Box::pin(async move {
+            if let Some(broker) = broker {
+                broker.adopt_sessions_of(node).await;
+            }
+        })
+    }
+
+    fn session_fenced(&self, client_id: &str, epoch: u64) {
+        if let Some(broker) = self.0.upgrade() {
+            broker.session_fenced(client_id, epoch);
         }
     }
 

@@ -80,7 +80,12 @@ impl Broker {
             }
         }
         let (nodes, elsewhere) = self.forward(message, &mut out.pending);
-        let targets = self.targets(message, publisher, recipients, Shared::Except(&elsewhere));
+        let (targets, moving) =
+            self.targets(message, publisher, recipients, Shared::Except(&elsewhere));
+        if moving && message.qos != QoS::AtMostOnce {
+            // A subscriber's session is on its way to this node: not acknowledged yet.
+            out.receipts.failed = true;
+        }
         out.recipients = targets.len() + nodes;
         if out.recipients == 0 {
             metrics::counter!(m::MESSAGES_DROPPED, "cause" => "no_subscribers").increment(1);
@@ -108,12 +113,15 @@ impl Broker {
         recipients: &mut Recipients<u64>,
     ) -> Receipts {
         let now = self.now();
-        let targets = self.targets(message, None, recipients, Shared::Only(shared));
-        targets
-            .into_iter()
-            .fold(Receipts::default(), |receipts, t| {
-                receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
-            })
+        let (targets, moving) = self.targets(message, None, recipients, Shared::Only(shared));
+        let start = Receipts {
+            // A subscriber's session is on its way to this node: not accepted yet.
+            failed: moving && message.qos != QoS::AtMostOnce,
+            ..Receipts::default()
+        };
+        targets.into_iter().fold(start, |receipts, t| {
+            receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
+        })
     }
 
     /// Keeps (or clears) a retained message through its Raft group; the wait holds once
@@ -140,18 +148,21 @@ impl Broker {
     /// The sessions a message goes to: every plain subscriber the ACL lets receive it, and
     /// one member of each shared group `shared` includes (a connected one if there is
     /// one). The tables are read-locked only while this runs: nothing is written meanwhile.
+    /// Also says whether a placeholder of a session on its way here matched (`moves.rs`).
     fn targets(
         &self,
         message: &Message,
         publisher: Option<u64>,
         recipients: &mut Recipients<u64>,
         shared: Shared<'_>,
-    ) -> Vec<Target> {
+    ) -> (Vec<Target>, bool) {
         read(&self.index).match_topic(&message.topic, publisher, recipients);
         let by_id = read(&self.by_id);
         let mut targets = Vec::new();
+        let mut moving = false;
         for recipient in recipients.subscribers() {
             let Some(slot) = by_id.get(&recipient.subscriber) else {
+                moving |= self.is_moving(recipient.subscriber);
                 continue;
             };
             if !slot.may_receive(&message.topic) {
@@ -201,7 +212,7 @@ impl Broker {
                 ids: pick.identifier.into_iter().collect(),
             });
         }
-        targets
+        (targets, moving)
     }
 
     /// Gives one session a message and writes what it queued; wakes its connection.

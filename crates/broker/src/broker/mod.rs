@@ -60,6 +60,11 @@ pub struct Broker {
     isolated: std::sync::atomic::AtomicBool,
     /// Notified when the node should stop by itself (it left its cluster).
     pub(crate) stop: tokio::sync::Notify,
+    /// Subscriber ids that hold routes for sessions on their way to this node
+    /// (`moves.rs`): a publication reaching one fails rather than be acknowledged.
+    moving: RwLock<std::collections::HashSet<u64>>,
+    /// Set once the persistent sessions are read back (`restore`).
+    sessions_ready: std::sync::atomic::AtomicBool,
 }
 
 mod acl;
@@ -67,17 +72,19 @@ mod cluster;
 mod deadlines;
 mod dispatch;
 mod expiry;
+mod moves;
 mod ownership;
 mod persist;
 mod retained;
 mod will;
 
 pub(crate) use cluster::{BrokerHost, Pending};
+pub(crate) use moves::wait_all;
 pub(crate) use persist::Receipts;
 
 impl Broker {
-    /// A node with this configuration over an open store: loads the persistent sessions,
-    /// their queues and the retained messages back.
+    /// A node with this configuration over an open store (its sessions are read back by
+    /// `restore` once it is in its cluster).
     pub(crate) fn new(
         config: Config,
         store: Store,
@@ -104,6 +111,7 @@ impl Broker {
             // Until the node has entered its cluster (even a cluster of one).
             isolated: std::sync::atomic::AtomicBool::new(true),
             stop: tokio::sync::Notify::new(),
+            moving: RwLock::default(),
             store,
             sessions: Mutex::default(),
             by_id: RwLock::default(),
@@ -113,12 +121,16 @@ impl Broker {
             shared_cursor: AtomicUsize::new(0),
             stats: Stats::default(),
             shutdown,
+            sessions_ready: std::sync::atomic::AtomicBool::new(false),
         });
-        broker.restore()?;
         Ok(broker)
     }
 
-    fn restore(self: &Arc<Self>) -> Result<(), shoal_store::StoreError> {
+    /// Reads the persistent sessions back from the store, once the node is in its cluster
+    /// and its store holds every session write committed before (`Cluster::sync_sessions`):
+    /// read earlier, a session would miss the writes the session group applies again at
+    /// start. Forwarded publications are refused until then (`sessions_ready`).
+    pub(crate) fn restore(self: &Arc<Self>) -> Result<(), shoal_store::StoreError> {
         let now = self.clock.now();
         // Retained messages come from their Raft groups, as the cluster applies them (those
         // the store still holds from before are moved there: `migrate_retained`).
@@ -147,6 +159,16 @@ impl Broker {
         Ok(())
     }
 
+    /// The sessions are read back and settled: forwarded publications are taken from now on.
+    pub(crate) fn set_sessions_ready(&self) {
+        self.sessions_ready.store(true, Ordering::Release);
+    }
+
+    /// Whether the sessions are read back (see `restore`).
+    pub(crate) fn sessions_ready(&self) -> bool {
+        self.sessions_ready.load(Ordering::Acquire)
+    }
+
     /// The time now.
     pub fn now(&self) -> Timestamp {
         self.clock.now()
@@ -159,8 +181,12 @@ impl Broker {
 
     /// A slot for `session`, with a new subscriber id; not yet in the tables.
     fn new_slot(&self, session: Session) -> Arc<SessionSlot> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        Arc::new(SessionSlot::new(id, session))
+        Arc::new(SessionSlot::new(self.next_subscriber_id(), session))
+    }
+
+    /// A new subscriber id.
+    fn next_subscriber_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Puts a restored session in the tables.
@@ -192,8 +218,12 @@ impl Broker {
         };
         self.unsubscribe(slot.id, filters.iter().map(|f| f.as_str()));
         write(&self.by_id).remove(slot);
-        if stored && let Err(e) = self.store.remove_session(&slot.client_id) {
-            tracing::error!(client_id = %slot.client_id, error = %e, "removing a session from the store failed");
+        if stored {
+            // Through the session group, as the session's own writes (after them).
+            let mut batch = shoal_store::WriteBatch::new();
+            batch.remove_session(&slot.client_id);
+            batch.fence(&slot.client_id, slot.epoch());
+            let _ = self.apply(&batch, false);
         }
     }
 

@@ -11,9 +11,11 @@ use crate::metrics as m;
 use crate::slot::SessionSlot;
 
 /// What the acknowledgements of a read (PUBACK, PUBREC, SUBACK, CONNACK, PUBREL, PUBCOMP)
-/// wait for before they leave: its receipts. On a single node that is the store's flush of
-/// what the read wrote; a write that failed already makes them failures. The cluster adds
-/// Raft commits and peers' acceptance of forwarded messages here.
+/// wait for before they leave: its receipts. In a cluster (a node alone is one) that is
+/// the commit of the session writes it made, in the session group; a node not in its
+/// cluster yet writes to the store and waits for its flush. A write that failed already
+/// makes them failures. Peers' acceptance of forwarded messages and route barriers are
+/// waited for beside these (`Pending`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[must_use]
 pub(crate) struct Receipts {
@@ -21,20 +23,28 @@ pub(crate) struct Receipts {
     pub(crate) flush: bool,
     /// A write failed: what it carried is not durable, the acknowledgements are failures.
     pub(crate) failed: bool,
+    /// The numbers of the session group writes made, first and last
+    /// (`Cluster::sessions_written`).
+    pub(crate) writes: Option<(u64, u64)>,
 }
 
 impl Receipts {
     /// Both sets of receipts.
     pub(crate) fn and(self, other: Self) -> Self {
+        let writes = match (self.writes, other.writes) {
+            (Some((a, b)), Some((c, d))) => Some((a.min(c), b.max(d))),
+            (a, b) => a.or(b),
+        };
         Self {
             flush: self.flush || other.flush,
             failed: self.failed || other.failed,
+            writes,
         }
     }
 
     /// Whether nothing needs waiting for.
     pub(crate) fn is_empty(self) -> bool {
-        !self.flush && !self.failed
+        !self.flush && !self.failed && self.writes.is_none()
     }
 }
 
@@ -61,6 +71,7 @@ impl Broker {
             if retired {
                 continue;
             }
+            batch.fence(client_id, slot.epoch());
             let encoded = match change {
                 Change::Record(record) => batch.put_session(&record).map(|_| ()),
                 Change::Enqueued { seq, message } => {
@@ -107,6 +118,14 @@ impl Broker {
         if batch.is_empty() {
             return Receipts::default();
         }
+        // One command of the session group: atomic on every replica.
+        if let Some(cluster) = self.cluster() {
+            let seq = cluster.write_sessions(batch);
+            return Receipts {
+                writes: Some((seq, seq)),
+                ..Receipts::default()
+            };
+        }
         let result = match atomic {
             true => self.store.apply_atomic(batch),
             false => self.store.apply(batch),
@@ -114,16 +133,42 @@ impl Broker {
         match result {
             Ok(()) => Receipts {
                 flush: true,
-                failed: false,
+                ..Receipts::default()
             },
             Err(e) => {
                 self.store_failed(&e);
                 Receipts {
                     flush: true,
                     failed: true,
+                    writes: None,
                 }
             }
         }
+    }
+
+    /// Waits until what `receipts` name is durable (the store flushed, the session writes
+    /// committed); returns whether all of it is.
+    pub(crate) async fn durable(&self, receipts: Receipts) -> bool {
+        let flushed = !receipts.flush || crate::connection::flush_store(self).await;
+        let written = match (receipts.writes, self.cluster()) {
+            (Some((from, to)), Some(cluster)) => {
+                let written = cluster.sessions_written(from, to).await;
+                if !written {
+                    metrics::counter!(m::ACKS_FAILED, "kind" => "session_write").increment(1);
+                    // A full or failing disk fails the Raft log's flush, or stops a group
+                    // whose apply could not write: the node says so (`/readyz` 503).
+                    if self.store.is_broken() {
+                        self.store_failed(&shoal_store::StoreError::Broken);
+                    } else if let Some((group, error)) = cluster.stopped_group() {
+                        self.group_failed(&group.to_string(), &error);
+                    }
+                }
+                written
+            }
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
+        flushed && written && !receipts.failed
     }
 
     /// The store failed (a write or a flush): nothing acknowledged from now on is durable.
@@ -134,6 +179,19 @@ impl Broker {
             tracing::error!(%error, "the store failed: acknowledgements now answer with failure codes, and the node reports not ready; restart it once the disk is fixed");
         } else {
             tracing::debug!(%error, "store failure");
+        }
+    }
+
+    /// A Raft group of this node stopped on a storage error: as a store failure, nothing
+    /// acknowledged from now on is durable.
+    pub(crate) fn group_failed(&self, group: &str, error: &str) {
+        metrics::counter!(m::STORE_FAILURES).increment(1);
+        if !self.store_broken.swap(true, Ordering::AcqRel) {
+            tracing::error!(
+                group,
+                error,
+                "a Raft group stopped on a storage error: acknowledgements now answer with failure codes, and the node reports not ready; restart it once the disk is fixed"
+            );
         }
     }
 

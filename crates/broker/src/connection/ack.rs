@@ -185,8 +185,8 @@ impl<T: Transport> Conn<T> {
                 let _ = session.deliver(now, message, qos, true, id.into_iter().collect());
             }
         }
-        // The subscriptions just recorded are confirmed by SUBACK: `fill_output` flushes.
-        self.unflushed |= !broker.persist(slot, &mut session).is_empty();
+        // The subscriptions just recorded are confirmed by SUBACK: `fill_output` waits.
+        self.unflushed = self.unflushed.and(broker.persist(slot, &mut session));
         broker.count_drops(slot, &mut session);
         match close {
             Some(reason) => Err(reason),
@@ -211,15 +211,19 @@ impl<T: Transport> Conn<T> {
         Some(PubAckReasonCode::NotAuthorized)
     }
 
-    /// Encodes what the session has to send, up to the high-water mark; returns whether
-    /// the store must flush before it leaves: what the output confirms was written and must
-    /// be durable first. That is a CONNACK or SUBACK of a stored session (the session and
+    /// Encodes what the session has to send, up to the high-water mark; returns what must
+    /// be durable before it leaves (`Broker::durable`): what the output confirms was
+    /// written and must be durable first. That is a CONNACK or SUBACK of a stored session (the session and
     /// its subscriptions), a QoS 2 PUBLISH (recorded as sent with its identifier: after a
     /// crash it is resent with it, and the client drops the copy), a PUBREL (recorded as
     /// released: after a crash it is not sent again as a new PUBLISH), and a PUBCOMP (the
     /// receipt gone: after a crash a new message with the identifier is not mistaken for a
     /// resend).
-    pub(super) fn fill_output(&mut self, slot: &SessionSlot, version: ProtocolVersion) -> bool {
+    pub(super) fn fill_output(
+        &mut self,
+        slot: &SessionSlot,
+        version: ProtocolVersion,
+    ) -> Option<Receipts> {
         let broker = &self.broker;
         let mut confirms = false;
         let receipts = {
@@ -248,12 +252,11 @@ impl<T: Transport> Conn<T> {
             broker.count_drops(slot, &mut session);
             broker.persist(slot, &mut session)
         };
-        self.unflushed |= !receipts.is_empty();
-        let flush = self.unflushed && confirms;
-        if flush {
-            self.unflushed = false;
+        self.unflushed = self.unflushed.and(receipts);
+        if confirms && !self.unflushed.is_empty() {
+            return Some(std::mem::take(&mut self.unflushed));
         }
-        flush
+        None
     }
 }
 
@@ -292,7 +295,7 @@ pub(super) async fn wait_receipts(
     mut done: Done,
     receipts: Receipts,
 ) -> (Done, bool) {
-    let flushed = !receipts.flush || flush_store(broker).await;
+    let flushed = broker.durable(receipts).await;
     let timeout = broker.config.cluster.route_timeout;
     let deadline = tokio::time::Instant::now() + timeout;
     for (waiter, wait) in std::mem::take(&mut done.pending) {
@@ -319,7 +322,7 @@ pub(super) async fn wait_receipts(
             }
         }
     }
-    (done, flushed && !receipts.failed)
+    (done, flushed)
 }
 
 /// Waits for the store to make everything written so far durable; returns whether it did.

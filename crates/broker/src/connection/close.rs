@@ -47,8 +47,11 @@ impl<T: Transport> Conn<T> {
         let ours = self.broker.release(slot, self.attachment, persistent);
         if let Some(cluster) = self.broker.cluster() {
             if cluster.overtaken(&slot.client_id, slot.epoch()) {
-                // Taken over on another node: the session lives there now.
-                self.broker.end_claimed(slot);
+                // Taken over on another node: the session lives there now (a persistent
+                // one is let go when the new owner fences it: `session_fenced`).
+                if !persistent {
+                    self.broker.end_claimed(slot);
+                }
             } else if ours && !persistent {
                 // The registry forgets the client id (a persistent session keeps it until
                 // the session ends: a connect elsewhere must take it over).

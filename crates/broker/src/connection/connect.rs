@@ -109,20 +109,25 @@ impl<T: Transport> Conn<T> {
         }
         // In a cluster, the client id is claimed cluster-wide first: a connection holding it
         // on another node is closed (0x8E) before this CONNACK.
+        // A persistent session another node held is taken up from this node's replica of
+        // the session group (`broker/moves.rs`).
         let epoch = match self.broker.cluster() {
-            Some(cluster) => match cluster.claim(&client_id).await {
-                Ok(epoch) => epoch,
-                Err(e) => {
-                    tracing::warn!(error = %e, "the cluster did not register the client id");
-                    self.refuse(Refused::ConnAck(
-                        version,
-                        ConnectReasonCode::ServerUnavailable,
-                        Some("the cluster did not register the client id".into()),
-                    ))
-                    .await;
-                    return None;
+            Some(cluster) => {
+                match claim_in_cluster(&self.broker, cluster, connect.clean_start, &client_id).await
+                {
+                    Ok(epoch) => epoch,
+                    Err(why) => {
+                        tracing::warn!(error = %why, "the cluster did not register the client id");
+                        self.refuse(Refused::ConnAck(
+                            version,
+                            ConnectReasonCode::ServerUnavailable,
+                            Some("the cluster did not register the client id".into()),
+                        ))
+                        .await;
+                        return None;
+                    }
                 }
-            },
+            }
             None => 0,
         };
         let Some((slot, present)) = self.take_session(&connect, client_id.clone()).await else {
@@ -146,8 +151,8 @@ impl<T: Transport> Conn<T> {
             self.filter_resumed(&slot, &mut session);
             session.attach(now, &connect, options);
             self.broker.keep_alive.watch(&slot, session.poll_timeout());
-            // CONNACK confirms a stored session: `fill_output` flushes before it leaves.
-            self.unflushed = !self.broker.persist(&slot, &mut session).is_empty();
+            // CONNACK confirms a stored session: `fill_output` waits before it leaves.
+            self.unflushed = self.broker.persist(&slot, &mut session);
         }
         // Checked after `filter_resumed` (which clears earlier kicks of the slot): another
         // node that claimed the client id after this CONNECT did recorded its epoch before
@@ -633,4 +638,36 @@ pub(super) fn assign_client_id(broker: &Broker) -> MqttString {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let id = format!("shoal-{:x}-{n:x}", broker.clock.now().as_millis());
     MqttString::try_from(id).expect("hex digits and a dash are a valid MQTT string")
+}
+
+/// Claims `client_id` cluster-wide (a connection holding it on another node is closed,
+/// 0x8E, before this CONNACK) and takes its session up if another node held it;
+/// returns the claim's epoch.
+async fn claim_in_cluster(
+    broker: &Broker,
+    cluster: &shoal_cluster::Cluster,
+    clean_start: bool,
+    client_id: &MqttString,
+) -> Result<u64, String> {
+    let timeout = broker.config.cluster.route_timeout;
+    let (placeholder, held) = broker.hold_routes(cluster, client_id);
+    if !crate::broker::wait_all(held, timeout).await {
+        tracing::debug!(%client_id, "a route of a session on its way here was not confirmed");
+    }
+    let taken = async {
+        let (epoch, previous) = cluster
+            .claim_owner(client_id)
+            .await
+            .map_err(|e| e.to_string())?;
+        let routes = broker
+            .take_up(cluster, client_id, clean_start, epoch, previous, false)
+            .await?;
+        if !crate::broker::wait_all(routes, timeout).await {
+            return Err("the routes of a session taken up were not confirmed".to_owned());
+        }
+        Ok(epoch)
+    }
+    .await;
+    broker.drop_placeholder(placeholder);
+    taken
 }

@@ -18,6 +18,8 @@ use shoal_session::{CloseReason, ClosedBy};
 use shoal_topic::Recipients;
 use tracing::Instrument;
 
+use crate::broker::Receipts;
+
 use crate::auth::AuthExchange;
 use crate::broker::Broker;
 use crate::listener::Peer;
@@ -75,7 +77,7 @@ pub(crate) fn serve<T: Transport>(
         username: None,
         peer,
         attachment: 0,
-        unflushed: false,
+        unflushed: Receipts::default(),
     };
     async move { conn.run().await }.instrument(span)
 }
@@ -115,7 +117,7 @@ struct Conn<T> {
     attachment: u32,
     /// Whether this connection wrote to the store since its last flush: output that confirms
     /// state (`fill_output`) waits for a flush then.
-    unflushed: bool,
+    unflushed: Receipts,
 }
 
 /// What only some connections need, boxed so that the others do not carry it.
@@ -208,7 +210,9 @@ impl<T: Transport> Conn<T> {
             // What the output confirms must be durable before it leaves (`fill_output`). If
             // the store cannot make it so, the connection ends without it: MQTT 5 clients
             // are told 0x80, and nothing unconfirmed is acknowledged.
-            if self.fill_output(slot, version) && !Box::pin(flush_store(&self.broker)).await {
+            if let Some(receipts) = self.fill_output(slot, version)
+                && !Box::pin(self.broker.durable(receipts)).await
+            {
                 return self.store_failed(slot);
             }
             self.release_idle_buffer();

@@ -327,15 +327,24 @@ impl Process {
             }
             None => std::process::Command::new(shoal),
         };
-        let stderr = match log {
-            Some(path) => std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map(std::process::Stdio::from)
-                .expect("node log file"),
-            None => std::process::Stdio::inherit(),
+        // The node's log (on standard output) and its standard error go to `log`.
+        let (stdout, stderr) = match log {
+            Some(path) => {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("node log file");
+                let copy = file.try_clone().expect("node log file");
+                (
+                    std::process::Stdio::from(copy),
+                    std::process::Stdio::from(file),
+                )
+            }
+            None => (std::process::Stdio::null(), std::process::Stdio::inherit()),
         };
+        // `SHOAL_TEST_LOG=info` (or debug) for more in the logs of a run kept for a look.
+        let level = std::env::var("SHOAL_TEST_LOG").unwrap_or_else(|_| "warn".to_owned());
         let child = command
             .args([
                 "--listen",
@@ -343,12 +352,12 @@ impl Process {
                 "--sys-interval",
                 "0",
                 "--log",
-                "warn",
+                &level,
             ])
             .args(args)
             .arg("--data-dir")
             .arg(dir)
-            .stdout(std::process::Stdio::null())
+            .stdout(stdout)
             .stderr(stderr)
             .spawn()
             .expect("start shoal");
