@@ -27,57 +27,7 @@ LT=target/release/shoal-loadtest
 RESULTS="$(dirname "$OUT")/sessions-results"
 mkdir -p "$RESULTS"
 
-PIDS=()
-stop_all() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    PIDS=()
-}
-trap 'stop_all; rm -rf "$WORK"' EXIT INT TERM
-
-wait_ready() { # admin port
-    for _ in $(seq 1 300); do
-        if curl -sf "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; then return 0; fi
-        sleep 0.1
-    done
-    echo "node with admin port $1 not ready" >&2
-    return 1
-}
-
-# start_cluster N: starts N nodes; sets PORTS (MQTT) and PIDS.
-start_cluster() {
-    local n=$1 seed="" i
-    PORTS=()
-    for i in $(seq 1 "$n"); do
-        local mqtt admin cport dir
-        mqtt=$(free_port); admin=$(free_port); cport=$(free_port); dir=$(mktemp -d -p "$WORK")
-        local args=(--listen "127.0.0.1:$mqtt" --admin-listen "127.0.0.1:$admin"
-            --cluster-listen "127.0.0.1:$cport" --node-id "$i" --data-dir "$dir"
-            --sys-interval 0 --log warn)
-        if [ -n "$seed" ]; then args+=(--seeds "$seed"); else args+=(--bootstrap true); fi
-        "$SHOAL" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
-        PIDS+=($!)
-        PORTS+=("$mqtt")
-        if [ -z "$seed" ]; then seed="127.0.0.1:$cport"; wait_ready "$admin"; fi
-        ADMINS[$i]=$admin
-    done
-    for i in $(seq 2 "$n"); do wait_ready "${ADMINS[$i]}"; done
-}
-
-start_single() { # shoal|mosquitto
-    local port
-    port=$(free_port)
-    if [ "$1" = mosquitto ]; then
-        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$port" >"$WORK/m.conf"
-        "$MOSQUITTO" -c "$WORK/m.conf" >"$WORK/mosquitto.log" 2>&1 &
-    else
-        "$SHOAL" --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 --data-dir "$(mktemp -d -p "$WORK")" \
-            --sys-interval 0 --log warn >"$WORK/shoal.log" 2>&1 &
-    fi
-    PIDS+=($!)
-    PORTS=("$port")
-    wait_port "$port"
-}
+. benches/cluster_lib.sh
 
 scenario_args() {
     case $1 in
@@ -87,24 +37,7 @@ scenario_args() {
     esac
 }
 
-for scenario in $SCENARIOS; do
-    for broker in "${BROKERS[@]}"; do
-        case $broker in
-            mosquitto|shoal) start_single "$broker"; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
-            cluster-same) start_cluster 3; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
-            cluster-cross) start_cluster 3
-                targets=(-b "mqtt://127.0.0.1:${PORTS[0]}" --more-brokers "mqtt://127.0.0.1:${PORTS[1]}" --more-brokers "mqtt://127.0.0.1:${PORTS[2]}")
-                placement=(--placement cross) ;;
-        esac
-        pids=()
-        for pid in "${PIDS[@]}"; do pids+=(--broker-pid "$pid"); done
-        echo "== $scenario on $broker" >&2
-        "$LT" $(scenario_args "$scenario") "${targets[@]}" "${placement[@]}" "${pids[@]}" \
-            --no-broker-version --progress lines --label "$scenario/$broker" \
-            --json "$RESULTS/$scenario-$broker.json" >&2 || true
-        stop_all
-    done
-done
+run_scenarios $SCENARIOS
 
 python3 - "$RESULTS" "$OUT" "$SCENARIOS" "${BROKERS[*]}" <<'PY'
 import datetime, json, os, platform, sys

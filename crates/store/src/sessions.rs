@@ -60,18 +60,7 @@ impl Store {
         let mut loaded = Loaded::default();
         for item in self.inner.sessions.iter() {
             let (key, value) = item?;
-            match decode_session_at(&key, &value) {
-                Ok(mut session) => {
-                    self.load_receipts(&mut session, &mut loaded)?;
-                    self.load_subscriptions(&mut session, &mut loaded)?;
-                    loaded.records.push(session);
-                }
-                Err(source) => loaded.corrupt.push(CorruptRecord {
-                    tree: SESSIONS,
-                    key: RecordKey(key.to_vec()),
-                    source,
-                }),
-            }
+            self.load_one(&key, &value, &mut loaded)?;
         }
         Ok(loaded)
     }
@@ -85,20 +74,32 @@ impl Store {
         let mut loaded = Loaded::default();
         let key = client_id.as_bytes();
         if let Some(value) = self.inner.sessions.get(key)? {
-            match decode_session_at(key, &value) {
-                Ok(mut session) => {
-                    self.load_receipts(&mut session, &mut loaded)?;
-                    self.load_subscriptions(&mut session, &mut loaded)?;
-                    loaded.records.push(session);
-                }
-                Err(source) => loaded.corrupt.push(CorruptRecord {
-                    tree: SESSIONS,
-                    key: RecordKey(key.to_vec()),
-                    source,
-                }),
-            }
+            self.load_one(key, &value, &mut loaded)?;
         }
         Ok(loaded)
+    }
+
+    /// Decodes the session record `value` stored at `key` with its receipts and
+    /// subscriptions into `loaded` (or notes it as corrupt).
+    fn load_one(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        loaded: &mut Loaded<SessionRecord>,
+    ) -> Result<(), StoreError> {
+        match decode_session_at(key, value) {
+            Ok(mut session) => {
+                self.load_receipts(&mut session, loaded)?;
+                self.load_subscriptions(&mut session, loaded)?;
+                loaded.records.push(session);
+            }
+            Err(source) => loaded.corrupt.push(CorruptRecord {
+                tree: SESSIONS,
+                key: RecordKey(key.to_vec()),
+                source,
+            }),
+        }
+        Ok(())
     }
 
     /// Adds the subscriptions stored beside the session (`WriteBatch::put_subscription`)
