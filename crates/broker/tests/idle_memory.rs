@@ -34,8 +34,10 @@ async fn an_idle_connection_stays_within_its_heap_budget() {
     // Release builds held about 1,810 bytes (1,550 on the broker's side) before a node
     // alone became a cluster of one; the client id's entry in the cluster-wide registry
     // (its owner in the route group's state, in the group's tree and log in sled's cache)
-    // adds about 150-250 bytes. Debug builds lay futures out larger.
-    let budget = if cfg!(debug_assertions) { 2_850 } else { 2_250 };
+    // adds about 150-250 bytes. Debug builds lay futures out larger; since sessions are
+    // replicated (the CONNECT future holds the claim and take-up steps) a debug build
+    // measured 2,857 once.
+    let budget = if cfg!(debug_assertions) { 2_950 } else { 2_250 };
     assert!(
         per_connection <= budget,
         "an idle connection holds {per_connection} bytes of heap (budget {budget})"

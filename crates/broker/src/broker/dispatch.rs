@@ -25,6 +25,9 @@ pub(crate) struct Dispatched {
     /// What else it waits for: peers' acceptance of the forwarded copies, the replicated
     /// retained message.
     pub(crate) pending: Vec<super::Pending>,
+    /// The publisher's QoS 2 receipt, when the message went to other nodes too: the caller
+    /// writes it once they have accepted their copies (`wait_receipts`), not before.
+    pub(crate) deferred: Option<WriteBatch>,
 }
 
 /// Which shared subscription groups a dispatch delivers to.
@@ -80,6 +83,18 @@ impl Broker {
             }
         }
         let (nodes, elsewhere) = self.forward(message, &mut out.pending);
+        // A QoS 2 receipt replicated before the other nodes have their copies would make a
+        // resend after this node dies look like a duplicate, and reach none of them: it is
+        // written after their acceptance (a crash in between may deliver this node's own
+        // copies twice, as with any resend before a receipt: cross-node QoS 2 is not yet
+        // exactly once, docs/ARCHITECTURE.md).
+        let atomic = match atomic {
+            Some(receipt) if nodes > 0 => {
+                out.deferred = Some(receipt);
+                None
+            }
+            other => other,
+        };
         let (targets, moving) =
             self.targets(message, publisher, recipients, Shared::Except(&elsewhere));
         if moving && message.qos != QoS::AtMostOnce {

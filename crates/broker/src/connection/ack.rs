@@ -43,6 +43,7 @@ impl<T: Transport> Conn<T> {
         let mut acks: Vec<(PacketId, PubAckReasonCode)> = Vec::new();
         let mut subacks = Vec::new();
         let mut pending = Vec::new();
+        let mut deferred = Vec::new();
         let mut close = None;
         for event in events {
             match event {
@@ -74,8 +75,12 @@ impl<T: Transport> Conn<T> {
                         }
                         _ => None,
                     };
-                    let dispatched = broker.dispatch(&message, Some(slot.id), recipients, atomic);
+                    let mut dispatched =
+                        broker.dispatch(&message, Some(slot.id), recipients, atomic);
                     receipts = receipts.and(dispatched.receipts);
+                    if let Some(receipt) = dispatched.deferred.take() {
+                        deferred.push((acks.len(), receipt));
+                    }
                     woken += dispatched.recipients;
                     if packet_id.is_some() {
                         // Its acknowledgement (pushed below) waits for these too.
@@ -128,6 +133,7 @@ impl<T: Transport> Conn<T> {
             close,
             woken,
             pending,
+            deferred,
         };
         Some((done, receipts))
     }
@@ -150,6 +156,7 @@ impl<T: Transport> Conn<T> {
             close,
             woken,
             pending: _,
+            deferred: _,
         } = done;
         let broker = &self.broker;
         let now = broker.now();
@@ -268,12 +275,15 @@ pub(super) struct Done {
     woken: usize,
     /// What the acknowledgements wait for beyond the flush (the cluster's receipts).
     pending: Vec<(Waiter, Pending)>,
+    /// QoS 2 receipts to write once the other nodes accepted their copies, by the index of
+    /// their PUBREC in `acks`.
+    deferred: Vec<(usize, WriteBatch)>,
 }
 
 impl Done {
     /// Whether there is nothing to wait for but the store.
     pub(super) fn waits_for_nobody(&self) -> bool {
-        self.pending.is_empty()
+        self.pending.is_empty() && self.deferred.is_empty()
     }
 }
 
@@ -320,6 +330,19 @@ pub(super) async fn wait_receipts(
                     *result = Err(shoal_codec::SubAckReasonCode::UnspecifiedError);
                 }
             }
+        }
+    }
+    // The QoS 2 receipts of messages the other nodes have now: written, and their PUBREC
+    // waits for it. A refused one is not written (its PUBREC says 0x80; a resend is new).
+    for (i, receipt) in std::mem::take(&mut done.deferred) {
+        let Some((_, reason)) = done.acks.get_mut(i) else {
+            continue;
+        };
+        if shoal_codec::ReasonCode::is_error(*reason) {
+            continue;
+        }
+        if !broker.durable(broker.apply(&receipt, false)).await {
+            *reason = PubAckReasonCode::UnspecifiedError;
         }
     }
     (done, flushed)
