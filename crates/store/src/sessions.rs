@@ -65,6 +65,12 @@ impl Store {
         Ok(loaded)
     }
 
+    /// Whether the store holds a session record of `client_id` (one key lookup: nothing is
+    /// decoded).
+    pub fn has_session(&self, client_id: &MqttString) -> Result<bool, StoreError> {
+        Ok(self.inner.sessions.contains_key(client_id.as_bytes())?)
+    }
+
     /// The session of `client_id`, if the store holds one (`Ok(None)` also for a record
     /// that does not decode: it is in `Loaded::corrupt`).
     pub fn load_session(
