@@ -144,7 +144,7 @@ fn publish(broker: &Arc<Broker>, load: &Load, recipients: &mut Recipients<u64>) 
             retain: false,
             ..(*message).clone()
         });
-        let _ = broker.dispatch(&plain, None, recipients, None);
+        let _ = broker.dispatch(&plain, None, recipients, None, None);
     }
 }
 

@@ -1680,3 +1680,103 @@ async fn the_sessions_of_a_dead_node_are_taken_up_and_their_wills_published_once
         n - 1
     );
 }
+
+/// The QoS 2 PUBLISH packets that arrive within `wait` of each other, each flow completed
+/// (PUBREC, then PUBCOMP for the PUBREL); returns their payloads.
+async fn take_qos2(raw: &mut Raw, wait: Duration) -> Vec<Vec<u8>> {
+    let mut got = Vec::new();
+    while let Some(packet) = raw.recv_within(wait).await {
+        match packet {
+            Packet::Publish(p) => {
+                if let QosPid::ExactlyOnce(id) = p.qos_pid {
+                    raw.send(Packet::PubRec(shoal_codec::PubAck::new(id))).await;
+                }
+                got.push(p.payload.to_vec());
+            }
+            Packet::PubRel(rel) => {
+                raw.send(Packet::PubComp(shoal_codec::PubComp::new(rel.packet_id)))
+                    .await;
+            }
+            _ => {}
+        }
+    }
+    got
+}
+
+/// QoS 2 across nodes stays exactly once when the publisher's node dies mid-flow: node 1
+/// forwards a QoS 2 message to subscribers on nodes 2 and 3, node 3 is stopped so that
+/// node 1 never completes the publisher's receipt, and node 1 is killed after node 2's
+/// subscriber has its copy. The publisher resends the message (DUP) through node 2, as
+/// MQTT has it do after a reconnect: the resend goes out under the tag of the pending
+/// receipt, and neither subscriber takes it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_resend_after_its_publishers_node_died_is_delivered_once() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let (mut near, _) = persistent(cluster.addr(1), "exact-near").await;
+    subscribe(&mut near, 1, "exact/#", QoS::ExactlyOnce).await;
+    let (mut far, _) = persistent(cluster.addr(2), "exact-far").await;
+    subscribe(&mut far, 1, "exact/#", QoS::ExactlyOnce).await;
+    let (mut publisher, _) = persistent(cluster.addr(0), "exact-source").await;
+    cluster.signal(2, "STOP");
+    publisher
+        .publish("exact/x", b"once", QosPid::ExactlyOnce(pid(7)), false)
+        .await;
+    let first = near
+        .recv_within(Duration::from_secs(20))
+        .await
+        .expect("node 2's subscriber gets its copy");
+    let Packet::Publish(first) = first else {
+        panic!("expected PUBLISH, got {first:?}");
+    };
+    assert_eq!(first.payload.as_ref(), b"once");
+    cluster.kill(0);
+    cluster.signal(2, "CONT");
+    if let QosPid::ExactlyOnce(id) = first.qos_pid {
+        near.send(Packet::PubRec(shoal_codec::PubAck::new(id)))
+            .await;
+    }
+    let mut near_got = vec![first.payload.to_vec()];
+    // The publisher comes back through node 2 once its session is free there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut publisher = loop {
+        let (raw, ack) = Raw::connect(cluster.addr(1), V5, "exact-source", |c| {
+            c.clean_start = false;
+            c.properties.session_expiry_interval = Some(3600);
+        })
+        .await;
+        if ack.reason_code == shoal_codec::ConnectReasonCode::Success {
+            assert!(ack.session_present, "the publisher's session survived");
+            break raw;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the publisher never got back in: {ack:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let mut resend = shoal_codec::Publish::new(
+        shoal_codec::MqttString::try_from("exact/x").expect("topic"),
+        bytes::Bytes::from_static(b"once"),
+    );
+    resend.qos_pid = QosPid::ExactlyOnce(pid(7));
+    resend.dup = true;
+    publisher.send(Packet::Publish(resend)).await;
+    match publisher.recv_within(Duration::from_secs(20)).await {
+        Some(Packet::PubRec(rec)) => {
+            assert_eq!(rec.packet_id, pid(7));
+            assert_eq!(rec.reason_code, PubAckReasonCode::Success, "{rec:?}");
+        }
+        other => panic!("expected PUBREC, got {other:?}"),
+    }
+    publisher
+        .send(Packet::PubRel(shoal_codec::PubRel::new(pid(7))))
+        .await;
+    match publisher.recv_within(Duration::from_secs(20)).await {
+        Some(Packet::PubComp(comp)) => assert_eq!(comp.packet_id, pid(7)),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    near_got.extend(take_qos2(&mut near, Duration::from_millis(1500)).await);
+    let far_got = take_qos2(&mut far, Duration::from_millis(1500)).await;
+    assert_eq!(near_got, vec![b"once".to_vec()], "node 2's subscriber");
+    assert_eq!(far_got, vec![b"once".to_vec()], "node 3's subscriber");
+}

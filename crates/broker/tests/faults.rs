@@ -54,9 +54,9 @@ enum Fault {
     /// kill -9 a node holding subscribers' sessions and restart it with its data; its
     /// clients come back to it (their sessions are on its disk).
     KillSubscriberNode,
-    /// kill -9 a node holding subscribers' sessions for good; its clients reconnect to
-    /// another node (`--failover`): expected to lose their sessions, and the messages
-    /// queued in them, until sessions are replicated (session shards, issue 13 part 2).
+    /// kill -9 a node holding subscribers' sessions (and publishers) for good; its clients
+    /// reconnect to another node (`--failover`), where their replicated sessions are taken
+    /// up, and its QoS 2 publishers resend what was not acknowledged.
     LoseSubscriberNode,
     /// SIGTERM every node in turn (each holds clients), restart it with its data, wait
     /// until it is ready and the leaderships have spread again, then the next; its clients
@@ -97,12 +97,14 @@ impl fmt::Display for Fault {
 }
 
 /// The faults a series runs unless told otherwise: those the cluster must survive today.
-const DEFAULT_FAULTS: [Fault; 6] = [
+const DEFAULT_FAULTS: [Fault; 8] = [
     Fault::KillBystander,
     Fault::KillLeader(GroupKind::Meta),
     Fault::KillLeader(GroupKind::Routes),
     Fault::KillLeader(GroupKind::Retained),
     Fault::Partition,
+    Fault::KillSubscriberNode,
+    Fault::LoseSubscriberNode,
     Fault::RollingRestart,
 ];
 
@@ -914,9 +916,9 @@ fn base_seed() -> u64 {
     )
 }
 
-/// The CI series: two runs of kill-bystander and of partition, one of each leader kind
-/// and one rolling restart (the faults the cluster must survive today), seeded from the
-/// clock (printed) or `FAULTS_SEED`.
+/// The CI series: two runs of kill-bystander and of partition, one of each leader kind,
+/// one lose-subscriber-node and one rolling restart (the faults the cluster must survive
+/// today), seeded from the clock (printed) or `FAULTS_SEED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_series_loses_no_acknowledged_message() {
     let shape = Shape {
@@ -933,6 +935,7 @@ async fn ci_series_loses_no_acknowledged_message() {
         Fault::KillLeader(GroupKind::Retained),
         Fault::KillBystander,
         Fault::Partition,
+        Fault::LoseSubscriberNode,
         Fault::RollingRestart,
     ];
     let reports = series(
@@ -952,7 +955,7 @@ async fn ci_series_loses_no_acknowledged_message() {
 }
 
 /// The long series (deploy/faults/README.md): `FAULTS_RUNS` (24), `FAULTS_SEED` (the
-/// clock), `FAULTS_KINDS` (comma-separated; the six that must pass), `FAULTS_NODES` (3),
+/// clock), `FAULTS_KINDS` (comma-separated; the eight that must pass: all), `FAULTS_NODES` (3),
 /// `FAULTS_LOAD_SECS` (10), `FAULTS_BUDGET_SECS` (1800), `FAULTS_OUT` (a markdown table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the long series: minutes; run by deploy/faults/run.sh"]

@@ -26,6 +26,8 @@ pub type ForwardWait = oneshot::Receiver<bool>;
 pub(crate) struct Outgoing {
     pub(crate) message: Bytes,
     pub(crate) shared: Vec<String>,
+    /// The dedup tag of a QoS 2 message (`Forwarded::tag`).
+    pub(crate) tag: Option<u64>,
     pub(crate) ack: Option<oneshot::Sender<bool>>,
     /// When it was queued here: the forwarding latency runs from then to the acceptance.
     pub(crate) queued: Instant,
@@ -86,6 +88,7 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
                 message: item.message,
                 acknowledge,
                 shared: item.shared,
+                tag: item.tag.unwrap_or(0),
             });
         };
         let mut batch = ForwardBatch::default();

@@ -106,6 +106,9 @@ pub struct Forwarded {
     /// The shared groups (`$share/name/filter`) whose delivery falls to this node; this
     /// node delivers to no other shared group.
     pub shared: Vec<String>,
+    /// The dedup tag of a QoS 2 message whose publisher's receipt is replicated: a
+    /// recipient that took a copy under it does not take a resend.
+    pub tag: Option<u64>,
 }
 
 /// What the cluster needs of the broker it runs in.
@@ -516,6 +519,7 @@ impl Cluster {
         node: RaftNodeId,
         message: &Bytes,
         shared: Vec<String>,
+        tag: Option<u64>,
         acknowledge: bool,
     ) -> Result<Option<ForwardWait>, ClusterError> {
         let (ack, wait) = if acknowledge {
@@ -540,6 +544,7 @@ impl Cluster {
             .try_send(Outgoing {
                 message: message.clone(),
                 shared,
+                tag,
                 ack,
                 queued: Instant::now(),
             })

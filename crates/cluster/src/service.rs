@@ -262,6 +262,7 @@ impl Cluster for Service {
                             messages.push(Forwarded {
                                 message,
                                 shared: publication.shared,
+                                tag: (publication.tag != 0).then_some(publication.tag),
                             });
                         }
                         Err(e) => {

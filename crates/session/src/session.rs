@@ -203,6 +203,12 @@ pub struct Session {
     /// QoS 2 receipts: packet identifiers received from the client and acknowledged (or
     /// being acknowledged) with PUBREC, whose PUBREL has not come yet [MQTT-4.3.3-10].
     pub(crate) incoming_qos2: IdSetBox,
+    /// The dedup tags of QoS 2 messages received from the client that went (or go) to
+    /// other nodes of a cluster, by packet identifier, until PUBREL (the broker keeps and
+    /// writes them: docs/ARCHITECTURE.md, "QoS 2 across nodes"). Boxed: rarely present,
+    /// and an empty map is 48 bytes where the box is 8 (idle sessions are many).
+    #[allow(clippy::box_collection)]
+    pub(crate) qos2_tags: Option<Box<HashMap<PacketId, u64>>>,
     /// Where each subscription sits in `record.subscriptions`, by filter.
     pub(crate) filters: crate::filters::FilterIndex,
 }
@@ -248,6 +254,7 @@ impl Session {
             closing: None,
             stored: false,
             incoming_qos2,
+            qos2_tags: None,
             filters: Default::default(),
         };
         session.stored = session.is_persistent();
@@ -623,6 +630,28 @@ impl Session {
         if self.stored {
             push(&mut self.changes, change);
         }
+    }
+
+    /// The dedup tag of the QoS 2 message received with `packet_id`, if it has one.
+    pub fn qos2_tag(&self, packet_id: PacketId) -> Option<u64> {
+        self.qos2_tags.as_ref()?.get(&packet_id).copied()
+    }
+
+    /// Gives the QoS 2 message received with `packet_id` its dedup tag.
+    pub fn set_qos2_tag(&mut self, packet_id: PacketId, tag: u64) {
+        self.qos2_tags
+            .get_or_insert_with(Default::default)
+            .insert(packet_id, tag);
+    }
+
+    /// Removes the dedup tag of `packet_id` (its PUBREL came, or its PUBREC failed).
+    pub fn take_qos2_tag(&mut self, packet_id: PacketId) -> Option<u64> {
+        let tags = self.qos2_tags.as_mut()?;
+        let tag = tags.remove(&packet_id);
+        if tags.is_empty() {
+            self.qos2_tags = None;
+        }
+        tag
     }
 
     /// The QoS 2 receipts awaiting PUBREL, in no particular order.

@@ -68,6 +68,14 @@ pub(crate) enum Op {
     PutReceipt {
         client_id: MqttString,
         packet_id: PacketId,
+        tag: Option<ReceiptTag>,
+    },
+    PutMark {
+        tag: u64,
+        name: Vec<u8>,
+    },
+    ReleaseTag {
+        tag: u64,
     },
     RemoveReceipt {
         client_id: MqttString,
@@ -82,6 +90,46 @@ pub(crate) enum Op {
         client_id: MqttString,
         filter: MqttString,
     },
+}
+
+/// The dedup tag of a QoS 2 message that went to other nodes, kept with its receipt: a
+/// resend carries the same tag, and a recipient that holds a mark of it does not take it
+/// again (docs/ARCHITECTURE.md, "QoS 2 across nodes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReceiptTag {
+    /// The tag: random, never reused.
+    pub tag: u64,
+    /// Whether every recipient has its copy (the receipt proper); `false` while they are
+    /// being given it (a resend is dispatched again, under the same tag).
+    pub done: bool,
+}
+
+impl ReceiptTag {
+    /// The stored value of a tagged receipt.
+    pub(crate) fn encode(self) -> [u8; 9] {
+        let mut value = [0; 9];
+        value[0] = u8::from(self.done);
+        value[1..].copy_from_slice(&self.tag.to_be_bytes());
+        value
+    }
+
+    /// Reads a receipt's stored value: `None` for an untagged receipt (empty value) or a
+    /// value that is not a tag.
+    pub(crate) fn decode(value: &[u8]) -> Option<Self> {
+        let (&done, tag) = value.split_first()?;
+        Some(Self {
+            tag: u64::from_be_bytes(tag.try_into().ok()?),
+            done: done != 0,
+        })
+    }
+}
+
+/// The key of a mark: tag, then the recipient's name.
+pub(crate) fn mark_key(tag: u64, name: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(8 + name.len());
+    key.extend_from_slice(&tag.to_be_bytes());
+    key.extend_from_slice(name);
+    key
 }
 
 impl WriteBatch {
@@ -205,7 +253,42 @@ impl WriteBatch {
         self.ops.push(Op::PutReceipt {
             client_id: client_id.clone(),
             packet_id,
+            tag: None,
         });
+        self
+    }
+
+    /// A QoS 2 receipt with the dedup tag of its message ([`ReceiptTag`]). A receipt not
+    /// `done` is not loaded into `incoming_qos2`: a resend is dispatched again (under the
+    /// tag); [`Store::load_tags`] reads the tags back.
+    pub fn put_tagged_receipt(
+        &mut self,
+        client_id: &MqttString,
+        packet_id: PacketId,
+        tag: ReceiptTag,
+    ) -> &mut Self {
+        self.ops.push(Op::PutReceipt {
+            client_id: client_id.clone(),
+            packet_id,
+            tag: Some(tag),
+        });
+        self
+    }
+
+    /// Notes that the recipient `name` (a session's client id, or a shared group's name
+    /// behind a NUL, which no client id holds) took its copy of the message tagged `tag`.
+    pub fn put_mark(&mut self, tag: u64, name: &[u8]) -> &mut Self {
+        self.ops.push(Op::PutMark {
+            tag,
+            name: name.to_vec(),
+        });
+        self
+    }
+
+    /// Removes every mark of `tag`: its publisher released the message (PUBREL), so no
+    /// resend of it can come.
+    pub fn release_tag(&mut self, tag: u64) -> &mut Self {
+        self.ops.push(Op::ReleaseTag { tag });
         self
     }
 
@@ -306,9 +389,22 @@ impl Store {
                 Op::PutReceipt {
                     client_id,
                     packet_id,
+                    tag,
                 } => {
                     let key = receipt_key(client_id, packet_id.get());
-                    self.inner.queues.insert(key, &[][..])?;
+                    match tag {
+                        None => self.inner.queues.insert(key, &[][..])?,
+                        Some(tag) => self.inner.queues.insert(key, &tag.encode()[..])?,
+                    };
+                }
+                Op::PutMark { tag, name } => {
+                    self.inner.marks.insert(mark_key(*tag, name), &[][..])?;
+                }
+                Op::ReleaseTag { tag } => {
+                    for item in self.inner.marks.scan_prefix(tag.to_be_bytes()) {
+                        let (key, _) = item?;
+                        self.inner.marks.remove(key)?;
+                    }
                 }
                 Op::RemoveReceipt {
                     client_id,
@@ -368,7 +464,14 @@ impl Store {
                 Op::PutReceipt {
                     client_id,
                     packet_id,
-                } => queues.insert(receipt_key(client_id, packet_id.get()), &[][..]),
+                    tag,
+                } => {
+                    let key = receipt_key(client_id, packet_id.get());
+                    match tag {
+                        None => queues.insert(key, &[][..]),
+                        Some(tag) => queues.insert(key, &tag.encode()[..]),
+                    }
+                }
                 Op::RemoveReceipt {
                     client_id,
                     packet_id,

@@ -35,7 +35,7 @@ mod retained;
 mod sessions;
 mod store;
 
-pub use batch::WriteBatch;
+pub use batch::{ReceiptTag, WriteBatch};
 pub use config::StoreConfig;
 pub use error::{CorruptRecord, DecodeRecordError, EncodeRecordError, RecordKey, StoreError};
 pub use expiry::ExpiredReport;

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use shoal_codec::{MqttString, PacketId};
 use shoal_session::Timestamp;
 
-use crate::batch::{Op, WriteBatch};
+use crate::batch::{Op, ReceiptTag, WriteBatch};
 use crate::error::{DecodeRecordError, StoreError};
 use crate::record::{decode_state, encode_state};
 use crate::store::Store;
@@ -27,6 +27,8 @@ pub enum SessionTree {
     Queues = 1,
     /// The expiry index.
     Expiry = 2,
+    /// The dedup marks of tagged QoS 2 messages.
+    Marks = 3,
 }
 
 /// One entry of the session trees: tree, key, value.
@@ -181,10 +183,31 @@ impl WriteBatch {
                 Op::PutReceipt {
                     client_id,
                     packet_id,
+                    tag: None,
                 } => {
                     w.u8(8);
                     w.bytes(client_id.as_bytes());
                     w.0.extend_from_slice(&packet_id.get().to_be_bytes());
+                }
+                Op::PutReceipt {
+                    client_id,
+                    packet_id,
+                    tag: Some(tag),
+                } => {
+                    w.u8(12);
+                    w.bytes(client_id.as_bytes());
+                    w.0.extend_from_slice(&packet_id.get().to_be_bytes());
+                    w.u64(tag.tag);
+                    w.u8(u8::from(tag.done));
+                }
+                Op::PutMark { tag, name } => {
+                    w.u8(13);
+                    w.u64(*tag);
+                    w.bytes(name);
+                }
+                Op::ReleaseTag { tag } => {
+                    w.u8(14);
+                    w.u64(*tag);
                 }
                 Op::RemoveReceipt {
                     client_id,
@@ -256,7 +279,30 @@ impl WriteBatch {
                 8 => Op::PutReceipt {
                     client_id: r.string()?,
                     packet_id: r.packet_id()?,
+                    tag: None,
                 },
+                12 => Op::PutReceipt {
+                    client_id: r.string()?,
+                    packet_id: r.packet_id()?,
+                    tag: Some(ReceiptTag {
+                        tag: r.u64()?,
+                        done: match r.u8()? {
+                            0 => false,
+                            1 => true,
+                            v => {
+                                return Err(DecodeRecordError::Invalid {
+                                    field: "receipt state",
+                                    value: u64::from(v),
+                                });
+                            }
+                        },
+                    }),
+                },
+                13 => Op::PutMark {
+                    tag: r.u64()?,
+                    name: r.bytes()?.to_vec(),
+                },
+                14 => Op::ReleaseTag { tag: r.u64()? },
                 9 => Op::RemoveReceipt {
                     client_id: r.string()?,
                     packet_id: r.packet_id()?,
@@ -302,6 +348,7 @@ impl Store {
             (&self.inner.sessions, SessionTree::Sessions),
             (&self.inner.queues, SessionTree::Queues),
             (&self.inner.expiry, SessionTree::Expiry),
+            (&self.inner.marks, SessionTree::Marks),
         ] {
             for item in tree.iter() {
                 let (key, value) = item?;
@@ -314,7 +361,12 @@ impl Store {
     /// Replaces the session trees with `entries` (installing a snapshot of the session
     /// group). Follow with a flush.
     pub fn import_sessions(&self, entries: &[TreeEntry]) -> Result<(), StoreError> {
-        for tree in [&self.inner.sessions, &self.inner.queues, &self.inner.expiry] {
+        for tree in [
+            &self.inner.sessions,
+            &self.inner.queues,
+            &self.inner.expiry,
+            &self.inner.marks,
+        ] {
             tree.clear()?;
         }
         for (which, key, value) in entries {
@@ -322,6 +374,7 @@ impl Store {
                 SessionTree::Sessions => &self.inner.sessions,
                 SessionTree::Queues => &self.inner.queues,
                 SessionTree::Expiry => &self.inner.expiry,
+                SessionTree::Marks => &self.inner.marks,
             };
             tree.insert(key.as_slice(), value.as_slice())?;
         }
@@ -337,6 +390,7 @@ impl TryFrom<u8> for SessionTree {
             0 => Ok(Self::Sessions),
             1 => Ok(Self::Queues),
             2 => Ok(Self::Expiry),
+            3 => Ok(Self::Marks),
             v => Err(DecodeRecordError::Invalid {
                 field: "tree",
                 value: u64::from(v),

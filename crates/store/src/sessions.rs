@@ -3,6 +3,7 @@
 use shoal_codec::MqttString;
 use shoal_session::{SessionRecord, Timestamp};
 
+use crate::batch::{ReceiptTag, mark_key};
 use crate::error::{CorruptRecord, RecordKey, StoreError};
 use crate::keys::{Kind, QueueEntry, parse_queue_key, receipt_prefix, subscription_prefix};
 use crate::loaded::Loaded;
@@ -157,8 +158,12 @@ impl Store {
             .queues
             .scan_prefix(receipt_prefix(&session.client_id))
         {
-            let (key, _) = item?;
+            let (key, value) = item?;
             match parse_queue_key(&key) {
+                // A message still being given to other nodes: a resend goes out again,
+                // under its tag (`load_tags`).
+                Some((_, _, QueueEntry::Receipt(_)))
+                    if ReceiptTag::decode(&value).is_some_and(|tag| !tag.done) => {}
                 Some((_, _, QueueEntry::Receipt(id))) => {
                     if let Some(id) = shoal_codec::PacketId::new(id)
                         && !session.incoming_qos2.contains(&id)
@@ -174,5 +179,30 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The dedup tags of the QoS 2 receipts of `client_id` (`WriteBatch::put_tagged_receipt`),
+    /// by packet identifier.
+    pub fn load_tags(
+        &self,
+        client_id: &MqttString,
+    ) -> Result<Vec<(shoal_codec::PacketId, ReceiptTag)>, StoreError> {
+        let mut tags = Vec::new();
+        for item in self.inner.queues.scan_prefix(receipt_prefix(client_id)) {
+            let (key, value) = item?;
+            if let Some((_, _, QueueEntry::Receipt(id))) = parse_queue_key(&key)
+                && let Some(id) = shoal_codec::PacketId::new(id)
+                && let Some(tag) = ReceiptTag::decode(&value)
+            {
+                tags.push((id, tag));
+            }
+        }
+        Ok(tags)
+    }
+
+    /// Whether the recipient `name` took its copy of the message tagged `tag`
+    /// (`WriteBatch::put_mark`).
+    pub fn has_mark(&self, tag: u64, name: &[u8]) -> Result<bool, StoreError> {
+        Ok(self.inner.marks.contains_key(mark_key(tag, name))?)
     }
 }

@@ -23,6 +23,8 @@ pub(crate) const QUEUES: &str = "queues";
 pub(crate) const RETAINED: &str = "retained";
 /// Tree of the expiry index, by time.
 pub(crate) const EXPIRY: &str = "expiry";
+/// Tree of the dedup marks of tagged QoS 2 messages, by tag and recipient (`marks.rs`).
+pub(crate) const MARKS: &str = "marks";
 
 /// Locks that serialize the writes to one key: a session with its queue (by client id),
 /// or a retained topic. Keys share a lock by hash; collisions only cost a little waiting.
@@ -51,6 +53,7 @@ pub(crate) struct Inner {
     pub(crate) queues: sled::Tree,
     pub(crate) retained: sled::Tree,
     pub(crate) expiry: sled::Tree,
+    pub(crate) marks: sled::Tree,
     stripes: [Mutex<()>; STRIPES],
     commit: GroupCommit,
     db: sled::Db,
@@ -90,6 +93,7 @@ impl Store {
                 queues: db.open_tree(QUEUES)?,
                 retained: db.open_tree(RETAINED)?,
                 expiry: db.open_tree(EXPIRY)?,
+                marks: db.open_tree(MARKS)?,
                 stripes: std::array::from_fn(|_| Mutex::new(())),
                 commit,
                 db,

@@ -74,3 +74,52 @@ fn exported_trees_replace_another_stores_sessions() {
     assert_eq!(ids, vec!["kept".to_owned()]);
     assert_eq!(b.load_queue(&id("kept")).expect("loads").records.len(), 1);
 }
+
+#[test]
+fn tagged_receipts_and_marks_replicate_and_a_release_removes_every_mark_of_its_tag() {
+    use shoal_store::ReceiptTag;
+    let a_dir = tempfile::tempdir().expect("temp dir");
+    let b_dir = tempfile::tempdir().expect("temp dir");
+    let a = open(a_dir.path());
+    let b = open(b_dir.path());
+    let mut batch = WriteBatch::new();
+    batch.put_session(&session("p", 60, None)).expect("encodes");
+    let pending = ReceiptTag {
+        tag: 7,
+        done: false,
+    };
+    let done = ReceiptTag { tag: 8, done: true };
+    batch.put_tagged_receipt(&id("p"), pid(1), pending);
+    batch.put_tagged_receipt(&id("p"), pid(2), done);
+    batch
+        .put_mark(7, b"s1")
+        .put_mark(7, b"\0g")
+        .put_mark(8, b"s1");
+    let bytes = batch.encode();
+    let decoded = WriteBatch::decode(&bytes).expect("decodes");
+    assert_eq!(decoded.encode(), bytes);
+    a.apply(&decoded).expect("applies");
+    // A receipt still pending is no duplicate yet: only the done one is loaded as a receipt.
+    let record = &a.load_session(&id("p")).expect("loads").records[0];
+    assert!(record.incoming_qos2.contains(&pid(2)));
+    assert!(!record.incoming_qos2.contains(&pid(1)));
+    let mut tags = a.load_tags(&id("p")).expect("loads");
+    tags.sort_by_key(|(id, _)| *id);
+    assert_eq!(tags, vec![(pid(1), pending), (pid(2), done)]);
+    assert!(a.has_mark(7, b"s1").expect("reads"));
+    assert!(!a.has_mark(7, b"s2").expect("reads"));
+    // A snapshot carries the marks.
+    b.import_sessions(&a.export_sessions().expect("exports"))
+        .expect("imports");
+    assert!(b.has_mark(7, b"\0g").expect("reads"));
+    let mut release = WriteBatch::new();
+    release.release_tag(7);
+    b.apply(&WriteBatch::decode(&release.encode()).expect("decodes"))
+        .expect("applies");
+    assert!(!b.has_mark(7, b"s1").expect("reads"));
+    assert!(!b.has_mark(7, b"\0g").expect("reads"));
+    assert!(
+        b.has_mark(8, b"s1").expect("reads"),
+        "another tag's mark stays"
+    );
+}

@@ -195,6 +195,7 @@ impl Broker {
     pub(crate) fn forward(
         &self,
         message: &Message,
+        tag: Option<u64>,
         waits: &mut Vec<Pending>,
     ) -> (usize, Vec<String>) {
         let Some(cluster) = self.cluster() else {
@@ -229,7 +230,7 @@ impl Broker {
             }
         };
         for (node, shared) in targets.nodes {
-            match cluster.forward(node, &encoded, shared, acknowledge) {
+            match cluster.forward(node, &encoded, shared, tag, acknowledge) {
                 Ok(Some(wait)) => waits.push(wait),
                 Ok(None) => {}
                 Err(e) => {
@@ -306,6 +307,7 @@ impl Broker {
             let receipts = self.dispatch_forwarded(
                 &Arc::new(forwarded.message),
                 &forwarded.shared,
+                forwarded.tag,
                 &mut recipients,
             );
             all = all.and(receipts);

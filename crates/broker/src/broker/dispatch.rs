@@ -54,6 +54,20 @@ struct Target {
     qos: QoS,
     retain: bool,
     ids: Vec<NonZeroU32>,
+    /// The shared group it is the chosen member of, if it is.
+    group: Option<String>,
+}
+
+impl Target {
+    /// The name of its marks under `tag` (`dedup.rs`).
+    fn mark(&self, tag: Option<u64>) -> Option<(u64, Box<[u8]>)> {
+        tag.map(|tag| {
+            (
+                tag,
+                super::dedup::mark_name(&self.slot.client_id, self.group.as_deref()),
+            )
+        })
+    }
 }
 
 impl Broker {
@@ -65,12 +79,16 @@ impl Broker {
     /// (`Store::apply_atomic`), while every receiving session is locked: after a crash the
     /// receipt and the copies are either all there or none is, so a resent QoS 2 message is
     /// never delivered twice, and each session's own writes stay in order.
+    ///
+    /// `tag`: the dedup tag of a QoS 2 message that goes to other nodes (`dedup.rs`): a
+    /// session that took a copy under it already does not take another.
     pub(crate) fn dispatch(
         &self,
         message: &Arc<Message>,
         publisher: Option<u64>,
         recipients: &mut Recipients<u64>,
         atomic: Option<WriteBatch>,
+        tag: Option<u64>,
     ) -> Dispatched {
         let now = self.now();
         let mut out = Dispatched::default();
@@ -82,12 +100,11 @@ impl Broker {
                 None => out.pending.push(super::cluster::failed()),
             }
         }
-        let (nodes, elsewhere) = self.forward(message, &mut out.pending);
+        let (nodes, elsewhere) = self.forward(message, tag, &mut out.pending);
         // A QoS 2 receipt replicated before the other nodes have their copies would make a
         // resend after this node dies look like a duplicate, and reach none of them: it is
-        // written after their acceptance (a crash in between may deliver this node's own
-        // copies twice, as with any resend before a receipt: cross-node QoS 2 is not yet
-        // exactly once, docs/ARCHITECTURE.md).
+        // written after their acceptance. A resend before then goes out again under the
+        // message's tag, which the copies taken already are marked with (`dedup.rs`).
         let atomic = match atomic {
             Some(receipt) if nodes > 0 => {
                 out.deferred = Some(receipt);
@@ -106,11 +123,12 @@ impl Broker {
             metrics::counter!(m::MESSAGES_DROPPED, "cause" => "no_subscribers").increment(1);
         }
         let receipts = match atomic {
-            Some(batch) => self.deliver_atomic(now, message, targets, batch),
+            Some(batch) => self.deliver_atomic(now, message, targets, batch, tag),
             None => targets
                 .into_iter()
                 .fold(Receipts::default(), |receipts, t| {
-                    receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
+                    let mark = t.mark(tag);
+                    receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids, mark))
                 }),
         };
         out.receipts = out.receipts.and(receipts);
@@ -125,6 +143,7 @@ impl Broker {
         &self,
         message: &Arc<Message>,
         shared: &[String],
+        tag: Option<u64>,
         recipients: &mut Recipients<u64>,
     ) -> Receipts {
         let now = self.now();
@@ -135,7 +154,8 @@ impl Broker {
             ..Receipts::default()
         };
         targets.into_iter().fold(start, |receipts, t| {
-            receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids))
+            let mark = t.mark(tag);
+            receipts.and(self.deliver(&t.slot, now, message, t.qos, t.retain, t.ids, mark))
         })
     }
 
@@ -188,6 +208,7 @@ impl Broker {
                 qos: recipient.qos,
                 retain: message.retain && recipient.retain_as_published,
                 ids: recipient.identifiers.to_vec(),
+                group: None,
             });
         }
         for group in recipients.shared_groups() {
@@ -225,12 +246,16 @@ impl Broker {
                 qos: pick.options.qos,
                 retain: message.retain && pick.options.retain_as_published,
                 ids: pick.identifier.into_iter().collect(),
+                group: Some(group.group.to_string()),
             });
         }
         (targets, moving)
     }
 
-    /// Gives one session a message and writes what it queued; wakes its connection.
+    /// Gives one session a message and writes what it queued; wakes its connection. With
+    /// `mark` (a tag and the name of its marks), a session that took the message under
+    /// the tag already does not take it again, and one that takes it notes the mark.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn deliver(
         &self,
         slot: &SessionSlot,
@@ -239,10 +264,24 @@ impl Broker {
         qos: QoS,
         retain: bool,
         ids: Vec<NonZeroU32>,
+        mark: Option<(u64, Box<[u8]>)>,
     ) -> Receipts {
         let mut session = slot.lock();
+        if let Some((tag, name)) = &mark
+            && let Some(receipts) = self.marked(*tag, name)
+        {
+            return receipts;
+        }
         let delivery = session.deliver(now, Arc::clone(message), qos, retain, ids);
-        let receipts = self.persist(slot, &mut session);
+        let mut batch = WriteBatch::new();
+        self.collect_changes(slot, &mut session, &mut batch);
+        if let Some((tag, name)) = &mark {
+            self.add_mark(slot, &session, &mut batch, *tag, name);
+        }
+        let receipts = self.apply(&batch, false);
+        if let Some((tag, name)) = mark {
+            self.remember_mark(tag, name, receipts.writes.map(|(_, last)| last));
+        }
         let connected = session.is_connected();
         if delivery != Delivery::Queued {
             self.count_drops(slot, &mut session);
@@ -263,8 +302,11 @@ impl Broker {
         message: &Arc<Message>,
         mut targets: Vec<Target>,
         mut batch: WriteBatch,
+        tag: Option<u64>,
     ) -> Receipts {
         targets.sort_by_key(|t| t.slot.id);
+        let mut marks = Vec::new();
+        let mut receipts = Receipts::default();
         let mut locked: Vec<(&SessionSlot, std::sync::MutexGuard<'_, Session>)> = Vec::new();
         for target in &targets {
             if locked
@@ -274,6 +316,14 @@ impl Broker {
                 locked.push((&target.slot, target.slot.lock()));
             }
             let (slot, session) = locked.last_mut().expect("just pushed");
+            if let Some((tag, name)) = target.mark(tag) {
+                if let Some(taken) = self.marked(tag, &name) {
+                    receipts = receipts.and(taken);
+                    continue;
+                }
+                self.add_mark(slot, session, &mut batch, tag, &name);
+                marks.push((tag, name));
+            }
             let delivery = session.deliver(
                 now,
                 Arc::clone(message),
@@ -288,7 +338,11 @@ impl Broker {
         for (slot, session) in &mut locked {
             self.collect_changes(slot, session, &mut batch);
         }
-        let receipts = self.apply(&batch, true);
+        let written = self.apply(&batch, true);
+        for (tag, name) in marks {
+            self.remember_mark(tag, name, written.writes.map(|(_, last)| last));
+        }
+        let receipts = receipts.and(written);
         let connected: Vec<&SessionSlot> = locked
             .into_iter()
             .filter(|(_, session)| session.is_connected())

@@ -65,11 +65,16 @@ pub struct Broker {
     moving: RwLock<std::collections::HashSet<u64>>,
     /// Set once the persistent sessions are read back (`restore`).
     sessions_ready: std::sync::atomic::AtomicBool,
+    /// Makes the dedup tags of QoS 2 messages that go to other nodes (`dedup.rs`).
+    tags: dedup::Tags,
+    /// The marks of recent deliveries under a tag (`dedup.rs`).
+    marks: Mutex<dedup::RecentMarks>,
 }
 
 mod acl;
 mod cluster;
 mod deadlines;
+mod dedup;
 mod dispatch;
 mod expiry;
 mod moves;
@@ -122,6 +127,8 @@ impl Broker {
             stats: Stats::default(),
             shutdown,
             sessions_ready: std::sync::atomic::AtomicBool::new(false),
+            tags: Default::default(),
+            marks: Mutex::default(),
         });
         Ok(broker)
     }
@@ -141,7 +148,7 @@ impl Broker {
             if record.disconnected_at.is_none() {
                 record.disconnected_at = Some(now);
             }
-            let session = Session::restore(record, queue, Arc::clone(&self.session_config));
+            let session = self.restored(record, queue)?;
             let slot = self.insert_slot(session);
             let session = slot.lock();
             for sub in session.subscriptions() {
@@ -157,6 +164,20 @@ impl Broker {
             "state restored"
         );
         Ok(())
+    }
+
+    /// A session as the store kept it, with the dedup tags of its QoS 2 receipts.
+    pub(crate) fn restored(
+        &self,
+        record: shoal_session::SessionRecord,
+        queue: Vec<(u64, shoal_session::OutboundMessage)>,
+    ) -> Result<Session, shoal_store::StoreError> {
+        let tags = self.store.load_tags(&record.client_id)?;
+        let mut session = Session::restore(record, queue, Arc::clone(&self.session_config));
+        for (packet_id, tag) in tags {
+            session.set_qos2_tag(packet_id, tag.tag);
+        }
+        Ok(session)
     }
 
     /// The sessions are read back and settled: forwarded publications are taken from now on.

@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use shoal_cluster::{Cluster, Owner};
 use shoal_codec::MqttString;
-use shoal_session::Session;
 use shoal_store::WriteBatch;
 
 use super::{Broker, Pending, lock, read, write};
@@ -150,7 +149,7 @@ impl Broker {
         if record.disconnected_at.is_none() {
             record.disconnected_at = Some(self.now());
         }
-        let session = Session::restore(record, queue, Arc::clone(&self.session_config));
+        let session = self.restored(record, queue).map_err(|e| e.to_string())?;
         let slot = self.new_slot(session);
         slot.set_epoch(epoch);
         let mut waits = Vec::new();

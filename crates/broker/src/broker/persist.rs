@@ -91,6 +91,10 @@ impl Broker {
                 }
                 Change::Released { packet_id } => {
                     batch.remove_receipt(client_id, packet_id);
+                    // No resend of it can come now: its marks go (`dedup.rs`).
+                    if let Some(tag) = session.take_qos2_tag(packet_id) {
+                        batch.release_tag(tag);
+                    }
                     Ok(())
                 }
                 Change::Subscribed(subscription) => {

@@ -23,7 +23,7 @@ impl Broker {
         message.received_at = now;
         metrics::counter!(m::WILLS_PUBLISHED).increment(1);
         let mut recipients = Recipients::new();
-        let _ = self.dispatch(&Arc::new(message), None, &mut recipients, None);
+        let _ = self.dispatch(&Arc::new(message), None, &mut recipients, None, None);
         // A Will is best effort at the moment it is published; flush in the background.
         let store = self.store.clone();
         tokio::spawn(async move {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use shoal_codec::{Packet, PacketId, ProtocolVersion, PubAckReasonCode, QoS};
 use shoal_session::{CloseReason, Event};
-use shoal_store::WriteBatch;
+use shoal_store::{ReceiptTag, WriteBatch};
 use shoal_topic::Recipients;
 
 use super::subscribe::Subscribed;
@@ -30,14 +30,25 @@ impl<T: Transport> Conn<T> {
         recipients: &mut Option<Box<Recipients<u64>>>,
     ) -> Option<(Done, Receipts)> {
         let broker = Arc::clone(&self.broker);
+        let held = self.extras.as_mut().map(|e| std::mem::take(&mut e.held));
         let (events, stored): (Vec<Event>, bool) = {
             let mut session = slot.lock();
-            let events = std::iter::from_fn(|| session.poll_event()).collect();
+            let mut events = held.unwrap_or_default();
+            events.extend(std::iter::from_fn(|| session.poll_event()));
             (events, session.is_stored())
         };
         if events.is_empty() {
             return None;
         }
+        if stored && let Some(tagging) = self.tag_qos2(slot, &events) {
+            self.extras().held = events;
+            return Some(tagging);
+        }
+        let untagged = self
+            .extras
+            .as_mut()
+            .map(|e| std::mem::take(&mut e.untagged))
+            .unwrap_or_default();
         let mut woken = 0;
         let mut receipts = Receipts::default();
         let mut acks: Vec<(PacketId, PubAckReasonCode)> = Vec::new();
@@ -48,6 +59,13 @@ impl<T: Transport> Conn<T> {
         for event in events {
             match event {
                 Event::Publish { message, packet_id } => {
+                    if let Some(id) = packet_id
+                        && untagged.contains(&id)
+                    {
+                        // Its pending receipt was not written: not sent anywhere.
+                        acks.push((id, PubAckReasonCode::UnspecifiedError));
+                        continue;
+                    }
                     let refused = self
                         .refuse_publish(&message.topic)
                         .or_else(|| broker.refuse_retained(&message));
@@ -66,17 +84,27 @@ impl<T: Transport> Conn<T> {
                     }
                     let recipients = recipients.get_or_insert_with(|| Box::new(Recipients::new()));
                     // A QoS 2 receipt of a stored session is written in one atomic step with
-                    // the copies its message queues (exactly once across a crash).
+                    // the copies its message queues (exactly once across a crash); one that
+                    // goes to other nodes too carries its tag (`tag_qos2`).
+                    let mut tag = None;
                     let atomic = match packet_id {
                         Some(id) if stored && message.qos == QoS::ExactlyOnce => {
                             let mut batch = WriteBatch::new();
-                            batch.put_receipt(&slot.client_id, id);
+                            tag = slot.lock().qos2_tag(id);
+                            match tag {
+                                Some(tag) => batch.put_tagged_receipt(
+                                    &slot.client_id,
+                                    id,
+                                    ReceiptTag { tag, done: true },
+                                ),
+                                None => batch.put_receipt(&slot.client_id, id),
+                            };
                             Some(batch)
                         }
                         _ => None,
                     };
                     let mut dispatched =
-                        broker.dispatch(&message, Some(slot.id), recipients, atomic);
+                        broker.dispatch(&message, Some(slot.id), recipients, atomic, tag);
                     receipts = receipts.and(dispatched.receipts);
                     if let Some(receipt) = dispatched.deferred.take() {
                         deferred.push((acks.len(), receipt));
@@ -134,6 +162,50 @@ impl<T: Transport> Conn<T> {
             woken,
             pending,
             deferred,
+            tagged: Vec::new(),
+        };
+        Some((done, receipts))
+    }
+
+    /// Tags the QoS 2 messages among `events` that go to other nodes and have no tag yet
+    /// (`broker/dedup.rs`). With any to tag, their pending receipts are written first:
+    /// returns what that waits for, and the caller holds the events back until it holds
+    /// (`serve_session`). Fences by the session's owner epoch, as any write.
+    fn tag_qos2(&mut self, slot: &SessionSlot, events: &[Event]) -> Option<(Done, Receipts)> {
+        let mut batch = WriteBatch::new();
+        let mut tagged = Vec::new();
+        {
+            let mut session = slot.lock();
+            for event in events {
+                let Event::Publish {
+                    message,
+                    packet_id: Some(id),
+                } = event
+                else {
+                    continue;
+                };
+                if session.qos2_tag(*id).is_some() || !self.broker.wants_tag(message) {
+                    continue;
+                }
+                let tag = self.broker.new_tag();
+                session.set_qos2_tag(*id, tag);
+                batch.fence(&slot.client_id, slot.epoch());
+                batch.put_tagged_receipt(&slot.client_id, *id, ReceiptTag { tag, done: false });
+                tagged.push(*id);
+            }
+        }
+        if tagged.is_empty() {
+            return None;
+        }
+        let receipts = self.broker.apply(&batch, false);
+        let done = Done {
+            acks: Vec::new(),
+            subacks: Vec::new(),
+            close: None,
+            woken: 0,
+            pending: Vec::new(),
+            deferred: Vec::new(),
+            tagged,
         };
         Some((done, receipts))
     }
@@ -157,7 +229,13 @@ impl<T: Transport> Conn<T> {
             woken,
             pending: _,
             deferred: _,
+            tagged,
         } = done;
+        if !durable && !tagged.is_empty() {
+            // Their pending receipts were not written: they are refused when they come
+            // again (their tags go with the failure's `Change::Released`).
+            self.extras().untagged = tagged;
+        }
         let broker = &self.broker;
         let now = broker.now();
         let mut session = slot.lock();
@@ -278,6 +356,8 @@ pub(super) struct Done {
     /// QoS 2 receipts to write once the other nodes accepted their copies, by the index of
     /// their PUBREC in `acks`.
     deferred: Vec<(usize, WriteBatch)>,
+    /// The QoS 2 messages whose pending receipts this wait writes (`tag_qos2`).
+    tagged: Vec<PacketId>,
 }
 
 impl Done {

@@ -133,6 +133,11 @@ struct Extras {
     /// none), and the timer that looks at it again (`packet_timeout`).
     partial_since: Option<shoal_session::Timestamp>,
     packet_deadline: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    /// Events held back while the pending receipts of the QoS 2 messages among them are
+    /// written (`take_events`): handled, in order, once they are.
+    held: Vec<shoal_session::Event>,
+    /// QoS 2 messages whose pending receipt could not be written: refused (0x80).
+    untagged: Vec<shoal_codec::PacketId>,
 }
 
 /// Why the CONNECT phase ended without a session.
@@ -281,21 +286,25 @@ impl<T: Transport> Conn<T> {
                 Woke::PacketDeadline => self.check_packet_deadline(slot),
                 Woke::Wake => {}
             }
-            let Some((done, receipts)) = self.take_events(slot, version, &mut recipients) else {
-                continue;
-            };
-            // Nothing this read did is acknowledged before its receipts hold.
-            let (done, durable) = match receipts.is_empty() && done.waits_for_nobody() {
-                true => (done, true),
-                // Boxed with the wait: the loop's state holds one pointer while it waits.
-                false => Box::pin(wait_receipts(&self.broker, done, receipts)).await,
-            };
-            match self.complete_events(slot, done, durable) {
-                Ok(0) => {}
-                // This read woke other connections: let them write before reading more,
-                // or a flood of publishers starves its subscribers' tasks.
-                Ok(_) => tokio::task::yield_now().await,
-                Err(reason) => return reason,
+            // Events held back for the receipts of tagged QoS 2 messages come again once
+            // those are written (`take_events`).
+            while let Some((done, receipts)) = self.take_events(slot, version, &mut recipients) {
+                // Nothing this read did is acknowledged before its receipts hold.
+                let (done, durable) = match receipts.is_empty() && done.waits_for_nobody() {
+                    true => (done, true),
+                    // Boxed with the wait: the loop's state holds one pointer while it waits.
+                    false => Box::pin(wait_receipts(&self.broker, done, receipts)).await,
+                };
+                match self.complete_events(slot, done, durable) {
+                    Ok(0) => {}
+                    // This read woke other connections: let them write before reading
+                    // more, or a flood of publishers starves its subscribers' tasks.
+                    Ok(_) => tokio::task::yield_now().await,
+                    Err(reason) => return reason,
+                }
+                if self.extras.as_ref().is_none_or(|e| e.held.is_empty()) {
+                    break;
+                }
             }
         }
     }
