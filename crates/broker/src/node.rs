@@ -214,9 +214,10 @@ impl Node {
                     message: e.to_string(),
                 })?;
             // The persistent sessions, read back once the store holds every session write
-            // committed before; those another node holds now are let go.
+            // committed before (and the route index every route); those another node
+            // holds now are let go.
             cluster
-                .sync_sessions()
+                .sync_groups()
                 .await
                 .map_err(|source| StartError::Cluster { source })?;
             broker.restore().map_err(|source| StartError::Store {

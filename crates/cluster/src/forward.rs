@@ -63,6 +63,7 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
         let Some(node) = inner.upgrade() else { return };
         let Some(mut client) = node.client_of(peer) else {
             let _ = first.ack.map(|a| a.send(false));
+            fail_queued(&mut rx);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -100,12 +101,14 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
             Ok(Err(status)) => {
                 tracing::debug!(peer, %status, "the forwarding stream to a peer failed to open");
                 fail_all(&pending);
+                fail_queued(&mut rx);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
             Err(_) => {
                 tracing::debug!(peer, "the forwarding stream to a peer did not open in time");
                 fail_all(&pending);
+                fail_queued(&mut rx);
                 continue;
             }
         };
@@ -163,6 +166,17 @@ async fn run(inner: std::sync::Weak<Inner>, peer: RaftNodeId, mut rx: mpsc::Rece
 /// The publications sent and not yet answered, by sequence number: who waits, and since
 /// when.
 type Waiting = BTreeMap<u64, (oneshot::Sender<bool>, Instant)>;
+
+/// Answers `false` to every publication queued for a peer the stream cannot reach (its
+/// process gone, or cut off): at once, not one per attempt to reach it, so that their
+/// publishers' acknowledgements (0x80) do not wait behind each other meanwhile.
+fn fail_queued(rx: &mut mpsc::Receiver<Outgoing>) {
+    while let Ok(item) = rx.try_recv() {
+        if let Some(ack) = item.ack {
+            let _ = ack.send(false);
+        }
+    }
+}
 
 fn fail_all(pending: &std::sync::Mutex<Waiting>) {
     let drained = std::mem::take(&mut *pending.lock().unwrap_or_else(|e| e.into_inner()));

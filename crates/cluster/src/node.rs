@@ -971,8 +971,9 @@ impl Inner {
     }
 
     /// Waits until every member of `group` that is not down has applied its log up to
-    /// `index`; a member that does not answer is waited for at most the failure timeout.
-    /// Returns whether all of them confirmed.
+    /// `index`; a member that does not answer is waited for at most the failure timeout,
+    /// and one whose address refuses connections (no process) is not waited for. Returns
+    /// whether all of them confirmed.
     pub(crate) async fn barrier(&self, group: GroupId, index: u64) -> bool {
         let Some(g) = self.group(group) else {
             return false;
@@ -1010,6 +1011,13 @@ impl Inner {
             request.set_timeout(timeout + Duration::from_millis(500));
             match client.wait_applied(request).await {
                 Ok(reply) => reply.into_inner().applied,
+                // Its process is not running: it serves no client, and when it comes back
+                // it catches up before it serves (`Cluster::sync_groups`). Waiting for it
+                // to be declared down would hold every takeover of its sessions meanwhile.
+                Err(status) if nobody_listens(&status) => {
+                    tracing::debug!(node, group = %group, "a node that is not running passes a route barrier");
+                    true
+                }
                 Err(status) => {
                     tracing::debug!(node, group = %group, %status, "a node did not confirm a route");
                     false
@@ -1419,4 +1427,19 @@ async fn check_identity(store: &Store, id: RaftNodeId) -> Result<(), ClusterErro
         }
     }
     Ok(())
+}
+
+/// Whether a call failed because nothing listens at the peer's address (the connection
+/// was refused): its process is not running. A peer cut off or slow times out instead.
+pub(crate) fn nobody_listens(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        if let Some(io) = error.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return true;
+        }
+        source = error.source();
+    }
+    status.code() == tonic::Code::Unavailable && status.message().contains("Connection refused")
 }

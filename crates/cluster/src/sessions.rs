@@ -189,26 +189,33 @@ impl Cluster {
             .await
     }
 
-    /// Returns once this node's store holds every session write committed before the call
-    /// (an empty entry through the session group's leader, applied here). A node reads
-    /// its sessions back after this at start.
+    /// Returns once this node has applied, in every group it runs, everything committed
+    /// before the call (an empty entry through each group's leader, applied here): its
+    /// store holds every session write, and its route index every route, confirmed before.
+    /// A node reads its sessions back and serves only after this at start: a route
+    /// barrier may pass a node whose process is not running (nothing listens: it serves
+    /// no client, `Inner::barrier`), so a node that comes back catches up before serving.
     /// A node that was away may have a long way to catch up (or a snapshot to install):
     /// it waits up to `join_timeout`.
-    pub async fn sync_sessions(&self) -> Result<(), ClusterError> {
-        let group = GroupId::Sessions(0);
-        let deadline = tokio::time::Instant::now() + self.inner.config.join_timeout;
-        let index = loop {
-            match self.inner.propose(group, Command::Batch(Vec::new())).await {
-                Ok((index, _)) => break index,
-                Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
-                Err(e) => {
-                    tracing::info!(error = %e, "waiting for the session group to take a write");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+    pub async fn sync_groups(&self) -> Result<(), ClusterError> {
+        let groups: Vec<GroupId> = self.inner.groups.keys().copied().collect();
+        let synced = futures_util::future::join_all(groups.into_iter().map(|group| async move {
+            let deadline = tokio::time::Instant::now() + self.inner.config.join_timeout;
+            let index = loop {
+                match self.inner.propose(group, Command::Batch(Vec::new())).await {
+                    Ok((index, _)) => break index,
+                    Err(e) if tokio::time::Instant::now() > deadline => return Err(e),
+                    Err(e) => {
+                        tracing::info!(%group, error = %e, "waiting for a group to take a write");
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
                 }
-            }
-        };
-        self.applied_here(group, index, self.inner.config.join_timeout)
-            .await
+            };
+            self.applied_here(group, index, self.inner.config.join_timeout)
+                .await
+        }))
+        .await;
+        synced.into_iter().collect()
     }
 
     /// Waits (at most `within`) until this node has applied `group`'s log up to `index`.
@@ -226,7 +233,7 @@ impl Cluster {
         };
         g.raft
             .wait(Some(within))
-            .applied_index_at_least(Some(index), "session fence")
+            .applied_index_at_least(Some(index), "applied here")
             .await
             .map(|_| ())
             .map_err(|e| ClusterError::Refused {

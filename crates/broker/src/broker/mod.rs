@@ -134,7 +134,7 @@ impl Broker {
     }
 
     /// Reads the persistent sessions back from the store, once the node is in its cluster
-    /// and its store holds every session write committed before (`Cluster::sync_sessions`):
+    /// and its store holds every session write committed before (`Cluster::sync_groups`):
     /// read earlier, a session would miss the writes the session group applies again at
     /// start. Forwarded publications are refused until then (`sessions_ready`).
     pub(crate) fn restore(self: &Arc<Self>) -> Result<(), shoal_store::StoreError> {
