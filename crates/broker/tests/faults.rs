@@ -40,6 +40,7 @@ enum GroupKind {
     Meta,
     Routes,
     Retained,
+    Sessions,
 }
 
 /// One fault of a run.
@@ -65,11 +66,12 @@ enum Fault {
 }
 
 impl Fault {
-    const ALL: [Self; 8] = [
+    const ALL: [Self; 9] = [
         Self::KillBystander,
         Self::KillLeader(GroupKind::Meta),
         Self::KillLeader(GroupKind::Routes),
         Self::KillLeader(GroupKind::Retained),
+        Self::KillLeader(GroupKind::Sessions),
         Self::Partition,
         Self::KillSubscriberNode,
         Self::LoseSubscriberNode,
@@ -88,6 +90,7 @@ impl fmt::Display for Fault {
             Self::KillLeader(GroupKind::Meta) => "kill-meta-leader",
             Self::KillLeader(GroupKind::Routes) => "kill-route-leader",
             Self::KillLeader(GroupKind::Retained) => "kill-retained-leader",
+            Self::KillLeader(GroupKind::Sessions) => "kill-session-leader",
             Self::Partition => "partition",
             Self::KillSubscriberNode => "kill-subscriber-node",
             Self::LoseSubscriberNode => "lose-subscriber-node",
@@ -97,11 +100,12 @@ impl fmt::Display for Fault {
 }
 
 /// The faults a series runs unless told otherwise: those the cluster must survive today.
-const DEFAULT_FAULTS: [Fault; 8] = [
+const DEFAULT_FAULTS: [Fault; 9] = [
     Fault::KillBystander,
     Fault::KillLeader(GroupKind::Meta),
     Fault::KillLeader(GroupKind::Routes),
     Fault::KillLeader(GroupKind::Retained),
+    Fault::KillLeader(GroupKind::Sessions),
     Fault::Partition,
     Fault::KillSubscriberNode,
     Fault::LoseSubscriberNode,
@@ -579,11 +583,14 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                 GroupKind::Meta => "meta",
                 GroupKind::Routes => "routes/",
                 GroupKind::Retained => "retained/",
+                GroupKind::Sessions => "sessions/",
             };
             // Route and retained shards are led by every node once the balancer has spread
             // them (a few seconds after start): wait for that, so that the victim is any
-            // node, not the first one that led everything. Meta stays where it started.
-            if kind != GroupKind::Meta && !cluster.leaders_spread(0, Duration::from_secs(15)).await
+            // node, not the first one that led everything. Meta and the session group
+            // stay where they started.
+            if !matches!(kind, GroupKind::Meta | GroupKind::Sessions)
+                && !cluster.leaders_spread(0, Duration::from_secs(15)).await
             {
                 note.push_str("(leaders not spread) ");
             }
@@ -933,6 +940,7 @@ async fn ci_series_loses_no_acknowledged_message() {
         Fault::KillLeader(GroupKind::Meta),
         Fault::KillLeader(GroupKind::Routes),
         Fault::KillLeader(GroupKind::Retained),
+        Fault::KillLeader(GroupKind::Sessions),
         Fault::KillBystander,
         Fault::Partition,
         Fault::LoseSubscriberNode,
@@ -955,7 +963,7 @@ async fn ci_series_loses_no_acknowledged_message() {
 }
 
 /// The long series (deploy/faults/README.md): `FAULTS_RUNS` (24), `FAULTS_SEED` (the
-/// clock), `FAULTS_KINDS` (comma-separated; the eight that must pass: all), `FAULTS_NODES` (3),
+/// clock), `FAULTS_KINDS` (comma-separated; the nine that must pass: all), `FAULTS_NODES` (3),
 /// `FAULTS_LOAD_SECS` (10), `FAULTS_BUDGET_SECS` (1800), `FAULTS_OUT` (a markdown table).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the long series: minutes; run by deploy/faults/run.sh"]
