@@ -112,8 +112,9 @@ const DEFAULT_FAULTS: [Fault; 9] = [
     Fault::RollingRestart,
 ];
 
-/// How much longer the load of a rolling restart runs than the shape says.
-const ROLL_EXTRA_LOAD: Duration = Duration::from_secs(14);
+/// How much longer the load of a rolling restart runs than the shape says, per node
+/// (each takes 3–4 s to drain, come back and get its leaderships again).
+const ROLL_EXTRA_LOAD_PER_NODE: Duration = Duration::from_secs(5);
 /// How long a node has to exit after SIGTERM in a rolling restart.
 const ROLL_EXIT_WAIT: Duration = Duration::from_secs(20);
 /// How long a rolling restart waits for the leaderships to spread after each restart.
@@ -628,7 +629,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     // A rolling restart takes a while (each node drained, restarted, leaders spread
     // again): the load goes on through it.
     let load = match fault {
-        Fault::RollingRestart => shape.load + ROLL_EXTRA_LOAD,
+        Fault::RollingRestart => shape.load + ROLL_EXTRA_LOAD_PER_NODE * nodes as u32,
         _ => shape.load,
     };
     let load_secs = load.as_secs_f64();
