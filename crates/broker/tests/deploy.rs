@@ -619,6 +619,11 @@ fn compose_files_are_valid_and_prometheus_scrapes_every_node() {
             format!("{name}:7946"),
             "{name} is reached at its service name"
         );
+        assert_eq!(
+            env["SHOAL_MQTT_ADVERTISE"],
+            format!("localhost:{}", 1882 + k),
+            "{name} tells clients where to reach it (Server Reference)"
+        );
         let discovery = env["SHOAL_DISCOVERY"].as_str().expect("SHOAL_DISCOVERY");
         let alias = discovery
             .strip_prefix("dns:")
