@@ -26,6 +26,7 @@
 //! successor's vote requests and appends reach every node, and the config keeps three
 //! election timeouts under the lease (half the failure timeout).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -71,11 +72,12 @@ impl Drain {
         self.left.load(Ordering::SeqCst)
     }
 
-    /// A forwarded batch arrived; it is being delivered while the guard lives.
-    pub(crate) fn taking(&self) -> Taking<'_> {
+    /// A forwarded batch arrived; it is being delivered (and answered) while the guard
+    /// lives.
+    pub(crate) fn taking(self: &Arc<Self>) -> Taking {
         self.taken.fetch_add(1, Ordering::SeqCst);
         self.taking.fetch_add(1, Ordering::SeqCst);
-        Taking(self)
+        Taking(Arc::clone(self))
     }
 
     /// Waits until no forwarded batch has been delivered or received for `QUIET`, at
@@ -96,9 +98,9 @@ impl Drain {
 }
 
 /// A forwarded batch being delivered.
-pub(crate) struct Taking<'a>(&'a Drain);
+pub(crate) struct Taking(Arc<Drain>);
 
-impl Drop for Taking<'_> {
+impl Drop for Taking {
     fn drop(&mut self) {
         self.0.taking.fetch_sub(1, Ordering::SeqCst);
     }

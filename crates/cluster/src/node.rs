@@ -113,8 +113,9 @@ pub struct Forwarded {
 
 /// What the cluster needs of the broker it runs in.
 pub trait Host: Send + Sync + 'static {
-    /// Delivers forwarded publications to this node's sessions; answers, per publication,
-    /// whether what it queued is durable (the sender acknowledges on it).
+    /// Delivers forwarded publications to this node's sessions when called (the stream
+    /// delivers its next batch meanwhile); the future answers, per publication, whether
+    /// what it queued is durable (the sender acknowledges on it).
     fn deliver(&self, messages: Vec<Forwarded>) -> BoxFuture<Vec<bool>>;
     /// A client id was claimed on another node with `epoch`: close the local connection
     /// holding it under an older claim; answers once it is closed (`true`) or if there was

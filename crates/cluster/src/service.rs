@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::batch::Written;
+use crate::drain::Taking;
 use crate::group_id::GroupId;
+use crate::node::BoxFuture;
 use crate::node::{Forwarded, Inner};
 use crate::proto::cluster_server::{Cluster, ClusterServer};
 use crate::proto::{
@@ -29,6 +31,8 @@ use crate::type_config::GroupConfig;
 
 /// The longest a `WaitApplied` may be held.
 const MAX_WAIT: Duration = Duration::from_secs(30);
+/// How many forwarded batches a stream delivers ahead of the one being made durable.
+const FORWARD_PIPELINE: usize = 8;
 
 /// Serves the cluster service on `listener` until the task is aborted.
 pub(crate) fn serve(
@@ -245,9 +249,23 @@ impl Cluster for Service {
         let host = Arc::clone(&self.inner.host);
         let drain = Arc::clone(&self.inner.drain);
         let (tx, rx) = mpsc::channel::<Result<ForwardAck, Status>>(16);
+        // Two stages, so that a batch is delivered while the ones before it are still
+        // being made durable: the reader delivers each batch to the sessions as it comes
+        // (in order: each publisher's order holds) and queues the wait for its writes;
+        // the answerer awaits those waits in order and answers each batch.
+        let (waits, mut queued) =
+            mpsc::channel::<(Taking, bool, BoxFuture<ForwardAck>)>(FORWARD_PIPELINE);
+        tokio::spawn(async move {
+            while let Some((_taking, answer, wait)) = queued.recv().await {
+                let ack = wait.await;
+                if answer && tx.send(Ok(ack)).await.is_err() {
+                    break;
+                }
+            }
+        });
         tokio::spawn(async move {
             while let Ok(Some(batch)) = inbound.message().await {
-                let _taking = drain.taking();
+                let taking = drain.taking();
                 let up_to = batch.publications.last().map_or(0, |p| p.seq);
                 // A batch of QoS 0 publications only has nobody waiting for its answer: a
                 // later answer's `up_to` covers its sequence numbers.
@@ -271,13 +289,18 @@ impl Cluster for Service {
                         }
                     }
                 }
-                let results = host.deliver(messages).await;
-                for (seq, ok) in seqs.into_iter().zip(results) {
-                    if !ok {
-                        failed.push(seq);
+                // Delivered now; the future waits for what it wrote.
+                let delivered = host.deliver(messages);
+                let wait: BoxFuture<ForwardAck> = Box::pin(async move {
+                    let results = delivered.await;
+                    for (seq, ok) in seqs.into_iter().zip(results) {
+                        if !ok {
+                            failed.push(seq);
+                        }
                     }
-                }
-                if answer && tx.send(Ok(ForwardAck { up_to, failed })).await.is_err() {
+                    ForwardAck { up_to, failed }
+                });
+                if waits.send((taking, answer, wait)).await.is_err() {
                     break;
                 }
             }

@@ -297,9 +297,12 @@ impl Broker {
         attached
     }
 
-    /// Sends a message from another node to this node's sessions; returns whether what
-    /// it queued is durable.
-    async fn deliver_forwarded(self: Arc<Self>, messages: Vec<Forwarded>) -> Vec<bool> {
+    /// Sends messages from another node to this node's sessions (now); the future
+    /// answers, per message, whether what it queued is durable.
+    fn deliver_forwarded(
+        self: Arc<Self>,
+        messages: Vec<Forwarded>,
+    ) -> impl Future<Output = Vec<bool>> + Send + 'static {
         let mut recipients = Recipients::new();
         let mut all = super::Receipts::default();
         let mut results = Vec::with_capacity(messages.len());
@@ -313,16 +316,18 @@ impl Broker {
             all = all.and(receipts);
             results.push(receipts);
         }
-        // One wait for the whole batch; a message whose own writes failed fails alone.
-        let durable = all.is_empty() || self.durable(all).await;
-        if durable {
-            return results.into_iter().map(|r| !r.failed).collect();
+        async move {
+            // One wait for the whole batch; a message whose own writes failed fails alone.
+            let durable = all.is_empty() || self.durable(all).await;
+            if durable {
+                return results.into_iter().map(|r| !r.failed).collect();
+            }
+            let mut answers = Vec::with_capacity(results.len());
+            for receipts in results {
+                answers.push(receipts.is_empty() || self.durable(receipts).await);
+            }
+            answers
         }
-        let mut answers = Vec::with_capacity(results.len());
-        for receipts in results {
-            answers.push(receipts.is_empty() || self.durable(receipts).await);
-        }
-        answers
     }
 }
 
@@ -331,16 +336,13 @@ pub(crate) struct BrokerHost(pub(crate) Weak<Broker>);
 
 impl Host for BrokerHost {
     fn deliver(&self, messages: Vec<Forwarded>) -> BoxFuture<Vec<bool>> {
-        let broker = self.0.upgrade();
         let n = messages.len();
-        Box::pin(async move {
-            match broker {
-                // Not before its persistent sessions are read back: a copy for one of them
-                // would find no subscriber and be accepted.
-                Some(broker) if broker.sessions_ready() => broker.deliver_forwarded(messages).await,
-                _ => vec![false; n],
-            }
-        })
+        match self.0.upgrade() {
+            // Not before its persistent sessions are read back: a copy for one of them
+            // would find no subscriber and be accepted.
+            Some(broker) if broker.sessions_ready() => Box::pin(broker.deliver_forwarded(messages)),
+            _ => Box::pin(std::future::ready(vec![false; n])),
+        }
     }
 
     fn kick(&self, client_id: String, epoch: u64) -> BoxFuture<bool> {
