@@ -39,14 +39,17 @@ start_cluster() {
     for i in $(seq 2 "$n"); do wait_ready "${ADMINS[$i]}"; done
 }
 
-start_single() { # shoal|mosquitto
-    local port
+start_single() { # shoal|shoal-before|mosquitto
+    local port binary=$SHOAL
     port=$(free_port)
+    if [ "$1" = shoal-before ]; then
+        binary=${SHOAL_BEFORE:?SHOAL_BEFORE: the older shoal binary to compare with}
+    fi
     if [ "$1" = mosquitto ]; then
         printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 100000\n' "$port" >"$WORK/m.conf"
         "$MOSQUITTO" -c "$WORK/m.conf" >"$WORK/mosquitto.log" 2>&1 &
     else
-        "$SHOAL" --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 --data-dir "$(mktemp -d -p "$WORK")" \
+        "$binary" --listen "127.0.0.1:$port" --admin-listen 127.0.0.1:0 --data-dir "$(mktemp -d -p "$WORK")" \
             --sys-interval 0 --log warn >"$WORK/shoal.log" 2>&1 &
     fi
     PIDS+=($!)
@@ -63,7 +66,7 @@ run_scenarios() {
     for scenario in "$@"; do
         for broker in "${BROKERS[@]}"; do
             case $broker in
-                mosquitto|shoal) start_single "$broker"; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
+                mosquitto|shoal|shoal-before) start_single "$broker"; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
                 cluster-same) start_cluster 3; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
                 cluster-cross) start_cluster 3
                     targets=(-b "mqtt://127.0.0.1:${PORTS[0]}" --more-brokers "mqtt://127.0.0.1:${PORTS[1]}" --more-brokers "mqtt://127.0.0.1:${PORTS[2]}")

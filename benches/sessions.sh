@@ -12,7 +12,12 @@
 #
 # Scenarios: persistent-max (50 pairs, QoS 1, as fast as PUBACKs come back, 64 in flight
 # each), persistent-15k (15 pairs at 1,000 msgs/s each: 15,000 msgs/s offered).
-# Environment: DURATION (10s), SCENARIOS, BROKERS, OUT (benches/sessions.md).
+# Environment: DURATION (10s), SCENARIOS, BROKERS, OUT (benches/sessions.md), and
+# SHOAL_BEFORE: the binary of an older shoal, run alone as broker `shoal-before` (add it to
+# BROKERS), to measure what replication costs a single node:
+#
+#     git worktree add /tmp/before 19b2de6 && (cd /tmp/before && cargo build --release -p shoal-broker)
+#     SHOAL_BEFORE=/tmp/before/target/release/shoal BROKERS="mosquitto shoal-before shoal cluster-same cluster-cross" benches/sessions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
