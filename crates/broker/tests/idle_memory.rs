@@ -36,8 +36,9 @@ async fn an_idle_connection_stays_within_its_heap_budget() {
     // (its owner in the route group's state, in the group's tree and log in sled's cache)
     // adds about 150-250 bytes. Debug builds lay futures out larger; since sessions are
     // replicated (the CONNECT future holds the claim and take-up steps) a debug build
-    // measured 2,857 once.
-    let budget = if cfg!(debug_assertions) { 2_950 } else { 2_250 };
+    // measured 2,857 once; with the session's pointer to its QoS 2 dedup tags (8 bytes),
+    // 2,971 in a fresh-clone CI run (the registry's share in sled's cache varies by run).
+    let budget = if cfg!(debug_assertions) { 3_050 } else { 2_250 };
     assert!(
         per_connection <= budget,
         "an idle connection holds {per_connection} bytes of heap (budget {budget})"
