@@ -1398,7 +1398,7 @@ async fn sigterm_drains_a_node_leaderships_first_and_no_publisher_sees_an_error(
         None,
         "an MQTT 3.1.1 client is closed"
     );
-    let moved = cluster
+    cluster
         .status_when(
             others[0],
             "the leaderships moved off the draining node",
@@ -1412,12 +1412,10 @@ async fn sigterm_drains_a_node_leaderships_first_and_no_publisher_sees_an_error(
             },
         )
         .await;
-    let process = cluster.members[victim].process.as_mut().expect("running");
-    assert_eq!(
-        process.child.try_wait().expect("wait"),
-        None,
-        "the leaderships moved before the node exited: {moved}"
-    );
+    // The node may have exited by now (its drain takes well under a second once its
+    // clients are gone, and this view is polled): that the leaderships were handed over
+    // rather than won in elections after it left shows below: no publisher saw an error
+    // (an election after its exit would have refused their messages meanwhile).
     let handed_over = sent.elapsed();
     let mut process = cluster.members[victim].process.take().expect("running");
     let exit = loop {
