@@ -171,7 +171,15 @@ impl<T: Transport> Conn<T> {
     /// (`broker/dedup.rs`). With any to tag, their pending receipts are written first:
     /// returns what that waits for, and the caller holds the events back until it holds
     /// (`serve_session`). Fences by the session's owner epoch, as any write.
-    fn tag_qos2(&mut self, slot: &SessionSlot, events: &[Event]) -> Option<(Done, Receipts)> {
+    fn tag_qos2(&self, slot: &SessionSlot, events: &[Event]) -> Option<(Done, Receipts)> {
+        // Most reads carry no QoS 2 PUBLISH: they do not take the session's lock here.
+        let qos2 = |event: &Event| {
+            matches!(event, Event::Publish { message, packet_id: Some(_) }
+                if message.qos == QoS::ExactlyOnce)
+        };
+        if !events.iter().any(qos2) {
+            return None;
+        }
         let mut batch = WriteBatch::new();
         let mut tagged = Vec::new();
         {
