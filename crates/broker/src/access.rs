@@ -42,7 +42,8 @@ pub(crate) struct Access {
     hashing: HashGate,
     stamps: Mutex<[Option<SystemTime>; 2]>,
     clock: crate::clock::Clock,
-    /// Where bans are kept across restarts (`bans.json` in the data folder).
+    /// Where a data folder written before bans were replicated kept them (`bans.json`),
+    /// read at start and moved into the cluster (`Broker::migrate_bans`).
     bans_file: PathBuf,
 }
 
@@ -242,45 +243,44 @@ impl Access {
             .map(|ban| format!("banned ({}): {}", ban.target, ban.reason))
     }
 
-    /// Counts a connect of `client_id`; bans it and says why when it flaps.
-    pub(crate) fn flapping(&self, client_id: &str) -> Option<String> {
+    /// Counts a connect of `client_id`; bans it here and returns the ban when it flaps
+    /// (the caller spreads it to the cluster).
+    pub(crate) fn flapping(&self, client_id: &str) -> Option<Ban> {
         let flapping = self.flapping.as_ref()?;
         let ban = lock(flapping).connect(self.now(), client_id)?;
         metrics::counter!(m::FLAPPING_BANS).increment(1);
         tracing::warn!(client_id, reason = %ban.reason, "client id banned for flapping");
-        let why = format!("banned ({}): {}", ban.target, ban.reason);
-        self.add_ban(ban);
-        Some(why)
+        self.add_ban(ban.clone());
+        Some(ban)
     }
 
-    /// Adds (or replaces) a ban, and keeps the list on disk.
+    /// Enforces a ban (or replaces one) on this node: memory only, the cluster's `meta`
+    /// group keeps them.
     pub(crate) fn add_ban(&self, ban: Ban) {
         let mut bans = write(&self.bans);
         bans.add(ban);
         self.ban_count.store(bans.len(), Ordering::Relaxed);
-        self.save_bans(&bans);
     }
 
-    /// Lifts a ban; false if there was none.
+    /// Stops enforcing the ban of `target` on this node; false if there was none.
     pub(crate) fn remove_ban(&self, target: &BanTarget) -> bool {
         let mut bans = write(&self.bans);
         let removed = bans.remove(target);
         self.ban_count.store(bans.len(), Ordering::Relaxed);
-        if removed {
-            self.save_bans(&bans);
-        }
         removed
     }
 
-    /// Writes the bans in force to the data folder (a temporary file renamed over the old
-    /// one). A failure is logged: the bans stay in force in memory.
-    fn save_bans(&self, bans: &Bans) {
-        let text = bans_json(&bans.list(self.now()));
-        let temporary = self.bans_file.with_extension("json.tmp");
-        let written = std::fs::write(&temporary, text)
-            .and_then(|()| std::fs::rename(&temporary, &self.bans_file));
-        if let Err(e) = written {
-            tracing::error!(file = %self.bans_file.display(), error = %e, "bans not saved; they hold until the node stops");
+    /// The bans a data folder written before bans were replicated keeps in `bans.json`
+    /// (enforced from the start, moved into the cluster by `Broker::migrate_bans`).
+    pub(crate) fn saved_bans(&self) -> Vec<Ban> {
+        load_bans(&self.bans_file, self.now())
+    }
+
+    /// Removes `bans.json` once its bans are in the cluster.
+    pub(crate) fn forget_saved_bans(&self) -> std::io::Result<()> {
+        match std::fs::remove_file(&self.bans_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
         }
     }
 
@@ -303,7 +303,7 @@ impl Access {
     }
 }
 
-/// Bans as JSON, the shape `GET /bans` answers and `bans.json` keeps: a list of
+/// Bans as JSON, the shape `GET /bans` answers and `bans.json` kept: a list of
 /// `{target, until_ms, reason, created_ms}`.
 pub(crate) fn bans_json(bans: &[Ban]) -> String {
     let list: Vec<serde_json::Value> = bans
@@ -320,7 +320,8 @@ pub(crate) fn bans_json(bans: &[Ban]) -> String {
     serde_json::Value::Array(list).to_string()
 }
 
-/// The file in the data folder that keeps bans across restarts.
+/// The file in the data folder that kept bans across restarts before `meta` replicated
+/// them.
 const BANS_FILE: &str = "bans.json";
 
 /// The unexpired bans saved in `path`; a missing file is no bans, and a bad entry (or file)

@@ -111,8 +111,8 @@ pub(crate) async fn handle(broker: &Broker, method: &str, target: &str, body: &[
         },
         ("DELETE", "retained", topic) if !topic.is_empty() => clear_retained(broker, topic).await,
         ("GET", "bans", "") => ("200 OK", crate::access::bans_json(&broker.access.bans())),
-        ("POST", "bans", "") => add_ban(broker, body),
-        ("DELETE", "bans", target) if !target.is_empty() => lift_ban(broker, target),
+        ("POST", "bans", "") => add_ban(broker, body).await,
+        ("DELETE", "bans", target) if !target.is_empty() => lift_ban(broker, target).await,
         (
             _,
             "status" | "cluster" | "nodes" | "clients" | "subscriptions" | "routes" | "retained"
@@ -339,7 +339,7 @@ struct NewBan {
     reason: Option<String>,
 }
 
-fn add_ban(broker: &Broker, body: &[u8]) -> Answer {
+async fn add_ban(broker: &Broker, body: &[u8]) -> Answer {
     let new: NewBan = match serde_json::from_slice(body) {
         Ok(new) => new,
         Err(e) => return bad(&format!("bad ban: {e}")),
@@ -357,22 +357,27 @@ fn add_ban(broker: &Broker, body: &[u8]) -> Answer {
         reason: new.reason.unwrap_or_else(|| "banned by an operator".into()),
         created: now,
     };
-    tracing::info!(target = %ban.target, until = ?ban.until, reason = %ban.reason, "ban added");
-    broker.kick_banned(&ban);
-    broker.access.add_ban(ban);
+    let (target, until, reason) = (ban.target.to_string(), ban.until, ban.reason.clone());
+    // Every node enforces it (and kicks its matching clients) as it applies it.
+    if let Err(e) = broker.ban(ban).await {
+        return ("503 Service Unavailable", format!("{e}\n"));
+    }
+    tracing::info!(%target, ?until, %reason, "ban added");
     ("201 Created", "banned\n".into())
 }
 
-fn lift_ban(broker: &Broker, target: &str) -> Answer {
+async fn lift_ban(broker: &Broker, target: &str) -> Answer {
     let target: BanTarget = match target.parse() {
         Ok(target) => target,
         Err(e) => return bad(&format!("bad target: {e}")),
     };
-    if broker.access.remove_ban(&target) {
-        tracing::info!(%target, "ban lifted");
-        ("204 No Content", String::new())
-    } else {
-        ("404 Not Found", "no such ban\n".into())
+    match broker.unban(&target).await {
+        Ok(true) => {
+            tracing::info!(%target, "ban lifted");
+            ("204 No Content", String::new())
+        }
+        Ok(false) => ("404 Not Found", "no such ban\n".into()),
+        Err(e) => ("503 Service Unavailable", format!("{e}\n")),
     }
 }
 

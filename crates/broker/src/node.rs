@@ -213,6 +213,12 @@ impl Node {
                 .map_err(|e| StartError::Migrate {
                     message: e.to_string(),
                 })?;
+            broker
+                .migrate_bans(&cluster)
+                .await
+                .map_err(|e| StartError::Migrate {
+                    message: e.to_string(),
+                })?;
             // The persistent sessions, read back once the store holds every session write
             // committed before (and the route index every route); those another node
             // holds now are let go.

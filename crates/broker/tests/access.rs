@@ -833,6 +833,43 @@ async fn bans_survive_a_restart_and_expired_ones_do_not_come_back() {
     assert!(body.contains("\"reason\":\"stays\""), "{body}");
 }
 
+/// A data folder written before bans were replicated keeps them in `bans.json`: they are
+/// moved into the cluster at the first start (enforced, listed, lifted like any other) and
+/// the file is removed; an expired one is dropped.
+#[tokio::test]
+async fn bans_of_an_older_data_folder_move_into_the_cluster() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bans.json");
+    std::fs::write(
+        &file,
+        r#"[{"target":"client:old","until_ms":null,"reason":"from the file","created_ms":1},
+            {"target":"client:over","until_ms":2,"reason":"expired","created_ms":1}]"#,
+    )
+    .expect("write bans.json");
+    let node = TestNode {
+        node: start_in(dir.path(), |_| {}).await,
+        dir,
+    };
+    assert!(!file.exists(), "bans.json is removed once moved");
+    let (_c, ack) = Raw::connect(node.addr(), V5, "old", |_| {}).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Banned);
+    let (_c, ack) = Raw::connect(node.addr(), V5, "over", |_| {}).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+    let (_, body) = admin(&node, "GET", "/bans", None, None).await;
+    assert!(
+        body.contains("from the file") && !body.contains("expired"),
+        "{body}"
+    );
+    // In the cluster now: it outlives a restart without the file.
+    let node = node.restart().await;
+    let (_c, ack) = Raw::connect(node.addr(), V5, "old", |_| {}).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Banned);
+    let (status, _) = admin(&node, "DELETE", "/bans/client:old", None, None).await;
+    assert_eq!(status, 204);
+    let (_c, ack) = Raw::connect(node.addr(), V5, "old", |_| {}).await;
+    assert_eq!(ack.reason_code, ConnectReasonCode::Success);
+}
+
 #[tokio::test]
 async fn an_address_ban_closes_the_connection_before_connack() {
     let node = TestNode::start().await;

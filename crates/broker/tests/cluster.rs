@@ -289,11 +289,17 @@ impl TestCluster {
 
     /// One request to member `i`'s admin API: status code and body.
     async fn admin(&self, i: usize, method: &str, path: &str) -> (u16, String) {
+        self.admin_with(i, method, path, "").await
+    }
+
+    /// One request with a JSON `body` to member `i`'s admin API: status code and body.
+    async fn admin_with(&self, i: usize, method: &str, path: &str, body: &str) -> (u16, String) {
         let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.members[i].admin))
             .await
             .expect("admin listener");
         let request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         );
         stream.write_all(request.as_bytes()).await.expect("write");
         let mut text = String::new();
@@ -541,6 +547,79 @@ async fn retained_messages_set_on_one_node_are_everywhere() {
     let mut late = client(cluster.addr(0), "late").await;
     subscribe(&mut late, 1, "config/+", QoS::AtLeastOnce).await;
     assert!(late.silent_for(Duration::from_millis(500)).await);
+}
+
+/// A ban made on one node holds on every node: a connected client of another node is
+/// kicked (0x98), a new CONNECT anywhere is refused (0x8A), the ban outlives a restart of
+/// every node, and lifting it on a third node lets the client in everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_made_on_one_node_holds_on_every_node_and_outlives_a_restart() {
+    let mut cluster = TestCluster::start(3, 0).await;
+    let mut victim = client(cluster.addr(1), "rogue").await;
+    let (status, body) = cluster
+        .admin_with(
+            0,
+            "POST",
+            "/api/v1/bans",
+            r#"{"target":"client:rogue","reason":"misbehaves"}"#,
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (reason, _) = disconnect_of(&mut victim, Duration::from_secs(5)).await;
+    assert_eq!(reason, DisconnectReasonCode::AdministrativeAction);
+    for i in 0..3 {
+        let (_c, ack) = Raw::connect(cluster.addr(i), V5, "rogue", |_| {}).await;
+        assert_eq!(
+            ack.reason_code,
+            shoal_codec::ConnectReasonCode::Banned,
+            "node {}",
+            i + 1
+        );
+        let (status, body) = cluster.admin(i, "GET", "/api/v1/bans").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("misbehaves"), "node {}: {body}", i + 1);
+    }
+    for i in 0..3 {
+        cluster.kill(i);
+    }
+    // All at once: a node alone cannot elect the leaders it needs to serve.
+    let starts: Vec<_> = (0..3)
+        .map(|i| {
+            let (dir, mqtt, args) = cluster.command(i);
+            tokio::spawn(async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                Process::start_args(&dir, mqtt, &args, Duration::from_secs(60)).await
+            })
+        })
+        .collect();
+    for (i, start) in starts.into_iter().enumerate() {
+        cluster.members[i].process = Some(start.await.expect("start task"));
+    }
+    for i in 0..3 {
+        cluster.ready(i).await;
+    }
+    for i in 0..3 {
+        let (_c, ack) = Raw::connect(cluster.addr(i), V5, "rogue", |_| {}).await;
+        assert_eq!(
+            ack.reason_code,
+            shoal_codec::ConnectReasonCode::Banned,
+            "node {} after the restart",
+            i + 1
+        );
+    }
+    let (status, body) = cluster
+        .admin(2, "DELETE", "/api/v1/bans/client:rogue")
+        .await;
+    assert_eq!(status, 204, "{body}");
+    for i in 0..3 {
+        let (_c, ack) = Raw::connect(cluster.addr(i), V5, "rogue", |_| {}).await;
+        assert_eq!(
+            ack.reason_code,
+            shoal_codec::ConnectReasonCode::Success,
+            "node {} once lifted",
+            i + 1
+        );
+    }
 }
 
 /// A shared group with members on two nodes gets each message once, whichever node it is

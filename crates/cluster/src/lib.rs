@@ -60,6 +60,6 @@ pub use node::{
     NodeStatus,
 };
 pub use routes::{RemoteTargets, RouteWait, shard_of};
-pub use state::{Command, GroupState, Member, Owner, Response, RouteChange, Touched};
+pub use state::{BanRecord, Command, GroupState, Member, Owner, Response, RouteChange, Touched};
 pub use state_machine::{NoObserver, Observer, SledStateMachine, SnapshotBuilder};
 pub use type_config::{GroupConfig, RaftNodeId};

@@ -30,7 +30,7 @@ use crate::peers::Peers;
 use crate::proto::cluster_client::ClusterClient;
 use crate::proto::{JoinRequest, KickRequest, ProposeRequest, WaitAppliedRequest, propose_reply};
 use crate::routes::{RemoteRoutes, RemoteTargets, RouteWait, RouteWriter, shard_of};
-use crate::state::{Command, GroupState, Response, Touched};
+use crate::state::{BanRecord, Command, GroupState, Response, Touched};
 use crate::state_machine::{Observer, SledStateMachine};
 use crate::type_config::{GroupConfig, RaftNodeId};
 
@@ -124,6 +124,9 @@ pub trait Host: Send + Sync + 'static {
     /// The retained message of `topic` changed (the Raft apply): keep it in memory for
     /// subscribe-time delivery (`None`: cleared).
     fn retained_changed(&self, topic: &str, message: Option<Message>);
+    /// The ban of `target` changed (meta's apply): enforce it here (`None`: lifted). Must
+    /// not block.
+    fn ban_changed(&self, target: &str, ban: Option<&BanRecord>);
     /// The session of `client_id` was fenced with `epoch` in the session group (a node
     /// took it up): a session held here under an older claim must be let go (the apply;
     /// must not block).
@@ -314,6 +317,7 @@ impl Observer for NodeObserver {
                     self.host.session_fenced(client, *epoch);
                 }
             }
+            Touched::Ban(target) => self.host.ban_changed(target, state.ban(target)),
             Touched::Owner(_) | Touched::Node(_) | Touched::Epoch => {}
         }
     }
@@ -659,6 +663,31 @@ impl Cluster {
             digest: crate::state::digest(&bytes),
         };
         inner.propose(group, command).await.map(drop)
+    }
+
+    /// Bans `target` (or replaces its ban) on every node: a command of `meta`; returns once
+    /// every live node has applied it (each enforces it as it applies).
+    pub async fn ban(&self, target: &str, ban: BanRecord) -> Result<(), ClusterError> {
+        let command = Command::Ban {
+            target: target.to_owned(),
+            ban,
+        };
+        let (index, _) = self.inner.propose(GroupId::Meta, command).await?;
+        self.inner.barrier(GroupId::Meta, index).await;
+        Ok(())
+    }
+
+    /// Lifts the ban of `target` on every node (`meta`); false if there was none.
+    pub async fn unban(&self, target: &str) -> Result<bool, ClusterError> {
+        if self.inner.meta().ban(target).is_none() {
+            return Ok(false);
+        }
+        let command = Command::Unban {
+            target: target.to_owned(),
+        };
+        let (index, _) = self.inner.propose(GroupId::Meta, command).await?;
+        self.inner.barrier(GroupId::Meta, index).await;
+        Ok(true)
     }
 
     /// Whether this node may serve clients: it is in touch with a majority of the

@@ -138,6 +138,31 @@ pub enum Command {
         #[serde(default)]
         mqtt: Option<String>,
     },
+    /// `target` is banned (meta): added, or replaced. Bans that ended before the ban's
+    /// `created` time are dropped with it, so that the list does not grow with expired
+    /// ones (the proposer's clock, stamped in the command: `apply` reads none).
+    Ban {
+        /// What is banned: `clientid:<id>`, `username:<name>` or `address:<ip or net>`.
+        target: String,
+        /// Its term and reason.
+        ban: BanRecord,
+    },
+    /// The ban of `target` is lifted (meta).
+    Unban {
+        /// What was banned.
+        target: String,
+    },
+}
+
+/// A ban as `meta` keeps it (the broker's own type lives in shoal-access).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BanRecord {
+    /// When it ends, in milliseconds since the epoch (`None`: never).
+    pub until: Option<u64>,
+    /// Why.
+    pub reason: String,
+    /// When it was made, in milliseconds since the epoch.
+    pub created: u64,
 }
 
 /// Bytes as a base64 string in JSON (an array of numbers would be three to four times
@@ -205,6 +230,7 @@ impl Command {
             Self::Retain { topic, message } => topic.len() + 4 * message.len() + 16,
             Self::Claim { client_id, .. } | Self::Release { client_id, .. } => client_id.len() + 32,
             Self::ClearRetained { topic } | Self::ExpireRetained { topic, .. } => topic.len() + 16,
+            Self::Ban { target, ban } => target.len() + ban.reason.len() + 64,
             Self::Session { fences, ops } => {
                 fences.iter().map(|(c, _)| c.len() + 16).sum::<usize>() + 4 * ops.len() / 3 + 16
             }
@@ -251,6 +277,8 @@ pub enum Touched {
     Epoch,
     /// The owner epoch a session's writes must have (session group).
     Fence(String),
+    /// A ban's target (meta).
+    Ban(String),
 }
 
 /// The state of one group.
@@ -270,6 +298,9 @@ pub struct GroupState {
     /// group).
     #[serde(default)]
     pub(crate) fences: BTreeMap<String, u64>,
+    /// Target -> the ban in force (meta).
+    #[serde(default)]
+    pub(crate) bans: BTreeMap<String, BanRecord>,
 }
 
 impl GroupState {
@@ -432,6 +463,27 @@ impl GroupState {
                 }
                 Response::Done
             }
+            Command::Ban { target, ban } => {
+                let ended: Vec<String> = self
+                    .bans
+                    .iter()
+                    .filter(|(t, b)| *t != target && b.until.is_some_and(|u| u <= ban.created))
+                    .map(|(t, _)| t.clone())
+                    .collect();
+                for t in ended {
+                    self.bans.remove(&t);
+                    touched.insert(Touched::Ban(t));
+                }
+                self.bans.insert(target.clone(), ban.clone());
+                touched.insert(Touched::Ban(target.clone()));
+                Response::Done
+            }
+            Command::Unban { target } => {
+                if self.bans.remove(target).is_some() {
+                    touched.insert(Touched::Ban(target.clone()));
+                }
+                Response::Done
+            }
         }
     }
 
@@ -479,6 +531,11 @@ impl GroupState {
         &self.nodes
     }
 
+    /// The ban of `target` (meta).
+    pub fn ban(&self, target: &str) -> Option<&BanRecord> {
+        self.bans.get(target)
+    }
+
     /// Every key the state holds (to report them all after a snapshot or at start).
     pub(crate) fn keys(&self, into: &mut BTreeSet<Touched>) {
         into.extend(self.routes.keys().cloned().map(Touched::Route));
@@ -486,6 +543,7 @@ impl GroupState {
         into.extend(self.retained.keys().cloned().map(Touched::Retained));
         into.extend(self.nodes.keys().copied().map(Touched::Node));
         into.extend(self.fences.keys().cloned().map(Touched::Fence));
+        into.extend(self.bans.keys().cloned().map(Touched::Ban));
         into.insert(Touched::Epoch);
     }
 }
@@ -511,6 +569,44 @@ mod tests {
         let mut touched = BTreeSet::new();
         let response = state.apply(command, &mut touched);
         (response, touched)
+    }
+
+    fn ban(target: &str, until: Option<u64>, created: u64) -> Command {
+        Command::Ban {
+            target: target.into(),
+            ban: BanRecord {
+                until,
+                reason: "r".into(),
+                created,
+            },
+        }
+    }
+
+    #[test]
+    fn a_ban_drops_the_bans_that_ended_before_it_and_unban_lifts_one() {
+        let mut state = GroupState::default();
+        apply(&mut state, &ban("client:a", Some(100), 10));
+        apply(&mut state, &ban("client:b", None, 20));
+        apply(&mut state, &ban("client:c", Some(500), 30));
+        let (_, touched) = apply(&mut state, &ban("client:d", None, 200));
+        assert!(state.ban("client:a").is_none(), "ended at 100, before 200");
+        assert!(touched.contains(&Touched::Ban("client:a".into())));
+        assert!(state.ban("client:b").is_some() && state.ban("client:c").is_some());
+        let (_, touched) = apply(
+            &mut state,
+            &Command::Unban {
+                target: "client:b".into(),
+            },
+        );
+        assert_eq!(touched.len(), 1);
+        assert!(state.ban("client:b").is_none());
+        let (_, touched) = apply(
+            &mut state,
+            &Command::Unban {
+                target: "client:b".into(),
+            },
+        );
+        assert!(touched.is_empty(), "lifting twice changes nothing");
     }
 
     #[test]

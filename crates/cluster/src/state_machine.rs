@@ -49,13 +49,15 @@ const OWNER_PREFIX: &[u8] = b"o:";
 const RETAINED_PREFIX: &[u8] = b"t:";
 const NODE_PREFIX: &[u8] = b"n:";
 const FENCE_PREFIX: &[u8] = b"f:";
+const BAN_PREFIX: &[u8] = b"b:";
 const EPOCH: &[u8] = b"a:epoch";
-const PREFIXES: [&[u8]; 5] = [
+const PREFIXES: [&[u8]; 6] = [
     ROUTE_PREFIX,
     OWNER_PREFIX,
     RETAINED_PREFIX,
     NODE_PREFIX,
     FENCE_PREFIX,
+    BAN_PREFIX,
 ];
 const APPLIED: &[u8] = b"a:applied";
 const MEMBERSHIP: &[u8] = b"a:membership";
@@ -70,6 +72,7 @@ fn key_of(touched: &Touched) -> Vec<u8> {
         Touched::Node(node) => [NODE_PREFIX, node.to_string().as_bytes()].concat(),
         Touched::Epoch => EPOCH.to_vec(),
         Touched::Fence(client) => [FENCE_PREFIX, client.as_bytes()].concat(),
+        Touched::Ban(target) => [BAN_PREFIX, target.as_bytes()].concat(),
     }
 }
 
@@ -236,6 +239,10 @@ impl SledStateMachine {
                         let epoch = decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
                         state.fences.insert(name, epoch);
                     }
+                    BAN_PREFIX => {
+                        let ban = decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
+                        state.bans.insert(name, ban);
+                    }
                     _ => {
                         let node = name.parse().map_err(|e| bad(&e))?;
                         let member = decode(&value, &tree, &key, ErrorSubject::StateMachine)?;
@@ -310,6 +317,7 @@ impl SledStateMachine {
             Touched::Node(node) => state.nodes.get(node).map(|m| encode(m, subject())),
             Touched::Epoch => Some(encode(&state.epoch, subject())),
             Touched::Fence(client) => state.fences.get(client).map(|e| encode(e, subject())),
+            Touched::Ban(target) => state.bans.get(target).map(|b| encode(b, subject())),
         };
         match value {
             Some(value) => batch.insert(key, value?),

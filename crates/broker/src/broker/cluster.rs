@@ -361,6 +361,12 @@ impl Host for BrokerHost {
         }
     }
 
+    fn ban_changed(&self, target: &str, ban: Option<&shoal_cluster::BanRecord>) {
+        if let Some(broker) = self.0.upgrade() {
+            broker.ban_changed(target, ban);
+        }
+    }
+
     fn adopt_sessions(&self, node: shoal_cluster::RaftNodeId) -> BoxFuture<()> {
         let broker = self.0.upgrade();
         Box::pin(async move {

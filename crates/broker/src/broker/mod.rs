@@ -72,6 +72,7 @@ pub struct Broker {
 }
 
 mod acl;
+mod bans;
 mod cluster;
 mod deadlines;
 mod dedup;

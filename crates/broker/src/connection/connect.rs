@@ -53,7 +53,7 @@ impl<T: Transport> Conn<T> {
             .broker
             .access
             .banned(&client_id, claimed, ip)
-            .or_else(|| self.broker.access.flapping(&client_id));
+            .or_else(|| self.broker.flapped(&client_id));
         if let Some(why) = banned {
             metrics::counter!(m::AUTH_FAILURES, "reason" => "banned").increment(1);
             tracing::info!(%why, "CONNECT refused");
