@@ -5,20 +5,15 @@
 //! drained, and the record handed to `shoal-loadtest check`: no acknowledged message lost,
 //! no QoS 2 duplicate, no order violation.
 //!
-//! Faults that the cluster must survive today hit a *bystander*, a node holding no client
-//! of the run: kill -9 (then a restart with its data) of a random one, of the leader of
-//! `meta`, of a route shard or of a retained shard; a network partition of one (root only:
-//! the node runs in a network namespace of its own, cut with iptables as in
-//! `partition.rs`). A rolling restart (`rolling-restart`) SIGTERMs every node in turn,
-//! each holding clients, and restarts it with its data once it has drained, waiting for it
-//! to be ready and for the leaderships to spread again before the next; its clients come
-//! back to it. Two faults hit the node holding subscribers' sessions, asked for with
-//! `FAULTS_KINDS`: `kill-subscriber-node` restarts it with its data and its clients come
-//! back to it; `lose-subscriber-node` keeps it down and its clients reconnect to another
-//! node (`--failover`), where their sessions, replicated in the session group, are taken
-//! up. It loses no acknowledged message and no session, but a QoS 2 publisher of the lost
-//! node that resends after the failover can reach remote subscribers twice (no dedup key
-//! on forwarded QoS 2 copies yet), so it stays out of the series that must pass.
+//! Faults: kill -9 (then a restart with its data) of a *bystander*, a node holding no
+//! client of the run, at random or the leader of `meta`, of a route shard, of a retained
+//! shard or of the session group; a network partition of a bystander (root only: the node
+//! runs in a network namespace of its own, cut with iptables as in `partition.rs`); kill -9
+//! of a node holding subscribers' sessions, restarted with its data (`kill-subscriber-node`)
+//! or kept down while its clients fail over to another node (`lose-subscriber-node`); and a
+//! rolling restart, every node SIGTERMed in turn and restarted once drained. For the kill
+//! faults, clients with a Will sit on the victim and a watcher on another node checks that
+//! each Will is published exactly once.
 //!
 //! `ci_series` runs a few of each within about three minutes; `long_series` (ignored) is the
 //! documented long run, driven by environment variables (see deploy/faults/README.md).
@@ -31,7 +26,10 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use common::netns::Netns;
-use common::{Process, QUICK_CLUSTER, free_port, http_response};
+use common::{Process, QUICK_CLUSTER, Raw, free_port, http_response, s};
+use shoal_codec::{
+    ConnectReasonCode, LastWill, Packet, ProtocolVersion, PubAck, QoS, QosPid, WillProperties,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Raft groups whose leader a fault can aim at.
@@ -470,6 +468,116 @@ publish = {{ topic = "faults/%i/r", qos = 1, retain = true, rate = {retained_rat
     )
 }
 
+/// How many clients with a Will a kill fault puts on its victim.
+const WILL_HOLDERS: usize = 3;
+
+/// The Wills of a run: clients with a Will (no delay, persistent sessions) connected to
+/// the node a kill fault hits, which never reconnect, and a watcher on another node that
+/// counts every Will published. Each holder's Will must be published exactly once: by the
+/// node back with its data, or by the survivors that take its sessions up, never both.
+struct Wills {
+    /// The holders' connections, dropped once their node is killed.
+    holders: Vec<Raw>,
+    /// Will topic -> how many times the watcher got it.
+    seen: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, u64>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+impl Wills {
+    async fn place(holders_at: std::net::SocketAddr, watcher_at: std::net::SocketAddr) -> Self {
+        let (mut watcher, ack) = Raw::connect(
+            watcher_at,
+            ProtocolVersion::V5,
+            "faults-will-watcher",
+            |c| {
+                c.keep_alive = 0;
+            },
+        )
+        .await;
+        assert_eq!(ack.reason_code, ConnectReasonCode::Success, "watcher");
+        watcher
+            .subscribe(1, &[("faults/wills/+", QoS::AtLeastOnce)])
+            .await;
+        let mut holders = Vec::new();
+        for k in 0..WILL_HOLDERS {
+            let id = format!("faults-will-{k}");
+            let (raw, ack) = Raw::connect(holders_at, ProtocolVersion::V5, &id, |c| {
+                c.keep_alive = 0;
+                c.clean_start = false;
+                c.properties.session_expiry_interval = Some(600);
+                c.will = Some(LastWill {
+                    topic: s(&format!("faults/wills/{k}")),
+                    payload: bytes::Bytes::from_static(b"gone"),
+                    qos: QoS::AtLeastOnce,
+                    retain: false,
+                    properties: WillProperties {
+                        will_delay_interval: Some(0),
+                        ..Default::default()
+                    },
+                });
+            })
+            .await;
+            assert_eq!(ack.reason_code, ConnectReasonCode::Success, "{id}");
+            holders.push(raw);
+        }
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::new()));
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let counts = std::sync::Arc::clone(&seen);
+        let watcher = tokio::spawn(async move {
+            loop {
+                let packet = tokio::select! {
+                    _ = &mut stopped => return,
+                    packet = watcher.recv_within(Duration::from_secs(3600)) => packet,
+                };
+                match packet {
+                    Some(Packet::Publish(p)) => {
+                        if let QosPid::AtLeastOnce(id) = p.qos_pid {
+                            watcher.send(Packet::PubAck(PubAck::new(id))).await;
+                        }
+                        *counts
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .entry(p.topic.to_string())
+                            .or_insert(0) += 1;
+                    }
+                    Some(_) => {}
+                    None => return,
+                }
+            }
+        });
+        Self {
+            holders,
+            seen,
+            stop: Some(stop),
+            watcher,
+        }
+    }
+
+    /// Waits until every holder's Will came or `within` passed, then a second more for
+    /// a second copy; returns (expected, published, missing, duplicated).
+    async fn verdict(mut self, within: Duration) -> (u64, u64, u64, u64) {
+        self.holders.clear();
+        let deadline = Instant::now() + within;
+        let all_came = |seen: &std::collections::BTreeMap<String, u64>| seen.len() >= WILL_HOLDERS;
+        while Instant::now() < deadline
+            && !all_came(&self.seen.lock().unwrap_or_else(|e| e.into_inner()))
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let _ = self.watcher.await;
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let published: u64 = seen.values().sum();
+        let missing = (WILL_HOLDERS - seen.len().min(WILL_HOLDERS)) as u64;
+        let duplicated = seen.values().map(|n| n.saturating_sub(1)).sum();
+        (WILL_HOLDERS as u64, published, missing, duplicated)
+    }
+}
+
 /// What one run found.
 #[derive(Debug, Clone)]
 struct RunReport {
@@ -491,6 +599,8 @@ struct RunReport {
     interrupted: u64,
     recovery_ms: Option<f64>,
     max_pause_ms: f64,
+    /// Wills expected and published (kill faults only).
+    wills: Option<(u64, u64)>,
     passed: bool,
     /// Why the run failed, or was skipped.
     problem: Option<String>,
@@ -501,7 +611,7 @@ struct RunReport {
 impl RunReport {
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | node {} {} | {:.1} s | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | node {} {} | {:.1} s | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             self.seed,
             self.fault,
             self.nodes,
@@ -517,6 +627,8 @@ impl RunReport {
             self.interrupted,
             self.recovery_ms
                 .map_or("-".to_owned(), |ms| format!("{ms:.0} ms")),
+            self.wills
+                .map_or("-".to_owned(), |(e, p)| format!("{p} of {e}")),
             if self.passed {
                 "pass".to_owned()
             } else {
@@ -525,7 +637,7 @@ impl RunReport {
         )
     }
 
-    const HEADER: &'static str = "| seed | fault | nodes | victim | fault at | outage | acked | lost | QoS 2 dup | order | sessions lost | interrupted flows | recovery | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+    const HEADER: &'static str = "| seed | fault | nodes | victim | fault at | outage | acked | lost | QoS 2 dup | order | sessions lost | interrupted flows | recovery | Wills published | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 }
 
 /// Waits until the loadtest's progress lines (stderr, in `log`) show publishing.
@@ -619,6 +731,25 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         }
         _ => (0..nodes).filter(|&i| i != victim).collect(),
     };
+
+    // The Wills of the victim's clients, for the faults that kill it (a rolling restart
+    // drains its nodes: a graceful shutdown publishes no Will; a partitioned node's
+    // clients are not cut off from it).
+    let kills = matches!(
+        fault,
+        Fault::KillBystander
+            | Fault::KillLeader(_)
+            | Fault::KillSubscriberNode
+            | Fault::LoseSubscriberNode
+    );
+    let mut wills = None;
+    if kills {
+        let at = |i: usize| -> std::net::SocketAddr {
+            let m = &cluster.members[i];
+            format!("{}:{}", m.ip, m.mqtt).parse().expect("addr")
+        };
+        wills = Some(Wills::place(at(victim), at((victim + 1) % nodes)).await);
+    }
 
     // The load.
     let scenario_path = dir.join("scenario.toml");
@@ -780,6 +911,17 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         problem = Some(format!("shoal-loadtest ended with {exit:?}"));
     }
     let load_took = publishing.elapsed();
+    let mut will_count = None;
+    if let Some(wills) = wills {
+        let (expected, published, missing, duplicated) =
+            wills.verdict(Duration::from_secs(15)).await;
+        will_count = Some((expected, published));
+        if problem.is_none() && (missing > 0 || duplicated > 0) {
+            problem = Some(format!(
+                "Wills: {missing} of {expected} never published, {duplicated} published twice"
+            ));
+        }
+    }
     for i in 0..nodes {
         cluster.kill(i);
     }
@@ -848,6 +990,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         interrupted: verdict["recovery"]["interrupted"].as_u64().unwrap_or(0),
         recovery_ms: verdict["recovery"]["max_ms"].as_f64(),
         max_pause_ms: verdict["recovery"]["max_pause_ms"].as_f64().unwrap_or(0.0),
+        wills: will_count,
         passed,
         problem,
         folder: folder_path,
