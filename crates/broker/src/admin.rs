@@ -119,6 +119,12 @@ async fn respond(
     let target = words.next().unwrap_or("");
     let path = target.split('?').next().unwrap_or("");
     match (method, path) {
+        // A failed store stays failed (sled may hang after a failed write): only a restart
+        // recovers, so liveness fails and an orchestrator restarts the node.
+        ("GET", "/healthz") if broker.is_store_broken() => (
+            "503 Service Unavailable",
+            "the store failed: restart the node once its disk has room\n".to_string(),
+        ),
         ("GET", "/healthz") => ("200 OK", "ok\n".to_string()),
         ("GET", "/readyz") if broker.is_store_broken() => (
             "503 Service Unavailable",

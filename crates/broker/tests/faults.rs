@@ -61,10 +61,18 @@ enum Fault {
     /// until it is ready and the leaderships have spread again, then the next; its clients
     /// come back to it (their sessions are on its disk).
     RollingRestart,
+    /// Fill the disk of a node holding clients (its data folder is a small tmpfs), wait,
+    /// free it, and restart the node once `/healthz` says its store failed (what an
+    /// orchestrator's liveness probe does); its clients come back to it.
+    DiskFull,
+    /// Jump the wall clock of a node holding clients by 10 min to 2 h, forward or back
+    /// (libfaketime), then kill -9 it and restart it on that clock: it runs skewed from
+    /// the others to the end; its clients come back to it.
+    ClockJump,
 }
 
 impl Fault {
-    const ALL: [Self; 9] = [
+    const ALL: [Self; 11] = [
         Self::KillBystander,
         Self::KillLeader(GroupKind::Meta),
         Self::KillLeader(GroupKind::Routes),
@@ -74,6 +82,8 @@ impl Fault {
         Self::KillSubscriberNode,
         Self::LoseSubscriberNode,
         Self::RollingRestart,
+        Self::DiskFull,
+        Self::ClockJump,
     ];
 
     fn parse(name: &str) -> Option<Self> {
@@ -93,12 +103,14 @@ impl fmt::Display for Fault {
             Self::KillSubscriberNode => "kill-subscriber-node",
             Self::LoseSubscriberNode => "lose-subscriber-node",
             Self::RollingRestart => "rolling-restart",
+            Self::DiskFull => "disk-full",
+            Self::ClockJump => "clock-jump",
         })
     }
 }
 
 /// The faults a series runs unless told otherwise: those the cluster must survive today.
-const DEFAULT_FAULTS: [Fault; 9] = [
+const DEFAULT_FAULTS: [Fault; 11] = [
     Fault::KillBystander,
     Fault::KillLeader(GroupKind::Meta),
     Fault::KillLeader(GroupKind::Routes),
@@ -108,6 +120,8 @@ const DEFAULT_FAULTS: [Fault; 9] = [
     Fault::KillSubscriberNode,
     Fault::LoseSubscriberNode,
     Fault::RollingRestart,
+    Fault::DiskFull,
+    Fault::ClockJump,
 ];
 
 /// How much longer the load of a rolling restart runs than the shape says, per node
@@ -176,6 +190,8 @@ struct Member {
     admin: u16,
     dir: PathBuf,
     log: PathBuf,
+    /// libfaketime's offset file, if the node runs on a clock of its own.
+    clock: Option<PathBuf>,
     process: Option<Process>,
 }
 
@@ -210,10 +226,21 @@ impl Cluster {
         let args = self.args(i);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let m = &self.members[i];
-        let wrapper: Vec<&str> = match &m.netns {
-            Some(ns) => vec!["ip", "netns", "exec", ns],
+        let mut wrapper: Vec<String> = match &m.netns {
+            Some(ns) => ["ip", "netns", "exec", ns].map(String::from).to_vec(),
             None => Vec::new(),
         };
+        if let (Some(clock), Some(lib)) = (&m.clock, faketime_lib()) {
+            // Only the wall clock: the node's own clock and its timers are monotonic.
+            wrapper.extend([
+                "env".to_owned(),
+                format!("LD_PRELOAD={}", lib.display()),
+                format!("FAKETIME_TIMESTAMP_FILE={}", clock.display()),
+                "FAKETIME_CACHE_DURATION=1".to_owned(),
+                "DONT_FAKE_MONOTONIC=1".to_owned(),
+            ]);
+        }
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
         let process = Process::start_at(
             &wrapper,
             &m.ip,
@@ -237,6 +264,7 @@ impl Cluster {
         nodes: usize,
         host_ip: &str,
         in_netns: Option<(usize, &Netns)>,
+        clock: Option<(usize, PathBuf)>,
     ) -> Self {
         let mut cluster = Self {
             members: Vec::new(),
@@ -254,6 +282,10 @@ impl Cluster {
                 admin: free_port(),
                 dir: node_dir,
                 log: dir.join(format!("node{}.log", i + 1)),
+                clock: clock
+                    .as_ref()
+                    .filter(|(n, _)| *n == i)
+                    .map(|(_, c)| c.clone()),
                 process: None,
             });
         }
@@ -377,6 +409,37 @@ impl Cluster {
     fn url(&self, i: usize) -> String {
         let m = &self.members[i];
         format!("mqtt://{}:{}", m.ip, m.mqtt)
+    }
+}
+
+/// libfaketime (the Debian package `faketime`), if installed.
+fn faketime_lib() -> Option<PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+}
+
+/// A tmpfs mounted on a node's folder for a run (root only), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &Path, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(dir).ok()?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        mounted.then(|| Self(dir.to_owned()))
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
     }
 }
 
@@ -673,12 +736,30 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         None
     };
     let partitioned = 1 + rng.below(nodes as u64 - 1) as usize;
+    // A full disk's victim has a small tmpfs for a folder, a jumped clock's a clock file
+    // for libfaketime, from the start; both hold clients.
+    let special = matches!(fault, Fault::DiskFull | Fault::ClockJump)
+        .then(|| rng.below(nodes as u64) as usize)
+        .unwrap_or(0);
+    let mut _tmpfs = None;
+    if fault == Fault::DiskFull {
+        _tmpfs = Some(Tmpfs::mount(
+            &dir.join(format!("node{}", special + 1)),
+            "256m",
+        )?);
+    }
+    let clock = dir.join("clock");
+    if fault == Fault::ClockJump {
+        faketime_lib()?;
+        std::fs::write(&clock, "+0\n").expect("clock file");
+    }
     let host_ip = netns.as_ref().map_or("127.0.0.1", |ns| ns.host_ip.as_str());
     let mut cluster = Cluster::start(
         &dir,
         nodes,
         host_ip,
         netns.as_ref().map(|ns| (partitioned, ns)),
+        (fault == Fault::ClockJump).then(|| (special, clock.clone())),
     )
     .await;
 
@@ -690,6 +771,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         | Fault::KillSubscriberNode
         | Fault::LoseSubscriberNode
         | Fault::RollingRestart => rng.below(nodes as u64) as usize,
+        Fault::DiskFull | Fault::ClockJump => special,
         Fault::Partition => partitioned,
         Fault::KillLeader(kind) => {
             let prefix = match kind {
@@ -726,9 +808,11 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         }
     };
     let brokers: Vec<usize> = match fault {
-        Fault::KillSubscriberNode | Fault::LoseSubscriberNode | Fault::RollingRestart => {
-            (0..nodes).collect()
-        }
+        Fault::KillSubscriberNode
+        | Fault::LoseSubscriberNode
+        | Fault::RollingRestart
+        | Fault::DiskFull
+        | Fault::ClockJump => (0..nodes).collect(),
         _ => (0..nodes).filter(|&i| i != victim).collect(),
     };
 
@@ -741,6 +825,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
             | Fault::KillLeader(_)
             | Fault::KillSubscriberNode
             | Fault::LoseSubscriberNode
+            | Fault::ClockJump
     );
     let mut wills = None;
     if kills {
@@ -884,6 +969,53 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                         outage.as_secs_f64()
                     ));
                 }
+            }
+            Fault::DiskFull => {
+                let filler = cluster.members[victim].dir.join("filler");
+                let _ = Command::new("dd")
+                    .arg("if=/dev/zero")
+                    .arg(format!("of={}", filler.display()))
+                    .arg("bs=1M")
+                    .stderr(std::process::Stdio::null())
+                    .status();
+                let full = Instant::now();
+                tokio::time::sleep(rng.secs(2.0, 3.5)).await;
+                let status = |answer: Option<(u16, String)>| answer.map_or(0, |(code, _)| code);
+                let ready = status(cluster.http_get(victim, "/readyz").await);
+                let alive = status(cluster.http_get(victim, "/healthz").await);
+                let _ = std::fs::remove_file(&filler);
+                note = format!("(full: readyz {ready}, healthz {alive}");
+                if alive == 503 {
+                    // What a liveness probe does: the node is restarted.
+                    match cluster.terminate(victim, ROLL_EXIT_WAIT).await {
+                        Ok(took) => note
+                            .push_str(&format!("; SIGTERM, exit in {:.1} s", took.as_secs_f64())),
+                        Err(why) => {
+                            note.push_str(&format!("; SIGTERM: {why}, then kill -9"));
+                            cluster.kill(victim);
+                        }
+                    }
+                    cluster.run(victim).await;
+                    note.push_str("; restarted");
+                } else if problem.is_none() {
+                    problem = Some(format!(
+                        "a full disk left the node alive (healthz {alive}): its store never failed?"
+                    ));
+                }
+                note.push(')');
+                outage = full.elapsed();
+            }
+            Fault::ClockJump => {
+                let minutes = 10 + rng.below(111);
+                let sign = if rng.below(2) == 0 { '+' } else { '-' };
+                std::fs::write(&clock, format!("{sign}{}\n", minutes * 60)).expect("clock file");
+                // libfaketime reads the file again within a second.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                cluster.kill(victim);
+                outage = rng.secs(0.5, 1.5);
+                tokio::time::sleep(outage).await;
+                cluster.run(victim).await;
+                note = format!("(clock {sign}{minutes} min, restarted on it)");
             }
             _ => {
                 cluster.kill(victim);
@@ -1041,7 +1173,9 @@ async fn series(
                 );
                 reports.push(r);
             }
-            None => eprintln!("  skipped: {fault} needs root (network namespaces)"),
+            None => eprintln!(
+                "  skipped: {fault} needs root (network namespaces, tmpfs) or libfaketime"
+            ),
         }
     }
     eprintln!("{}", RunReport::HEADER);
@@ -1068,8 +1202,8 @@ fn base_seed() -> u64 {
 }
 
 /// The CI series: two runs of kill-bystander and of partition, one of each leader kind,
-/// one lose-subscriber-node and one rolling restart (the faults the cluster must survive
-/// today), seeded from the clock (printed) or `FAULTS_SEED`.
+/// one lose-subscriber-node, one rolling restart, one full disk and one jumped clock,
+/// seeded from the clock (printed) or `FAULTS_SEED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_series_loses_no_acknowledged_message() {
     let shape = Shape {
@@ -1089,13 +1223,15 @@ async fn ci_series_loses_no_acknowledged_message() {
         Fault::Partition,
         Fault::LoseSubscriberNode,
         Fault::RollingRestart,
+        Fault::DiskFull,
+        Fault::ClockJump,
     ];
     let reports = series(
         base_seed(),
         &faults,
         faults.len(),
         shape,
-        Duration::from_secs(240),
+        Duration::from_secs(300),
     )
     .await;
     let failed: Vec<String> = reports

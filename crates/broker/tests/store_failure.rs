@@ -1,5 +1,5 @@
 //! A store that fails (a full disk) never acknowledges: PUBACK says 0x80 from the first
-//! write that failed on (an MQTT 3.1.1 client is disconnected instead), `/readyz` says the node is not ready, and SIGTERM still stops the
+//! write that failed on (an MQTT 3.1.1 client is disconnected instead), `/readyz` says the node is not ready and `/healthz` that it needs a restart, and SIGTERM still stops the
 //! node promptly. The data folder is a 3 MiB tmpfs that this test mounts (root only).
 
 mod common;
@@ -118,6 +118,11 @@ async fn a_full_disk_answers_failures_reports_not_ready_and_still_stops_on_sigte
         http_get(admin, "/readyz").await,
         503,
         "not ready once the store failed"
+    );
+    assert_eq!(
+        http_get(admin, "/healthz").await,
+        503,
+        "not alive either: only a restart recovers a failed store"
     );
     // MQTT 3.1.1 has no failure code for a publication: the connection is closed instead
     // of acknowledging.
