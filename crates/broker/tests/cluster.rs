@@ -1860,3 +1860,68 @@ async fn a_qos2_resend_after_its_publishers_node_died_is_delivered_once() {
     assert_eq!(near_got, vec![b"once".to_vec()], "node 2's subscriber");
     assert_eq!(far_got, vec![b"once".to_vec()], "node 3's subscriber");
 }
+
+/// An MQTT 3.1.1 QoS 2 publication that another node did not accept (its subscriber's node
+/// was just killed) closes the publisher's connection without PUBREC (3.1.1 has no failure
+/// code); its resend on the next connection (DUP, same packet identifier) is taken as new
+/// and reaches the subscriber once its node is back, rather than being answered PUBREC as
+/// a duplicate of what failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_mqtt311_qos2_publication_is_taken_anew_when_resent() {
+    let v311 = shoal_codec::ProtocolVersion::V3_1_1;
+    let mut cluster = TestCluster::start(3, 0).await;
+    let (mut subscriber, _) = persistent(cluster.addr(1), "v311-sub").await;
+    subscribe(&mut subscriber, 1, "refused/#", QoS::ExactlyOnce).await;
+    drop(subscriber);
+    let (mut publisher, ack) = Raw::connect(cluster.addr(0), v311, "v311-pub", |c| {
+        c.clean_start = false;
+    })
+    .await;
+    assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+    cluster.kill(1);
+    publisher
+        .publish("refused/x", b"once", QosPid::ExactlyOnce(pid(9)), false)
+        .await;
+    match publisher.recv_within(Duration::from_secs(20)).await {
+        None => {}
+        Some(packet) => panic!("the failed publication was answered: {packet:?}"),
+    }
+    cluster.run(1).await;
+    // As a 3.1.1 client does: reconnect and resend until it is acknowledged (node 1 may
+    // refuse it again while its stream to node 2 comes back).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut publisher = loop {
+        let (mut publisher, ack) = Raw::connect(cluster.addr(0), v311, "v311-pub", |c| {
+            c.clean_start = false;
+        })
+        .await;
+        assert!(ack.session_present);
+        let mut resend = shoal_codec::Publish::new(
+            shoal_codec::MqttString::try_from("refused/x").expect("topic"),
+            bytes::Bytes::from_static(b"once"),
+        );
+        resend.qos_pid = QosPid::ExactlyOnce(pid(9));
+        resend.dup = true;
+        publisher.send(Packet::Publish(resend)).await;
+        match publisher.recv_within(Duration::from_secs(20)).await {
+            Some(Packet::PubRec(rec)) => {
+                assert_eq!(rec.packet_id, pid(9));
+                break publisher;
+            }
+            None => assert!(Instant::now() < deadline, "the resend is never taken"),
+            other => panic!("expected PUBREC, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    publisher
+        .send(Packet::PubRel(shoal_codec::PubRel::new(pid(9))))
+        .await;
+    match publisher.recv_within(Duration::from_secs(20)).await {
+        Some(Packet::PubComp(comp)) => assert_eq!(comp.packet_id, pid(9)),
+        other => panic!("expected PUBCOMP, got {other:?}"),
+    }
+    let (mut subscriber, present) = persistent(cluster.addr(1), "v311-sub").await;
+    assert!(present);
+    let got = take_qos2(&mut subscriber, Duration::from_millis(1500)).await;
+    assert_eq!(got, vec![b"once".to_vec()], "delivered once");
+}

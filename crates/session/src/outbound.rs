@@ -298,6 +298,25 @@ impl Session {
         }
     }
 
+    /// The broker could not make a QoS 1/2 message from an MQTT 3.1.1 client durable and
+    /// closes the connection instead of acknowledging it (3.1.1 has no failure code): the
+    /// message is forgotten without an acknowledgement, so that its resend (DUP, on the
+    /// next connection) is taken as new rather than answered PUBREC as a duplicate.
+    pub fn handle_publish_failed(&mut self, packet_id: PacketId) {
+        let Some(link) = self.link.as_mut() else {
+            return;
+        };
+        let Some(qos) = link.unacked.remove(&packet_id) else {
+            return;
+        };
+        if qos == QoS::ExactlyOnce {
+            link.unacked_qos2 -= 1;
+            if self.incoming_qos2.remove(&packet_id) {
+                self.receipt_changed(Change::Released { packet_id });
+            }
+        }
+    }
+
     /// The broker has dispatched (and made durable) a QoS 1/2 message from the client:
     /// acknowledge it with `reason` (PUBACK for QoS 1, PUBREC for QoS 2). A QoS 2 message
     /// acknowledged with a failure code ends its flow: a resend would be delivered anew.

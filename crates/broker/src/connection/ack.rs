@@ -256,6 +256,11 @@ impl<T: Transport> Conn<T> {
         if !durable && !acks.is_empty() {
             metrics::counter!(m::ACKS_FAILED, "kind" => "publish").increment(acks.len() as u64);
             if !v5 {
+                // Not acknowledged: a QoS 2 resend must be taken anew, not answered as a
+                // duplicate of what failed.
+                for (id, _) in &acks {
+                    session.handle_publish_failed(*id);
+                }
                 session.close(shoal_codec::DisconnectReasonCode::UnspecifiedError, true);
                 return Err(CloseReason {
                     reason: shoal_codec::DisconnectReasonCode::UnspecifiedError,
