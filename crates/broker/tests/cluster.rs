@@ -1868,7 +1868,7 @@ async fn a_qos2_resend_after_its_publishers_node_died_is_delivered_once() {
 /// a duplicate of what failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_mqtt311_qos2_publication_is_taken_anew_when_resent() {
-    let v311 = shoal_codec::ProtocolVersion::V3_1_1;
+    let v311 = ProtocolVersion::V3_1_1;
     let mut cluster = TestCluster::start(3, 0).await;
     let (mut subscriber, _) = persistent(cluster.addr(1), "v311-sub").await;
     subscribe(&mut subscriber, 1, "refused/#", QoS::ExactlyOnce).await;
