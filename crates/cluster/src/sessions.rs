@@ -46,6 +46,10 @@ pub(crate) struct SessionWriter {
     failed: Mutex<BTreeSet<u64>>,
     /// Writes proposed and refused as stale, for the status.
     refused: AtomicU64,
+    /// Every write numbered from this one on fails: the writer task is gone (the node
+    /// stops; `u64::MAX` while it runs). Writes it had taken and not answered may or may
+    /// not be committed: they fail, never confirmed.
+    gone_from: AtomicU64,
 }
 
 impl Default for SessionWriter {
@@ -57,6 +61,7 @@ impl Default for SessionWriter {
             done: watch::Sender::new(0),
             failed: Mutex::default(),
             refused: AtomicU64::new(0),
+            gone_from: AtomicU64::new(u64::MAX),
         }
     }
 }
@@ -72,10 +77,19 @@ impl SessionWriter {
         queue.0 += 1;
         if queue.1.send((seq, command)).is_err() {
             // The writer task is gone (the node stops): the write fails.
-            self.fail(seq);
-            self.done.send_modify(|done| *done = (*done).max(seq));
+            self.stop();
         }
         seq
+    }
+
+    /// The writer task is gone: every write it did not answer fails, and so does every
+    /// later one. (Raising `done` past writes it had taken, aborted in the middle of
+    /// their proposal, would have confirmed them: acknowledged and maybe never committed.)
+    fn stop(&self) {
+        let done = *self.done.borrow();
+        self.gone_from
+            .fetch_min(done.saturating_add(1), Ordering::SeqCst);
+        self.done.send_modify(|done| *done = u64::MAX);
     }
 
     fn fail(&self, seq: u64) {
@@ -91,7 +105,8 @@ impl SessionWriter {
         if done.wait_for(|done| *done >= to).await.is_err() {
             return false;
         }
-        lock(&self.failed).range(from..=to).next().is_none()
+        to < self.gone_from.load(Ordering::SeqCst)
+            && lock(&self.failed).range(from..=to).next().is_none()
     }
 }
 
@@ -104,6 +119,9 @@ pub(crate) async fn write_sessions(inner: Weak<Inner>) {
     let Some(mut receiver) = receiver else {
         return;
     };
+    // However the task ends (the node stops: it is aborted, maybe in the middle of a
+    // proposal), what it did not answer fails.
+    let _stopped = WriterStopped(inner.clone());
     let group = GroupId::Sessions(0);
     while let Some(first) = receiver.recv().await {
         let mut seqs = vec![first.0];
@@ -144,6 +162,17 @@ pub(crate) async fn write_sessions(inner: Weak<Inner>) {
             }
         }
         writer.done.send_modify(|done| *done = (*done).max(last));
+    }
+}
+
+/// Fails the session writes left unanswered when the writer task ends.
+struct WriterStopped(Weak<Inner>);
+
+impl Drop for WriterStopped {
+    fn drop(&mut self) {
+        if let Some(inner) = self.0.upgrade() {
+            inner.sessions.stop();
+        }
     }
 }
 
@@ -325,5 +354,37 @@ impl Cluster {
     /// their session over.
     pub fn session_writes_refused(&self) -> u64 {
         self.inner.sessions.refused.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write() -> Command {
+        Command::Batch(Vec::new())
+    }
+
+    /// The writer task takes writes 1 to 3 and is aborted in the middle of their
+    /// proposal: they must fail, and a write pushed afterwards (which finds the task gone)
+    /// must not confirm them on its way.
+    #[tokio::test]
+    async fn writes_the_writer_took_and_never_answered_fail_when_it_stops() {
+        let writer = SessionWriter::default();
+        let mut receiver = lock(&writer.receiver).take().expect("receiver");
+        for _ in 0..4 {
+            writer.push(write());
+        }
+        // The task answers write 1, takes 2 to 4, and is aborted.
+        for _ in 0..4 {
+            receiver.try_recv().expect("queued");
+        }
+        writer.done.send_modify(|done| *done = 1);
+        drop(receiver);
+        writer.stop();
+        let late = writer.push(write());
+        assert!(writer.wait(1, 1).await, "answered before the stop");
+        assert!(!writer.wait(2, 4).await, "taken, never answered");
+        assert!(!writer.wait(late, late).await, "pushed after the stop");
     }
 }
