@@ -160,10 +160,13 @@ impl Broker {
                 if !written {
                     metrics::counter!(m::ACKS_FAILED, "kind" => "session_write").increment(1);
                     // A full or failing disk fails the Raft log's flush, or stops a group
-                    // whose apply could not write: the node says so (`/readyz` 503).
+                    // whose apply could not write: the node says so (`/readyz` 503). A
+                    // node that stops stops its groups itself: no failure of its store.
                     if self.store.is_broken() {
                         self.store_failed(&shoal_store::StoreError::Broken);
-                    } else if let Some((group, error)) = cluster.stopped_group() {
+                    } else if !*self.shutdown.borrow()
+                        && let Some((group, error)) = cluster.stopped_group()
+                    {
                         self.group_failed(&group.to_string(), &error);
                     }
                 }
