@@ -275,6 +275,12 @@ raw_config! {
     /// Cluster: retained message shards, each a Raft group (1 to 64). Default 2. Every
     /// node must use the same number.
     retained_shards: u16 = "SHOAL_RETAINED_SHARDS",
+    /// Cluster: voters of the session group, its replication factor (odd, 1 to 5): a
+    /// write to a persistent session is committed once a majority of them has it on disk.
+    /// Other full nodes follow as learners (every node applies every write, so any node
+    /// can take a session up). Default 3. Applies as nodes join: a group keeps the voters
+    /// it has.
+    session_replicas: u16 = "SHOAL_SESSION_REPLICAS",
     /// Cluster: Raft heartbeat interval, milliseconds. Default 150.
     cluster_heartbeat_ms: u64 = "SHOAL_CLUSTER_HEARTBEAT_MS",
     /// Cluster: Raft election timeout, milliseconds (a follower that hears no leader for
@@ -949,6 +955,17 @@ fn cluster_settings_on(raw: &RawConfig, host: &str) -> Result<ClusterSettings, C
             frontend,
             route_shards: shards("route_shards", raw.route_shards, 4)?,
             retained_shards: shards("retained_shards", raw.retained_shards, 2)?,
+            session_replicas: match raw.session_replicas.unwrap_or(3) {
+                n @ (1 | 3 | 5) => usize::from(n),
+                n => {
+                    return Err(invalid(
+                        "session_replicas",
+                        format!(
+                            "{n}: the session group's voters are 1, 3 or 5 (odd: a majority must decide)"
+                        ),
+                    ));
+                }
+            },
             heartbeat,
             election_timeout,
             failure_timeout,
@@ -1325,6 +1342,19 @@ mod tests {
         assert_eq!(small.node.snapshot_logs, 50);
         let err = node(&["--cluster-snapshot-logs", "5"]).expect_err("too small");
         assert!(err.to_string().contains("`cluster_snapshot_logs`"), "{err}");
+    }
+
+    #[test]
+    fn session_replicas_default_to_three_and_must_be_odd_up_to_five() {
+        assert_eq!(node(&[]).expect("valid").node.session_replicas, 3);
+        for n in ["1", "5"] {
+            let settings = node(&["--session-replicas", n]).expect("valid");
+            assert_eq!(settings.node.session_replicas.to_string(), n);
+        }
+        for n in ["0", "2", "4", "7"] {
+            let err = node(&["--session-replicas", n]).expect_err("refused");
+            assert!(err.to_string().contains("`session_replicas`"), "{n}: {err}");
+        }
     }
 
     #[test]

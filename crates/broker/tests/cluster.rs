@@ -957,14 +957,32 @@ async fn a_node_alone_grows_into_a_cluster() {
 }
 
 /// A front end joins every group as a learner and serves clients like any node; five
-/// full nodes make five voters.
+/// full nodes make five voters, but for the session group's three (`session_replicas`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_voters_and_a_frontend_that_holds_no_vote() {
     let cluster = TestCluster::start(5, 1).await;
     let status = cluster.status(5).await;
     for group in status["groups"].as_array().expect("groups") {
-        assert_eq!(group["voters"].as_array().map(Vec::len), Some(5), "{group}");
-        assert_eq!(group["learners"], serde_json::json!([6]), "{group}");
+        // The session group has `session_replicas` (3) voters, the first full nodes to
+        // join; the others follow as learners.
+        if group["group"] == "sessions/0" {
+            let ids = |key: &str| -> BTreeSet<u64> {
+                group[key]
+                    .as_array()
+                    .expect("ids")
+                    .iter()
+                    .filter_map(serde_json::Value::as_u64)
+                    .collect()
+            };
+            let (voters, learners) = (ids("voters"), ids("learners"));
+            assert_eq!(voters.len(), 3, "{group}");
+            assert!(learners.contains(&6) && !voters.contains(&6), "{group}");
+            let all: BTreeSet<u64> = voters.union(&learners).copied().collect();
+            assert_eq!(all, (1..=6).collect(), "{group}");
+        } else {
+            assert_eq!(group["voters"].as_array().map(Vec::len), Some(5), "{group}");
+            assert_eq!(group["learners"], serde_json::json!([6]), "{group}");
+        }
         assert_eq!(group["role"], "learner", "{group}");
     }
     assert_routes(&cluster, 3, 5, "fe").await;

@@ -28,7 +28,8 @@ use std::time::{Duration, Instant};
 use common::netns::Netns;
 use common::{Process, QUICK_CLUSTER, Raw, free_port, http_response, s};
 use shoal_codec::{
-    ConnectReasonCode, LastWill, Packet, ProtocolVersion, PubAck, QoS, QosPid, WillProperties,
+    ConnectReasonCode, LastWill, Packet, ProtocolVersion, PubAck, PubAckReasonCode, QoS, QosPid,
+    ReasonCode, Subscribe, SubscriptionOptions, WillProperties,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -641,6 +642,144 @@ impl Wills {
     }
 }
 
+/// Subscribe-then-publish probes through the whole run, faults included: a fresh clean
+/// client subscribes to a topic of its own on one node, and once it has its SUBACK (a
+/// granted code), a fresh client publishes one QoS 1 message to the topic on another node
+/// (or the same). An acknowledged message (PUBACK 0x00) must reach the subscriber: it is a
+/// miss if it does not within 5 s while the subscriber's connection stays up, and so is a
+/// PUBACK 0x10 (no matching subscribers) after the SUBACK. A probe whose connect,
+/// subscription or publication fails (a node down, 0x80) promises nothing and is skipped.
+struct Probes {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<ProbeCount>,
+}
+
+/// What the probes found.
+#[derive(Debug, Default)]
+struct ProbeCount {
+    /// Probes whose publication was acknowledged (each a check of the promise).
+    checked: u64,
+    /// Of those, the messages that did not arrive.
+    missed: u64,
+    /// What the first misses were.
+    examples: Vec<String>,
+}
+
+/// How a probe ended.
+enum Probe {
+    Skipped,
+    Delivered,
+    Missed(String),
+}
+
+impl Probes {
+    fn start(nodes: Vec<std::net::SocketAddr>, seed: u64) -> Self {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut count = ProbeCount::default();
+            let n = nodes.len();
+            for k in 0u64.. {
+                if !matches!(
+                    stopped.try_recv(),
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+                ) {
+                    break;
+                }
+                let (a, b) = (k as usize % n, (k as usize / n + k as usize) % n);
+                match probe_once(nodes[a], nodes[b], &format!("{seed}-{k}")).await {
+                    Probe::Skipped => {}
+                    Probe::Delivered => count.checked += 1,
+                    Probe::Missed(why) => {
+                        count.checked += 1;
+                        count.missed += 1;
+                        if count.examples.len() < 5 {
+                            count.examples.push(format!(
+                                "probe {k} (subscribed on node {}, published on node {}): {why}",
+                                a + 1,
+                                b + 1
+                            ));
+                        }
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            count
+        });
+        Self {
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    async fn finish(mut self) -> ProbeCount {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.unwrap_or_default()
+    }
+}
+
+/// A clean MQTT 5 client of `addr`, if it connects.
+async fn probe_client(addr: std::net::SocketAddr, id: &str) -> Option<Raw> {
+    let stream = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let mut raw = Raw::over(Box::new(stream), ProtocolVersion::V5);
+    let ack = tokio::time::timeout(Duration::from_secs(5), raw.handshake(id, |_| {}))
+        .await
+        .ok()??;
+    (ack.reason_code == ConnectReasonCode::Success).then_some(raw)
+}
+
+async fn probe_once(on: std::net::SocketAddr, from: std::net::SocketAddr, name: &str) -> Probe {
+    let topic = format!("faults/probe/{name}");
+    let Some(mut subscriber) = probe_client(on, &format!("faults-probe-sub-{name}")).await else {
+        return Probe::Skipped;
+    };
+    subscriber
+        .send(Packet::Subscribe(Subscribe {
+            packet_id: shoal_codec::PacketId::new(1).expect("non-zero"),
+            properties: Default::default(),
+            filters: vec![(s(&topic), SubscriptionOptions::with_qos(QoS::AtLeastOnce))],
+        }))
+        .await;
+    // A SUBACK waits for its route everywhere: up to `route_timeout` (10 s) under a fault.
+    match subscriber.recv_within(Duration::from_secs(15)).await {
+        Some(Packet::SubAck(ack)) if ack.reason_codes.iter().all(|c| !c.is_error()) => {}
+        _ => return Probe::Skipped,
+    }
+    let Some(mut publisher) = probe_client(from, &format!("faults-probe-pub-{name}")).await else {
+        return Probe::Skipped;
+    };
+    publisher
+        .publish(
+            &topic,
+            b"probe",
+            QosPid::AtLeastOnce(shoal_codec::PacketId::new(1).expect("non-zero")),
+            false,
+        )
+        .await;
+    match publisher.recv_within(Duration::from_secs(15)).await {
+        Some(Packet::PubAck(ack)) if ack.reason_code == PubAckReasonCode::Success => {}
+        Some(Packet::PubAck(ack)) if ack.reason_code == PubAckReasonCode::NoMatchingSubscribers => {
+            return Probe::Missed("PUBACK 0x10 (no matching subscribers) after the SUBACK".into());
+        }
+        _ => return Probe::Skipped,
+    }
+    let waited = Instant::now();
+    loop {
+        let left = Duration::from_secs(5).saturating_sub(waited.elapsed());
+        match subscriber.recv_within(left).await {
+            Some(Packet::Publish(p)) if p.topic.as_str() == topic => return Probe::Delivered,
+            Some(_) => {}
+            // The subscriber's connection closed (its node died): no promise left.
+            None if waited.elapsed() < Duration::from_millis(4900) => return Probe::Skipped,
+            None => return Probe::Missed("acknowledged, not delivered within 5 s".into()),
+        }
+    }
+}
+
 /// What one run found.
 #[derive(Debug, Clone)]
 struct RunReport {
@@ -664,6 +803,8 @@ struct RunReport {
     max_pause_ms: f64,
     /// Wills expected and published (kill faults only).
     wills: Option<(u64, u64)>,
+    /// Subscribe-then-publish probes checked, and missed.
+    probes: (u64, u64),
     passed: bool,
     /// Why the run failed, or was skipped.
     problem: Option<String>,
@@ -674,7 +815,7 @@ struct RunReport {
 impl RunReport {
     fn row(&self) -> String {
         format!(
-            "| {} | {} | {} | node {} {} | {:.1} s | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | node {} {} | {:.1} s | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |",
             self.seed,
             self.fault,
             self.nodes,
@@ -692,6 +833,8 @@ impl RunReport {
                 .map_or("-".to_owned(), |ms| format!("{ms:.0} ms")),
             self.wills
                 .map_or("-".to_owned(), |(e, p)| format!("{p} of {e}")),
+            self.probes.1,
+            self.probes.0,
             if self.passed {
                 "pass".to_owned()
             } else {
@@ -700,7 +843,7 @@ impl RunReport {
         )
     }
 
-    const HEADER: &'static str = "| seed | fault | nodes | victim | fault at | outage | acked | lost | QoS 2 dup | order | sessions lost | interrupted flows | recovery | Wills published | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
+    const HEADER: &'static str = "| seed | fault | nodes | victim | fault at | outage | acked | lost | QoS 2 dup | order | sessions lost | interrupted flows | recovery | Wills published | SUBACK probes missed | verdict |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |";
 }
 
 /// Waits until the loadtest's progress lines (stderr, in `log`) show publishing.
@@ -894,6 +1037,14 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     }
     let publishing = Instant::now();
     let cluster_took = started.elapsed();
+    let probes = Probes::start(
+        cluster
+            .members
+            .iter()
+            .map(|m| format!("{}:{}", m.ip, m.mqtt).parse().expect("addr"))
+            .collect(),
+        seed,
+    );
 
     // The fault, at a random moment of the first half of the load, healed well before its
     // end (the drain must not wait on a node still out).
@@ -981,8 +1132,15 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                 let full = Instant::now();
                 tokio::time::sleep(rng.secs(2.0, 3.5)).await;
                 let status = |answer: Option<(u16, String)>| answer.map_or(0, |(code, _)| code);
+                // The store fails at its first write past the room sled had reserved: under
+                // a light load that may take a few seconds more.
+                let deadline = Instant::now() + Duration::from_secs(10);
+                let mut alive = status(cluster.http_get(victim, "/healthz").await);
+                while alive == 200 && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    alive = status(cluster.http_get(victim, "/healthz").await);
+                }
                 let ready = status(cluster.http_get(victim, "/readyz").await);
-                let alive = status(cluster.http_get(victim, "/healthz").await);
                 let _ = std::fs::remove_file(&filler);
                 note = format!("(full: readyz {ready}, healthz {alive}");
                 if alive == 503 {
@@ -1043,6 +1201,18 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         problem = Some(format!("shoal-loadtest ended with {exit:?}"));
     }
     let load_took = publishing.elapsed();
+    let probed = probes.finish().await;
+    if !probed.examples.is_empty() {
+        let _ = std::fs::write(dir.join("probes.txt"), probed.examples.join("\n"));
+    }
+    if problem.is_none() && probed.missed > 0 {
+        problem = Some(format!(
+            "{} of {} subscribe-then-publish probes missed: {}",
+            probed.missed,
+            probed.checked,
+            probed.examples.join("; ")
+        ));
+    }
     let mut will_count = None;
     if let Some(wills) = wills {
         let (expected, published, missing, duplicated) =
@@ -1123,6 +1293,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         recovery_ms: verdict["recovery"]["max_ms"].as_f64(),
         max_pause_ms: verdict["recovery"]["max_pause_ms"].as_f64().unwrap_or(0.0),
         wills: will_count,
+        probes: (probed.checked, probed.missed),
         passed,
         problem,
         folder: folder_path,

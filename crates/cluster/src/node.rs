@@ -73,6 +73,9 @@ pub struct ClusterConfig {
     pub route_shards: u16,
     /// How many retained shards (`retained/0..T`).
     pub retained_shards: u16,
+    /// How many voters the session group has at most (1, 3 or 5); other full nodes are
+    /// its learners.
+    pub session_replicas: usize,
     /// Raft heartbeat interval.
     pub heartbeat: Duration,
     /// Raft election timeout (the lower bound; the upper is twice it).
@@ -772,6 +775,25 @@ impl Cluster {
         Ok(())
     }
 
+    /// Whether this node's copy of meta says it is declared down (its routes were removed
+    /// and route barriers pass it by): it must not serve until it is declared up again.
+    pub fn declared_down(&self) -> bool {
+        self.inner
+            .meta()
+            .nodes()
+            .get(&self.inner.id)
+            .is_some_and(|m| m.down)
+    }
+
+    /// Whether the cluster has another member than this node (as its copy of meta says).
+    pub fn has_peers(&self) -> bool {
+        self.inner
+            .meta()
+            .nodes()
+            .keys()
+            .any(|n| *n != self.inner.id)
+    }
+
     /// Another node for an MQTT client to use (the Server Reference of DISCONNECT or
     /// CONNACK 0x9C): round robin over the other members that are up, as this node's
     /// copy of meta has them (possibly stale, for a node cut off), and that recorded an
@@ -1129,7 +1151,11 @@ impl Inner {
                             .await
                             .map_err(|e| e.to_string())?;
                     }
-                    if !frontend && !voters.contains(&node) && voters.len() < MAX_VOTERS {
+                    let most = match group {
+                        GroupId::Sessions(_) => self.config.session_replicas.min(MAX_VOTERS),
+                        _ => MAX_VOTERS,
+                    };
+                    if !frontend && !voters.contains(&node) && voters.len() < most {
                         g.raft
                             .change_membership(
                                 ChangeMembers::AddVoterIds(BTreeSet::from([node])),

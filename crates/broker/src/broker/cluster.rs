@@ -59,7 +59,7 @@ impl Broker {
     /// Serves clients from now on if the membership lease holds already (a node that has
     /// just entered its cluster): `/readyz` does not wait for `watch_lease`'s first look.
     pub(crate) fn serve_if_in_touch(&self, cluster: &Cluster) {
-        if cluster.lease_holds() {
+        if cluster.lease_holds() && !cluster.declared_down() {
             self.isolated
                 .store(false, std::sync::atomic::Ordering::Release);
         }
@@ -77,17 +77,36 @@ impl Broker {
                 _ = shutdown.changed() => return,
                 _ = ticker.tick() => {}
             }
-            let holds = cluster.lease_holds();
+            // A node of a larger cluster whose store failed (a full disk) or whose Raft
+            // group stopped cannot follow the route index: it would answer 0x10 for a
+            // subscription it never learnt of (SUBACK's promise), so it stops serving
+            // until restarted. (A node alone keeps serving: its index is its own.)
+            let failed = (self.is_store_broken() || cluster.stopped_group().is_some())
+                && cluster.has_peers();
+            // A node declared down (and back, before it is declared up again) is passed
+            // by route barriers: a route committed meanwhile may not be applied here yet.
+            let down = cluster.declared_down();
+            let holds = !failed && cluster.lease_holds() && !down;
             let was_isolated = self
                 .isolated
                 .swap(!holds, std::sync::atomic::Ordering::AcqRel);
             if holds && was_isolated {
                 tracing::info!("in touch with the cluster's majority: serving clients");
             } else if !holds && !was_isolated {
-                metrics::counter!(m::CLUSTER_LEASE_LOST).increment(1);
-                tracing::warn!(
-                    "cut off from the cluster's majority (membership lease lapsed): disconnecting every client until it is back"
-                );
+                if failed {
+                    tracing::error!(
+                        "the store or a Raft group failed: disconnecting every client and refusing new ones; restart the node once its disk has room"
+                    );
+                } else if down {
+                    tracing::warn!(
+                        "declared down by the cluster: disconnecting every client until it is declared up again"
+                    );
+                } else {
+                    metrics::counter!(m::CLUSTER_LEASE_LOST).increment(1);
+                    tracing::warn!(
+                        "cut off from the cluster's majority (membership lease lapsed): disconnecting every client until it is back"
+                    );
+                }
                 self.send_elsewhere(&cluster, DisconnectReasonCode::ServerBusy, true);
             }
         }

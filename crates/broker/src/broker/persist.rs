@@ -204,6 +204,6 @@ impl Broker {
 
     /// Whether the store has failed since the node started.
     pub(crate) fn is_store_broken(&self) -> bool {
-        self.store_broken.load(Ordering::Acquire)
+        self.store_broken.load(Ordering::Acquire) || self.store.is_broken()
     }
 }
