@@ -303,17 +303,8 @@ impl Session {
     /// message is forgotten without an acknowledgement, so that its resend (DUP, on the
     /// next connection) is taken as new rather than answered PUBREC as a duplicate.
     pub fn handle_publish_failed(&mut self, packet_id: PacketId) {
-        let Some(link) = self.link.as_mut() else {
-            return;
-        };
-        let Some(qos) = link.unacked.remove(&packet_id) else {
-            return;
-        };
-        if qos == QoS::ExactlyOnce {
-            link.unacked_qos2 -= 1;
-            if self.incoming_qos2.remove(&packet_id) {
-                self.receipt_changed(Change::Released { packet_id });
-            }
+        if self.take_unacked(packet_id) == Some(QoS::ExactlyOnce) {
+            self.release_receipt(packet_id);
         }
     }
 
@@ -321,26 +312,38 @@ impl Session {
     /// acknowledge it with `reason` (PUBACK for QoS 1, PUBREC for QoS 2). A QoS 2 message
     /// acknowledged with a failure code ends its flow: a resend would be delivered anew.
     pub fn handle_publish_done(&mut self, packet_id: PacketId, reason: PubAckReasonCode) {
-        let Some(link) = self.link.as_mut() else {
+        let Some(qos) = self.take_unacked(packet_id) else {
             return;
         };
-        let Some(qos) = link.unacked.remove(&packet_id) else {
-            return;
-        };
-        if qos == QoS::ExactlyOnce {
-            link.unacked_qos2 -= 1;
-        }
         let mut ack = PubAck::new(packet_id);
         ack.reason_code = reason;
         match qos {
             QoS::AtLeastOnce => crate::session::push(&mut self.control, Packet::PubAck(ack)),
             QoS::ExactlyOnce => {
-                if reason.is_error() && self.incoming_qos2.remove(&packet_id) {
-                    self.receipt_changed(Change::Released { packet_id });
+                if reason.is_error() {
+                    self.release_receipt(packet_id);
                 }
                 crate::session::push(&mut self.control, Packet::PubRec(ack));
             }
             QoS::AtMostOnce => {}
+        }
+    }
+
+    /// Ends the wait for the broker of a QoS 1/2 message from the client; its QoS, if it
+    /// was waiting.
+    fn take_unacked(&mut self, packet_id: PacketId) -> Option<QoS> {
+        let link = self.link.as_mut()?;
+        let qos = link.unacked.remove(&packet_id)?;
+        if qos == QoS::ExactlyOnce {
+            link.unacked_qos2 -= 1;
+        }
+        Some(qos)
+    }
+
+    /// Forgets the QoS 2 receipt of `packet_id` (a resend is delivered anew).
+    fn release_receipt(&mut self, packet_id: PacketId) {
+        if self.incoming_qos2.remove(&packet_id) {
+            self.receipt_changed(Change::Released { packet_id });
         }
     }
 }
