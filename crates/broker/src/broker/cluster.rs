@@ -28,6 +28,10 @@ pub(crate) fn failed() -> Pending {
     rx
 }
 
+/// How long a node back in touch with its cluster may take to apply what was committed
+/// while it was away before it serves (it tries again at the next look otherwise).
+const SYNC_BEFORE_SERVING: Duration = Duration::from_secs(10);
+
 impl Broker {
     /// This node's part of the cluster (`None`: a node alone).
     pub(crate) fn cluster(&self) -> Option<&Cluster> {
@@ -85,8 +89,19 @@ impl Broker {
                 && cluster.has_peers();
             // A node declared down (and back, before it is declared up again) is passed
             // by route barriers: a route committed meanwhile may not be applied here yet.
-            let down = cluster.declared_down();
-            let holds = !failed && cluster.lease_holds() && !down;
+            let mut down = cluster.declared_down();
+            let mut holds = !failed && cluster.lease_holds() && !down;
+            if holds && self.is_isolated() {
+                // Back in touch (or just entered): first apply what every group committed
+                // meanwhile, so that a route confirmed while this node was away, and its
+                // own declaration as down, are known here before it serves.
+                let synced = tokio::time::timeout(SYNC_BEFORE_SERVING, cluster.sync_groups());
+                if !matches!(synced.await, Ok(Ok(()))) {
+                    continue;
+                }
+                down = cluster.declared_down();
+                holds = !down && cluster.lease_holds();
+            }
             let was_isolated = self
                 .isolated
                 .swap(!holds, std::sync::atomic::Ordering::AcqRel);
