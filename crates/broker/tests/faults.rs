@@ -763,6 +763,11 @@ async fn probe_once(on: std::net::SocketAddr, from: std::net::SocketAddr, name: 
     match publisher.recv_within(Duration::from_secs(15)).await {
         Some(Packet::PubAck(ack)) if ack.reason_code == PubAckReasonCode::Success => {}
         Some(Packet::PubAck(ack)) if ack.reason_code == PubAckReasonCode::NoMatchingSubscribers => {
+            // Unless the subscriber's node closed its connection meanwhile (a node cut off
+            // stops serving): its clean session, and the subscription, ended with it.
+            if subscriber.closed().await {
+                return Probe::Skipped;
+            }
             return Probe::Missed("PUBACK 0x10 (no matching subscribers) after the SUBACK".into());
         }
         _ => return Probe::Skipped,
