@@ -1376,6 +1376,19 @@ async fn watch_nodes(inner: Weak<Inner>) {
             tokio::time::sleep(period).await;
             continue;
         }
+        // The leader of meta is up: one that was declared down while away (and leads now,
+        // before anyone declared it up) declares itself up, or it would never serve again.
+        let own_down = {
+            let state = meta.state.read().unwrap_or_else(|e| e.into_inner());
+            state.nodes().get(&node.id).is_some_and(|m| m.down)
+        };
+        if own_down {
+            let up = Command::SetDown {
+                node: node.id,
+                down: false,
+            };
+            let _ = node.propose(GroupId::Meta, up).await;
+        }
         let members: Vec<(RaftNodeId, String, bool)> = {
             let state = meta.state.read().unwrap_or_else(|e| e.into_inner());
             state
