@@ -317,11 +317,9 @@ async fn clear_retained(broker: &Broker, topic: &str) -> Answer {
     if topic.starts_with('$') {
         broker.retain(&empty);
     } else {
-        let Some(cluster) = broker.cluster() else {
-            return (
-                "503 Service Unavailable",
-                "this node is still entering its cluster: try again\n".into(),
-            );
+        let cluster = match broker.joined_cluster() {
+            Ok(cluster) => cluster,
+            Err(e) => return ("503 Service Unavailable", format!("{e}\n")),
         };
         if let Err(e) = cluster.retain(topic, None).await {
             return ("503 Service Unavailable", format!("{e}\n"));

@@ -12,9 +12,7 @@ use super::retained::MigrateError;
 impl Broker {
     /// Bans `ban.target` on every node; returns once every live node applied it.
     pub(crate) async fn ban(&self, ban: Ban) -> Result<(), String> {
-        let Some(cluster) = self.cluster() else {
-            return Err("this node is still entering its cluster: try again".to_owned());
-        };
+        let cluster = self.joined_cluster()?;
         cluster
             .ban(&ban.target.to_string(), record_of(&ban))
             .await
@@ -23,9 +21,7 @@ impl Broker {
 
     /// Lifts the ban of `target` on every node; false if there was none.
     pub(crate) async fn unban(&self, target: &BanTarget) -> Result<bool, String> {
-        let Some(cluster) = self.cluster() else {
-            return Err("this node is still entering its cluster: try again".to_owned());
-        };
+        let cluster = self.joined_cluster()?;
         let lifted = cluster
             .unban(&target.to_string())
             .await

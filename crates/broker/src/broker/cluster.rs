@@ -38,6 +38,13 @@ impl Broker {
         self.cluster.get()
     }
 
+    /// The cluster, for an operator's change that goes through it; an error to answer
+    /// while the node is still entering it.
+    pub(crate) fn joined_cluster(&self) -> Result<&Cluster, String> {
+        self.cluster()
+            .ok_or_else(|| "this node is still entering its cluster: try again".to_owned())
+    }
+
     /// This node's part of the cluster once opened, before it has joined (`None`: a node
     /// alone, or not opened yet).
     pub(crate) fn entering(&self) -> Option<&Cluster> {
