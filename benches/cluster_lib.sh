@@ -19,16 +19,33 @@ wait_ready() { # admin port
     return 1
 }
 
-# start_cluster N: starts N nodes; sets PORTS (MQTT) and PIDS.
+# wait_spread ADMIN: waits (30 s at most) until the groups' leaders, session shards
+# included, are spread over the nodes: each node leads one at least.
+wait_spread() {
+    for _ in $(seq 1 150); do
+        if curl -sf "http://127.0.0.1:$1/api/v1/cluster" | python3 -c '
+import json, sys
+status = json.load(sys.stdin)
+leaders = {g["leader"] for g in status["groups"] if g["group"] != "meta"}
+nodes = {n["id"] for n in status["nodes"]}
+sys.exit(0 if nodes <= leaders else 1)' 2>/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    echo "the leaderships did not spread" >&2
+}
+
+# start_cluster N [FLAG...]: starts N nodes, each with the FLAGs; sets PORTS (MQTT) and
+# PIDS.
 start_cluster() {
     local n=$1 seed="" i
+    shift
     PORTS=()
     for i in $(seq 1 "$n"); do
         local mqtt admin cport dir
         mqtt=$(free_port); admin=$(free_port); cport=$(free_port); dir=$(mktemp -d -p "$WORK")
         local args=(--listen "127.0.0.1:$mqtt" --admin-listen "127.0.0.1:$admin"
             --cluster-listen "127.0.0.1:$cport" --node-id "$i" --data-dir "$dir"
-            --sys-interval 0 --log warn)
+            --sys-interval 0 --log warn "$@")
         if [ -n "$seed" ]; then args+=(--seeds "$seed"); else args+=(--bootstrap true); fi
         "$SHOAL" "${args[@]}" >"$WORK/node$i.log" 2>&1 &
         PIDS+=($!)
@@ -37,6 +54,7 @@ start_cluster() {
         ADMINS[$i]=$admin
     done
     for i in $(seq 2 "$n"); do wait_ready "${ADMINS[$i]}"; done
+    wait_spread "${ADMINS[1]}"
 }
 
 start_single() { # shoal|shoal-before|mosquitto
@@ -59,7 +77,7 @@ start_single() { # shoal|shoal-before|mosquitto
 
 # run_scenarios SCENARIO...: each scenario on each broker of BROKERS (mosquitto, shoal,
 # cluster-same: a 3-node cluster with every client on node 1, cluster-cross: publishers
-# and subscribers on different nodes), shoal-loadtest's JSON in RESULTS; the caller's
+# and subscribers on different nodes; -s3: with three session shards), shoal-loadtest's JSON in RESULTS; the caller's
 # scenario_args SCENARIO gives the load generator's arguments.
 run_scenarios() {
     local scenario broker pid targets placement pids
@@ -68,7 +86,9 @@ run_scenarios() {
             case $broker in
                 mosquitto|shoal|shoal-before) start_single "$broker"; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
                 cluster-same) start_cluster 3; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
-                cluster-cross) start_cluster 3
+                cluster-same-s3) start_cluster 3 --session-shards 3; targets=(-b "mqtt://127.0.0.1:${PORTS[0]}"); placement=() ;;
+                cluster-cross|cluster-cross-s3)
+                    if [ "$broker" = cluster-cross-s3 ]; then start_cluster 3 --session-shards 3; else start_cluster 3; fi
                     targets=(-b "mqtt://127.0.0.1:${PORTS[0]}" --more-brokers "mqtt://127.0.0.1:${PORTS[1]}" --more-brokers "mqtt://127.0.0.1:${PORTS[2]}")
                     placement=(--placement cross) ;;
             esac

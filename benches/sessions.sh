@@ -5,7 +5,9 @@
 # before PUBACK) and shoal alone (the session group with one voter: each write is on the
 # node's disk before PUBACK), then a 3-node cluster where every write is committed on two
 # of the three nodes' disks before PUBACK, with the clients on node 1 (same) and with
-# publishers and subscribers on different nodes (cross).
+# publishers and subscribers on different nodes (cross); cluster-same-s3 and
+# cluster-cross-s3 are the same with three session shards (`--session-shards 3`), whose
+# leaders spread over the nodes.
 #
 #     cargo build --release -p shoal-broker -p shoal-loadtest
 #     DURATION=10s OUT=benches/sessions.md benches/sessions.sh

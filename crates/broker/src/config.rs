@@ -281,6 +281,12 @@ raw_config! {
     /// can take a session up). Default 3. Applies as nodes join: a group keeps the voters
     /// it has.
     session_replicas: u16 = "SHOAL_SESSION_REPLICAS",
+    /// Cluster: session shards (`sessions/0..S`, 1 to 16), each a Raft group with
+    /// `session_replicas` voters: a client's persistent session lives in the shard its
+    /// client id hashes to, and each shard's leader writes its own. Default 1; a cluster
+    /// of several nodes does well with as many as it has nodes. Every node must use the
+    /// same number, and it cannot change for a data folder (a node refuses to start).
+    session_shards: u16 = "SHOAL_SESSION_SHARDS",
     /// Cluster: Raft heartbeat interval, milliseconds. Default 150.
     cluster_heartbeat_ms: u64 = "SHOAL_CLUSTER_HEARTBEAT_MS",
     /// Cluster: Raft election timeout, milliseconds (a follower that hears no leader for
@@ -955,6 +961,15 @@ fn cluster_settings_on(raw: &RawConfig, host: &str) -> Result<ClusterSettings, C
             frontend,
             route_shards: shards("route_shards", raw.route_shards, 4)?,
             retained_shards: shards("retained_shards", raw.retained_shards, 2)?,
+            session_shards: match raw.session_shards.unwrap_or(1) {
+                n @ 1..=16 => n,
+                n => {
+                    return Err(invalid(
+                        "session_shards",
+                        format!("{n} is not between 1 and 16"),
+                    ));
+                }
+            },
             session_replicas: match raw.session_replicas.unwrap_or(3) {
                 n @ (1 | 3 | 5) => usize::from(n),
                 n => {
@@ -1342,6 +1357,17 @@ mod tests {
         assert_eq!(small.node.snapshot_logs, 50);
         let err = node(&["--cluster-snapshot-logs", "5"]).expect_err("too small");
         assert!(err.to_string().contains("`cluster_snapshot_logs`"), "{err}");
+    }
+
+    #[test]
+    fn session_shards_default_to_one_and_go_up_to_sixteen() {
+        assert_eq!(node(&[]).expect("valid").node.session_shards, 1);
+        let settings = node(&["--session-shards", "3"]).expect("valid");
+        assert_eq!(settings.node.session_shards, 3);
+        for n in ["0", "17"] {
+            let err = node(&["--session-shards", n]).expect_err("refused");
+            assert!(err.to_string().contains("`session_shards`"), "{n}: {err}");
+        }
     }
 
     #[test]

@@ -1813,14 +1813,56 @@ async fn take_qos2(raw: &mut Raw, wait: Duration) -> Vec<Vec<u8>> {
 /// node 1 never completes the publisher's receipt, and node 1 is killed after node 2's
 /// subscriber has its copy. The publisher resends the message (DUP) through node 2, as
 /// MQTT has it do after a reconnect: the resend goes out under the tag of the pending
-/// receipt, and neither subscriber takes it twice.
+/// receipt, and neither subscriber takes it twice. A third subscriber on node 1 itself
+/// (in another session shard than the publisher when there are several) resumes on node
+/// 2 and gets it once too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qos2_resend_after_its_publishers_node_died_is_delivered_once() {
-    let mut cluster = TestCluster::start(3, 0).await;
+    qos2_resend_after_its_publishers_node_died(1).await;
+}
+
+/// The same with three session shards: the publisher's receipt and node 1's copy are in
+/// different shards, whose writes are not one atomic step; the copy is marked with the
+/// tag, and the resend does not give it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos2_resend_across_session_shards_after_its_publishers_node_died_is_delivered_once() {
+    qos2_resend_after_its_publishers_node_died(3).await;
+}
+
+/// Connects `id` (clean start 0) to `addr` until its session is free there (its node
+/// died: the claim waits for it); asserts the session is present.
+async fn resume(addr: SocketAddr, id: &str) -> Raw {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (raw, ack) = Raw::connect(addr, V5, id, |c| {
+            c.clean_start = false;
+            c.properties.session_expiry_interval = Some(3600);
+        })
+        .await;
+        if ack.reason_code == shoal_codec::ConnectReasonCode::Success {
+            assert!(ack.session_present, "{id}'s session survived");
+            return raw;
+        }
+        assert!(Instant::now() < deadline, "{id} never got back in: {ack:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn qos2_resend_after_its_publishers_node_died(shards: u16) {
+    let shards_flag = shards.to_string();
+    let mut cluster =
+        TestCluster::start_with(3, 0, false, &["--session-shards", &shards_flag]).await;
+    let shard = |id: &str| shoal_store::session_shard(id.as_bytes(), shards);
+    let local_id = (0..100)
+        .map(|i| format!("exact-local-{i}"))
+        .find(|id| shards == 1 || shard(id) != shard("exact-source"))
+        .expect("a client id of another shard");
     let (mut near, _) = persistent(cluster.addr(1), "exact-near").await;
     subscribe(&mut near, 1, "exact/#", QoS::ExactlyOnce).await;
     let (mut far, _) = persistent(cluster.addr(2), "exact-far").await;
     subscribe(&mut far, 1, "exact/#", QoS::ExactlyOnce).await;
+    let (mut local, _) = persistent(cluster.addr(0), &local_id).await;
+    subscribe(&mut local, 1, "exact/#", QoS::ExactlyOnce).await;
     let (mut publisher, _) = persistent(cluster.addr(0), "exact-source").await;
     cluster.signal(2, "STOP");
     publisher
@@ -1834,6 +1876,9 @@ async fn a_qos2_resend_after_its_publishers_node_died_is_delivered_once() {
         panic!("expected PUBLISH, got {first:?}");
     };
     assert_eq!(first.payload.as_ref(), b"once");
+    // Node 1's subscriber is not read: what node 1 sent it dies with the connection, and
+    // its session (in the store) has the copy.
+    drop(local);
     cluster.kill(0);
     cluster.signal(2, "CONT");
     if let QosPid::ExactlyOnce(id) = first.qos_pid {
@@ -1841,24 +1886,30 @@ async fn a_qos2_resend_after_its_publishers_node_died_is_delivered_once() {
             .await;
     }
     let mut near_got = vec![first.payload.to_vec()];
-    // The publisher comes back through node 2 once its session is free there.
+    // Node 1 had a subscriber: until it is declared down (and its sessions taken up), its
+    // route stands and a resend forwarded to it would be refused.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut publisher = loop {
-        let (raw, ack) = Raw::connect(cluster.addr(1), V5, "exact-source", |c| {
-            c.clean_start = false;
-            c.properties.session_expiry_interval = Some(3600);
-        })
-        .await;
-        if ack.reason_code == shoal_codec::ConnectReasonCode::Success {
-            assert!(ack.session_present, "the publisher's session survived");
-            break raw;
+    loop {
+        let status = cluster.status(1).await;
+        let down = status["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .any(|n| n["id"] == 1 && n["down"].as_bool().unwrap_or(false));
+        if down {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "the publisher never got back in: {ack:?}"
+            "node 1 never declared down: {status}"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    }
+    // Node 1's subscriber comes back through node 2 (its session taken up from the store,
+    // with the copy and its mark), and so does the publisher; until then a resend could
+    // find node 1's sessions on their way to a survivor and be refused (PUBREC 0x80).
+    let mut local = resume(cluster.addr(1), &local_id).await;
+    let mut publisher = resume(cluster.addr(1), "exact-source").await;
     let mut resend = shoal_codec::Publish::new(
         shoal_codec::MqttString::try_from("exact/x").expect("topic"),
         bytes::Bytes::from_static(b"once"),
@@ -1882,8 +1933,14 @@ async fn a_qos2_resend_after_its_publishers_node_died_is_delivered_once() {
     }
     near_got.extend(take_qos2(&mut near, Duration::from_millis(1500)).await);
     let far_got = take_qos2(&mut far, Duration::from_millis(1500)).await;
+    let local_got = take_qos2(&mut local, Duration::from_millis(1500)).await;
     assert_eq!(near_got, vec![b"once".to_vec()], "node 2's subscriber");
     assert_eq!(far_got, vec![b"once".to_vec()], "node 3's subscriber");
+    assert_eq!(
+        local_got,
+        vec![b"once".to_vec()],
+        "node 1's subscriber, resumed"
+    );
 }
 
 /// An MQTT 3.1.1 QoS 2 publication that another node did not accept (its subscriber's node

@@ -128,6 +128,11 @@ const DEFAULT_FAULTS: [Fault; 11] = [
 /// How much longer the load of a rolling restart runs than the shape says, per node
 /// (each takes 3–4 s to drain, come back and get its leaderships again).
 const ROLL_EXTRA_LOAD_PER_NODE: Duration = Duration::from_secs(5);
+/// How much longer the load runs when a disk fills: the node's store fails some seconds
+/// after the disk is full, the runner waits for `/healthz` to say so, and the node then
+/// drains and restarts (9–15 s in all). Its subscribers reconnect to it only once it is
+/// back: the load must outlast that, or what their sessions kept is never fetched.
+const DISK_FULL_EXTRA_LOAD: Duration = Duration::from_secs(15);
 /// How long a node has to exit after SIGTERM in a rolling restart.
 const ROLL_EXIT_WAIT: Duration = Duration::from_secs(20);
 /// How long a rolling restart waits for the leaderships to spread after each restart.
@@ -196,6 +201,15 @@ struct Member {
     process: Option<Process>,
 }
 
+/// The session shards of the clusters the runs start: `FAULTS_SESSION_SHARDS`, or 3 (one
+/// per node of the usual three, each led by a node of its own once spread).
+fn session_shards() -> u16 {
+    std::env::var("FAULTS_SESSION_SHARDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
 /// A cluster of real nodes in one run's folder.
 struct Cluster {
     members: Vec<Member>,
@@ -213,6 +227,7 @@ impl Cluster {
             "--admin-listen".into(),
             format!("{}:{}", m.ip, m.admin),
         ]);
+        args.extend(["--session-shards".into(), session_shards().to_string()]);
         if i > 0 {
             let seed = &self.members[0];
             args.extend(["--seeds".into(), format!("{}:{}", seed.ip, seed.cluster)]);
@@ -930,11 +945,14 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
             };
             // Route and retained shards are led by every node once the balancer has spread
             // them (a few seconds after start): wait for that, so that the victim is any
-            // node, not the first one that led everything. Meta and the session group
-            // stay where they started.
-            if !matches!(kind, GroupKind::Meta | GroupKind::Sessions)
-                && !cluster.leaders_spread(0, Duration::from_secs(15)).await
-            {
+            // node, not the first one that led everything. Meta stays where it started,
+            // and so does a lone session group (session shards spread like the others).
+            let stays = match kind {
+                GroupKind::Meta => true,
+                GroupKind::Sessions => session_shards() <= 1,
+                _ => false,
+            };
+            if !stays && !cluster.leaders_spread(0, Duration::from_secs(15)).await {
                 note.push_str("(leaders not spread) ");
             }
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -994,6 +1012,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
     // again): the load goes on through it.
     let load = match fault {
         Fault::RollingRestart => shape.load + ROLL_EXTRA_LOAD_PER_NODE * nodes as u32,
+        Fault::DiskFull => shape.load + DISK_FULL_EXTRA_LOAD,
         _ => shape.load,
     };
     let load_secs = load.as_secs_f64();
@@ -1119,12 +1138,6 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                 }
                 note = format!("(then each in turn; {})", steps.join("; "));
                 outage = roll.elapsed();
-                if problem.is_none() && publishing.elapsed() + Duration::from_secs(1) > load {
-                    problem = Some(format!(
-                        "the roll took {:.1} s, past the end of the load",
-                        outage.as_secs_f64()
-                    ));
-                }
             }
             Fault::DiskFull => {
                 let filler = cluster.members[victim].dir.join("filler");
@@ -1186,6 +1199,19 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                 tokio::time::sleep(outage).await;
                 cluster.run(victim).await;
             }
+        }
+        // A node of the load's clients back only once the load is over: they reconnect to
+        // it too late to fetch what their sessions kept, which the checker would count as
+        // lost. (The lost node's subscribers go elsewhere.)
+        if fault != Fault::LoseSubscriberNode
+            && brokers.contains(&victim)
+            && problem.is_none()
+            && publishing.elapsed() + Duration::from_secs(1) > load
+        {
+            problem = Some(format!(
+                "the fault took {:.1} s, past the end of the load",
+                outage.as_secs_f64()
+            ));
         }
     }
 
@@ -1316,8 +1342,9 @@ async fn series(
 ) -> Vec<RunReport> {
     let start = Instant::now();
     eprintln!(
-        "fault series: base seed {base}, {runs} runs, {} nodes, load {:?}, faults {}",
+        "fault series: base seed {base}, {runs} runs, {} nodes, {} session shards, load {:?}, faults {}",
         shape.nodes,
+        session_shards(),
         shape.load,
         faults
             .iter()

@@ -244,6 +244,47 @@ fn a_data_folder_refuses_another_node_id() {
     );
 }
 
+/// A data folder's sessions are in the session shards they were written through: started
+/// with another number, the node is refused (exit status 3, naming `session_shards` and
+/// the folder's number), and started with the folder's number it runs.
+#[test]
+fn a_data_folder_refuses_another_number_of_session_shards() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut first = shoal();
+    loopback(&mut first, dir.path());
+    first.args(["--session-shards", "3"]);
+    drop(Running::start(first));
+    let mut second = shoal();
+    loopback(&mut second, dir.path());
+    let mut refused = second
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    // Bounded: a node that took the folder would run on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while refused.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            let _ = refused.wait();
+            panic!("a node of 1 session shard started on a folder of 3");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = refused.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert_one_line(&text);
+    assert!(
+        text.contains("`session_shards` is 1") && text.contains("set session_shards = 3"),
+        "{text}"
+    );
+    let mut third = shoal();
+    loopback(&mut third, dir.path());
+    third.args(["--session-shards", "3"]);
+    drop(Running::start(third));
+}
+
 #[test]
 fn an_address_in_use_exits_3_naming_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");

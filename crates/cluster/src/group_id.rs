@@ -12,16 +12,11 @@ pub enum GroupId {
     Routes(u16),
     /// Retained message shard `n`.
     Retained(u16),
-    /// Session group `n`: the persistent sessions (records, subscriptions, queues, QoS 2
-    /// receipts), as the store's writes of their owners. One for now
-    /// ([`SESSION_GROUPS`]).
+    /// Session shard `n`: the persistent sessions of the client ids that hash to it
+    /// (records, subscriptions, queues, QoS 2 receipts), as the store's writes of their
+    /// owners (`ClusterConfig::session_shards`).
     Sessions(u16),
 }
-
-/// How many session groups a cluster runs. One: a QoS 2 receipt and the copies its
-/// message queues for subscribers are one command of one group, so that they are durable
-/// together (exactly once across a crash). Sharding sessions needs a dedup key instead.
-pub(crate) const SESSION_GROUPS: u16 = 1;
 
 impl GroupId {
     /// The name of this group's sled tree `part` (`log`, `sm`): `raft/routes/0/log`. Every

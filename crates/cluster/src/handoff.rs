@@ -52,13 +52,20 @@ pub(crate) fn preferred(ordinal: usize, voters: &[RaftNodeId]) -> Option<RaftNod
 }
 
 impl Inner {
-    /// The group's place in the round of preferred leaders; meta and the session group
-    /// have none: the balancer leaves them where they are (the session group carries
-    /// every persistent write, and each handoff pauses its writes for about two election
-    /// timeouts; it moves when its leader drains or dies).
+    /// The group's place in the round of preferred leaders. Meta has none, nor has a lone
+    /// session group: the balancer leaves them where they are (it carries every
+    /// persistent write, and each handoff pauses its writes for about two election
+    /// timeouts; it moves when its leader drains or dies). Session shards go round like
+    /// the others: their leaders do the work of the writes, spread over the nodes.
     pub(crate) fn ordinal(&self, group: GroupId) -> Option<usize> {
         match group {
-            GroupId::Meta | GroupId::Sessions(_) => None,
+            GroupId::Meta => None,
+            GroupId::Sessions(_) if self.config.session_shards <= 1 => None,
+            GroupId::Sessions(shard) => Some(
+                usize::from(self.config.route_shards)
+                    + usize::from(self.config.retained_shards)
+                    + usize::from(shard),
+            ),
             GroupId::Routes(shard) => Some(usize::from(shard)),
             GroupId::Retained(shard) => {
                 Some(usize::from(self.config.route_shards) + usize::from(shard))

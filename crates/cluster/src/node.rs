@@ -73,7 +73,10 @@ pub struct ClusterConfig {
     pub route_shards: u16,
     /// How many retained shards (`retained/0..T`).
     pub retained_shards: u16,
-    /// How many voters the session group has at most (1, 3 or 5); other full nodes are
+    /// How many session shards (`sessions/0..S`): a client's persistent session lives in
+    /// shard `session_shard(client id)`. Fixed for a data folder (`check_session_shards`).
+    pub session_shards: u16,
+    /// How many voters each session shard has at most (1, 3 or 5); other full nodes are
     /// its learners.
     pub session_replicas: usize,
     /// Raft heartbeat interval.
@@ -90,13 +93,57 @@ pub struct ClusterConfig {
     pub snapshot_logs: u64,
 }
 
+/// The key under which a data folder keeps its number of session shards.
+const SESSION_SHARDS_KEY: &[u8] = b"session_shards";
+
+/// Keeps the number of session shards with the data folder, and refuses a different one:
+/// the shards a folder's sessions were written through would no longer be where their
+/// clients are looked for. A folder from before shards had one.
+fn check_session_shards(store: &Store, shards: u16) -> Result<(), ClusterError> {
+    let failed = |message: String| ClusterError::Start {
+        group: GroupId::Sessions(0),
+        message,
+    };
+    let tree = store
+        .open_tree("cluster")
+        .map_err(|e| failed(e.to_string()))?;
+    let had_sessions = !store
+        .open_tree(&GroupId::Sessions(0).tree_name("sm"))
+        .map_err(|e| failed(e.to_string()))?
+        .is_empty();
+    let stored = tree
+        .get(SESSION_SHARDS_KEY)
+        .map_err(|e| failed(e.to_string()))?;
+    let kept = match &stored {
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u16::from_be_bytes)
+            .map_err(|_| failed("the data folder's session_shards does not read".to_owned()))?,
+        None if had_sessions => 1,
+        None => shards,
+    };
+    if kept != shards {
+        return Err(ClusterError::WrongSessionShards {
+            stored: kept,
+            configured: shards,
+        });
+    }
+    if stored.is_none() {
+        tree.insert(SESSION_SHARDS_KEY, &shards.to_be_bytes())
+            .and_then(|_| tree.flush())
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    Ok(())
+}
+
 impl ClusterConfig {
     /// Every group a node of this configuration runs.
     pub fn groups(&self) -> Vec<GroupId> {
         let mut groups = vec![GroupId::Meta];
         groups.extend((0..self.route_shards).map(GroupId::Routes));
         groups.extend((0..self.retained_shards).map(GroupId::Retained));
-        groups.extend((0..crate::group_id::SESSION_GROUPS).map(GroupId::Sessions));
+        groups.extend((0..self.session_shards.max(1)).map(GroupId::Sessions));
         groups
     }
 }
@@ -170,6 +217,17 @@ pub enum ClusterError {
         stored: RaftNodeId,
         /// The configured id.
         configured: RaftNodeId,
+    },
+    /// The data folder's sessions are in another number of session shards than the
+    /// configured one.
+    #[error(
+        "`session_shards` is {configured}, but this data folder's sessions are in {stored} shard(s): set session_shards = {stored} (the number cannot change for a data folder, and every node of a cluster has the same)"
+    )]
+    WrongSessionShards {
+        /// The number the data folder's sessions are in.
+        stored: u16,
+        /// The configured number.
+        configured: u16,
     },
     /// The node's identity could not be read or written in its data folder.
     #[error("the node id in the data folder could not be read or written: {message}")]
@@ -386,12 +444,14 @@ impl Cluster {
             forwarders: Arc::clone(&forwarders),
             peers: Arc::clone(&peers),
         });
+        check_session_shards(store, config.session_shards)?;
         let mut groups = BTreeMap::new();
         for group in config.groups() {
             let start_error = |message: String| ClusterError::Start { group, message };
             let log = SledLogStore::open(store, group).map_err(|e| start_error(e.to_string()))?;
-            let state_machine = SledStateMachine::open(store, group, Arc::clone(&observer))
-                .map_err(|e| start_error(e.to_string()))?;
+            let state_machine =
+                SledStateMachine::open(store, group, config.session_shards, Arc::clone(&observer))
+                    .map_err(|e| start_error(e.to_string()))?;
             for (filter, nodes) in state_machine.state().routes() {
                 if nodes.contains(&id) {
                     writer.mark_live(filter);
@@ -424,6 +484,7 @@ impl Cluster {
             .await
             .unwrap_or(false);
         let entrance = Entrance::new(config.seeds.clone(), had_state);
+        let sessions = crate::sessions::SessionWriter::new(config.session_shards);
         let inner = Arc::new(Inner {
             id,
             config,
@@ -440,23 +501,30 @@ impl Cluster {
             lease,
             entrance,
             drain: Arc::default(),
-            sessions: Default::default(),
+            sessions,
         });
         let server = listener.map(|l| crate::service::serve(Arc::clone(&inner), l));
         let writer_task = tokio::spawn(write_routes(Arc::downgrade(&inner)));
         let watch_task = tokio::spawn(watch_nodes(Arc::downgrade(&inner)));
         let spread_task = tokio::spawn(crate::handoff::spread_leaders(Arc::downgrade(&inner)));
-        let sessions_task = tokio::spawn(crate::sessions::write_sessions(Arc::downgrade(&inner)));
+        let sessions_tasks = (0..inner.config.session_shards.max(1))
+            .map(|shard| {
+                tokio::spawn(crate::sessions::write_sessions(
+                    Arc::downgrade(&inner),
+                    shard,
+                ))
+            })
+            .collect::<Vec<_>>();
         inner
             .tasks
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(server.into_iter().chain([
-                writer_task,
-                watch_task,
-                spread_task,
-                sessions_task,
-            ]));
+            .extend(
+                server
+                    .into_iter()
+                    .chain([writer_task, watch_task, spread_task])
+                    .chain(sessions_tasks),
+            );
         Ok(Self { inner })
     }
 

@@ -34,30 +34,48 @@ const BATCH_BYTES: usize = 1 << 20;
 /// late writes, a group without a leader for the proposal timeout).
 const FAILED_KEPT: usize = 65_536;
 
-/// The node's queue of session writes.
+/// The node's queues of session writes, one per session shard, numbered together.
 pub(crate) struct SessionWriter {
-    /// The next write's number, and the queue (numbered and sent under one lock, so that
-    /// numbers and queue order agree).
-    queue: Mutex<(u64, mpsc::UnboundedSender<(u64, Command)>)>,
-    receiver: Mutex<Option<mpsc::UnboundedReceiver<(u64, Command)>>>,
+    /// The next write's number, and each shard's queue (numbered, marked unanswered and
+    /// sent under one lock, so that numbers and each queue's order agree).
+    queue: Mutex<Queues>,
+    /// The receivers of the queues, taken by the shards' writer tasks.
+    receivers: Mutex<Vec<Option<Receiver>>>,
+    /// The numbers of writes not answered yet.
+    unanswered: Mutex<BTreeSet<u64>>,
     /// Every write numbered up to this one is answered.
     done: watch::Sender<u64>,
     /// The numbers of writes that failed.
     failed: Mutex<BTreeSet<u64>>,
     /// Writes proposed and refused as stale, for the status.
     refused: AtomicU64,
-    /// Every write numbered from this one on fails: the writer task is gone (the node
-    /// stops; `u64::MAX` while it runs). Writes it had taken and not answered may or may
+    /// Every write numbered from this one on fails: a writer task is gone (the node
+    /// stops; `u64::MAX` while they run). Writes it had taken and not answered may or may
     /// not be committed: they fail, never confirmed.
     gone_from: AtomicU64,
 }
 
-impl Default for SessionWriter {
-    fn default() -> Self {
-        let (tx, rx) = mpsc::unbounded_channel();
+/// A shard's queue of numbered writes, as its writer task takes it.
+type Receiver = mpsc::UnboundedReceiver<(u64, Command)>;
+
+struct Queues {
+    next: u64,
+    senders: Vec<mpsc::UnboundedSender<(u64, Command)>>,
+}
+
+impl SessionWriter {
+    /// The queues of `shards` session shards.
+    pub(crate) fn new(shards: u16) -> Self {
+        let (senders, receivers) = (0..shards.max(1))
+            .map(|_| {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Some(rx))
+            })
+            .unzip();
         Self {
-            queue: Mutex::new((1, tx)),
-            receiver: Mutex::new(Some(rx)),
+            queue: Mutex::new(Queues { next: 1, senders }),
+            receivers: Mutex::new(receivers),
+            unanswered: Mutex::default(),
             done: watch::Sender::new(0),
             failed: Mutex::default(),
             refused: AtomicU64::new(0),
@@ -71,20 +89,52 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl SessionWriter {
-    fn push(&self, command: Command) -> u64 {
+    /// Queues `writes` (each for its shard) with consecutive numbers; returns the first
+    /// and the last.
+    fn push(&self, writes: Vec<(u16, Command)>) -> (u64, u64) {
         let mut queue = lock(&self.queue);
-        let seq = queue.0;
-        queue.0 += 1;
-        if queue.1.send((seq, command)).is_err() {
-            // The writer task is gone (the node stops): the write fails.
+        let first = queue.next;
+        let mut gone = false;
+        {
+            let mut unanswered = lock(&self.unanswered);
+            for (shard, command) in writes {
+                let seq = queue.next;
+                queue.next += 1;
+                unanswered.insert(seq);
+                let sender = &queue.senders[usize::from(shard) % queue.senders.len()];
+                gone |= sender.send((seq, command)).is_err();
+            }
+        }
+        let last = queue.next - 1;
+        drop(queue);
+        if gone {
+            // A writer task is gone (the node stops): the write fails.
             self.stop();
         }
-        seq
+        (first, last)
     }
 
-    /// The writer task is gone: every write it did not answer fails, and so does every
-    /// later one. (Raising `done` past writes it had taken, aborted in the middle of
-    /// their proposal, would have confirmed them: acknowledged and maybe never committed.)
+    /// A shard's writer task answered `seqs`: the mark of what is answered moves up to the
+    /// first write still unanswered in any shard.
+    fn answered(&self, seqs: &[u64]) {
+        let queue = lock(&self.queue);
+        let mut unanswered = lock(&self.unanswered);
+        for seq in seqs {
+            unanswered.remove(seq);
+        }
+        let done = unanswered.first().map_or(queue.next - 1, |first| first - 1);
+        drop(unanswered);
+        drop(queue);
+        self.done.send_if_modified(|d| {
+            let moved = done > *d;
+            *d = (*d).max(done);
+            moved
+        });
+    }
+
+    /// A writer task is gone: every write not answered fails, and so does every later
+    /// one. (Raising `done` past writes it had taken, aborted in the middle of their
+    /// proposal, would have confirmed them: acknowledged and maybe never committed.)
     fn stop(&self) {
         let done = *self.done.borrow();
         self.gone_from
@@ -110,10 +160,13 @@ impl SessionWriter {
     }
 }
 
-/// Proposes the queued session writes, everything queued at once, one entry at a time.
-pub(crate) async fn write_sessions(inner: Weak<Inner>) {
+/// Proposes the queued writes of session shard `shard`, everything queued at once, one
+/// entry at a time.
+pub(crate) async fn write_sessions(inner: Weak<Inner>, shard: u16) {
     let receiver = match inner.upgrade() {
-        Some(inner) => lock(&inner.sessions.receiver).take(),
+        Some(inner) => lock(&inner.sessions.receivers)
+            .get_mut(usize::from(shard))
+            .and_then(Option::take),
         None => None,
     };
     let Some(mut receiver) = receiver else {
@@ -122,7 +175,7 @@ pub(crate) async fn write_sessions(inner: Weak<Inner>) {
     // However the task ends (the node stops: it is aborted, maybe in the middle of a
     // proposal), what it did not answer fails.
     let _stopped = WriterStopped(inner.clone());
-    let group = GroupId::Sessions(0);
+    let group = GroupId::Sessions(shard);
     while let Some(first) = receiver.recv().await {
         let mut seqs = vec![first.0];
         let mut weight = first.1.weight();
@@ -138,7 +191,6 @@ pub(crate) async fn write_sessions(inner: Weak<Inner>) {
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let last = *seqs.last().unwrap_or(&0);
         let writer = &inner.sessions;
         match inner.propose(group, Command::Batch(commands)).await {
             Ok((_, Response::Batch(responses))) if responses.len() == seqs.len() => {
@@ -151,21 +203,22 @@ pub(crate) async fn write_sessions(inner: Weak<Inner>) {
             }
             Ok((_, response)) => {
                 tracing::error!(
+                    %group,
                     ?response,
                     "the session group answered a batch of writes oddly"
                 );
                 seqs.iter().for_each(|seq| writer.fail(*seq));
             }
             Err(e) => {
-                tracing::warn!(error = %e, writes = seqs.len(), "session writes were not committed: what they confirm fails");
+                tracing::warn!(%group, error = %e, writes = seqs.len(), "session writes were not committed: what they confirm fails");
                 seqs.iter().for_each(|seq| writer.fail(*seq));
             }
         }
-        writer.done.send_modify(|done| *done = (*done).max(last));
+        writer.answered(&seqs);
     }
 }
 
-/// Fails the session writes left unanswered when the writer task ends.
+/// Fails the session writes left unanswered when a writer task ends.
 struct WriterStopped(Weak<Inner>);
 
 impl Drop for WriterStopped {
@@ -178,10 +231,11 @@ impl Drop for WriterStopped {
 
 impl Cluster {
     /// Writes `batch` (store writes of persistent sessions, with their owners' epochs:
-    /// `WriteBatch::fence`) through the session group; returns its number, for
+    /// `WriteBatch::fence`) through the session shards of its clients (one write per
+    /// shard: each is atomic, not the whole); returns their numbers, first and last, for
     /// [`sessions_written`](Self::sessions_written).
-    pub fn write_sessions(&self, batch: &WriteBatch) -> u64 {
-        let command = Command::Session {
+    pub fn write_sessions(&self, batch: &WriteBatch) -> (u64, u64) {
+        let command = |batch: &WriteBatch| Command::Session {
             fences: batch
                 .fences()
                 .iter()
@@ -189,7 +243,30 @@ impl Cluster {
                 .collect(),
             ops: batch.encode(),
         };
-        self.inner.sessions.push(command)
+        let shards = self.inner.config.session_shards;
+        let writes = if shards <= 1 {
+            vec![(0, command(batch))]
+        } else {
+            batch
+                .split(shards)
+                .iter()
+                .map(|(shard, part)| (*shard, command(part)))
+                .collect()
+        };
+        self.inner.sessions.push(writes)
+    }
+
+    /// How many session shards (`sessions/0..S`) the cluster has.
+    pub fn session_shards(&self) -> u16 {
+        self.inner.config.session_shards
+    }
+
+    /// The session group of `client_id`.
+    pub fn session_group(&self, client_id: &str) -> GroupId {
+        GroupId::Sessions(shoal_store::session_shard(
+            client_id.as_bytes(),
+            self.inner.config.session_shards,
+        ))
     }
 
     /// Waits until every session write this node numbered up to `to` is answered;
@@ -208,7 +285,7 @@ impl Cluster {
     /// everything written for it before, so that the session can be read from it.
     pub async fn fence_session(&self, client_id: &str, epoch: u64) -> Result<(), ClusterError> {
         let inner = &self.inner;
-        let group = GroupId::Sessions(0);
+        let group = self.session_group(client_id);
         let command = Command::Fence {
             client_id: client_id.to_owned(),
             epoch,
@@ -312,9 +389,9 @@ impl Cluster {
     }
 
     /// The epoch the writes of `client_id`'s session must have at least, as this node
-    /// applied the session group (0: none).
+    /// applied its session group (0: none).
     pub fn session_fence(&self, client_id: &str) -> u64 {
-        let Some(g) = self.inner.group(GroupId::Sessions(0)) else {
+        let Some(g) = self.inner.group(self.session_group(client_id)) else {
             return 0;
         };
         let state = g.state.read().unwrap_or_else(|e| e.into_inner());
@@ -370,21 +447,39 @@ mod tests {
     /// must not confirm them on its way.
     #[tokio::test]
     async fn writes_the_writer_took_and_never_answered_fail_when_it_stops() {
-        let writer = SessionWriter::default();
-        let mut receiver = lock(&writer.receiver).take().expect("receiver");
+        let writer = SessionWriter::new(1);
+        let mut receiver = lock(&writer.receivers)[0].take().expect("receiver");
         for _ in 0..4 {
-            writer.push(write());
+            writer.push(vec![(0, write())]);
         }
         // The task answers write 1, takes 2 to 4, and is aborted.
         for _ in 0..4 {
             receiver.try_recv().expect("queued");
         }
-        writer.done.send_modify(|done| *done = 1);
+        writer.answered(&[1]);
         drop(receiver);
         writer.stop();
-        let late = writer.push(write());
+        let (late, _) = writer.push(vec![(0, write())]);
         assert!(writer.wait(1, 1).await, "answered before the stop");
         assert!(!writer.wait(2, 4).await, "taken, never answered");
         assert!(!writer.wait(late, late).await, "pushed after the stop");
+    }
+
+    /// Shards answer out of order: a write counts as answered once every write numbered
+    /// before it is, in whichever shard.
+    #[tokio::test]
+    async fn a_write_is_answered_once_every_earlier_write_of_every_shard_is() {
+        let writer = SessionWriter::new(2);
+        let (first, last) = writer.push(vec![(0, write()), (1, write())]);
+        assert_eq!((first, last), (1, 2));
+        let (third, _) = writer.push(vec![(1, write())]);
+        // Shard 1 answers 2 and 3 before shard 0 answers 1.
+        writer.answered(&[2, 3]);
+        assert_eq!(*writer.done.borrow(), 0, "write 1 is still out");
+        writer.fail(1);
+        writer.answered(&[1]);
+        assert_eq!(*writer.done.borrow(), 3);
+        assert!(!writer.wait(first, last).await, "its shard 0 part failed");
+        assert!(writer.wait(third, third).await);
     }
 }

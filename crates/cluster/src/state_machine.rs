@@ -176,6 +176,9 @@ fn decode_entries(mut bytes: &[u8]) -> Option<Vec<shoal_store::TreeEntry>> {
 /// The state machine of one group.
 pub struct SledStateMachine {
     group: GroupId,
+    /// How many session shards the cluster has (a session shard's snapshot carries the
+    /// entries of its own clients only).
+    session_shards: u16,
     tree: sled::Tree,
     store: Store,
     last_applied: Option<LogId<RaftNodeId>>,
@@ -191,7 +194,12 @@ pub struct SledStateMachine {
 impl SledStateMachine {
     /// Opens (or creates) the state machine of `group` in `store`'s database, reads its
     /// state back into memory and reports every key of it to `observer`.
-    pub fn open(store: &Store, group: GroupId, observer: Arc<dyn Observer>) -> Result<Self> {
+    pub fn open(
+        store: &Store,
+        group: GroupId,
+        session_shards: u16,
+        observer: Arc<dyn Observer>,
+    ) -> Result<Self> {
         let tree = store
             .open_tree(&group.tree_name("sm"))
             .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
@@ -264,6 +272,7 @@ impl SledStateMachine {
         } = applied;
         Ok(Self {
             group,
+            session_shards,
             tree,
             store: store.clone(),
             last_applied,
@@ -475,9 +484,9 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         // No apply runs meanwhile (openraft drives both from one task): the store's
         // session trees are those of `last_applied`.
         let store = match self.group {
-            GroupId::Sessions(_) => self
+            GroupId::Sessions(shard) => self
                 .store
-                .export_sessions()
+                .export_sessions(shard, self.session_shards)
                 .map(|entries| encode_entries(&entries)),
             _ => Ok(Vec::new()),
         };
@@ -527,7 +536,7 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
                     batch.remove(key);
                 }
             }
-            if let GroupId::Sessions(_) = self.group {
+            if let GroupId::Sessions(shard) = self.group {
                 let entries = decode_entries(&installed.store).ok_or_else(|| {
                     io_error(
                         subject.clone(),
@@ -536,7 +545,7 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
                     )
                 })?;
                 self.store
-                    .import_sessions(&entries)
+                    .import_sessions(&entries, shard, self.session_shards)
                     .map_err(|e| io_error(subject.clone(), ErrorVerb::Write, &e))?;
             }
             self.last_applied = meta.last_log_id;

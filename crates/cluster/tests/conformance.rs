@@ -25,7 +25,7 @@ impl StoreBuilder<GroupConfig, SledLogStore, SledStateMachine, (Store, TempDir)>
         // the first ones of the database.
         let log = SledLogStore::open(&store, GroupId::Routes(3))?;
         let state_machine =
-            SledStateMachine::open(&store, GroupId::Routes(3), Arc::new(NoObserver))?;
+            SledStateMachine::open(&store, GroupId::Routes(3), 1, Arc::new(NoObserver))?;
         Ok(((store, dir), log, state_machine))
     }
 }

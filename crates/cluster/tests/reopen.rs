@@ -64,7 +64,7 @@ async fn log_vote_and_applied_routes_survive_reopening_the_folder() -> anyhow::R
     {
         let store = Store::open(dir.path(), StoreConfig::default())?;
         let mut log = SledLogStore::open(&store, group)?;
-        let mut state_machine = SledStateMachine::open(&store, group, Arc::new(NoObserver))?;
+        let mut state_machine = SledStateMachine::open(&store, group, 1, Arc::new(NoObserver))?;
         log.save_vote(&Vote::new(2, 1)).await?;
         log.blocking_append(entries()).await?;
         log.save_committed(Some(log_id(2, 6))).await?;
@@ -77,7 +77,7 @@ async fn log_vote_and_applied_routes_survive_reopening_the_folder() -> anyhow::R
 
     let store = Store::open(dir.path(), StoreConfig::default())?;
     let mut log = SledLogStore::open(&store, group)?;
-    let mut state_machine = SledStateMachine::open(&store, group, Arc::new(NoObserver))?;
+    let mut state_machine = SledStateMachine::open(&store, group, 1, Arc::new(NoObserver))?;
 
     assert_eq!(log.read_vote().await?, Some(Vote::new(2, 1)));
     assert_eq!(log.read_committed().await?, Some(log_id(2, 6)));
@@ -103,7 +103,7 @@ async fn log_vote_and_applied_routes_survive_reopening_the_folder() -> anyhow::R
     // Another group of the same database starts empty.
     let mut other_log = SledLogStore::open(&store, GroupId::Routes(1))?;
     let mut other_machine =
-        SledStateMachine::open(&store, GroupId::Routes(1), Arc::new(NoObserver))?;
+        SledStateMachine::open(&store, GroupId::Routes(1), 1, Arc::new(NoObserver))?;
     assert_eq!(other_log.get_log_state().await?.last_log_id, None);
     assert_eq!(other_log.read_vote().await?, None);
     assert_eq!(other_machine.state().routes().count(), 0);

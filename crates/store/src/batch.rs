@@ -73,6 +73,8 @@ pub(crate) enum Op {
     PutMark {
         tag: u64,
         name: Vec<u8>,
+        /// The session shard it is written through (`shards.rs`), kept in its value.
+        shard: u16,
     },
     ReleaseTag {
         tag: u64,
@@ -281,6 +283,7 @@ impl WriteBatch {
         self.ops.push(Op::PutMark {
             tag,
             name: name.to_vec(),
+            shard: 0,
         });
         self
     }
@@ -397,8 +400,10 @@ impl Store {
                         Some(tag) => self.inner.queues.insert(key, &tag.encode()[..])?,
                     };
                 }
-                Op::PutMark { tag, name } => {
-                    self.inner.marks.insert(mark_key(*tag, name), &[][..])?;
+                Op::PutMark { tag, name, shard } => {
+                    self.inner
+                        .marks
+                        .insert(mark_key(*tag, name), &shard.to_be_bytes()[..])?;
                 }
                 Op::ReleaseTag { tag } => {
                     for item in self.inner.marks.scan_prefix(tag.to_be_bytes()) {

@@ -33,6 +33,7 @@ mod record;
 mod replica;
 mod retained;
 mod sessions;
+mod shards;
 mod store;
 
 pub use batch::{ReceiptTag, WriteBatch};
@@ -43,4 +44,5 @@ pub use group_commit::{FlushReceipt, FlushStats};
 pub use loaded::Loaded;
 pub use record::{message_from_bytes, message_to_bytes};
 pub use replica::{SessionTree, TreeEntry};
+pub use shards::session_shard;
 pub use store::Store;

@@ -13,6 +13,7 @@ use shoal_session::Timestamp;
 use crate::batch::{Op, ReceiptTag, WriteBatch};
 use crate::error::{DecodeRecordError, StoreError};
 use crate::record::{decode_state, encode_state};
+use crate::shards::entry_shard;
 use crate::store::Store;
 
 const VERSION: u8 = 1;
@@ -39,6 +40,9 @@ struct Writer(Vec<u8>);
 impl Writer {
     fn u8(&mut self, v: u8) {
         self.0.push(v);
+    }
+    fn u16(&mut self, v: u16) {
+        self.0.extend_from_slice(&v.to_be_bytes());
     }
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_be_bytes());
@@ -200,10 +204,21 @@ impl WriteBatch {
                     w.u64(tag.tag);
                     w.u8(u8::from(tag.done));
                 }
-                Op::PutMark { tag, name } => {
+                // Shard 0 as before shards were (an older node reads it).
+                Op::PutMark {
+                    tag,
+                    name,
+                    shard: 0,
+                } => {
                     w.u8(13);
                     w.u64(*tag);
                     w.bytes(name);
+                }
+                Op::PutMark { tag, name, shard } => {
+                    w.u8(15);
+                    w.u64(*tag);
+                    w.bytes(name);
+                    w.u16(*shard);
                 }
                 Op::ReleaseTag { tag } => {
                     w.u8(14);
@@ -301,6 +316,12 @@ impl WriteBatch {
                 13 => Op::PutMark {
                     tag: r.u64()?,
                     name: r.bytes()?.to_vec(),
+                    shard: 0,
+                },
+                15 => Op::PutMark {
+                    tag: r.u64()?,
+                    name: r.bytes()?.to_vec(),
+                    shard: r.u16()?,
                 },
                 14 => Op::ReleaseTag { tag: r.u64()? },
                 9 => Op::RemoveReceipt {
@@ -340,34 +361,42 @@ impl WriteBatch {
 }
 
 impl Store {
-    /// Every entry of the session trees (sessions, queues, the expiry index): a snapshot
-    /// of the replicated session group.
-    pub fn export_sessions(&self) -> Result<Vec<TreeEntry>, StoreError> {
+    /// Every entry of the session trees (sessions, queues, the expiry index, the marks)
+    /// that belongs to session shard `shard` of `shards` (`shards.rs`): a snapshot of that
+    /// session group.
+    pub fn export_sessions(&self, shard: u16, shards: u16) -> Result<Vec<TreeEntry>, StoreError> {
         let mut entries = Vec::new();
-        for (tree, which) in [
-            (&self.inner.sessions, SessionTree::Sessions),
-            (&self.inner.queues, SessionTree::Queues),
-            (&self.inner.expiry, SessionTree::Expiry),
-            (&self.inner.marks, SessionTree::Marks),
-        ] {
+        for (tree, which) in self.session_trees() {
             for item in tree.iter() {
                 let (key, value) = item?;
-                entries.push((which, key.to_vec(), value.to_vec()));
+                if entry_shard(which, &key, &value, shards) == shard {
+                    entries.push((which, key.to_vec(), value.to_vec()));
+                }
             }
         }
         Ok(entries)
     }
 
-    /// Replaces the session trees with `entries` (installing a snapshot of the session
-    /// group). Follow with a flush.
-    pub fn import_sessions(&self, entries: &[TreeEntry]) -> Result<(), StoreError> {
-        for tree in [
-            &self.inner.sessions,
-            &self.inner.queues,
-            &self.inner.expiry,
-            &self.inner.marks,
-        ] {
-            tree.clear()?;
+    /// Replaces the entries of session shard `shard` of `shards` with `entries`
+    /// (installing a snapshot of that session group); the other shards' stay. Follow with
+    /// a flush.
+    pub fn import_sessions(
+        &self,
+        entries: &[TreeEntry],
+        shard: u16,
+        shards: u16,
+    ) -> Result<(), StoreError> {
+        for (tree, which) in self.session_trees() {
+            if shards <= 1 {
+                tree.clear()?;
+                continue;
+            }
+            for item in tree.iter() {
+                let (key, value) = item?;
+                if entry_shard(which, &key, &value, shards) == shard {
+                    tree.remove(key)?;
+                }
+            }
         }
         for (which, key, value) in entries {
             let tree = match which {
@@ -379,6 +408,15 @@ impl Store {
             tree.insert(key.as_slice(), value.as_slice())?;
         }
         Ok(())
+    }
+
+    fn session_trees(&self) -> [(&sled::Tree, SessionTree); 4] {
+        [
+            (&self.inner.sessions, SessionTree::Sessions),
+            (&self.inner.queues, SessionTree::Queues),
+            (&self.inner.expiry, SessionTree::Expiry),
+            (&self.inner.marks, SessionTree::Marks),
+        ]
     }
 }
 

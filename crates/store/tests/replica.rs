@@ -62,7 +62,7 @@ fn exported_trees_replace_another_stores_sessions() {
     a.enqueue(&id("kept"), 1, &queued("kept", 1, None))
         .expect("writes");
     b.put_session(&session("gone", 60, None)).expect("writes");
-    b.import_sessions(&a.export_sessions().expect("exports"))
+    b.import_sessions(&a.export_sessions(0, 1).expect("exports"), 0, 1)
         .expect("imports");
     let ids: Vec<String> = b
         .load_sessions()
@@ -109,7 +109,7 @@ fn tagged_receipts_and_marks_replicate_and_a_release_removes_every_mark_of_its_t
     assert!(a.has_mark(7, b"s1").expect("reads"));
     assert!(!a.has_mark(7, b"s2").expect("reads"));
     // A snapshot carries the marks.
-    b.import_sessions(&a.export_sessions().expect("exports"))
+    b.import_sessions(&a.export_sessions(0, 1).expect("exports"), 0, 1)
         .expect("imports");
     assert!(b.has_mark(7, b"\0g").expect("reads"));
     let mut release = WriteBatch::new();
@@ -122,4 +122,69 @@ fn tagged_receipts_and_marks_replicate_and_a_release_removes_every_mark_of_its_t
         b.has_mark(8, b"s1").expect("reads"),
         "another tag's mark stays"
     );
+}
+
+/// A snapshot of one session shard carries its clients' entries and the marks written
+/// through it, and installing it leaves the other shards' entries as they were.
+#[test]
+fn a_shards_snapshot_replaces_that_shard_only() {
+    use shoal_store::session_shard;
+    const SHARDS: u16 = 3;
+    let a_dir = tempfile::tempdir().expect("temp dir");
+    let b_dir = tempfile::tempdir().expect("temp dir");
+    let a = open(a_dir.path());
+    let b = open(b_dir.path());
+    // Client ids of shard 0 and of another shard.
+    let of = |prefix: &str, shard_wanted: bool| {
+        (0..200)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|c| (session_shard(c.as_bytes(), SHARDS) == 0) == shard_wanted)
+            .expect("a client id")
+    };
+    let (zero, other, stale) = (of("c", true), of("c", false), of("s", true));
+    let mut batch = WriteBatch::new();
+    batch
+        .put_session(&session(&zero, 60, Some(1)))
+        .expect("encodes");
+    batch
+        .enqueue(&id(&zero), 1, &queued(&zero, 1, Some(9_000_000_000_000)))
+        .expect("encodes");
+    batch.put_mark(5, zero.as_bytes());
+    for (shard, part) in batch.split(SHARDS) {
+        assert_eq!(shard, 0);
+        a.apply(&WriteBatch::decode(&part.encode()).expect("decodes"))
+            .expect("applies");
+    }
+    // b holds an older session of shard 0 and one of the other shard.
+    b.put_session(&session(&stale, 60, None)).expect("writes");
+    let mut theirs = WriteBatch::new();
+    theirs
+        .put_session(&session(&other, 60, None))
+        .expect("encodes");
+    theirs.put_mark(6, other.as_bytes());
+    for (_, part) in theirs.split(SHARDS) {
+        b.apply(&part).expect("applies");
+    }
+    let exported = a.export_sessions(0, SHARDS).expect("exports");
+    assert!(
+        a.export_sessions(session_shard(other.as_bytes(), SHARDS), SHARDS)
+            .expect("exports")
+            .is_empty(),
+        "a has nothing of the other shard"
+    );
+    b.import_sessions(&exported, 0, SHARDS).expect("imports");
+    let mut ids: Vec<String> = b
+        .load_sessions()
+        .expect("loads")
+        .records
+        .into_iter()
+        .map(|s| s.client_id.to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![zero.clone(), other.clone()];
+    want.sort();
+    assert_eq!(ids, want, "shard 0 replaced, the other shard kept");
+    assert_eq!(b.load_queue(&id(&zero)).expect("loads").records.len(), 1);
+    assert!(b.has_mark(5, zero.as_bytes()).expect("reads"));
+    assert!(b.has_mark(6, other.as_bytes()).expect("reads"));
 }

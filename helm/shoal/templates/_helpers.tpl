@@ -127,6 +127,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
     # This pod's stable DNS name under its headless Service: the same across restarts.
     - name: SHOAL_CLUSTER_ADVERTISE
       value: {{ printf "$(POD_NAME).%s.%s.svc.%s:%v" .service .root.Release.Namespace .root.Values.cluster.domain .root.Values.cluster.port | quote }}
+    # Every pod of the cluster has the same number of session shards.
+    - name: SHOAL_SESSION_SHARDS
+      value: {{ .root.Values.cluster.sessionShards | quote }}
     {{- with .root.Values.cluster.mqttAdvertise }}
     # Where this pod's MQTT clients reach it: other nodes name it when they send clients away.
     - name: SHOAL_MQTT_ADVERTISE

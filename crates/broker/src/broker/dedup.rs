@@ -1,7 +1,9 @@
 //! QoS 2 across nodes: the dedup tags of messages that go to other nodes, and the marks
 //! their recipients keep (docs/ARCHITECTURE.md, "QoS 2 across nodes").
 //!
-//! A QoS 2 message of a stored session that goes to another node gets a random tag. Its
+//! A QoS 2 message of a stored session that goes to another node (or, with session shards,
+//! any QoS 2 message of a stored session: its copies may be in other shards than its
+//! receipt, which are not written in one atomic step) gets a random tag. Its
 //! receipt is written with the tag, as pending, before any copy leaves: should this node
 //! die before the receipt is done, the node where the publisher resends it reads the
 //! pending receipt and dispatches the resend under the same tag. Every recipient that
@@ -86,7 +88,7 @@ impl Broker {
     }
 
     /// Whether a QoS 2 message of a stored session should be tagged: it goes to another
-    /// node.
+    /// node, or the sessions are sharded.
     pub(crate) fn wants_tag(&self, message: &Message) -> bool {
         if message.qos != QoS::ExactlyOnce || message.topic.starts_with('$') {
             return false;
@@ -94,7 +96,15 @@ impl Broker {
         let Some(cluster) = self.cluster() else {
             return false;
         };
-        cluster.has_routes() && !cluster.targets(&message.topic).nodes.is_empty()
+        // With session shards, its copies on this node too may be in other shards than
+        // its receipt: every QoS 2 message of a stored session is tagged.
+        cluster.session_shards() > 1
+            || (cluster.has_routes() && !cluster.targets(&message.topic).nodes.is_empty())
+    }
+
+    /// Whether the cluster's sessions are in more than one session shard.
+    pub(crate) fn sharded(&self) -> bool {
+        self.cluster().is_some_and(|c| c.session_shards() > 1)
     }
 
     /// Whether `name` took a copy under `tag` already; if so, what its acceptance waits for

@@ -104,9 +104,11 @@ impl Broker {
         // A QoS 2 receipt replicated before the other nodes have their copies would make a
         // resend after this node dies look like a duplicate, and reach none of them: it is
         // written after their acceptance. A resend before then goes out again under the
-        // message's tag, which the copies taken already are marked with (`dedup.rs`).
+        // message's tag, which the copies taken already are marked with (`dedup.rs`). With
+        // session shards, the receipt and this node's copies may be in different shards,
+        // whose writes are not one atomic step: the same order holds for them.
         let atomic = match atomic {
-            Some(receipt) if nodes > 0 => {
+            Some(receipt) if nodes > 0 || self.sharded() => {
                 out.deferred = Some(receipt);
                 None
             }

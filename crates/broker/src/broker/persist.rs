@@ -122,11 +122,10 @@ impl Broker {
         if batch.is_empty() {
             return Receipts::default();
         }
-        // One command of the session group: atomic on every replica.
+        // One command of each session shard it touches: each atomic on every replica.
         if let Some(cluster) = self.cluster() {
-            let seq = cluster.write_sessions(batch);
             return Receipts {
-                writes: Some((seq, seq)),
+                writes: Some(cluster.write_sessions(batch)),
                 ..Receipts::default()
             };
         }
