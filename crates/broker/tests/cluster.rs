@@ -2007,3 +2007,71 @@ async fn a_refused_mqtt311_qos2_publication_is_taken_anew_when_resent() {
     let got = take_qos2(&mut subscriber, Duration::from_millis(1500)).await;
     assert_eq!(got, vec![b"once".to_vec()], "delivered once");
 }
+
+/// libfaketime's multi-threaded library (the Debian package `faketime`), if installed.
+fn faketime_lib() -> Option<std::path::PathBuf> {
+    std::fs::read_dir("/usr/lib")
+        .ok()?
+        .flatten()
+        .map(|e| e.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+}
+
+/// Expiry in the store is the session shard leader's to decide, with its time: a replica
+/// whose wall clock runs an hour ahead does not remove a session it holds a copy of, and
+/// the client resumes it through that node with what was queued for it. (Each node swept
+/// its own store by its own clock before: that node lost the session.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_clock_runs_ahead_expires_no_session_by_itself() {
+    let Some(lib) = faketime_lib() else {
+        panic!("libfaketime is missing: apt-get install faketime (.ci/run does)");
+    };
+    let mut cluster = TestCluster::start(2, 0).await;
+    let ahead = cluster.push_member(false);
+    let (dir, mqtt, args) = cluster.command(ahead);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let preload = format!("LD_PRELOAD={}", lib.display());
+    let wrapper = ["env", &preload, "FAKETIME=+1h", "DONT_FAKE_MONOTONIC=1"];
+    let process = Process::start_at(
+        &wrapper,
+        "127.0.0.1",
+        &dir,
+        mqtt,
+        &args,
+        Duration::from_secs(60),
+        None,
+    )
+    .await;
+    cluster.members[ahead].process = Some(process);
+    cluster.ready(ahead).await;
+    let leaders = cluster.leaders(0).await;
+    assert_ne!(
+        leaders["sessions/0"], 3,
+        "the node an hour ahead must not lead the session group: {leaders:?}"
+    );
+    // Ten minutes of session expiry: long past on node 3's clock once disconnected.
+    let connect = |c: &mut shoal_codec::Connect| {
+        c.clean_start = false;
+        c.properties.session_expiry_interval = Some(600);
+    };
+    let (mut device, _) = Raw::connect(cluster.addr(0), V5, "skewed", connect).await;
+    subscribe(&mut device, 1, "skew/#", QoS::AtLeastOnce).await;
+    device
+        .send(Packet::Disconnect(shoal_codec::Disconnect::default()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut publisher = client(cluster.addr(1), "skew-source").await;
+    let acked = publish_range(&mut publisher, "skew/x", 1..=10).await;
+    assert_eq!(acked.len(), 10, "the offline session takes them");
+    // Node 3's expiry runs every second: give it a few.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (mut device, ack) = Raw::connect(cluster.addr(ahead), V5, "skewed", connect).await;
+    assert_eq!(ack.reason_code, shoal_codec::ConnectReasonCode::Success);
+    assert!(
+        ack.session_present,
+        "node 3 kept the session its clock says has expired"
+    );
+    let got = numbers(drain(&mut device, Duration::from_millis(1500)).await);
+    let lost: Vec<u16> = acked.difference(&got).copied().collect();
+    assert!(lost.is_empty(), "queued and lost: {lost:?}");
+}

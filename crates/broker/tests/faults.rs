@@ -1405,7 +1405,7 @@ fn base_seed() -> u64 {
 }
 
 /// The CI series: two runs of kill-bystander and of partition, one of each leader kind,
-/// one lose-subscriber-node, one rolling restart and one jumped clock,
+/// one lose-subscriber-node, one rolling restart, one full disk and one jumped clock,
 /// seeded from the clock (printed) or `FAULTS_SEED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ci_series_loses_no_acknowledged_message() {
@@ -1426,9 +1426,7 @@ async fn ci_series_loses_no_acknowledged_message() {
         Fault::Partition,
         Fault::LoseSubscriberNode,
         Fault::RollingRestart,
-        // Not `DiskFull` yet: the long series (seed 20261204331) lost one acknowledged
-        // message to a subscriber of the node whose disk filled, under investigation
-        // (docs/RELIABILITY.md).
+        Fault::DiskFull,
         Fault::ClockJump,
     ];
     let reports = series(

@@ -293,6 +293,8 @@ pub(crate) struct Group {
 pub(crate) struct Inner {
     pub(crate) id: RaftNodeId,
     pub(crate) config: ClusterConfig,
+    /// The node's store (its session trees are the session shards' state).
+    pub(crate) store: Store,
     pub(crate) peers: Arc<Peers>,
     pub(crate) groups: BTreeMap<GroupId, Group>,
     pub(crate) routes: Arc<RemoteRoutes>,
@@ -488,6 +490,7 @@ impl Cluster {
         let inner = Arc::new(Inner {
             id,
             config,
+            store: store.clone(),
             peers,
             groups,
             routes,

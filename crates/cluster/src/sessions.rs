@@ -256,6 +256,43 @@ impl Cluster {
         self.inner.sessions.push(writes)
     }
 
+    /// Expiry of the session shards this node leads: for each in which something expired
+    /// by `now` (ms since the Unix epoch, this node's clock) as this node's store has it,
+    /// proposes [`Command::ExpireSessions`] with `now`, and every replica removes the same
+    /// sessions and queued messages. The other replicas remove nothing by their own
+    /// clocks. Returns once the proposals are answered.
+    pub async fn expire_sessions(&self, now: u64) {
+        let inner = &self.inner;
+        let shards = inner.config.session_shards.max(1);
+        for shard in 0..shards {
+            let group = GroupId::Sessions(shard);
+            let leads = inner
+                .group(group)
+                .is_some_and(|g| g.raft.metrics().borrow().current_leader == Some(inner.id));
+            if !leads {
+                continue;
+            }
+            let due =
+                inner
+                    .store
+                    .has_expired_in_shard(shoal_session::Timestamp(now), shard, shards);
+            match due {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(e) => {
+                    tracing::debug!(%group, error = %e, "the expiry index could not be read");
+                    continue;
+                }
+            }
+            if let Err(e) = inner
+                .propose(group, Command::ExpireSessions { at: now })
+                .await
+            {
+                tracing::debug!(%group, error = %e, "expiry not committed; tried again later");
+            }
+        }
+    }
+
     /// How many session shards (`sessions/0..S`) the cluster has.
     pub fn session_shards(&self) -> u16 {
         self.inner.config.session_shards

@@ -91,6 +91,13 @@ pub enum Command {
         #[serde(with = "base64_bytes")]
         ops: Vec<u8>,
     },
+    /// What expired in this session shard by `at` (ms since the Unix epoch) goes: its
+    /// leader stamps its time, and every replica removes the same sessions and queued
+    /// messages with it (`Store::remove_expired_in_shard`), whatever its own clock says.
+    ExpireSessions {
+        /// The leader's time, ms since the Unix epoch.
+        at: u64,
+    },
     /// The owner of `client_id` with `epoch` takes the session over: from now on writes
     /// of older owners are refused (session group).
     Fence {
@@ -378,6 +385,8 @@ impl GroupState {
                 self.raise_fence(client_id, *epoch, touched);
                 Response::Done
             }
+            // The store's part is the state machine's (`state_machine.rs`).
+            Command::ExpireSessions { .. } => Response::Done,
             Command::Release { client_id, epoch } => {
                 let live = self
                     .owners

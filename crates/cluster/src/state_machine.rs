@@ -78,17 +78,30 @@ fn key_of(touched: &Touched) -> Vec<u8> {
 
 /// The store writes of the session commands `command` carried that were accepted
 /// (`response` says which), in order.
-fn accepted_ops<'a>(command: &'a Command, response: &Response, into: &mut Vec<&'a [u8]>) {
+fn accepted_ops<'a>(command: &'a Command, response: &Response, into: &mut Vec<StoreWrite<'a>>) {
     match (command, response) {
         (Command::Batch(commands), Response::Batch(responses)) => {
             for (command, response) in commands.iter().zip(responses) {
                 accepted_ops(command, response, into);
             }
         }
-        (Command::Session { ops, .. }, Response::Done) => into.push(ops),
+        (Command::Session { ops, .. }, Response::Done) => into.push(StoreWrite::Ops(ops)),
+        (Command::ExpireSessions { at }, Response::Done) => into.push(StoreWrite::Expire(*at)),
         _ => {}
     }
 }
+
+/// What an applied command writes to the node's store (session shards), in log order.
+enum StoreWrite<'a> {
+    /// Session writes (`WriteBatch::encode`).
+    Ops(&'a [u8]),
+    /// What expired by this time (ms) goes.
+    Expire(u64),
+}
+
+/// Most expiry index entries one `ExpireSessions` looks at (the same on every replica; the
+/// leader says it again while more is due).
+const EXPIRY_LIMIT: usize = 10_000;
 
 /// Who is told what the group's applies changed: called with the group's state after the
 /// change, for each key changed, while the state machine applies (so before the entry
@@ -283,6 +296,30 @@ impl SledStateMachine {
         })
     }
 
+    /// Removes what expired by `at` (ms) of this session shard from the store, as its
+    /// leader said (`Command::ExpireSessions`).
+    fn expire(&self, at: u64) -> Result<()> {
+        let GroupId::Sessions(shard) = self.group else {
+            return Ok(());
+        };
+        let report = self
+            .store
+            .remove_expired_in_shard(
+                shoal_session::Timestamp(at),
+                EXPIRY_LIMIT,
+                shard,
+                self.session_shards,
+            )
+            .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        if !report.corrupt.is_empty() {
+            tracing::error!(group = %self.group, corrupt = report.corrupt.len(), "corrupt records met while expiring");
+        }
+        if !report.is_empty() {
+            tracing::debug!(group = %self.group, sessions = report.sessions.len(), messages = report.messages.len(), "expired");
+        }
+        Ok(())
+    }
+
     /// How many snapshots were installed since the state machine was opened, shared.
     pub fn installed(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.installed)
@@ -438,9 +475,12 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
                 EntryPayload::Blank => Response::Done,
                 EntryPayload::Normal(command) => {
                     let response = state.apply(&command, &mut touched);
-                    let mut ops = Vec::new();
-                    accepted_ops(&command, &response, &mut ops);
-                    session_writes.extend(ops.into_iter().map(<[u8]>::to_vec));
+                    let mut writes = Vec::new();
+                    accepted_ops(&command, &response, &mut writes);
+                    session_writes.extend(writes.into_iter().map(|w| match w {
+                        StoreWrite::Ops(ops) => Ok(ops.to_vec()),
+                        StoreWrite::Expire(at) => Err(at),
+                    }));
                     response
                 }
                 EntryPayload::Membership(membership) => {
@@ -458,9 +498,17 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         // Readers wait for the lock only while the entries apply, not for sled's write. (A
         // failed write fails the group: openraft stops it, memory and tree no matter.)
         drop(state);
-        // The sessions' writes go to the store before the applied log id moves: a crash
-        // in between re-applies them, which leaves the same trees.
-        for ops in &session_writes {
+        // The sessions' writes (`Ok`) and expiries (`Err`: the leader's time) go to the
+        // store, in log order, before the applied log id moves: a crash in between
+        // re-applies them, which leaves the same trees.
+        for write in &session_writes {
+            let ops = match write {
+                Ok(ops) => ops,
+                Err(at) => {
+                    self.expire(*at)?;
+                    continue;
+                }
+            };
             match shoal_store::WriteBatch::decode(ops) {
                 Ok(writes) => self
                     .store

@@ -13,6 +13,8 @@ use shoal_session::Timestamp;
 use crate::error::{CorruptRecord, DecodeRecordError, RecordKey, StoreError};
 use crate::keys::{Kind, QueueEntry, index_end, index_key, parse_index_key, parse_queue_key};
 use crate::record::{peek_outbound_expiry, peek_retained_expiry, peek_session_expiry};
+use crate::replica::SessionTree;
+use crate::shards::entry_shard;
 use crate::store::{EXPIRY, QUEUES, RETAINED, SESSIONS, Store};
 
 /// What [`Store::remove_expired`] removed.
@@ -59,13 +61,60 @@ impl Store {
         now: Timestamp,
         limit: usize,
     ) -> Result<ExpiredReport, StoreError> {
-        let mut report = ExpiredReport::default();
-        let range = match index_end(now) {
+        self.remove_expired_of(now, limit, None)
+    }
+
+    /// [`remove_expired`](Self::remove_expired) for the entries of session shard `shard`
+    /// of `shards` only (`shards.rs`): what that shard's apply removes when its leader
+    /// says the time has come, the same on every replica.
+    pub fn remove_expired_in_shard(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        shard: u16,
+        shards: u16,
+    ) -> Result<ExpiredReport, StoreError> {
+        self.remove_expired_of(now, limit, Some((shard, shards)))
+    }
+
+    /// Whether an entry of session shard `shard` of `shards` has expired at `now`.
+    pub fn has_expired_in_shard(
+        &self,
+        now: Timestamp,
+        shard: u16,
+        shards: u16,
+    ) -> Result<bool, StoreError> {
+        for key in self.expired_range(now).keys() {
+            if entry_shard(SessionTree::Expiry, &key?, &[], shards) == shard {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    fn expired_range(&self, now: Timestamp) -> sled::Iter {
+        match index_end(now) {
             Some(end) => self.inner.expiry.range(..end),
             None => self.inner.expiry.iter(),
-        };
-        let mut entries = range
+        }
+    }
+
+    fn remove_expired_of(
+        &self,
+        now: Timestamp,
+        limit: usize,
+        shard: Option<(u16, u16)>,
+    ) -> Result<ExpiredReport, StoreError> {
+        let mut report = ExpiredReport::default();
+        let mut entries = self
+            .expired_range(now)
             .keys()
+            .filter(|key| match (key, shard) {
+                (Ok(key), Some((shard, shards))) => {
+                    entry_shard(SessionTree::Expiry, key, &[], shards) == shard
+                }
+                _ => true,
+            })
             .take(limit.saturating_add(1))
             .collect::<Result<Vec<_>, _>>()?;
         if entries.len() > limit {

@@ -236,3 +236,51 @@ fn an_index_entry_left_without_its_record_is_dropped_alone() {
         "both are gone"
     );
 }
+
+/// A session shard's expiry removes what expired of its own clients only: the other
+/// shard's wait for their own leader's word.
+#[test]
+fn a_shards_expiry_removes_its_own_clients_only() {
+    use shoal_store::session_shard;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = open(dir.path());
+    let of = |shard: u16| {
+        (0..200)
+            .map(|i| format!("c{i}"))
+            .find(|c| session_shard(c.as_bytes(), 2) == shard)
+            .expect("a client id")
+    };
+    let (zero, one) = (of(0), of(1));
+    for client in [&zero, &one] {
+        store
+            .put_session(&session(client, 10, Some(1_000)))
+            .expect("put");
+        store
+            .enqueue(&id(client), 0, &queued(client, 0, None))
+            .expect("enqueue");
+    }
+    let at = Timestamp(11_000);
+    assert!(
+        !store
+            .has_expired_in_shard(Timestamp(10_999), 0, 2)
+            .expect("reads")
+    );
+    assert!(store.has_expired_in_shard(at, 0, 2).expect("reads"));
+    let report = store.remove_expired_in_shard(at, ALL, 0, 2).expect("pass");
+    assert_eq!(report.sessions, vec![id(&zero)]);
+    assert!(!store.has_expired_in_shard(at, 0, 2).expect("reads"));
+    assert!(store.has_expired_in_shard(at, 1, 2).expect("reads"));
+    assert!(
+        store
+            .load_session(&id(&zero))
+            .expect("loads")
+            .records
+            .is_empty()
+    );
+    assert_eq!(
+        store.load_session(&id(&one)).expect("loads").records.len(),
+        1
+    );
+    let report = store.remove_expired_in_shard(at, ALL, 1, 2).expect("pass");
+    assert_eq!(report.sessions, vec![id(&one)]);
+}

@@ -51,6 +51,22 @@ impl Broker {
                 }
             }
         }
+        // In a cluster, what expired in the store goes as the leader of its session shard
+        // says, with the leader's time: every replica removes the same (a replica's own
+        // clock may be off). The leader checks every second.
+        if let Some(cluster) = self.cluster() {
+            if !self
+                .expiring
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+            {
+                let (cluster, expiring) = (cluster.clone(), Arc::clone(&self.expiring));
+                tokio::spawn(async move {
+                    cluster.expire_sessions(now.as_millis()).await;
+                    expiring.store(false, std::sync::atomic::Ordering::Release);
+                });
+            }
+            return;
+        }
         match self.store.remove_expired(now, EXPIRY_BATCH) {
             Ok(report) if !report.corrupt.is_empty() => {
                 tracing::error!(

@@ -69,6 +69,8 @@ pub struct Broker {
     tags: dedup::Tags,
     /// The marks of recent deliveries under a tag (`dedup.rs`).
     marks: Mutex<dedup::RecentMarks>,
+    /// Set while the session shards' expiry this node leads is under way (`expiry.rs`).
+    expiring: Arc<std::sync::atomic::AtomicBool>,
 }
 
 mod acl;
@@ -129,6 +131,7 @@ impl Broker {
             shutdown,
             sessions_ready: std::sync::atomic::AtomicBool::new(false),
             tags: Default::default(),
+            expiring: Default::default(),
             marks: Mutex::default(),
         });
         Ok(broker)
