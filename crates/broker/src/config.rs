@@ -283,9 +283,10 @@ raw_config! {
     session_replicas: u16 = "SHOAL_SESSION_REPLICAS",
     /// Cluster: session shards (`sessions/0..S`, 1 to 16), each a Raft group with
     /// `session_replicas` voters: a client's persistent session lives in the shard its
-    /// client id hashes to, and each shard's leader writes its own. Default 1; a cluster
-    /// of several nodes does well with as many as it has nodes. Every node must use the
-    /// same number, and it cannot change for a data folder (a node refuses to start).
+    /// client id hashes to, and each shard's leader writes its own. Default 1 (more
+    /// spreads the leaders' work, at more CPU per message: every node applies every
+    /// shard's writes, in smaller batches). Every node must use the same number, and it
+    /// cannot change for a data folder (a node refuses to start).
     session_shards: u16 = "SHOAL_SESSION_SHARDS",
     /// Cluster: Raft heartbeat interval, milliseconds. Default 150.
     cluster_heartbeat_ms: u64 = "SHOAL_CLUSTER_HEARTBEAT_MS",

@@ -201,18 +201,21 @@ struct Member {
     process: Option<Process>,
 }
 
-/// The session shards of the clusters the runs start: `FAULTS_SESSION_SHARDS`, or 3 (one
-/// per node of the usual three, each led by a node of its own once spread).
-fn session_shards() -> u16 {
+/// The session shards of the cluster of the run with `seed`: `FAULTS_SESSION_SHARDS`, or
+/// by the seed's parity one (the default) or three (one per node of the usual three, each
+/// led by a node of its own once spread), so that a series tests both.
+fn session_shards(seed: u64) -> u16 {
     std::env::var("FAULTS_SESSION_SHARDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(if seed % 2 == 1 { 3 } else { 1 })
 }
 
 /// A cluster of real nodes in one run's folder.
 struct Cluster {
     members: Vec<Member>,
+    /// Every node's `session_shards`.
+    session_shards: u16,
 }
 
 impl Cluster {
@@ -227,7 +230,7 @@ impl Cluster {
             "--admin-listen".into(),
             format!("{}:{}", m.ip, m.admin),
         ]);
-        args.extend(["--session-shards".into(), session_shards().to_string()]);
+        args.extend(["--session-shards".into(), self.session_shards.to_string()]);
         if i > 0 {
             let seed = &self.members[0];
             args.extend(["--seeds".into(), format!("{}:{}", seed.ip, seed.cluster)]);
@@ -281,9 +284,11 @@ impl Cluster {
         host_ip: &str,
         in_netns: Option<(usize, &Netns)>,
         clock: Option<(usize, PathBuf)>,
+        session_shards: u16,
     ) -> Self {
         let mut cluster = Self {
             members: Vec::new(),
+            session_shards,
         };
         for i in 0..nodes {
             let netns = in_netns.filter(|(n, _)| *n == i).map(|(_, ns)| ns);
@@ -806,6 +811,8 @@ struct RunReport {
     seed: u64,
     fault: Fault,
     nodes: usize,
+    /// The cluster's session shards.
+    shards: u16,
     /// The node the fault hit (id), and how.
     victim: u64,
     note: String,
@@ -838,7 +845,10 @@ impl RunReport {
             "| {} | {} | {} | node {} {} | {:.1} s | {:.1} s | {} | {} | {} | {} | {} | {} | {} | {} | {} of {} | {} |",
             self.seed,
             self.fault,
-            self.nodes,
+            match self.shards {
+                1 => self.nodes.to_string(),
+                n => format!("{} ({n} session shards)", self.nodes),
+            },
             self.victim,
             self.note,
             self.fault_after,
@@ -923,6 +933,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         host_ip,
         netns.as_ref().map(|ns| (partitioned, ns)),
         (fault == Fault::ClockJump).then(|| (special, clock.clone())),
+        session_shards(seed),
     )
     .await;
 
@@ -949,7 +960,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
             // and so does a lone session group (session shards spread like the others).
             let stays = match kind {
                 GroupKind::Meta => true,
-                GroupKind::Sessions => session_shards() <= 1,
+                GroupKind::Sessions => cluster.session_shards <= 1,
                 _ => false,
             };
             if !stays && !cluster.leaders_spread(0, Duration::from_secs(15)).await {
@@ -1311,6 +1322,7 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
         seed,
         fault,
         nodes,
+        shards: cluster.session_shards,
         victim: victim as u64 + 1,
         note,
         fault_after,
@@ -1342,9 +1354,8 @@ async fn series(
 ) -> Vec<RunReport> {
     let start = Instant::now();
     eprintln!(
-        "fault series: base seed {base}, {runs} runs, {} nodes, {} session shards, load {:?}, faults {}",
+        "fault series: base seed {base}, {runs} runs, {} nodes, load {:?}, faults {}",
         shape.nodes,
-        session_shards(),
         shape.load,
         faults
             .iter()

@@ -200,6 +200,30 @@ fn a_second_node_on_the_same_data_folder_is_refused_with_exit_status_3() {
     );
 }
 
+/// Runs `cmd`, which must be refused at start: exits with status 3 within 20 s (a node
+/// that took the folder would run on: `taken` says so) with one line on stderr, returned.
+fn refused_with_3(mut cmd: Command, taken: &str) -> String {
+    let mut refused = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while refused.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = refused.kill();
+            let _ = refused.wait();
+            panic!("{taken}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = refused.wait_with_output().expect("output");
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert_one_line(&text);
+    text
+}
+
 /// A data folder holds its node's Raft state: started under another node id, it is
 /// refused (exit status 3, naming `node_id` and the id the folder belongs to).
 #[test]
@@ -218,26 +242,8 @@ fn a_data_folder_refuses_another_node_id() {
     let _ = child.wait();
     let mut second = shoal();
     loopback(&mut second, dir.path());
-    let mut refused = second
-        .args(["--node-id", "2"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    // Bounded: a node that took the folder would run on.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while refused.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = refused.kill();
-            let _ = refused.wait();
-            panic!("node 2 started on node 1's data folder");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = refused.wait_with_output().expect("output");
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let text = stderr(&out);
-    assert_one_line(&text);
+    second.args(["--node-id", "2"]);
+    let text = refused_with_3(second, "node 2 started on node 1's data folder");
     assert!(
         text.contains("`node_id` is 2") && text.contains("node 1"),
         "{text}"
@@ -256,25 +262,7 @@ fn a_data_folder_refuses_another_number_of_session_shards() {
     drop(Running::start(first));
     let mut second = shoal();
     loopback(&mut second, dir.path());
-    let mut refused = second
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start");
-    // Bounded: a node that took the folder would run on.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while refused.try_wait().expect("wait").is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = refused.kill();
-            let _ = refused.wait();
-            panic!("a node of 1 session shard started on a folder of 3");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let out = refused.wait_with_output().expect("output");
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    let text = stderr(&out);
-    assert_one_line(&text);
+    let text = refused_with_3(second, "a node of 1 session shard started on a folder of 3");
     assert!(
         text.contains("`session_shards` is 1") && text.contains("set session_shards = 3"),
         "{text}"
