@@ -2075,3 +2075,64 @@ async fn a_replica_whose_clock_runs_ahead_expires_no_session_by_itself() {
     let lost: Vec<u16> = acked.difference(&got).copied().collect();
     assert!(lost.is_empty(), "queued and lost: {lost:?}");
 }
+
+/// A voter of the session group that leaves is replaced by a learner: of four nodes,
+/// three are the group's voters (`session_replicas`), and when one of them leaves the
+/// fourth becomes a voter, so that a session write still waits for two disks of three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_voter_that_leaves_is_replaced_by_a_learner() {
+    let cluster = TestCluster::start(4, 0).await;
+    let members = |status: &serde_json::Value, key: &str| -> Vec<u64> {
+        let group = status["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .find(|g| g["group"] == "sessions/0")
+            .expect("the session group");
+        group[key]
+            .as_array()
+            .expect(key)
+            .iter()
+            .filter_map(serde_json::Value::as_u64)
+            .collect()
+    };
+    // The fourth node joins as a learner once the others hold the votes (shortly after
+    // start: wait for it).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (voters, learners) = loop {
+        let status = cluster.status(0).await;
+        let (voters, learners) = (members(&status, "voters"), members(&status, "learners"));
+        if voters.len() == 3 && learners.len() == 1 {
+            break (voters, learners);
+        }
+        assert!(Instant::now() < deadline, "{voters:?}, {learners:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let leaving = *voters
+        .iter()
+        .find(|id| **id != 1)
+        .expect("a voter but node 1");
+    let (code, _, stderr) = cluster.cli(leaving as usize - 1, &["leave"]).await;
+    assert_eq!(code, 0, "{stderr}");
+    let mut want: Vec<u64> = voters
+        .iter()
+        .copied()
+        .filter(|id| *id != leaving)
+        .chain(learners)
+        .collect();
+    want.sort_unstable();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster.status(0).await;
+        let now = members(&status, "voters");
+        if now == want {
+            assert!(members(&status, "learners").is_empty(), "{status}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {leaving} left; voters {now:?}, wanted {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -1263,7 +1263,9 @@ impl Inner {
     }
 
     /// Removes `node` from `group`'s membership (voter and learner), through the group's
-    /// leader.
+    /// leader. A voter that goes is replaced by a learner of the group, if one is a full
+    /// node that is up (the lowest id), so that a group of capped voters (the session
+    /// shards' `session_replicas`) keeps its replication factor.
     pub(crate) async fn remove_member(
         &self,
         group: GroupId,
@@ -1297,6 +1299,16 @@ impl Inner {
                             .await
                             .map_err(|e| e.to_string())?;
                     }
+                    if voter && let Some(next) = self.replacement(group, node) {
+                        tracing::info!(%group, gone = node, voter = next, "a learner replaces the voter that left");
+                        g.raft
+                            .change_membership(
+                                ChangeMembers::AddVoterIds(BTreeSet::from([next])),
+                                false,
+                            )
+                            .await
+                            .map_err(|e| e.to_string())?;
+                    }
                     break;
                 }
                 Some(leader) => {
@@ -1321,6 +1333,34 @@ impl Inner {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(())
+    }
+
+    /// The learner of `group` that should become a voter now that `gone` left it: a full
+    /// node, up, the lowest id; none if the group has as many voters as it may.
+    fn replacement(&self, group: GroupId, gone: RaftNodeId) -> Option<RaftNodeId> {
+        let g = self.group(group)?;
+        let (voters, learners): (usize, Vec<RaftNodeId>) = {
+            let metrics = g.raft.metrics();
+            let metrics = metrics.borrow();
+            let membership = metrics.membership_config.membership();
+            (
+                membership.voter_ids().filter(|id| *id != gone).count(),
+                membership.learner_ids().filter(|id| *id != gone).collect(),
+            )
+        };
+        let most = match group {
+            GroupId::Sessions(_) => self.config.session_replicas.min(MAX_VOTERS),
+            _ => MAX_VOTERS,
+        };
+        if voters >= most {
+            return None;
+        }
+        let meta = self.meta();
+        learners.into_iter().find(|id| {
+            meta.nodes()
+                .get(id)
+                .is_some_and(|member| !member.frontend && !member.down)
+        })
     }
 
     pub(crate) fn status(&self) -> ClusterStatus {
