@@ -63,6 +63,21 @@ pub(crate) async fn handle(broker: &Broker, method: &str, target: &str, body: &[
             Ok(()) => ("200 OK", "{\"left\":true}".to_owned()),
             Err(e) => ("409 Conflict", format!("{e}\n")),
         },
+        ("DELETE", "nodes", id) if !id.is_empty() => {
+            let Ok(node) = id.parse::<u64>() else {
+                return bad("a node id is a number");
+            };
+            let Some(cluster) = broker.cluster() else {
+                return (
+                    "409 Conflict",
+                    "this node is not part of a cluster\n".to_owned(),
+                );
+            };
+            match cluster.forget(node).await {
+                Ok(()) => ("204 No Content", String::new()),
+                Err(e) => ("409 Conflict", format!("{e}\n")),
+            }
+        }
         ("GET", "nodes", "") => match broker.cluster() {
             Some(cluster) => ok(json!({ "data": cluster.status().nodes })),
             None => ok(json!({ "data": [node(broker)] })),

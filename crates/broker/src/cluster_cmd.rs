@@ -6,6 +6,7 @@
 //! shoal cluster status [--admin http://HOST:PORT] [--token TOKEN] [--json]
 //! shoal cluster join [--admin http://HOST:PORT] [--token TOKEN] SEED...
 //! shoal cluster leave [--admin http://HOST:PORT] [--token TOKEN]
+//! shoal cluster forget [--admin http://HOST:PORT] [--token TOKEN] NODE_ID
 //! ```
 //!
 //! `local` runs N nodes of this same binary on loopback as one cluster (node 1 starts it,
@@ -16,7 +17,8 @@
 //! `status` prints a node's view of the cluster (`GET /api/v1/cluster`) as tables; `join`
 //! makes a node that waits (started with `cluster_listen` and no seeds, discovery or
 //! bootstrap) join a cluster through the seeds given (`POST /api/v1/cluster/join`); `leave`
-//! makes a node leave its cluster for good (`POST /api/v1/cluster/leave`).
+//! makes a node leave its cluster for good (`POST /api/v1/cluster/leave`); `forget` removes
+//! a node declared down (dead for good) through a live one (`DELETE /api/v1/nodes/ID`).
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -52,7 +54,12 @@ commands:
       the node at --admin leaves its cluster for good: its clients are told to go elsewhere
       (MQTT 5: DISCONNECT 0x9C naming another node's mqtt_advertise address, or 0x8B
       when no node has one), it is removed from every Raft group with its routes, and
-      its process stops. Delete its data folder before reusing it.";
+      its process stops. Delete its data folder before reusing it.
+  forget [--admin http://HOST:PORT] [--token TOKEN] NODE_ID
+      the node at --admin removes node NODE_ID, declared down (a machine lost for good, a
+      pod scaled away), from the cluster: its routes, its record, its vote in every Raft
+      group (a learner that is up takes it). Refused (exit 1) for a node that is up: make
+      it leave instead.";
 
 /// Runs `shoal cluster ARGS`: the exit status.
 pub fn command(args: &[String]) -> i32 {
@@ -61,6 +68,7 @@ pub fn command(args: &[String]) -> i32 {
         Some("status") => status(&args[1..]),
         Some("join") => join(&args[1..]),
         Some("leave") => leave(&args[1..]),
+        Some("forget") => forget(&args[1..]),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             0
@@ -124,7 +132,7 @@ fn admin_args(args: &[String], command: &str) -> Result<AdminArgs, ()> {
                 "--admin" => parsed.admin = value(&mut it, "--admin")?,
                 "--token" => parsed.token = Some(value(&mut it, "--token")?),
                 "--json" if command == "status" => parsed.json = true,
-                other if command == "join" && !other.starts_with('-') => {
+                other if matches!(command, "join" | "forget") && !other.starts_with('-') => {
                     parsed.rest.push(other.to_owned());
                 }
                 other => return Err(format!("unknown argument {other:?}")),
@@ -231,6 +239,51 @@ fn leave(args: &[String]) -> i32 {
         }
         Err(e) => {
             eprintln!("shoal cluster leave: {e}");
+            2
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// shoal cluster forget
+
+fn forget(args: &[String]) -> i32 {
+    let Ok(AdminArgs {
+        admin, token, rest, ..
+    }) = admin_args(args, "forget")
+    else {
+        return 2;
+    };
+    let [id] = rest.as_slice() else {
+        eprintln!("shoal cluster forget: one node id, please\n{USAGE}");
+        return 2;
+    };
+    if id.parse::<u64>().is_err() {
+        eprintln!("shoal cluster forget: {id:?} is not a node id (a number)");
+        return 2;
+    }
+    let path = format!("/api/v1/nodes/{id}");
+    match ctl::request(
+        &admin,
+        token.as_deref(),
+        "DELETE",
+        &path,
+        None,
+        Duration::from_secs(120),
+    ) {
+        Ok((204 | 200, _)) => {
+            println!("node {id} is no member any more");
+            0
+        }
+        Ok((code, body)) => {
+            eprintln!(
+                "shoal cluster forget: DELETE {path}: HTTP {code}: {}",
+                body.trim_end()
+            );
+            1
+        }
+        Err(e) => {
+            eprintln!("shoal cluster forget: {e}");
             2
         }
     }

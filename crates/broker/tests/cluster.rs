@@ -2136,3 +2136,72 @@ async fn a_session_voter_that_leaves_is_replaced_by_a_learner() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A node that died for good is forgotten through a live one (`shoal cluster forget N`,
+/// `DELETE /api/v1/nodes/N`): refused while it is up, and once it is declared down it is
+/// no member any more, and a learner takes its vote in the session group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_node_is_forgotten_and_a_learner_takes_its_vote() {
+    let mut cluster = TestCluster::start(4, 0).await;
+    let session_group = |status: &serde_json::Value, key: &str| -> Vec<u64> {
+        status["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .find(|g| g["group"] == "sessions/0")
+            .and_then(|g| g[key].as_array())
+            .map(|ids| ids.iter().filter_map(serde_json::Value::as_u64).collect())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let voters = loop {
+        let status = cluster.status(0).await;
+        let voters = session_group(&status, "voters");
+        if voters.len() == 3 && session_group(&status, "learners").len() == 1 {
+            break voters;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let dead = *voters
+        .iter()
+        .find(|id| **id != 1)
+        .expect("a voter but node 1");
+    // Up: refused.
+    let (code, _, stderr) = cluster.cli(0, &["forget", &dead.to_string()]).await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("is up"), "{stderr}");
+    cluster.kill(dead as usize - 1);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, out, stderr) = cluster.cli(0, &["forget", &dead.to_string()]).await;
+        if code == 0 {
+            assert!(out.contains("no member"), "{out}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {dead} was never forgotten: {stderr}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let status = cluster.status(0).await;
+    let nodes: Vec<u64> = status["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .filter_map(|n| n["id"].as_u64())
+        .collect();
+    assert!(!nodes.contains(&dead), "{status}");
+    assert_eq!(nodes.len(), 3, "{status}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster.status(0).await;
+        let voters = session_group(&status, "voters");
+        if voters.len() == 3 && !voters.contains(&dead) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "voters {voters:?}: {status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -846,6 +846,58 @@ impl Cluster {
         Ok(())
     }
 
+    /// Removes `node`, a member declared down (dead for good: a lost machine, a pod scaled
+    /// away), from the cluster, as its own `leave` would: its routes and client ids, its
+    /// record in meta, and its place in every group, where a learner takes its vote
+    /// (`replacement`). Refused for this node (it leaves itself), for a node that is not a
+    /// member, and for one that is up (it would go on as if it were a member).
+    pub async fn forget(&self, node: RaftNodeId) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        let refused = |message: String| ClusterError::Refused {
+            group: GroupId::Meta,
+            message,
+        };
+        if node == inner.id {
+            return Err(refused(format!(
+                "node {node} is this node: make it leave (`shoal cluster leave`)"
+            )));
+        }
+        let member = inner.meta().nodes().get(&node).cloned();
+        match member {
+            None => return Err(refused(format!("node {node} is not a member"))),
+            Some(member) if !member.down => {
+                return Err(refused(format!(
+                    "node {node} is up: only a node declared down is forgotten; make it leave itself (`shoal cluster leave` against it)"
+                )));
+            }
+            Some(_) => {}
+        }
+        for shard in 0..inner.config.route_shards {
+            inner
+                .propose(GroupId::Routes(shard), Command::RemoveNode { node })
+                .await?;
+        }
+        inner
+            .propose(GroupId::Meta, Command::ForgetNode { node })
+            .await?;
+        // Meta last, as in `leave`.
+        let mut groups: Vec<GroupId> = inner
+            .groups
+            .keys()
+            .copied()
+            .filter(|g| *g != GroupId::Meta)
+            .collect();
+        groups.push(GroupId::Meta);
+        for group in groups {
+            inner
+                .remove_member(group, node)
+                .await
+                .map_err(|message| ClusterError::Refused { group, message })?;
+        }
+        tracing::info!(node, "forgot a node declared down");
+        Ok(())
+    }
+
     /// Whether this node's copy of meta says it is declared down (its routes were removed
     /// and route barriers pass it by): it must not serve until it is declared up again.
     pub fn declared_down(&self) -> bool {
