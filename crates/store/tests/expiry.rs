@@ -206,7 +206,7 @@ fn an_index_entry_left_without_its_record_is_dropped_alone() {
 
     // What a crash between the index write and the record write leaves.
     {
-        let db = sled::open(dir.path()).expect("sled opens");
+        let db = util::raw_sled(dir.path());
         db.open_tree("retained")
             .expect("tree")
             .remove("r")

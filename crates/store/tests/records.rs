@@ -307,7 +307,7 @@ fn corrupt_records_are_reported_with_their_tree_and_key_and_left_in_place() {
 
     // Bytes that this version did not write, put there behind the store's back.
     {
-        let db = sled::open(dir.path()).expect("sled opens");
+        let db = util::raw_sled(dir.path());
         db.open_tree("retained")
             .expect("tree")
             .insert("bad", &[1, 0xFF][..])
@@ -384,7 +384,7 @@ fn a_state_left_without_its_message_is_ignored_then_overwritten() {
     // What a crash between the two removals of `remove_outbound` leaves: the state of
     // message 2 (Released, packet id 5) without message 2.
     {
-        let db = sled::open(dir.path()).expect("sled opens");
+        let db = util::raw_sled(dir.path());
         let key = [0, 1, b'c', 0, 0, 0, 0, 0, 0, 0, 2, 1];
         db.open_tree("queues")
             .expect("tree")

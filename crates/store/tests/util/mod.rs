@@ -18,6 +18,23 @@ pub fn open(path: &Path) -> Store {
     Store::open(path, StoreConfig::default()).expect("the store opens")
 }
 
+/// sled's own database at `path`, bypassing the store (to leave what a crash leaves). A
+/// store just dropped may hold the folder's lock a moment longer (its flush thread lets go
+/// of its handle last): tried again for up to 10 s.
+#[allow(dead_code)]
+pub fn raw_sled(path: &Path) -> sled::Db {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match sled::open(path) {
+            Ok(db) => return db,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => panic!("sled opens: {e}"),
+        }
+    }
+}
+
 pub fn id(s: &str) -> MqttString {
     MqttString::try_from(s).expect("a valid MQTT string")
 }
