@@ -797,27 +797,9 @@ impl Cluster {
         // Its routes and client ids first, and its record in meta, while it is a member
         // (its route writer stops, so that nothing writes them again).
         inner.writer.stop();
-        for shard in 0..inner.config.route_shards {
-            inner
-                .propose(
-                    GroupId::Routes(shard),
-                    Command::RemoveNode { node: inner.id },
-                )
-                .await?;
-        }
-        inner
-            .propose(GroupId::Meta, Command::ForgetNode { node: inner.id })
-            .await?;
+        self.drop_routes_and_record(inner.id).await?;
         let mut last = String::from("no other node answered");
-        // Meta last: while a node is in meta, the others still know its address.
-        let mut groups: Vec<GroupId> = inner
-            .groups
-            .keys()
-            .copied()
-            .filter(|g| *g != GroupId::Meta)
-            .collect();
-        groups.push(GroupId::Meta);
-        for group in groups {
+        for group in self.groups_meta_last() {
             let mut done = false;
             for other in &others {
                 let Some(mut client) = inner.client_of(*other) else {
@@ -872,23 +854,8 @@ impl Cluster {
             }
             Some(_) => {}
         }
-        for shard in 0..inner.config.route_shards {
-            inner
-                .propose(GroupId::Routes(shard), Command::RemoveNode { node })
-                .await?;
-        }
-        inner
-            .propose(GroupId::Meta, Command::ForgetNode { node })
-            .await?;
-        // Meta last, as in `leave`.
-        let mut groups: Vec<GroupId> = inner
-            .groups
-            .keys()
-            .copied()
-            .filter(|g| *g != GroupId::Meta)
-            .collect();
-        groups.push(GroupId::Meta);
-        for group in groups {
+        self.drop_routes_and_record(node).await?;
+        for group in self.groups_meta_last() {
             inner
                 .remove_member(group, node)
                 .await
@@ -896,6 +863,35 @@ impl Cluster {
         }
         tracing::info!(node, "forgot a node declared down");
         Ok(())
+    }
+
+    /// Removes `node`'s routes and client ids from every route shard, then its record from
+    /// meta (a node leaving, or forgotten).
+    async fn drop_routes_and_record(&self, node: RaftNodeId) -> Result<(), ClusterError> {
+        let inner = &self.inner;
+        for shard in 0..inner.config.route_shards {
+            inner
+                .propose(GroupId::Routes(shard), Command::RemoveNode { node })
+                .await?;
+        }
+        inner
+            .propose(GroupId::Meta, Command::ForgetNode { node })
+            .await
+            .map(drop)
+    }
+
+    /// Every group of this node, meta last: while a node is in meta's membership, the
+    /// others still know its address.
+    fn groups_meta_last(&self) -> Vec<GroupId> {
+        let mut groups: Vec<GroupId> = self
+            .inner
+            .groups
+            .keys()
+            .copied()
+            .filter(|g| *g != GroupId::Meta)
+            .collect();
+        groups.push(GroupId::Meta);
+        groups
     }
 
     /// Whether this node's copy of meta says it is declared down (its routes were removed
