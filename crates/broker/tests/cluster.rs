@@ -2076,32 +2076,33 @@ async fn a_replica_whose_clock_runs_ahead_expires_no_session_by_itself() {
     assert!(lost.is_empty(), "queued and lost: {lost:?}");
 }
 
+/// The `voters` or `learners` of the session group (`sessions/0`) in a cluster status.
+fn session_members(status: &serde_json::Value, key: &str) -> Vec<u64> {
+    status["groups"]
+        .as_array()
+        .expect("groups")
+        .iter()
+        .find(|g| g["group"] == "sessions/0")
+        .and_then(|g| g[key].as_array())
+        .map(|ids| ids.iter().filter_map(serde_json::Value::as_u64).collect())
+        .unwrap_or_default()
+}
+
 /// A voter of the session group that leaves is replaced by a learner: of four nodes,
 /// three are the group's voters (`session_replicas`), and when one of them leaves the
 /// fourth becomes a voter, so that a session write still waits for two disks of three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_voter_that_leaves_is_replaced_by_a_learner() {
     let cluster = TestCluster::start(4, 0).await;
-    let members = |status: &serde_json::Value, key: &str| -> Vec<u64> {
-        let group = status["groups"]
-            .as_array()
-            .expect("groups")
-            .iter()
-            .find(|g| g["group"] == "sessions/0")
-            .expect("the session group");
-        group[key]
-            .as_array()
-            .expect(key)
-            .iter()
-            .filter_map(serde_json::Value::as_u64)
-            .collect()
-    };
     // The fourth node joins as a learner once the others hold the votes (shortly after
     // start: wait for it).
     let deadline = Instant::now() + Duration::from_secs(30);
     let (voters, learners) = loop {
         let status = cluster.status(0).await;
-        let (voters, learners) = (members(&status, "voters"), members(&status, "learners"));
+        let (voters, learners) = (
+            session_members(&status, "voters"),
+            session_members(&status, "learners"),
+        );
         if voters.len() == 3 && learners.len() == 1 {
             break (voters, learners);
         }
@@ -2124,9 +2125,9 @@ async fn a_session_voter_that_leaves_is_replaced_by_a_learner() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = cluster.status(0).await;
-        let now = members(&status, "voters");
+        let now = session_members(&status, "voters");
         if now == want {
-            assert!(members(&status, "learners").is_empty(), "{status}");
+            assert!(session_members(&status, "learners").is_empty(), "{status}");
             break;
         }
         assert!(
@@ -2143,21 +2144,11 @@ async fn a_session_voter_that_leaves_is_replaced_by_a_learner() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_node_is_forgotten_and_a_learner_takes_its_vote() {
     let mut cluster = TestCluster::start(4, 0).await;
-    let session_group = |status: &serde_json::Value, key: &str| -> Vec<u64> {
-        status["groups"]
-            .as_array()
-            .expect("groups")
-            .iter()
-            .find(|g| g["group"] == "sessions/0")
-            .and_then(|g| g[key].as_array())
-            .map(|ids| ids.iter().filter_map(serde_json::Value::as_u64).collect())
-            .unwrap_or_default()
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
     let voters = loop {
         let status = cluster.status(0).await;
-        let voters = session_group(&status, "voters");
-        if voters.len() == 3 && session_group(&status, "learners").len() == 1 {
+        let voters = session_members(&status, "voters");
+        if voters.len() == 3 && session_members(&status, "learners").len() == 1 {
             break voters;
         }
         assert!(Instant::now() < deadline, "{status}");
@@ -2197,7 +2188,7 @@ async fn a_dead_node_is_forgotten_and_a_learner_takes_its_vote() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let status = cluster.status(0).await;
-        let voters = session_group(&status, "voters");
+        let voters = session_members(&status, "voters");
         if voters.len() == 3 && !voters.contains(&dead) {
             break;
         }
