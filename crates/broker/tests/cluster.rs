@@ -2196,3 +2196,31 @@ async fn a_dead_node_is_forgotten_and_a_learner_takes_its_vote() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// With three session shards on three nodes, the balancer gives each node the leadership
+/// of one: the leaders' work on session writes is spread (a lone session group stays
+/// where it started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_shards_spread_their_leaders_over_the_nodes() {
+    let cluster = TestCluster::start_with(3, 0, false, &["--session-shards", "3"]).await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let leaders = cluster.leaders(0).await;
+        let shards: BTreeSet<u64> = (0..3)
+            .filter_map(|k| leaders.get(&format!("sessions/{k}")).copied())
+            .filter(|leader| *leader > 0)
+            .collect();
+        assert!(
+            !leaders.contains_key("sessions/3"),
+            "three shards, no more: {leaders:?}"
+        );
+        if shards.len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session shards' leaders did not spread: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
