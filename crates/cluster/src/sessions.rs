@@ -151,6 +151,10 @@ impl SessionWriter {
     }
 
     async fn wait(&self, from: u64, to: u64) -> bool {
+        // No write at all (a batch of no writes split into no parts: `from` is past `to`).
+        if from > to {
+            return true;
+        }
         let mut done = self.done.subscribe();
         if done.wait_for(|done| *done >= to).await.is_err() {
             return false;
@@ -518,5 +522,9 @@ mod tests {
         assert_eq!(*writer.done.borrow(), 3);
         assert!(!writer.wait(first, last).await, "its shard 0 part failed");
         assert!(writer.wait(third, third).await);
+        // Nothing pushed: nothing to wait for, and no panic on the empty range.
+        let (from, to) = writer.push(Vec::new());
+        assert!(from > to);
+        assert!(writer.wait(from, to).await);
     }
 }
