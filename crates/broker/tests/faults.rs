@@ -1,7 +1,8 @@
 //! The cluster fault suite (issue 13, first part; deploy/faults/README.md): a cluster of
 //! real `shoal` processes on loopback under load from the real `shoal-loadtest` (persistent
-//! QoS 1 and QoS 2 subscribers, publishers on every node the fault spares, `--placement
-//! cross`, `--reconnect`, `--record`), one fault injected at a seeded random moment, healed,
+//! QoS 1 and QoS 2 subscribers, a shared group of two persistent QoS 1 members, publishers
+//! on every node the fault spares, `--placement cross`, `--reconnect`, `--record`), one
+//! fault injected at a seeded random moment, healed,
 //! drained, and the record handed to `shoal-loadtest check`: no acknowledged message lost,
 //! no QoS 2 duplicate, no order violation.
 //!
@@ -517,7 +518,8 @@ fn loadtest_binary() -> PathBuf {
 
 /// The scenario: every publisher's messages go to one QoS 1 and one QoS 2 persistent
 /// subscriber of the same index (so `--placement cross` puts every group on every node and
-/// each subscriber on another node than its publishers).
+/// each subscriber on another node than its publishers), and every QoS 1 message also to a
+/// shared group of two persistent members on two nodes.
 fn scenario(shape: Shape) -> String {
     let (k, r) = (shape.clients, shape.rate);
     let retained_rate = (r / 4).max(1);
@@ -533,6 +535,11 @@ subscribe = [{{ filter = "faults/%i/+", qos = 1 }}]
 name = "sub2"
 count = {k}
 subscribe = [{{ filter = "faults/%i/+", qos = 2 }}]
+
+[[group]]
+name = "shared"
+count = 2
+subscribe = [{{ filter = "faults/+/q1", qos = 1, share = "faults" }}]
 
 [[group]]
 name = "pub1"

@@ -6,7 +6,9 @@
 //! - no message reached a sink twice where both sides used QoS 2 (exactly once); QoS 1
 //!   duplicates are counted, not failed;
 //! - each subscriber got each publisher's messages in order: a message seen for the first
-//!   time after a later one of its flow is an order violation (a repeat is a duplicate);
+//!   time after a later one of its flow is an order violation (a repeat is a duplicate); in
+//!   a shared group, order is each member's, and a message another member got too is a
+//!   repeat, not a violation;
 //! - no reconnection (clean start 0) of a persistent session found it gone;
 //! - the record is whole (not truncated).
 //!
@@ -127,21 +129,37 @@ pub fn check(lines: &[Line], options: CheckOptions) -> Verdict {
             let mut seen = RangeSet::new();
             let mut total = 0u64;
             let mut sink_qos = 0;
-            for m in members {
-                sink_qos = sink_qos.max(m.qos);
-                let Some(arrivals) = m.flows.iter().find(|a| a.flow == f.flow) else {
-                    continue;
-                };
-                // Order, per member, in arrival order.
+            let got: Vec<(&SinkLine, &[[u64; 4]])> = members
+                .iter()
+                .filter_map(|m| {
+                    sink_qos = sink_qos.max(m.qos);
+                    let a = m.flows.iter().find(|a| a.flow == f.flow)?;
+                    Some((*m, a.runs.as_slice()))
+                })
+                .collect();
+            let sets: Vec<RangeSet> = got.iter().map(|(_, runs)| arrived(runs)).collect();
+            for (i, (m, runs)) in got.iter().enumerate() {
+                // Order, per member, in arrival order. In a shared group, a message first
+                // seen by this member after a later one is no violation when another member
+                // got it too: a publisher's resend of a message already delivered may go to
+                // another member (MQTT 5, 4.8.2), and is a repeat for the group.
+                let mut known = RangeSet::new();
+                if m.shared {
+                    for (_, other) in sets.iter().enumerate().filter(|(j, _)| *j != i) {
+                        for (s, e) in other.pairs() {
+                            known.insert_range(s, e);
+                        }
+                    }
+                }
                 let mut mine = RangeSet::new();
-                for run in &arrivals.runs {
+                for run in runs.iter() {
                     let (start, end) = (run[0], run[0] + run[1]);
                     total += run[1];
                     if let Some(max) = mine.max()
                         && start < max
                     {
                         let below = end.min(max);
-                        let new = (below - start) - mine.count_in(start, below);
+                        let new = (below - start) - known.count_in(start, below);
                         if new > 0 {
                             v.order_violations += new;
                             if order_examples < EXAMPLES {
@@ -155,6 +173,7 @@ pub fn check(lines: &[Line], options: CheckOptions) -> Verdict {
                         }
                     }
                     mine.insert_range(start, end);
+                    known.insert_range(start, end);
                 }
                 for (s, e) in mine.pairs() {
                     seen.insert_range(s, e);
@@ -223,6 +242,15 @@ pub fn check(lines: &[Line], options: CheckOptions) -> Verdict {
         && v.sessions_lost == 0
         && !v.truncated;
     v
+}
+
+/// The sequence numbers in `runs`.
+fn arrived(runs: &[[u64; 4]]) -> RangeSet {
+    let mut set = RangeSet::new();
+    for run in runs {
+        set.insert_range(run[0], run[0] + run[1]);
+    }
+    set
 }
 
 /// Pauses in the receivers' flows across the fault at `fault_us`.
@@ -399,6 +427,34 @@ mod tests {
         assert!(!v.passed);
         assert_eq!(v.qos2_duplicates, 1, "{}", render(&v));
         assert_eq!(v.order_violations, 2, "{}", render(&v));
+    }
+
+    #[test]
+    fn a_shared_member_taking_a_resend_another_member_had_is_no_order_violation() {
+        let member = |client: &str, runs: &[[u64; 4]]| {
+            let mut line = sink(0, 1, &[(0, runs)]);
+            if let Line::Sink(s) = &mut line {
+                s.client = client.to_owned();
+                s.shared = true;
+            }
+            line
+        };
+        let lines = vec![
+            run_line(),
+            flow(0, 1, &[0], &[(0, 10)]),
+            // a misses 3; b gets 6..10, then 3 (new to the group: out of order) and 4 (a
+            // resend a had: a repeat).
+            member("a", &[[0, 3, 0, 2], [4, 2, 3, 4]]),
+            member("b", &[[6, 4, 6, 9], [3, 2, 10, 11]]),
+        ];
+        let v = check(&lines, CheckOptions::default());
+        assert_eq!(
+            (v.lost, v.order_violations, v.qos1_duplicates),
+            (0, 1, 1),
+            "{}",
+            render(&v)
+        );
+        assert!(v.examples[0].contains("b got flow 0"), "{:?}", v.examples);
     }
 
     #[test]
