@@ -74,6 +74,10 @@ pub const CLUSTER_FORWARDED: &str = "shoal_cluster_forwarded_total";
 /// node to that node's acceptance (queued and flushed there): what a PUBACK across nodes
 /// waits for.
 pub const CLUSTER_FORWARD_SECONDS: &str = "shoal_cluster_forward_seconds";
+/// Counter: messages queued for persistent sessions of this node's clients and removed
+/// again (delivered and acknowledged) before this node proposed them to their session
+/// shard: left out of the proposal but for their removal.
+pub const SESSION_WRITES_SKIPPED: &str = "shoal_session_writes_skipped_total";
 /// Gauge, label `state` (`up`, `down`): members of the cluster as this node's `meta` says.
 pub const CLUSTER_NODES: &str = "shoal_cluster_nodes";
 /// Gauge: 1 while this node's membership lease holds (it serves clients), else 0.

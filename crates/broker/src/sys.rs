@@ -56,6 +56,7 @@ pub(crate) fn sample(broker: &Broker) -> crate::broker::Census {
         metrics::gauge!(m::CLUSTER_NODES, "state" => "up").set((status.nodes.len() - down) as f64);
         metrics::gauge!(m::CLUSTER_NODES, "state" => "down").set(down as f64);
         metrics::gauge!(m::CLUSTER_LEASE).set(if status.lease { 1.0 } else { 0.0 });
+        metrics::counter!(m::SESSION_WRITES_SKIPPED).absolute(cluster.session_writes_skipped());
         for group in status.groups {
             let leads = group.leader == status.node_id;
             let lag = group.last_log.saturating_sub(group.applied);

@@ -49,6 +49,9 @@ pub(crate) struct SessionWriter {
     failed: Mutex<BTreeSet<u64>>,
     /// Writes proposed and refused as stale, for the status.
     refused: AtomicU64,
+    /// Queued messages whose first write was left out of a proposal: removed again by a
+    /// later write of the same proposal (`shoal_store::skip_delivered`).
+    skipped: AtomicU64,
     /// Every write numbered from this one on fails: a writer task is gone (the node
     /// stops; `u64::MAX` while they run). Writes it had taken and not answered may or may
     /// not be committed: they fail, never confirmed.
@@ -56,11 +59,11 @@ pub(crate) struct SessionWriter {
 }
 
 /// A shard's queue of numbered writes, as its writer task takes it.
-type Receiver = mpsc::UnboundedReceiver<(u64, Command)>;
+type Receiver = mpsc::UnboundedReceiver<(u64, WriteBatch)>;
 
 struct Queues {
     next: u64,
-    senders: Vec<mpsc::UnboundedSender<(u64, Command)>>,
+    senders: Vec<mpsc::UnboundedSender<(u64, WriteBatch)>>,
 }
 
 impl SessionWriter {
@@ -79,6 +82,7 @@ impl SessionWriter {
             done: watch::Sender::new(0),
             failed: Mutex::default(),
             refused: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             gone_from: AtomicU64::new(u64::MAX),
         }
     }
@@ -91,18 +95,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl SessionWriter {
     /// Queues `writes` (each for its shard) with consecutive numbers; returns the first
     /// and the last.
-    fn push(&self, writes: Vec<(u16, Command)>) -> (u64, u64) {
+    fn push(&self, writes: Vec<(u16, WriteBatch)>) -> (u64, u64) {
         let mut queue = lock(&self.queue);
         let first = queue.next;
         let mut gone = false;
         {
             let mut unanswered = lock(&self.unanswered);
-            for (shard, command) in writes {
+            for (shard, write) in writes {
                 let seq = queue.next;
                 queue.next += 1;
                 unanswered.insert(seq);
                 let sender = &queue.senders[usize::from(shard) % queue.senders.len()];
-                gone |= sender.send((seq, command)).is_err();
+                gone |= sender.send((seq, write)).is_err();
             }
         }
         let last = queue.next - 1;
@@ -165,7 +169,11 @@ impl SessionWriter {
 }
 
 /// Proposes the queued writes of session shard `shard`, everything queued at once, one
-/// entry at a time.
+/// entry at a time; a message queued and removed again within what it takes is left out
+/// of the entry but for its removal (`shoal_store::skip_delivered`).
+///
+/// The writes are encoded here, not by their callers: only now is it known which of them
+/// travel.
 pub(crate) async fn write_sessions(inner: Weak<Inner>, shard: u16) {
     let receiver = match inner.upgrade() {
         Some(inner) => lock(&inner.sessions.receivers)
@@ -182,20 +190,23 @@ pub(crate) async fn write_sessions(inner: Weak<Inner>, shard: u16) {
     let group = GroupId::Sessions(shard);
     while let Some(first) = receiver.recv().await {
         let mut seqs = vec![first.0];
-        let mut weight = first.1.weight();
-        let mut commands = vec![first.1];
-        while commands.len() < BATCH_WRITES && weight < BATCH_BYTES {
-            let Ok((seq, command)) = receiver.try_recv() else {
+        let mut weight = write_weight(&first.1);
+        let mut writes = vec![first.1];
+        while writes.len() < BATCH_WRITES && weight < BATCH_BYTES {
+            let Ok((seq, write)) = receiver.try_recv() else {
                 break;
             };
-            weight += command.weight();
+            weight += write_weight(&write);
             seqs.push(seq);
-            commands.push(command);
+            writes.push(write);
         }
         let Some(inner) = inner.upgrade() else {
             return;
         };
         let writer = &inner.sessions;
+        let skipped = shoal_store::skip_delivered(&mut writes);
+        writer.skipped.fetch_add(skipped as u64, Ordering::Relaxed);
+        let commands = writes.iter().map(session_command).collect();
         match inner.propose(group, Command::Batch(commands)).await {
             Ok((_, Response::Batch(responses))) if responses.len() == seqs.len() => {
                 for (seq, response) in seqs.iter().zip(responses) {
@@ -222,6 +233,23 @@ pub(crate) async fn write_sessions(inner: Weak<Inner>, shard: u16) {
     }
 }
 
+/// About the bytes a write takes in the log's JSON (its writes in base64).
+fn write_weight(batch: &WriteBatch) -> usize {
+    4 * batch.weight() / 3 + 16
+}
+
+/// The command of one write: its owner epochs and its encoded writes.
+fn session_command(batch: &WriteBatch) -> Command {
+    Command::Session {
+        fences: batch
+            .fences()
+            .iter()
+            .map(|(client, epoch)| (client.to_string(), *epoch))
+            .collect(),
+        ops: batch.encode(),
+    }
+}
+
 /// Fails the session writes left unanswered when a writer task ends.
 struct WriterStopped(Weak<Inner>);
 
@@ -239,23 +267,11 @@ impl Cluster {
     /// shard: each is atomic, not the whole); returns their numbers, first and last, for
     /// [`sessions_written`](Self::sessions_written).
     pub fn write_sessions(&self, batch: &WriteBatch) -> (u64, u64) {
-        let command = |batch: &WriteBatch| Command::Session {
-            fences: batch
-                .fences()
-                .iter()
-                .map(|(client, epoch)| (client.to_string(), *epoch))
-                .collect(),
-            ops: batch.encode(),
-        };
         let shards = self.inner.config.session_shards;
         let writes = if shards <= 1 {
-            vec![(0, command(batch))]
+            vec![(0, batch.clone())]
         } else {
-            batch
-                .split(shards)
-                .iter()
-                .map(|(shard, part)| (*shard, command(part)))
-                .collect()
+            batch.split(shards)
         };
         self.inner.sessions.push(writes)
     }
@@ -473,14 +489,20 @@ impl Cluster {
     pub fn session_writes_refused(&self) -> u64 {
         self.inner.sessions.refused.load(Ordering::Relaxed)
     }
+
+    /// Messages queued and removed again before this node proposed them: left out of the
+    /// proposal but for their removal (`shoal_store::skip_delivered`).
+    pub fn session_writes_skipped(&self) -> u64 {
+        self.inner.sessions.skipped.load(Ordering::Relaxed)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn write() -> Command {
-        Command::Batch(Vec::new())
+    fn write() -> WriteBatch {
+        WriteBatch::new()
     }
 
     /// The writer task takes writes 1 to 3 and is aborted in the middle of their

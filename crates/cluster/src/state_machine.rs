@@ -296,6 +296,20 @@ impl SledStateMachine {
         })
     }
 
+    /// Applies `run`, session writes in log order with no expiry between them, to the
+    /// store, leaving out the messages queued and removed again within it
+    /// (`shoal_store::skip_delivered`: the removals stay, so a run applied again after a
+    /// crash ends the same way); empties it.
+    fn apply_run(&self, run: &mut Vec<shoal_store::WriteBatch>) -> Result<()> {
+        shoal_store::skip_delivered(run);
+        for writes in run.drain(..) {
+            self.store
+                .apply(&writes)
+                .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?;
+        }
+        Ok(())
+    }
+
     /// Removes what expired by `at` (ms) of this session shard from the store, as its
     /// leader said (`Command::ExpireSessions`).
     fn expire(&self, at: u64) -> Result<()> {
@@ -501,25 +515,25 @@ impl RaftStateMachine<GroupConfig> for SledStateMachine {
         // The sessions' writes (`Ok`) and expiries (`Err`: the leader's time) go to the
         // store, in log order, before the applied log id moves: a crash in between
         // re-applies them, which leaves the same trees.
+        // Between two expiries, a message queued and removed again is not written at all
+        // (`skip_delivered`; entries applied together, a follower's often, hold many such).
+        let mut run: Vec<shoal_store::WriteBatch> = Vec::new();
         for write in &session_writes {
-            let ops = match write {
-                Ok(ops) => ops,
+            match write {
+                Ok(ops) => match shoal_store::WriteBatch::decode(ops) {
+                    Ok(writes) => run.push(writes),
+                    // Every replica decodes the same bytes the same way: all skip it.
+                    Err(e) => {
+                        tracing::error!(group = %self.group, error = %e, "a session write does not decode; skipped")
+                    }
+                },
                 Err(at) => {
+                    self.apply_run(&mut run)?;
                     self.expire(*at)?;
-                    continue;
-                }
-            };
-            match shoal_store::WriteBatch::decode(ops) {
-                Ok(writes) => self
-                    .store
-                    .apply(&writes)
-                    .map_err(|e| io_error(ErrorSubject::StateMachine, ErrorVerb::Write, &e))?,
-                // Every replica decodes the same bytes the same way: all skip it.
-                Err(e) => {
-                    tracing::error!(group = %self.group, error = %e, "a session write does not decode; skipped")
                 }
             }
         }
+        self.apply_run(&mut run)?;
         self.applied_batch(&mut batch)?;
         self.tree.apply_batch(batch).map_err(|e| {
             self.store.fail();

@@ -150,6 +150,40 @@ impl WriteBatch {
         self.ops.is_empty()
     }
 
+    /// About how many bytes the batch takes encoded ([`encode`](Self::encode)) with its
+    /// fences: what a proposal's size limit counts.
+    pub fn weight(&self) -> usize {
+        let ops: usize = self
+            .ops
+            .iter()
+            .map(|op| match op {
+                Op::PutSession {
+                    client_id, value, ..
+                }
+                | Op::Enqueue {
+                    client_id, value, ..
+                } => client_id.len() + value.len() + 24,
+                Op::PutRetained { topic, value, .. } => topic.len() + value.len() + 24,
+                Op::PutMark { name, .. } => name.len() + 24,
+                Op::RemoveSession { client_id }
+                | Op::SetOutboundState { client_id, .. }
+                | Op::RemoveOutbound { client_id, .. }
+                | Op::PutReceipt { client_id, .. }
+                | Op::RemoveReceipt { client_id, .. } => client_id.len() + 24,
+                Op::PutSubscription {
+                    client_id, filter, ..
+                }
+                | Op::RemoveSubscription { client_id, filter } => {
+                    client_id.len() + filter.len() + 24
+                }
+                Op::RemoveRetained { topic } => topic.len() + 16,
+                Op::ReleaseTag { .. } => 16,
+            })
+            .sum();
+        let fences: usize = self.fences.iter().map(|(c, _)| c.len() + 16).sum();
+        ops + fences
+    }
+
     /// Removes every write, keeping the allocation.
     pub fn clear(&mut self) {
         self.ops.clear();

@@ -22,6 +22,7 @@
 
 mod batch;
 mod config;
+mod delivered;
 mod disk_sync;
 mod error;
 mod expiry;
@@ -38,6 +39,7 @@ mod store;
 
 pub use batch::{ReceiptTag, WriteBatch};
 pub use config::StoreConfig;
+pub use delivered::skip_delivered;
 pub use error::{CorruptRecord, DecodeRecordError, EncodeRecordError, RecordKey, StoreError};
 pub use expiry::ExpiredReport;
 pub use group_commit::{FlushReceipt, FlushStats};

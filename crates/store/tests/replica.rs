@@ -188,3 +188,78 @@ fn a_shards_snapshot_replaces_that_shard_only() {
     assert!(b.has_mark(5, zero.as_bytes()).expect("reads"));
     assert!(b.has_mark(6, other.as_bytes()).expect("reads"));
 }
+
+/// A message queued and removed again within one run of writes is not written, and the
+/// store ends as it would have without the skip: also when the run is applied again
+/// after a crash that kept the first write of a partial application.
+#[test]
+fn a_message_queued_and_removed_in_one_run_is_skipped_and_the_run_ends_the_same() {
+    let run = || {
+        let mut a = WriteBatch::new();
+        a.fence(&id("s"), 4);
+        a.enqueue(&id("s"), 1, &queued("s", 1, Some(9_000_000_000_000)))
+            .expect("encodes");
+        a.enqueue(&id("s"), 2, &queued("s", 2, None))
+            .expect("encodes");
+        let mut b = WriteBatch::new();
+        b.fence(&id("s"), 4);
+        b.set_outbound_state(&id("s"), 1, OutboundState::Sent(pid(1)));
+        b.set_outbound_state(&id("s"), 2, OutboundState::Sent(pid(2)));
+        b.remove_outbound(&id("s"), 1);
+        vec![a, b]
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plain = open(dir.path());
+    for batch in run() {
+        plain.apply(&batch).expect("applies");
+    }
+    let skipped_dir = tempfile::tempdir().expect("temp dir");
+    let skipped = open(skipped_dir.path());
+    let mut batches = run();
+    assert_eq!(shoal_store::skip_delivered(&mut batches), 1);
+    assert_eq!(
+        batches.iter().map(WriteBatch::len).sum::<usize>(),
+        3,
+        "message 1's enqueue and state go, its removal stays"
+    );
+    // A partial application before a crash wrote message 1; the run again removes it.
+    skipped
+        .enqueue(&id("s"), 1, &queued("s", 1, Some(9_000_000_000_000)))
+        .expect("writes");
+    for batch in &batches {
+        skipped.apply(batch).expect("applies");
+    }
+    for store in [&plain, &skipped] {
+        let queue = store.load_queue(&id("s")).expect("loads").records;
+        assert_eq!(queue.len(), 1);
+        assert_eq!(queue[0].0, 2);
+        assert_eq!(queue[0].1.state, OutboundState::Sent(pid(2)));
+        assert_eq!(store.export_sessions(0, 1).expect("exports").len(), 2);
+    }
+}
+
+/// Writes from two owner epochs of a client are left alone: the older one's command may be
+/// refused, and must not take the newer one's write with it.
+#[test]
+fn writes_of_two_owner_epochs_are_not_skipped_together() {
+    let mut a = WriteBatch::new();
+    a.fence(&id("s"), 4);
+    a.enqueue(&id("s"), 1, &queued("s", 1, None))
+        .expect("encodes");
+    let mut b = WriteBatch::new();
+    b.fence(&id("s"), 5);
+    b.remove_outbound(&id("s"), 1);
+    let mut batches = vec![a, b];
+    assert_eq!(shoal_store::skip_delivered(&mut batches), 0);
+    assert_eq!(batches[0].len(), 1);
+    // A number written twice in a run is left alone too.
+    let mut c = WriteBatch::new();
+    c.enqueue(&id("s"), 1, &queued("s", 1, None))
+        .expect("encodes");
+    c.remove_outbound(&id("s"), 1);
+    c.enqueue(&id("s"), 1, &queued("s", 1, None))
+        .expect("encodes");
+    let mut batches = vec![c];
+    assert_eq!(shoal_store::skip_delivered(&mut batches), 0);
+    assert_eq!(batches[0].len(), 3);
+}
