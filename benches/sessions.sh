@@ -20,6 +20,10 @@
 #
 #     git worktree add /tmp/before 19b2de6 && (cd /tmp/before && cargo build --release -p shoal-broker)
 #     SHOAL_BEFORE=/tmp/before/target/release/shoal BROKERS="mosquitto shoal-before shoal cluster-same cluster-cross" benches/sessions.sh
+#
+# SHOAL_BIN (target/release/shoal) is the binary of every other shoal broker, clusters
+# included: to compare two builds' clusters, run the script once with each (their OUT in
+# different folders, since the raw results go beside OUT).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . benches/lib.sh
@@ -28,7 +32,7 @@ DURATION=${DURATION:-10s}
 OUT=${OUT:-benches/sessions.md}
 SCENARIOS=${SCENARIOS:-persistent-max persistent-15k}
 BROKERS=(${BROKERS:-mosquitto shoal cluster-same cluster-cross})
-SHOAL=target/release/shoal
+SHOAL=${SHOAL_BIN:-target/release/shoal}
 LT=target/release/shoal-loadtest
 [ -x "$SHOAL" ] && [ -x "$LT" ] || { echo "build first: cargo build --release -p shoal-broker -p shoal-loadtest" >&2; exit 1; }
 RESULTS="$(dirname "$OUT")/sessions-results"
