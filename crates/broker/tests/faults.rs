@@ -126,12 +126,16 @@ const DEFAULT_FAULTS: [Fault; 11] = [
     Fault::ClockJump,
 ];
 
+/// How long a node whose store failed (a full disk) may take to stop on SIGTERM: its
+/// groups stopped on the error, so its drain has nothing to hand over or to write.
+const DISK_FULL_EXIT_MAX: Duration = Duration::from_secs(4);
+
 /// How much longer the load of a rolling restart runs than the shape says, per node
 /// (each takes 3–4 s to drain, come back and get its leaderships again).
 const ROLL_EXTRA_LOAD_PER_NODE: Duration = Duration::from_secs(5);
 /// How much longer the load runs when a disk fills: the node's store fails some seconds
 /// after the disk is full, the runner waits for `/healthz` to say so, and the node then
-/// drains and restarts (9–15 s in all). Its subscribers reconnect to it only once it is
+/// drains and restarts (4–15 s in all). Its subscribers reconnect to it only once it is
 /// back: the load must outlast that, or what their sessions kept is never fetched.
 const DISK_FULL_EXTRA_LOAD: Duration = Duration::from_secs(15);
 /// How long a node has to exit after SIGTERM in a rolling restart.
@@ -1182,8 +1186,20 @@ async fn run_one(seed: u64, fault: Fault, shape: Shape) -> Option<RunReport> {
                 if alive == 503 {
                     // What a liveness probe does: the node is restarted.
                     match cluster.terminate(victim, ROLL_EXIT_WAIT).await {
-                        Ok(took) => note
-                            .push_str(&format!("; SIGTERM, exit in {:.1} s", took.as_secs_f64())),
+                        Ok(took) => {
+                            note.push_str(&format!(
+                                "; SIGTERM, exit in {:.1} s",
+                                took.as_secs_f64()
+                            ));
+                            // Its groups stopped on the storage error: nothing is left to
+                            // hand over or to write, and the restart should not wait.
+                            if took > DISK_FULL_EXIT_MAX && problem.is_none() {
+                                problem = Some(format!(
+                                    "the node whose store failed took {:.1} s to stop on SIGTERM",
+                                    took.as_secs_f64()
+                                ));
+                            }
+                        }
                         Err(why) => {
                             note.push_str(&format!("; SIGTERM: {why}, then kill -9"));
                             cluster.kill(victim);

@@ -130,11 +130,17 @@ fn successor(
 }
 
 impl Inner {
-    /// The groups this node leads.
+    /// The groups this node leads and can hand over: not one that stopped here on a
+    /// storage error (its last metrics still name this node; the other voters elect
+    /// another leader once its heartbeats stop).
     fn led(&self) -> Vec<GroupId> {
         self.groups
             .iter()
-            .filter(|(_, g)| g.raft.metrics().borrow().current_leader == Some(self.id))
+            .filter(|(_, g)| {
+                let metrics = g.raft.metrics();
+                let metrics = metrics.borrow();
+                metrics.current_leader == Some(self.id) && metrics.running_state.is_ok()
+            })
             .map(|(group, _)| *group)
             .collect()
     }
@@ -231,6 +237,13 @@ impl Cluster {
             return;
         }
         inner.drain.draining.store(true, Ordering::SeqCst);
+        // A group that stopped here on a storage error (a full disk) takes no write of
+        // this node's any more: waiting for the removals would only hold the node up
+        // until its caller's deadline. The failure detector removes its routes instead.
+        if let Some((group, _)) = self.stopped_group() {
+            tracing::warn!(%group, "draining: a Raft group stopped on this node; its routes are left to the failure detector");
+            return;
+        }
         while !inner.writer.is_idle() {
             tokio::time::sleep(POLL).await;
         }
