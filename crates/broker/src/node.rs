@@ -22,6 +22,9 @@ use crate::{admin, listener, sys};
 const EXPIRY_SWEEP: Duration = Duration::from_secs(1);
 /// How long shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long it waits for them when the store failed: every client was sent away at the
+/// failure, and what is still open waits on a write that will not come.
+const BROKEN_STORE_GRACE: Duration = Duration::from_secs(1);
 /// How long a node of a cluster spends handing its Raft leaderships over when it stops.
 const HANDOFF_GRACE: Duration = Duration::from_secs(5);
 /// How long a node of a cluster waits, when it stops, for the routes of the clients that
@@ -367,11 +370,24 @@ impl Node {
                 .broker
                 .kick_all(shoal_codec::DisconnectReasonCode::ServerShuttingDown),
         }
-        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let grace = if self.broker.store.is_broken() {
+            BROKEN_STORE_GRACE
+        } else {
+            SHUTDOWN_GRACE
+        };
+        let deadline = tokio::time::Instant::now() + grace;
         while crate::stats::Stats::get(&self.broker.stats.connected) > 0
             && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let open = crate::stats::Stats::get(&self.broker.stats.connected);
+        if open > 0 {
+            tracing::warn!(
+                open,
+                waited_ms = grace.as_millis() as u64,
+                "shutting down with connections still open"
+            );
         }
         if let Some(cluster) = self.broker.cluster()
             && tokio::time::timeout(DEPART_GRACE, cluster.depart())

@@ -185,6 +185,16 @@ impl Cluster {
         if inner.drain.has_left() {
             return Vec::new();
         }
+        // A node whose store failed (a full disk) cannot step down cleanly either: taking
+        // a successor's higher term means saving a vote, which fails and stops the group
+        // here, and the handoff would wait for a change its stopped group never sees. Its
+        // leaderships move by election once it is gone, a moment later.
+        if inner.store.is_broken() {
+            tracing::warn!(
+                "draining: the store failed; no Raft leadership is handed over, they move by election once the node is gone"
+            );
+            return Vec::new();
+        }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let moves: Vec<(GroupId, RaftNodeId)> = inner
