@@ -2224,3 +2224,63 @@ async fn session_shards_spread_their_leaders_over_the_nodes() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// An online persistent subscriber acknowledges its messages while their writes wait for
+/// the session shard's next proposal: the node leaves those messages out of its proposals
+/// (`shoal_session_writes_skipped_total`), and neither it nor a replica keeps any of
+/// them: the session resumed on another node (read from that node's store) has nothing to
+/// deliver again. Fails if the skip is gone (the count stays 0) or if a message its
+/// subscriber acknowledged stayed in the resuming node's store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_acknowledged_before_their_proposal_are_skipped_and_never_come_back() {
+    const MESSAGES: u16 = 400;
+    const WINDOW: u16 = 16;
+    let cluster = TestCluster::start(3, 0).await;
+    let (mut subscriber, _) = persistent(cluster.addr(0), "skip-sub").await;
+    subscribe(&mut subscriber, 1, "skip/#", QoS::AtLeastOnce).await;
+    // Reads and acknowledges every message as it comes.
+    let reader = tokio::spawn(async move {
+        let got = drain(&mut subscriber, Duration::from_secs(3)).await;
+        (subscriber, got)
+    });
+    let mut publisher = client(cluster.addr(0), "skip-pub").await;
+    let mut next = 1;
+    let mut acked = 0;
+    while acked < MESSAGES {
+        while next <= MESSAGES && next - 1 - acked < WINDOW {
+            publisher
+                .publish(
+                    "skip/x",
+                    &next.to_be_bytes(),
+                    QosPid::AtLeastOnce(pid(next)),
+                    false,
+                )
+                .await;
+            next += 1;
+        }
+        match publisher.recv_within(Duration::from_secs(15)).await {
+            Some(Packet::PubAck(ack)) => {
+                assert_eq!(ack.reason_code, PubAckReasonCode::Success, "{ack:?}");
+                acked += 1;
+            }
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    let (subscriber, got) = reader.await.expect("reader");
+    assert_eq!(numbers(got), (1..=MESSAGES).collect::<BTreeSet<u16>>());
+    let (code, metrics) = cluster.admin(0, "GET", "/metrics").await;
+    assert_eq!(code, 200);
+    let skipped = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_session_writes_skipped_total "))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(skipped.is_some_and(|n| n > 0), "skipped {skipped:?}");
+    drop(subscriber);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut resumed, present) = persistent(cluster.addr(1), "skip-sub").await;
+    assert!(present, "the session resumes on node 2");
+    assert!(
+        resumed.silent_for(Duration::from_secs(1)).await,
+        "a message its subscriber had acknowledged came back"
+    );
+}
