@@ -128,11 +128,10 @@ pub fn check(lines: &[Line], options: CheckOptions) -> Verdict {
             let members = by_sink.get(&sink).map(Vec::as_slice).unwrap_or_default();
             let mut seen = RangeSet::new();
             let mut total = 0u64;
-            let mut sink_qos = 0;
+            let sink_qos = members.iter().map(|m| m.qos).max().unwrap_or(0);
             let got: Vec<(&SinkLine, &[[u64; 4]])> = members
                 .iter()
                 .filter_map(|m| {
-                    sink_qos = sink_qos.max(m.qos);
                     let a = m.flows.iter().find(|a| a.flow == f.flow)?;
                     Some((*m, a.runs.as_slice()))
                 })
